@@ -1,0 +1,86 @@
+"""Named errors.  Every failure a user can cause raises a subclass of :class:`RGAnalysisError`;
+the command line turns them into one clear message and exit status 2."""
+
+from __future__ import annotations
+
+
+class RGAnalysisError(Exception):
+    """Base class of every error the toolkit raises on bad input."""
+
+
+# --- reading checkpoints -------------------------------------------------------------------------
+class CorruptCheckpointError(RGAnalysisError):
+    """A checkpoint file is truncated, corrupt, or not a tensor file."""
+
+
+class PickleRefusedError(RGAnalysisError):
+    """A checkpoint needs full unpickling (it can run code); refused unless ``--allow-pickle``."""
+
+
+class AdapterNotFoundError(RGAnalysisError):
+    """No adapter accepted a source; the message lists each adapter tried and why it declined."""
+
+    def __init__(self, source: object, reasons: dict[str, str]):
+        self.source = source
+        self.reasons = dict(reasons)
+        lines = [f"no adapter can read {source}:"]
+        lines += [f"  - {name}: {why}" for name, why in self.reasons.items()]
+        super().__init__("\n".join(lines))
+
+
+class AdapterDeclined(RGAnalysisError):
+    """Raised by an adapter's ``detect`` to say why it does not handle a source."""
+
+
+class UnknownArchitectureError(RGAnalysisError):
+    """The user named an architecture the toolkit does not know."""
+
+
+class MaskShapeError(RGAnalysisError):
+    """A mask's shape differs from its weight's."""
+
+
+class NonBinaryMaskError(RGAnalysisError):
+    """A mask holds values other than 0 and 1."""
+
+
+class NonFiniteWeightsError(RGAnalysisError):
+    """A weight tensor holds NaN or Inf."""
+
+
+class MissingTensorError(RGAnalysisError):
+    """A mask (or a key map) names a tensor that the model does not have."""
+
+
+class MasksNotNestedError(RGAnalysisError):
+    """The masks of a flow are not nested: a later round revives a weight an earlier one pruned."""
+
+
+class SparsityReportMismatchError(RGAnalysisError):
+    """An open_lth ``sparsity_report.json`` disagrees with its ``mask.pth``."""
+
+
+# --- the store -----------------------------------------------------------------------------------
+class OutputExistsError(RGAnalysisError):
+    """The output file exists and ``force`` was not given."""
+
+
+class StoreFormatError(RGAnalysisError):
+    """A file is not an rganalysis store, or is of an unsupported format version."""
+
+
+# --- the RG engine -------------------------------------------------------------------------------
+class InvalidParameterError(RGAnalysisError, ValueError):
+    """An argument is out of its domain (rate outside (0, 1), rounds < 1, ...)."""
+
+
+class TooFewRoundsError(RGAnalysisError):
+    """A flow has too few rounds to fit the requested number of couplings."""
+
+
+class DegenerateRegressionError(RGAnalysisError):
+    """A regression has no information in some direction (e.g. perturbations that leave the couplings unchanged)."""
+
+
+class RankError(RGAnalysisError):
+    """More rank was asked for than the data allow."""

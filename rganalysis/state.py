@@ -1,0 +1,101 @@
+"""The in-memory state of a network at one IMP round, as the RG engine sees it.
+
+A :class:`State` holds the prunable tensors only (weights and boolean masks, on one device),
+with the per-layer facts the couplings need.  It is what :meth:`ParameterSet.state` returns and
+what coarse-graining, couplings and the estimators take and give back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class State:
+    """Prunable weights and their masks at one round.
+
+    Attributes
+    ----------
+    weights : dict[str, Tensor]
+        Layer name -> weight tensor (floating point, any shape), unmasked values.  Ordered by depth.
+    masks : dict[str, Tensor]
+        Layer name -> ``torch.bool`` tensor of the same shape; True = surviving weight.
+    depth : dict[str, float]
+        Layer name -> normalised depth in [0, 1] (0 = first prunable layer, 1 = last).
+    kinds : dict[str, str]
+        Layer name -> layer kind (``conv``, ``linear``, ``embedding``).
+    """
+
+    weights: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    depth: dict[str, float] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if list(self.weights) != list(self.masks):
+            raise ValueError("weights and masks must name the same layers in the same order")
+        if not self.depth:
+            n = len(self.weights)
+            self.depth = {k: (i / (n - 1) if n > 1 else 0.0) for i, k in enumerate(self.weights)}
+        if not self.kinds:
+            self.kinds = {k: ("conv" if w.dim() > 2 else "linear") for k, w in self.weights.items()}
+
+    @classmethod
+    def dense(cls, weights: Mapping[str, torch.Tensor], **kwargs) -> State:
+        """A state with all-ones masks."""
+        w = dict(weights)
+        return cls(w, {k: torch.ones_like(v, dtype=torch.bool) for k, v in w.items()}, **kwargs)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.weights)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.weights.values())).device
+
+    def sizes(self) -> dict[str, int]:
+        """Number of weights per layer (N_l)."""
+        return {k: v.numel() for k, v in self.weights.items()}
+
+    def survivors(self) -> dict[str, int]:
+        """Number of surviving (unmasked) weights per layer."""
+        return {k: int(m.sum()) for k, m in self.masks.items()}
+
+    def densities(self) -> dict[str, float]:
+        """Per-layer density rho_l = survivors / size."""
+        return {k: int(m.sum()) / m.numel() for k, m in self.masks.items()}
+
+    def global_density(self) -> float:
+        tot = sum(m.numel() for m in self.masks.values())
+        return sum(int(m.sum()) for m in self.masks.values()) / tot
+
+    def with_masks(self, masks: Mapping[str, torch.Tensor]) -> State:
+        """Same weights, new masks (a coarse-grained state)."""
+        return State(self.weights, dict(masks), self.depth, self.kinds)
+
+    def with_weights(self, weights: Mapping[str, torch.Tensor]) -> State:
+        return State(dict(weights), self.masks, self.depth, self.kinds)
+
+    def to(self, device: torch.device | str) -> State:
+        return State(
+            {k: v.to(device) for k, v in self.weights.items()},
+            {k: v.to(device) for k, v in self.masks.items()},
+            self.depth,
+            self.kinds,
+        )
+
+    def masked(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, weights * mask) per layer, pruned entries zero."""
+        for k, w in self.weights.items():
+            yield k, w * self.masks[k]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

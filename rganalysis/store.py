@@ -1,0 +1,655 @@
+"""The parameter store: one HDF5 file (netCDF-4 through h5netcdf) per model or recorded flow.
+
+Layout of a file (every group opens with ``xarray.open_dataset(path, engine="h5netcdf", group=G)``)::
+
+    /                       provenance attributes (source, sha256, adapter, architecture, ...)
+    /parameters             every tensor at round 0 under its canonical name, with named dimensions
+                            (``out_channels_64``, ``in_features_768``, ...) and attributes
+                            kind, module, depth, prunable, torch_dtype, role (model | extra)
+    /masks                  one uint8 variable per masked tensor, dims (round, *tensor dims)
+    /rounds                 per-round tables: global_density (round), density (round, layer), metrics
+    /weights/round_NNNN     tensors whose value at round NNNN differs from the previous stored value
+    /rewind                 the rewind point (the early checkpoint IMP resets to), when known
+
+A model with no mask has an implicit all-ones mask and one round.  Per round, the attribute
+``layout`` of ``/rounds`` (JSON) lists the keys of the state dict the source held, so
+:meth:`ParameterSet.to_state_dict` gives back exactly the keys, dtypes and bits that were loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import (
+    MaskShapeError,
+    MasksNotNestedError,
+    MissingTensorError,
+    NonBinaryMaskError,
+    NonFiniteWeightsError,
+    OutputExistsError,
+    StoreFormatError,
+)
+from .layers import dim_names
+from .state import State, resolve_device
+from .tensors import dtype_name, from_numpy, stored_dtype, to_numpy
+
+FORMAT = "rganalysis-store"
+FORMAT_VERSION = 1
+
+# Roles of a key in a source state dict (see LayoutEntry).
+PARAM, MASK, EXTRA = "param", "mask", "extra"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the store knows of one model tensor.
+
+    ``depth`` is the index of the tensor's module in depth order (0 = input side).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    kind: str
+    module: str
+    depth: int
+    prunable: bool
+    dims: tuple[str, ...]
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class LayoutEntry:
+    """One key of a source state dict: its value is the canonical tensor ``name`` (role ``param``),
+    the mask of ``name`` cast to ``dtype`` (role ``mask``), or the extra tensor ``name`` (``extra``)."""
+
+    key: str
+    role: str
+    name: str
+    dtype: str = ""
+
+
+@dataclass
+class RoundData:
+    """What an adapter read for one round of a flow (round 0 of a plain model).
+
+    ``tensors`` holds canonical names -> values (all of them at round 0, only the ones that
+    changed afterwards); ``masks`` the masks present in the source (any 0/1 dtype);
+    ``extras`` tensors of the source that are not part of the model (kept for losslessness).
+    """
+
+    tensors: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    layout: list[LayoutEntry] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Ref:
+    """A tensor still on disk: variable ``var`` of group ``group``, optionally one ``index`` of its first dim."""
+
+    group: str
+    var: str
+    dtype: str
+    index: int | None = None
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+class ParameterSet:
+    """A model, or a recorded IMP flow, as a lazily readable set of named tensors with masks per round.
+
+    Build one with an adapter (:func:`rganalysis.adapters.ingest`) or open one with :func:`load`.
+    """
+
+    def __init__(
+        self,
+        info: Mapping[str, TensorInfo],
+        weights: Mapping[int, Mapping[str, torch.Tensor | _Ref]],
+        masks: Mapping[str, Sequence[torch.Tensor | _Ref]] | None = None,
+        *,
+        n_rounds: int = 1,
+        extras: Mapping[int, Mapping[str, torch.Tensor | _Ref]] | None = None,
+        layouts: Sequence[Sequence[LayoutEntry]] | None = None,
+        metrics: Mapping[str, Sequence[float]] | None = None,
+        rewind: Mapping[str, torch.Tensor | _Ref] | None = None,
+        rewind_layout: Sequence[LayoutEntry] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        flow_attrs: Mapping[str, Any] | None = None,
+        densities: np.ndarray | None = None,
+        file: h5py.File | None = None,
+    ):
+        self.info = dict(info)
+        self.names = list(self.info)
+        self.n_rounds = int(n_rounds)
+        self._weights = {int(r): dict(w) for r, w in weights.items()}
+        self._masks = {k: list(v) for k, v in (masks or {}).items()}
+        self._extras = {int(r): dict(e) for r, e in (extras or {}).items()}
+        self.layouts = [list(x) for x in (layouts or [[]] * self.n_rounds)]
+        self.metrics = {k: list(map(float, v)) for k, v in (metrics or {}).items()}
+        self._rewind = dict(rewind) if rewind else None
+        self.rewind_layout = list(rewind_layout or [])
+        self.attrs = dict(attrs or {})
+        self.flow_attrs = {"kind": "model" if self.n_rounds == 1 else "recorded", **(flow_attrs or {})}
+        self._file = file
+        self._density_cache = densities
+        # round -> names changed at that round, for "latest stored value" lookups
+        self._changed = {r: set(w) for r, w in self._weights.items()}
+        self._extra_changed = {r: set(e) for r, e in self._extras.items()}
+        if self._file is None:
+            self._validate()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        if len(self.layouts) != self.n_rounds:
+            raise StoreFormatError(f"{len(self.layouts)} layouts for {self.n_rounds} rounds")
+        for r, ws in self._weights.items():
+            for name, t in ws.items():
+                if name not in self.info:
+                    raise MissingTensorError(f"round {r} holds tensor {name!r} that the model does not have")
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad = int((~torch.isfinite(t)).sum())
+                    raise NonFiniteWeightsError(f"tensor {name!r} (round {r}) holds {bad} NaN/Inf values")
+        for name, ms in self._masks.items():
+            if name not in self.info:
+                raise MissingTensorError(f"mask names tensor {name!r} that the model does not have")
+            if len(ms) != self.n_rounds:
+                raise StoreFormatError(f"mask of {name!r} has {len(ms)} rounds, expected {self.n_rounds}")
+            shape = self.info[name].shape
+            for r, m in enumerate(ms):
+                if tuple(m.shape) != shape:
+                    raise MaskShapeError(
+                        f"mask of {name!r} (round {r}) has shape {tuple(m.shape)}, its weight has {shape}"
+                    )
+                if m.dtype != torch.bool:
+                    ok = (m == 0) | (m == 1)
+                    if not bool(ok.all()):
+                        vals = torch.unique(m[~ok])[:5].tolist()
+                        raise NonBinaryMaskError(f"mask of {name!r} (round {r}) is not 0/1: holds {vals}")
+            prev = None
+            for r, m in enumerate(ms):
+                mb = m.bool()
+                if prev is not None and bool((mb & ~prev).any()):
+                    revived = int((mb & ~prev).sum())
+                    raise MasksNotNestedError(
+                        f"masks of {name!r} are not nested: round {r} revives {revived} weights pruned at round {r - 1}"
+                    )
+                prev = mb
+
+    # ------------------------------------------------------------------ reading
+    def _get(self, v: torch.Tensor | _Ref) -> torch.Tensor:
+        if isinstance(v, torch.Tensor):
+            return v
+        ds = self._file[v.group][v.var]
+        arr = ds[v.index] if v.index is not None else ds[()]
+        return from_numpy(np.asarray(arr), v.dtype)
+
+    def _latest(self, changed: Mapping[int, set], store: Mapping[int, Mapping], name: str, round: int):
+        self._check_round(round)
+        for r in range(round, -1, -1):
+            if name in changed.get(r, ()):
+                return store[r][name]
+        raise MissingTensorError(f"no tensor named {name!r}")
+
+    def _check_round(self, round: int) -> None:
+        if not 0 <= round < self.n_rounds:
+            raise IndexError(f"round {round} out of range: this set has rounds 0..{self.n_rounds - 1}")
+
+    def tensor(self, name: str, round: int = 0, device: str | torch.device | None = None) -> torch.Tensor:
+        """Weights of ``name`` at ``round``, unmasked, in the original dtype."""
+        if name not in self.info:
+            raise MissingTensorError(f"no tensor named {name!r}; the set has {len(self.names)} tensors")
+        t = self._get(self._latest(self._changed, self._weights, name, round))
+        return t if device is None else t.to(device)
+
+    def extra(self, key: str, round: int = 0) -> torch.Tensor:
+        """A source tensor that is not part of the model (e.g. MoCo's key encoder), at ``round``."""
+        return self._get(self._latest(self._extra_changed, self._extras, key, round))
+
+    def extra_keys(self) -> list[str]:
+        return sorted({k for e in self._extras.values() for k in e})
+
+    def has_mask(self, name: str) -> bool:
+        return name in self._masks
+
+    def masked_names(self) -> list[str]:
+        """Tensors that carry a mask in this set, in depth order."""
+        return [n for n in self.names if n in self._masks]
+
+    def mask(self, name: str, round: int = 0, device: str | torch.device | None = None) -> torch.Tensor:
+        """Boolean mask of ``name`` at ``round`` (all True where the tensor has no mask)."""
+        if name not in self.info:
+            raise MissingTensorError(f"no tensor named {name!r}")
+        self._check_round(round)
+        if name in self._masks:
+            m = self._get(self._masks[name][round]).bool()
+        else:
+            m = torch.ones(self.info[name].shape, dtype=torch.bool)
+        return m if device is None else m.to(device)
+
+    def prunable_names(self) -> list[str]:
+        """Prunable tensors by the lottery-ticket convention (conv and linear weights)."""
+        return [n for n in self.names if self.info[n].prunable]
+
+    def pruned_names(self) -> list[str]:
+        """The tensors IMP acts on here: the masked ones if the source had masks, else the prunable ones."""
+        return self.masked_names() or self.prunable_names()
+
+    def rewind_state(self) -> dict[str, torch.Tensor] | None:
+        """The rewind point as canonical name -> tensor, or None."""
+        return None if self._rewind is None else {k: self._get(v) for k, v in self._rewind.items()}
+
+    def state(
+        self, round: int = 0, device: str | torch.device | None = "auto", names: Sequence[str] | None = None
+    ) -> State:
+        """The :class:`State` at ``round``: the tensors IMP acts on (default :meth:`pruned_names`)."""
+        dev = resolve_device(device)
+        names = list(names) if names is not None else self.pruned_names()
+        n = len(names)
+        return State(
+            {k: self.tensor(k, round, dev) for k in names},
+            {k: self.mask(k, round, dev) for k in names},
+            depth={k: (i / (n - 1) if n > 1 else 0.0) for i, k in enumerate(names)},
+            kinds={k: self.info[k].kind for k in names},
+        )
+
+    # ------------------------------------------------------------------ derived tables
+    def _density_names(self) -> list[str]:
+        return self.pruned_names()
+
+    def densities(self):
+        """Per-layer densities, ``xarray.DataArray`` with dims (round, layer)."""
+        import xarray as xr
+
+        names = self._density_names()
+        if self._density_cache is None:
+            d = np.ones((self.n_rounds, len(names)))
+            for j, n in enumerate(names):
+                if n in self._masks:
+                    for r in range(self.n_rounds):
+                        m = self.mask(n, r)
+                        d[r, j] = float(m.sum()) / m.numel()
+            self._density_cache = d
+        return xr.DataArray(
+            self._density_cache,
+            dims=("round", "layer"),
+            coords={"round": np.arange(self.n_rounds), "layer": names},
+            name="density",
+        )
+
+    def global_density(self):
+        """Density over the pruned tensors, weighted by size: ``xarray.DataArray`` (round,)."""
+        d = self.densities()
+        sizes = np.array([self.info[n].numel for n in d.layer.values], dtype=np.float64)
+        g = (d * sizes).sum("layer") / sizes.sum()
+        return g.rename("global_density")
+
+    def scale_factors(self) -> np.ndarray:
+        """Per-round scale factors b_n = rho_n / rho_{n+1} from the measured global densities, (n_rounds - 1,)."""
+        g = self.global_density().values
+        return g[:-1] / g[1:]
+
+    # ------------------------------------------------------------------ writing back
+    def to_state_dict(self, round: int = 0, *, layout: str = "source", apply_masks: bool = False) -> dict:
+        """The state dict at ``round``.
+
+        ``layout="source"`` gives the keys, dtypes and bits of the source that was ingested
+        (``weight_orig``/``weight_mask`` pairs, wrapper prefixes, extra tensors included);
+        ``layout="canonical"`` gives canonical names -> model tensors.  ``apply_masks`` multiplies
+        each masked weight by its mask (as ``torch.nn.utils.prune`` does in the forward pass) for
+        ``param`` entries.
+        """
+        self._check_round(round)
+        if layout == "canonical" or not self.layouts[round]:
+            entries = [LayoutEntry(n, PARAM, n) for n in self.names]
+        elif layout == "source":
+            entries = self.layouts[round]
+        else:
+            raise ValueError(f"layout must be 'source' or 'canonical', not {layout!r}")
+        out: dict[str, torch.Tensor] = {}
+        for e in entries:
+            if e.role == PARAM:
+                t = self.tensor(e.name, round)
+                if apply_masks and e.name in self._masks:
+                    t = t * self.mask(e.name, round).to(t.dtype)
+            elif e.role == MASK:
+                from .tensors import torch_dtype
+
+                t = self.mask(e.name, round).to(torch_dtype(e.dtype))
+            elif e.role == EXTRA:
+                t = self.extra(e.name, round)
+            else:
+                raise StoreFormatError(f"unknown layout role {e.role!r}")
+            out[e.key] = t
+        return out
+
+    def to_module(self, round: int = 0, apply_masks: bool = True) -> torch.nn.Module:
+        """The architecture built by the adapter, with this round's weights loaded."""
+        from .adapters import build_module
+
+        module = build_module(self)
+        own = module.state_dict()
+        sd = {k: v for k, v in self.to_state_dict(round, layout="canonical", apply_masks=apply_masks).items()
+              if k in own}  # e.g. a position_ids buffer that newer library versions no longer save
+        module.load_state_dict(sd, strict=True)
+        return module
+
+    def save(self, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True) -> Path:
+        """Write the set to ``path`` (atomically: a temporary file renamed at the end)."""
+        return save(self, path, force=force, compress=compress, progress=progress)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ParameterSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        n_params = sum(i.numel for i in self.info.values())
+        return (
+            f"<ParameterSet {self.attrs.get('name', '')!r} architecture={self.attrs.get('architecture')!r} "
+            f"tensors={len(self.names)} parameters={n_params} rounds={self.n_rounds}>"
+        )
+
+
+# ====================================================================== writing
+def _versions() -> dict[str, str]:
+    import sys
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "rganalysis": __version__}
+    for pkg in ("torch", "numpy", "h5py", "h5netcdf", "xarray", "torchvision", "transformers", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class AtomicOutput:
+    """Context manager that yields a temporary path beside ``path`` and renames it over ``path`` on
+    success; on any error the temporary file is removed and ``path`` is left untouched."""
+
+    def __init__(self, path: str | os.PathLike, force: bool = False):
+        self.path = Path(path)
+        self.force = force
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        if self.path.exists() and not self.force:
+            raise OutputExistsError(f"{self.path} exists; pass force=True (--force) to overwrite it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.tmp is not None
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _put(group, name: str, t: torch.Tensor, dims: Sequence[str], attrs: Mapping[str, Any], compress: bool,
+         lead: tuple[str, int] | None = None):
+    """Create variable ``name`` in ``group`` (h5netcdf) from tensor ``t``."""
+    all_dims = ((lead[0],) if lead else ()) + tuple(dims)
+    shape = ((lead[1],) if lead else ()) + tuple(t.shape)
+    for d, s in zip(all_dims, shape, strict=True):
+        if d not in group.dimensions:
+            group.dimensions[d] = s
+    kw: dict[str, Any] = {}
+    if compress and t.numel() > 0 and t.dim() > 0:
+        kw.update(compression="gzip", compression_opts=4, shuffle=True)
+    if lead and t.dim() > 0:
+        kw["chunks"] = (1, *t.shape)
+    v = group.create_variable(name, all_dims, dtype=stored_dtype(t.dtype), **kw)
+    for k, a in attrs.items():
+        v.attrs[k] = a
+    return v
+
+
+def _tensor_attrs(i: TensorInfo, role: str = "model") -> dict[str, Any]:
+    return {
+        "kind": i.kind,
+        "module": i.module,
+        "depth": i.depth,
+        "prunable": int(i.prunable),
+        "torch_dtype": dtype_name(i.dtype),
+        "role": role,
+    }
+
+
+def save(
+    pset: ParameterSet, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True
+) -> Path:
+    """Write ``pset`` to ``path``, tensor by tensor, atomically.  Returns the path."""
+    import h5netcdf
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    R = pset.n_rounds
+    steps = len(pset.names) * (1 + (R > 1)) + sum(len(w) for r, w in pset._weights.items() if r > 0)
+    with AtomicOutput(path, force) as tmp, h5netcdf.File(tmp, "w") as f, tqdm(
+        total=steps, desc=f"writing {path.name}", unit="tensor", disable=not progress, leave=False
+    ) as bar:
+        f.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "package_versions": _json(_versions()),
+                "flow": _json(pset.flow_attrs),
+                "rounds": R,
+            }
+        )
+        for k, v in pset.attrs.items():
+            f.attrs[k] = v if isinstance(v, (str, int, float)) else _json(v)
+
+        params = f.create_group("parameters")
+        params.attrs["order"] = _json(pset.names)
+        for name in pset.names:
+            i = pset.info[name]
+            v = _put(params, name, pset.tensor(name, 0), i.dims, _tensor_attrs(i), compress)
+            v[...] = to_numpy(pset.tensor(name, 0))
+            bar.update()
+        for key, t in pset._extras.get(0, {}).items():
+            t = pset._get(t)
+            v = _put(params, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
+                     {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)
+            v[...] = to_numpy(t)
+
+        if pset._masks:
+            mg = f.create_group("masks")
+            mg.dimensions["round"] = R
+            mg.create_variable("round", ("round",), dtype="i8")[...] = np.arange(R)
+            for name in pset.masked_names():
+                i = pset.info[name]
+                v = _put(mg, name, torch.ones((), dtype=torch.bool).expand(i.shape), i.dims,
+                         {"torch_dtype": "bool"}, compress, lead=("round", R))
+                for r in range(R):
+                    v[r] = to_numpy(pset.mask(name, r))
+                bar.update()
+
+        for r in range(1, R):
+            ws, es = pset._weights.get(r, {}), pset._extras.get(r, {})
+            if not ws and not es:
+                continue
+            g = f.create_group(f"weights/round_{r:04d}")
+            for name, t in ws.items():
+                t = pset._get(t)
+                i = pset.info[name]
+                _put(g, name, t, i.dims, _tensor_attrs(i), compress)[...] = to_numpy(t)
+                bar.update()
+            for key, t in es.items():
+                t = pset._get(t)
+                _put(g, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
+                     {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)[...] = to_numpy(t)
+
+        rewind = pset.rewind_state()
+        if rewind is not None:
+            g = f.create_group("rewind")
+            g.attrs["layout"] = _json([e.__dict__ for e in pset.rewind_layout])
+            for name, t in rewind.items():
+                i = pset.info.get(name)
+                dims = i.dims if i is not None and tuple(t.shape) == i.shape else [f"dim{j}_{s}" for j, s in enumerate(t.shape)]
+                _put(g, name, t, dims, {"torch_dtype": dtype_name(t.dtype)}, compress)[...] = to_numpy(t)
+
+        rg = f.create_group("rounds")
+        rg.dimensions["round"] = R
+        rg.create_variable("round", ("round",), dtype="i8")[...] = np.arange(R)
+        dens = pset.densities()
+        rg.dimensions["layer"] = dens.sizes["layer"]
+        lv = rg.create_variable("layer", ("layer",), dtype=h5py.string_dtype())
+        lv[...] = np.array(dens.layer.values, dtype=object)
+        rg.create_variable("density", ("round", "layer"), dtype="f8")[...] = dens.values
+        rg.create_variable("global_density", ("round",), dtype="f8")[...] = pset.global_density().values
+        for mname, vals in pset.metrics.items():
+            rg.create_variable(mname, ("round",), dtype="f8")[...] = np.asarray(vals, dtype=np.float64)
+        rg.attrs["layouts"] = _json([[e.__dict__ for e in lay] for lay in pset.layouts])
+        rg.attrs["metrics"] = _json(list(pset.metrics))
+    return path
+
+
+# ====================================================================== reading
+def load(path: str | os.PathLike) -> ParameterSet:
+    """Open a store lazily: tensors are read from disk when asked for."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise StoreFormatError(f"{path} is not a readable HDF5 file: {e}") from None
+    def s(x):
+        if isinstance(x, np.ndarray) and x.size == 1:
+            x = x.reshape(()).item()
+        return x.decode() if isinstance(x, bytes) else x
+
+    if s(f.attrs.get("format")) != FORMAT:
+        f.close()
+        raise StoreFormatError(f"{path} is not an rganalysis store (no format={FORMAT!r} attribute)")
+    if int(s(f.attrs.get("format_version", -1))) > FORMAT_VERSION:
+        f.close()
+        raise StoreFormatError(f"{path} has a format version newer than this rganalysis")
+
+    R = int(s(f.attrs["rounds"]))
+    info: dict[str, TensorInfo] = {}
+    weights: dict[int, dict] = {0: {}}
+    extras: dict[int, dict] = {0: {}}
+    params = f["parameters"]
+    for name, ds in params.items():
+        a = ds.attrs
+        if name in ("round",) or not isinstance(ds, h5py.Dataset) or "torch_dtype" not in a:
+            continue
+        dt = s(a["torch_dtype"])
+        if s(a.get("role", "model")) == "extra":
+            extras[0][name] = _Ref("parameters", name, dt)
+            continue
+        from .tensors import torch_dtype
+
+        info[name] = TensorInfo(
+            name=name,
+            shape=tuple(ds.shape),
+            dtype=torch_dtype(dt),
+            kind=s(a["kind"]),
+            module=s(a["module"]),
+            depth=int(s(a["depth"])),
+            prunable=bool(s(a["prunable"])),
+            dims=tuple(dim_names(s(a["kind"]), tuple(ds.shape))),
+        )
+        weights[0][name] = _Ref("parameters", name, dt)
+    # h5py lists variables alphabetically; the stored order restores the model's.
+    info = {n: info[n] for n in json.loads(s(params.attrs["order"]))}
+    masks: dict[str, list] = {}
+    if "masks" in f:
+        for name in f["masks"]:
+            if name == "round":
+                continue
+            masks[name] = [_Ref("masks", name, "bool", r) for r in range(R)]
+    if "weights" in f:
+        for gname, g in f["weights"].items():
+            r = int(gname.split("_")[1])
+            for name, ds in g.items():
+                dt = s(ds.attrs["torch_dtype"])
+                target = extras if s(ds.attrs.get("role", "model")) == "extra" else weights
+                target.setdefault(r, {})[name] = _Ref(f"weights/{gname}", name, dt)
+    rewind = rewind_layout = None
+    if "rewind" in f:
+        rewind = {n: _Ref("rewind", n, s(ds.attrs["torch_dtype"])) for n, ds in f["rewind"].items()}
+        rewind_layout = [LayoutEntry(**e) for e in json.loads(s(f["rewind"].attrs["layout"]))]
+    rg = f["rounds"]
+    layouts = [[LayoutEntry(**e) for e in lay] for lay in json.loads(s(rg.attrs["layouts"]))]
+    metrics = {m: rg[m][()] for m in json.loads(s(rg.attrs["metrics"]))}
+    skip = {"format", "format_version", "rounds", "flow", "created", "package_versions"}
+    attrs = {k: s(v) for k, v in f.attrs.items() if k not in skip}
+    attrs["created"] = s(f.attrs.get("created"))
+    attrs["package_versions"] = s(f.attrs.get("package_versions"))
+    layer_names = [s(x) for x in rg["layer"][()]]
+    pset = ParameterSet(
+        info,
+        weights,
+        masks,
+        n_rounds=R,
+        extras=extras,
+        layouts=layouts,
+        metrics=metrics,
+        rewind=rewind,
+        rewind_layout=rewind_layout,
+        attrs=attrs,
+        flow_attrs=json.loads(s(f.attrs["flow"])),
+        densities=np.asarray(rg["density"][()]),
+        file=f,
+    )
+    if layer_names != pset._density_names():
+        pset._density_cache = None
+    pset.path = path
+    return pset
+
+
+def build_info(
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    kinds: Mapping[str, str] | None = None,
+    include_embeddings: bool = False,
+    prunable: Iterable[str] | None = None,
+) -> dict[str, TensorInfo]:
+    """TensorInfo for each tensor, in the given (depth) order; kinds from names and shapes unless given."""
+    from .layers import classify, is_prunable, module_path
+
+    modules: dict[str, int] = {}
+    out = {}
+    forced = set(prunable) if prunable is not None else None
+    for name, t in tensors.items():
+        shape = tuple(t.shape)
+        kind = (kinds or {}).get(name) or classify(name, shape, floating=t.is_floating_point())
+        mod = module_path(name)
+        depth = modules.setdefault(mod, len(modules))
+        pr = name in forced if forced is not None else is_prunable(kind, include_embeddings)
+        out[name] = TensorInfo(name, shape, t.dtype, kind, mod, depth, pr, dim_names(kind, shape))
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from rganalysis.cli import main
+
+sys.exit(main())

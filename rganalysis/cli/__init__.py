@@ -1,0 +1,52 @@
+"""The ``rganalysis`` command line.
+
+Each sub-command is a module of this package with ``add_parser(subparsers)`` (returning its
+parser) and ``run(args) -> int``; modules are discovered, so a new command is one new module.
+Errors the user can cause (:class:`~rganalysis.errors.RGAnalysisError`, missing files) print one
+message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+
+from rganalysis import __version__
+from rganalysis.errors import RGAnalysisError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rganalysis",
+        description="Iterative magnitude pruning as a renormalization-group flow: ingest checkpoints, "
+        "compute and fit IMP flows, compare models by universality class.",
+    )
+    parser.add_argument("--version", action="version", version=f"rganalysis {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if m.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{m.name}")
+        p = mod.add_parser(sub)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        warnings.filterwarnings("ignore", category=UserWarning, module="rganalysis")
+    try:
+        return int(args._run(args) or 0)
+    except (RGAnalysisError, FileNotFoundError) as e:
+        msg = f"no such file or directory: {e.filename or e}" if isinstance(e, FileNotFoundError) else str(e)
+        print(f"rganalysis {args.command}: error: [{type(e).__name__}] {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

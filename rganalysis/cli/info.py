@@ -1,0 +1,25 @@
+"""``rganalysis info STORE.h5 [--json]``: what a store holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("info", help="architecture, parameter counts, layers and per-round densities of a store")
+    p.add_argument("store", type=Path, help="a store written by `rganalysis ingest` or `rganalysis flow`")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--max-layers", type=int, default=None, help="list at most this many layers in the text")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import rganalysis
+    from rganalysis.summary import format_summary, summarize
+
+    with rganalysis.load(args.store) as pset:
+        s = summarize(pset)
+    print(json.dumps(s, indent=2) if args.json else format_summary(s, args.max_layers))
+    return 0

@@ -1,0 +1,370 @@
+"""Couplings: the numbers that describe a pruned network at one IMP round.
+
+In the RG picture a state is a point ``K`` in coupling space and one IMP round is the map
+``K_{n+1} = R(K_n)``.  This module turns a :class:`~rganalysis.state.State` into such a point.
+
+A *coupling set* is a function ``state -> {layer: value}`` or ``state -> {layer: {statistic: value}}``
+registered under a name with :func:`register_coupling_set`.  Built-in sets:
+
+``density``
+    per layer: surviving fraction ``rho_l = survivors / size`` (dimensionless, in [0, 1]).
+``magnitude``
+    per layer, over the surviving weights: ``mean`` |w|, ``std`` of |w|, quantiles ``q25``, ``q50``,
+    ``q75`` of |w| (all in weight units) and ``kurtosis`` (Pearson, m4 / m2^2 about the mean, of the
+    signed surviving weights; a Gaussian gives 3).  NaN for a layer without survivors.
+``spectral``
+    per layer with a weight matrix (conv weights reshaped to ``(out, -1)``), on the masked weights:
+    ``top_sv`` (largest singular value, weight units) and ``stable_rank`` = ||W||_F^2 / ||W||_2^2
+    (dimensionless, in [1, min(shape)]; NaN for an all-zero matrix).  Layers with fewer than two
+    dimensions are skipped.
+
+:func:`compute_couplings` returns an :class:`xarray.DataArray` with dimension ``coupling``; its
+index coordinate names each coupling (``"density[layer1.0.conv1.weight]"`` for one-statistic sets,
+``"magnitude.mean[layer1.0.conv1.weight]"`` otherwise) and non-index coordinates ``layer``, ``set``,
+``statistic`` and ``depth`` (normalised depth in [0, 1]; NaN for a coupling not tied to a layer).
+:func:`resample_depth` puts per-layer couplings of networks of different depth into one space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from rganalysis.errors import InvalidParameterError
+from rganalysis.state import State
+
+__all__ = [
+    "CouplingFunction",
+    "register_coupling_set",
+    "unregister_coupling_set",
+    "available_coupling_sets",
+    "get_coupling_set",
+    "compute_couplings",
+    "flow_couplings",
+    "resample_depth",
+    "coupling_name",
+    "coupling_values",
+]
+
+#: A coupling set: ``state -> {layer: value}`` or ``state -> {layer: {statistic: value}}``.
+#: Values may be Python numbers or 0-d tensors.  A key that is not a layer of the state is kept,
+#: with depth NaN (a coupling of the whole network).
+CouplingFunction = Callable[[State], Mapping[str, Any]]
+
+_REGISTRY: dict[str, CouplingFunction] = {}
+
+
+def register_coupling_set(name: str, *, overwrite: bool = False) -> Callable[[CouplingFunction], CouplingFunction]:
+    """Decorator registering a coupling set under ``name``.
+
+    >>> @register_coupling_set("l1")
+    ... def l1(state):
+    ...     return {k: float(w.abs().sum()) for k, w in state.masked()}
+
+    Raises :class:`InvalidParameterError` if the name is taken (unless ``overwrite``) or malformed.
+    """
+    if not isinstance(name, str) or not name or any(c in name for c in "[].\n"):
+        raise InvalidParameterError(f"coupling set name must be a non-empty string without '[].': {name!r}")
+
+    def deco(fn: CouplingFunction) -> CouplingFunction:
+        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not fn:
+            raise InvalidParameterError(f"coupling set {name!r} is already registered (pass overwrite=True)")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def unregister_coupling_set(name: str) -> None:
+    """Remove a registered coupling set (no error if absent)."""
+    _REGISTRY.pop(name, None)
+
+
+def available_coupling_sets() -> list[str]:
+    """Names of the registered coupling sets, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_coupling_set(name: str) -> CouplingFunction:
+    """The function registered under ``name``; :class:`InvalidParameterError` listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InvalidParameterError(
+            f"unknown coupling set {name!r}; available: {', '.join(available_coupling_sets())}"
+        ) from None
+
+
+def coupling_name(set_name: str, statistic: str, layer: str) -> str:
+    """``"set[layer]"`` when the statistic is the set itself, else ``"set.statistic[layer]"``."""
+    head = set_name if statistic == set_name else f"{set_name}.{statistic}"
+    return f"{head}[{layer}]"
+
+
+# --- built-in sets ---------------------------------------------------------------------------------
+@register_coupling_set("density")
+def _density(state: State) -> dict[str, float]:
+    """Per-layer surviving fraction."""
+    return state.densities()
+
+
+def _sorted_quantile(sorted_values: torch.Tensor, q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of an ascending 1-d tensor."""
+    n = sorted_values.numel()
+    pos = q * (n - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    a = float(sorted_values[lo])
+    b = float(sorted_values[hi])
+    return a + (b - a) * frac
+
+
+_MAGNITUDE_STATS = ("mean", "std", "q25", "q50", "q75", "kurtosis")
+
+
+@register_coupling_set("magnitude")
+def _magnitude(state: State) -> dict[str, dict[str, float]]:
+    """Per-layer statistics of the surviving weights (see module docstring)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, w in state.weights.items():
+        surv = w[state.masks[name]].to(torch.float64)
+        if surv.numel() == 0:
+            out[name] = {s: math.nan for s in _MAGNITUDE_STATS}
+            continue
+        mag = surv.abs()
+        mean = float(mag.mean())
+        std = float(mag.std(correction=0))
+        centred = surv - surv.mean()
+        m2 = float((centred**2).mean())
+        m4 = float((centred**4).mean())
+        kurt = m4 / m2**2 if m2 > 0 else math.nan
+        srt = torch.sort(mag).values
+        out[name] = {
+            "mean": mean,
+            "std": std,
+            "q25": _sorted_quantile(srt, 0.25),
+            "q50": _sorted_quantile(srt, 0.50),
+            "q75": _sorted_quantile(srt, 0.75),
+            "kurtosis": kurt,
+        }
+    return out
+
+
+@register_coupling_set("spectral")
+def _spectral(state: State) -> dict[str, dict[str, float]]:
+    """Per-layer top singular value and stable rank of the masked weight matrix."""
+    out: dict[str, dict[str, float]] = {}
+    for name, wm in state.masked():
+        if wm.dim() < 2:
+            continue
+        mat = wm.reshape(wm.shape[0], -1)
+        mat = mat.to(torch.float64 if mat.device.type == "cpu" else torch.float32)
+        fro2 = float((mat * mat).sum())
+        top = float(torch.linalg.matrix_norm(mat, ord=2)) if mat.numel() else 0.0
+        out[name] = {"top_sv": top, "stable_rank": fro2 / top**2 if top > 0 else math.nan}
+    return out
+
+
+# --- computing ---------------------------------------------------------------------------------------
+def _normalise_sets(sets: str | Sequence[str]) -> list[str]:
+    names = [sets] if isinstance(sets, str) else list(sets)
+    if not names:
+        raise InvalidParameterError("at least one coupling set is needed")
+    for n in names:
+        get_coupling_set(n)
+    return names
+
+
+def _coupling_table(state: State, names: Sequence[str]) -> tuple[list[tuple[str, str, str, str, float]], np.ndarray]:
+    """Rows ``(coupling, layer, set, statistic, depth)`` and float64 values of :func:`compute_couplings`."""
+    layer_order = {k: i for i, k in enumerate(state.names)}
+    rows: list[tuple[str, str, str, str, float]] = []
+    values: list[float] = []
+    for set_name in names:
+        raw = get_coupling_set(set_name)(state)
+        per_stat: dict[str, list[tuple[str, float]]] = {}
+        for layer, val in raw.items():
+            items = list(val.items()) if isinstance(val, Mapping) else [(set_name, val)]
+            for stat, v in items:
+                per_stat.setdefault(str(stat), []).append((str(layer), float(v)))
+        for stat, entries in per_stat.items():
+            entries.sort(key=lambda e: layer_order.get(e[0], len(layer_order)))
+            for layer, v in entries:
+                depth = float(state.depth[layer]) if layer in state.depth else math.nan
+                rows.append((coupling_name(set_name, stat, layer), layer, set_name, stat, depth))
+                values.append(v)
+    return rows, np.asarray(values, dtype=np.float64)
+
+
+def coupling_values(state: State, sets: str | Sequence[str] = ("density",)) -> np.ndarray:
+    """The values of :func:`compute_couplings` as a plain (n_couplings,) float64 array (no xarray)."""
+    return _coupling_table(state, _normalise_sets(sets))[1]
+
+
+def compute_couplings(state: State, sets: str | Sequence[str] = ("density",)) -> xr.DataArray:
+    """Couplings of one state.
+
+    Parameters
+    ----------
+    state : State
+        The network at one round (any device).
+    sets : str or sequence of str
+        Registered coupling-set names, e.g. ``("density", "magnitude")``.
+
+    Returns
+    -------
+    xarray.DataArray, shape (n_couplings,), float64
+        Dimension ``coupling``; coordinates ``coupling`` (name), ``layer``, ``set``, ``statistic``,
+        ``depth``.  Order: set, then statistic, then layer in depth order.
+    """
+    names = _normalise_sets(sets)
+    rows, values = _coupling_table(state, names)
+    coupling = [r[0] for r in rows]
+    if len(set(coupling)) != len(coupling):
+        raise InvalidParameterError("coupling sets produced duplicate coupling names")
+    return xr.DataArray(
+        values,
+        dims=("coupling",),
+        coords={
+            "coupling": coupling,
+            "layer": ("coupling", [r[1] for r in rows]),
+            "set": ("coupling", [r[2] for r in rows]),
+            "statistic": ("coupling", [r[3] for r in rows]),
+            "depth": ("coupling", np.asarray([r[4] for r in rows], dtype=np.float64)),
+        },
+        name="couplings",
+        attrs={"sets": ",".join(names)},
+    )
+
+
+def flow_couplings(states: Iterable[State] | Any, sets: str | Sequence[str] = ("density",)) -> xr.DataArray:
+    """Couplings of every round of a flow.
+
+    Parameters
+    ----------
+    states : iterable of State, or a ParameterSet
+        States in round order.  An object with ``n_rounds`` and ``state(round)`` (a
+        :class:`~rganalysis.store.ParameterSet`) is read round by round.
+    sets : coupling-set names, as in :func:`compute_couplings`.
+
+    Returns
+    -------
+    xarray.DataArray, shape (n_rounds, n_couplings)
+        Dimensions ``(round, coupling)``; ``round`` = 0, 1, ...; coupling coordinates as in
+        :func:`compute_couplings`.
+    """
+    if hasattr(states, "n_rounds") and hasattr(states, "state"):
+        pset = states
+        states = (pset.state(round=r) for r in range(int(pset.n_rounds)))
+    per_round: list[xr.DataArray] = []
+    for i, st in enumerate(states):
+        k = compute_couplings(st, sets)
+        if per_round and list(k["coupling"].values) != list(per_round[0]["coupling"].values):
+            raise InvalidParameterError(f"round {i} has different couplings from round 0 (layers differ?)")
+        per_round.append(k)
+    if not per_round:
+        raise InvalidParameterError("flow_couplings needs at least one state")
+    out = xr.concat(per_round, dim="round", coords="minimal", compat="override", join="override")
+    out = out.assign_coords(round=np.arange(len(per_round)))
+    return out.transpose("round", "coupling")
+
+
+def resample_depth(couplings: xr.DataArray, n_points: int = 16) -> xr.DataArray:
+    """Resample per-layer couplings onto a fixed grid of normalised depth.
+
+    For each (set, statistic) the per-layer values are linearly interpolated over the layers'
+    normalised depth onto ``n_points`` equally spaced depths in [0, 1] (constant extrapolation at the
+    ends; layers sharing a depth are averaged; NaN layers are skipped).  Couplings with a NaN depth
+    (whole-network couplings) are kept unchanged.  A ResNet-18 and a ResNet-50 then live in one
+    coupling space of size ``n_sets_statistics * n_points``.
+
+    Parameters
+    ----------
+    couplings : DataArray with a ``coupling`` dimension (e.g. ``(coupling,)`` or ``(round, coupling)``)
+        and the coordinates of :func:`compute_couplings`.
+    n_points : int >= 2
+
+    Returns
+    -------
+    DataArray, same other dimensions, ``coupling`` of length ``groups * n_points`` (+ kept couplings),
+    names ``"set[depth=0.000]"`` / ``"set.statistic[depth=0.000]"``, ``layer`` = "".
+    """
+    if int(n_points) != n_points or n_points < 2:
+        raise InvalidParameterError(f"n_points must be an integer >= 2, got {n_points!r}")
+    for c in ("set", "statistic", "depth"):
+        if c not in couplings.coords:
+            raise InvalidParameterError(f"couplings need a {c!r} coordinate (from compute_couplings)")
+    da = couplings.transpose(..., "coupling")
+    other_dims = [d for d in da.dims if d != "coupling"]
+    vals = np.asarray(da.values, dtype=np.float64)
+    lead_shape = vals.shape[:-1]
+    flat = vals.reshape(-1, vals.shape[-1])
+    sets = list(da["set"].values)
+    stats = list(da["statistic"].values)
+    depth = np.asarray(da["depth"].values, dtype=np.float64)
+    grid = np.linspace(0.0, 1.0, int(n_points))
+
+    groups: dict[tuple[str, str], list[int]] = {}
+    for j, key in enumerate(zip(sets, stats, strict=True)):
+        groups.setdefault(key, []).append(j)
+
+    cols: list[np.ndarray] = []
+    names: list[str] = []
+    c_set: list[str] = []
+    c_stat: list[str] = []
+    c_depth: list[float] = []
+    kept_layer: list[str] = []
+    for (s, st), idx in groups.items():
+        idx_a = np.asarray(idx)
+        d = depth[idx_a]
+        fin = np.isfinite(d)
+        for j in idx_a[~fin]:  # whole-network couplings: keep
+            cols.append(flat[:, j])
+            names.append(str(da["coupling"].values[j]))
+            c_set.append(s)
+            c_stat.append(st)
+            c_depth.append(math.nan)
+            kept_layer.append(str(da["layer"].values[j]) if "layer" in da.coords else "")
+        if not fin.any():
+            continue
+        idx_f = idx_a[fin]
+        d_f = d[fin]
+        block = np.full((flat.shape[0], grid.size), np.nan)
+        for r in range(flat.shape[0]):
+            y = flat[r, idx_f]
+            ok = np.isfinite(y)
+            if not ok.any():
+                continue
+            xs = d_f[ok]
+            ys = y[ok]
+            ux = np.unique(xs)
+            uy = np.array([ys[xs == u].mean() for u in ux]) if ux.size != xs.size else ys[np.argsort(xs)]
+            block[r] = np.interp(grid, ux, uy)
+        head = s if st == s else f"{s}.{st}"
+        for g_i, g in enumerate(grid):
+            cols.append(block[:, g_i])
+            names.append(f"{head}[depth={g:.3f}]")
+            c_set.append(s)
+            c_stat.append(st)
+            c_depth.append(float(g))
+            kept_layer.append("")
+    out_vals = np.stack(cols, axis=-1).reshape(*lead_shape, len(cols))
+    coords: dict[str, Any] = {d: da.coords[d] for d in other_dims if d in da.coords}
+    coords.update(
+        {
+            "coupling": names,
+            "layer": ("coupling", kept_layer),
+            "set": ("coupling", c_set),
+            "statistic": ("coupling", c_stat),
+            "depth": ("coupling", np.asarray(c_depth)),
+        }
+    )
+    attrs = dict(couplings.attrs)
+    attrs["resampled_depth_points"] = int(n_points)
+    return xr.DataArray(out_vals, dims=(*other_dims, "coupling"), coords=coords, name=couplings.name, attrs=attrs)

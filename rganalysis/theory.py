@@ -1,0 +1,321 @@
+"""Closed-form theory of the data-free global IMP flow of per-layer densities.
+
+Setting: a fixed checkpoint, layers l = 1..L with N_l weights; ``g_l(T)`` = fraction of layer l's
+weights with magnitude above ``T`` (decreasing, ``g_l' < 0``).  On the states IMP produces, every
+layer keeps exactly its weights above its own threshold ``t_l`` (``rho_l = g_l(t_l)``), and one global
+round at rate ``p`` cuts at a threshold ``T >= max_l t_l``.  Then
+
+    rho'_l = g_l(T),      sum_l N_l g_l(T) = (1 - p) sum_l N_l rho_l,
+
+and by the implicit-function theorem the exact density Jacobian is
+
+    J_lk = d rho'_l / d rho_k = (1 - p) N_k g_l'(T) / sum_m N_m g_m'(T),
+
+rank one: eigenvalue ``1 - p`` (right eigenvector ``g'(T)``, left eigenvector ``N``), 0 elsewhere.
+With ``b = 1/(1-p)`` the density mode has exponent ``y = ln(1-p)/ln b = -1`` exactly.
+
+For i.i.d. Gaussian layers, ``g_l(T) = erfc(T / (sigma_l sqrt 2))`` and the whole trajectory follows
+from one 1-d root per round (:func:`gaussian_trajectory`).
+
+The formulas are derived with sympy (:func:`density_jacobian_symbolic`, :func:`gaussian_survival_symbolic`)
+and the numeric survival functions are built from those expressions with ``lambdify``.
+
+For *random* (not magnitude) extra pruning of a fraction f_k of layer k's survivors, the map is
+``rho'_l = (1-f_l) g_l(T')``, which gives (see :func:`random_perturbation_jacobian`)
+
+    J = diag(s) - g'(T) a^T / (N . g'(T)),   s_l = g_l(T)/rho_l,  a_k = N_k (s_k - (1 - p)),
+
+whose eigenvalues are ``1 - p`` (left eigenvector N again) and values near the per-layer survival
+fractions ``s_l``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import sympy as sp
+import torch
+from scipy.optimize import brentq
+
+from rganalysis.errors import InvalidParameterError
+from rganalysis.state import State
+
+__all__ = [
+    "gaussian_survival_symbolic",
+    "density_jacobian_symbolic",
+    "gaussian_survival",
+    "gaussian_survival_prime",
+    "rank_one_density_jacobian",
+    "gaussian_density_jacobian",
+    "gaussian_threshold",
+    "gaussian_trajectory",
+    "random_perturbation_jacobian",
+    "gaussian_random_jacobian",
+    "global_threshold",
+    "empirical_survival",
+    "density_jacobian_from_state",
+]
+
+
+# --- symbolic derivation -----------------------------------------------------------------------------
+def gaussian_survival_symbolic() -> tuple[sp.Expr, sp.Symbol, sp.Symbol]:
+    """``(g, T, sigma)`` with ``g = erfc(T / (sigma sqrt 2)) = P(|w| > T)`` for ``w ~ N(0, sigma^2)``."""
+    T = sp.Symbol("T", nonnegative=True)
+    sigma = sp.Symbol("sigma", positive=True)
+    return sp.erfc(T / (sigma * sp.sqrt(2))), T, sigma
+
+
+def density_jacobian_symbolic(n_layers: int = 3, distribution: str = "generic") -> sp.Matrix:
+    """The exact density Jacobian of one global round, derived with sympy.
+
+    The round is ``rho'_l = g_l(T)`` with ``T`` defined implicitly by
+    ``F(T, rho) = sum_l N_l g_l(T) - (1 - p) sum_l N_l rho_l = 0``; then
+    ``J_lk = g_l'(T) dT/drho_k`` with ``dT/drho_k = -(dF/drho_k) / (dF/dT)``.
+
+    Parameters
+    ----------
+    n_layers : int >= 1
+    distribution : ``"generic"`` (``g_l`` are undefined sympy functions ``g_0(T), g_1(T), ...``) or
+        ``"gaussian"`` (``g_l = erfc(T / (sigma_l sqrt 2))``).
+
+    Returns
+    -------
+    sympy.Matrix, (n_layers, n_layers), in the symbols ``T`` (nonnegative), ``p`` (positive),
+    ``N_0, N_1, ...`` (positive) and, for Gaussian layers, ``sigma_0, sigma_1, ...`` (positive).
+    """
+    if n_layers < 1:
+        raise InvalidParameterError(f"n_layers must be >= 1, got {n_layers}")
+    T = sp.Symbol("T", nonnegative=True)
+    p = sp.Symbol("p", positive=True)
+    N = sp.symbols(f"N_0:{n_layers}", positive=True)
+    rho = sp.symbols(f"rho_0:{n_layers}", positive=True)
+    if distribution == "generic":
+        g = [sp.Function(f"g_{i}")(T) for i in range(n_layers)]
+    elif distribution == "gaussian":
+        sig = sp.symbols(f"sigma_0:{n_layers}", positive=True)
+        g = [sp.erfc(T / (sig[i] * sp.sqrt(2))) for i in range(n_layers)]
+    else:
+        raise InvalidParameterError(f"distribution must be 'generic' or 'gaussian', got {distribution!r}")
+    F = sum(N[i] * g[i] for i in range(n_layers)) - (1 - p) * sum(N[i] * rho[i] for i in range(n_layers))
+    dF_dT = sp.diff(F, T)
+    dT_drho = [-sp.diff(F, rho[k]) / dF_dT for k in range(n_layers)]
+    return sp.Matrix(n_layers, n_layers, lambda i, k: sp.diff(g[i], T) * dT_drho[k])
+
+
+@functools.lru_cache(maxsize=1)
+def _gaussian_numeric():
+    g, T, sigma = gaussian_survival_symbolic()
+    gp = sp.simplify(sp.diff(g, T))
+    mods = ["scipy", "numpy"]
+    return sp.lambdify((T, sigma), g, modules=mods), sp.lambdify((T, sigma), gp, modules=mods)
+
+
+def gaussian_survival(T: float | np.ndarray, sigmas: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``g_l(T) = erfc(T / (sigma_l sqrt 2))``, shape broadcast of ``T`` and ``sigmas`` (lambdified)."""
+    return np.asarray(_gaussian_numeric()[0](np.asarray(T, float), np.asarray(sigmas, float)), float)
+
+
+def gaussian_survival_prime(T: float | np.ndarray, sigmas: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``g_l'(T) = -sqrt(2/pi) / sigma_l exp(-T^2 / (2 sigma_l^2))`` (per unit weight magnitude; lambdified)."""
+    return np.asarray(_gaussian_numeric()[1](np.asarray(T, float), np.asarray(sigmas, float)), float)
+
+
+# --- numeric theory --------------------------------------------------------------------------------------
+def _check_rate(rate: float) -> float:
+    rate = float(rate)
+    if not 0.0 < rate < 1.0:
+        raise InvalidParameterError(f"rate must be in (0, 1), got {rate}")
+    return rate
+
+
+def rank_one_density_jacobian(g_prime: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.ndarray,
+                              rate: float) -> np.ndarray:
+    """``J_lk = (1 - p) N_k g_l' / sum_m N_m g_m'`` -- :func:`density_jacobian_symbolic` in numbers.
+
+    Parameters
+    ----------
+    g_prime : (L,) slopes ``g_l'(T)`` at the round's global threshold (per unit magnitude, <= 0).
+    sizes : (L,) layer sizes ``N_l``.
+    rate : pruning fraction p in (0, 1).
+
+    Returns
+    -------
+    (L, L) float64 array.
+    """
+    rate = _check_rate(rate)
+    gp = np.asarray(g_prime, dtype=np.float64)
+    n = np.asarray(sizes, dtype=np.float64)
+    if gp.shape != n.shape or gp.ndim != 1:
+        raise InvalidParameterError(f"g_prime {gp.shape} and sizes {n.shape} must be equal 1-d shapes")
+    denom = float(n @ gp)
+    if denom == 0.0 or not math.isfinite(denom):
+        raise InvalidParameterError("sum_m N_m g_m'(T) is zero: no weight mass at the threshold")
+    return (1.0 - rate) * np.outer(gp, n) / denom
+
+
+def gaussian_density_jacobian(sigmas: Sequence[float], sizes: Sequence[float], rate: float, T: float) -> np.ndarray:
+    """Exact density Jacobian (L, L) of one global round cutting at ``T`` on Gaussian layers.
+
+    ``sigmas`` (L,) are the layers' weight standard deviations, ``sizes`` (L,) their sizes, ``T`` the
+    round's global threshold (weight units).  Valid on the IMP manifold (each layer's own threshold
+    below ``T``).
+    """
+    return rank_one_density_jacobian(gaussian_survival_prime(T, sigmas), sizes, rate)
+
+
+def _solve_threshold(target: float, survival, lo: float, hi: float) -> float:
+    """Root of ``survival(T) = target`` for a decreasing ``survival`` on [lo, hi]."""
+    f_lo = survival(lo) - target
+    if f_lo <= 0:
+        return lo
+    while survival(hi) - target > 0:
+        hi *= 2.0
+    return float(brentq(lambda t: survival(t) - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps,
+                        maxiter=500))
+
+
+def gaussian_threshold(sigmas: Sequence[float], sizes: Sequence[float], global_density: float) -> float:
+    """The magnitude ``T`` at which dense Gaussian layers keep a global fraction ``global_density``."""
+    s = np.asarray(sigmas, float)
+    n = np.asarray(sizes, float)
+    if not 0.0 < global_density <= 1.0:
+        raise InvalidParameterError(f"global_density must be in (0, 1], got {global_density}")
+    total = float(n.sum())
+    return _solve_threshold(global_density, lambda t: float(n @ gaussian_survival(t, s)) / total, 0.0,
+                            float(s.max()) * 10.0)
+
+
+def gaussian_trajectory(sigmas: Sequence[float], sizes: Sequence[float], rate: float, rounds: int,
+                        start_thresholds: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form per-layer densities of the data-free global IMP flow on Gaussian layers.
+
+    Each round solves ``sum_l N_l min(rho_l, g_l(T)) = (1 - p) sum_l N_l rho_l`` for ``T`` (one 1-d
+    root) and sets ``rho'_l = min(rho_l, g_l(T))`` -- the exact map for threshold-shaped states; on
+    the IMP manifold (``T >= t_l`` for all l, always true from a dense or common-threshold start)
+    this is ``rho'_l = g_l(T)``.  Starting dense, ``T_n`` solves
+    ``sum_l N_l g_l(T_n) = (1 - p)^n sum_l N_l``.
+
+    Parameters
+    ----------
+    sigmas, sizes : (L,) weight standard deviations and layer sizes.
+    rate : p in (0, 1).
+    rounds : number of rounds (>= 0).
+    start_thresholds : (L,) per-layer starting thresholds t_l (default 0: dense).
+
+    Returns
+    -------
+    densities : (rounds + 1, L) float64, row 0 the start.
+    thresholds : (rounds + 1,) float64 global threshold of each round (entry 0: ``max_l t_l``).
+    """
+    rate = _check_rate(rate)
+    if rounds < 0:
+        raise InvalidParameterError(f"rounds must be >= 0, got {rounds}")
+    s = np.asarray(sigmas, float)
+    n = np.asarray(sizes, float)
+    if s.shape != n.shape or s.ndim != 1 or (s <= 0).any() or (n <= 0).any():
+        raise InvalidParameterError("sigmas and sizes must be positive 1-d arrays of equal length")
+    t0 = np.zeros_like(s) if start_thresholds is None else np.asarray(start_thresholds, float)
+    rho = gaussian_survival(t0, s)
+    dens = [rho]
+    thr = [float(t0.max())]
+    T = float(t0.max())
+    for _ in range(int(rounds)):
+        target = (1.0 - rate) * float(n @ rho)
+        cur = rho
+
+        def kept(t: float, cur=cur) -> float:
+            return float(n @ np.minimum(cur, gaussian_survival(t, s)))
+
+        T = _solve_threshold(target, kept, 0.0, max(T, float(s.max())) * 2.0 + 1e-12)
+        rho = np.minimum(cur, gaussian_survival(T, s))
+        dens.append(rho)
+        thr.append(T)
+    return np.vstack(dens), np.asarray(thr)
+
+
+def random_perturbation_jacobian(g: Sequence[float], g_prime: Sequence[float], densities: Sequence[float],
+                                 sizes: Sequence[float], rate: float) -> np.ndarray:
+    """Density Jacobian of one global round measured with *random* extra pruning (L, L).
+
+    Random pruning of a fraction f_k of layer k's survivors scales its survival function by
+    ``(1 - f_k)``, so ``rho'_l = (1 - f_l) g_l(T')`` and, to first order,
+    ``J = diag(s) - g' a^T / (N . g')`` with ``s_l = g_l(T)/rho_l`` (per-layer survival fraction of the
+    round) and ``a_k = N_k (s_k - (1 - p))``.  ``N^T J = (1 - p) N^T`` still holds exactly.
+    """
+    rate = _check_rate(rate)
+    g = np.asarray(g, float)
+    gp = np.asarray(g_prime, float)
+    rho = np.asarray(densities, float)
+    n = np.asarray(sizes, float)
+    s = g / rho
+    a = n * (s - (1.0 - rate))
+    return np.diag(s) - np.outer(gp, a) / float(n @ gp)
+
+
+def gaussian_random_jacobian(sigmas: Sequence[float], sizes: Sequence[float], rate: float,
+                             densities: Sequence[float], T: float) -> np.ndarray:
+    """:func:`random_perturbation_jacobian` for Gaussian layers at densities ``rho`` cut at ``T``."""
+    return random_perturbation_jacobian(gaussian_survival(T, sigmas), gaussian_survival_prime(T, sigmas),
+                                        densities, sizes, rate)
+
+
+# --- empirical theory on a real state ----------------------------------------------------------------
+def global_threshold(state: State, rate: float) -> float:
+    """Magnitude at which one global round at ``rate`` cuts the survivors of ``state``.
+
+    The midpoint between the largest pruned and the smallest kept magnitude when
+    ``round((1-p) n_survivors)`` are kept (weight units).
+    """
+    rate = _check_rate(rate)
+    mags = torch.cat([w.detach()[m].abs().reshape(-1).to(torch.float64) for w, m in
+                      zip(state.weights.values(), state.masks.values(), strict=True)])
+    n = mags.numel()
+    n_keep = int(round((1.0 - rate) * n))
+    n_prune = n - n_keep
+    if n_prune <= 0 or n_keep <= 0:
+        raise InvalidParameterError(f"a round at rate {rate} on {n} survivors prunes nothing or everything")
+    srt = torch.sort(mags).values
+    return float(0.5 * (srt[n_prune - 1] + srt[n_prune]))
+
+
+def empirical_survival(state: State, T: float, window: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Empirical ``g_l(T)`` and finite-difference slopes ``g_l'(T)`` of the state's weights.
+
+    ``g_l(T)`` = fraction of layer l's weights (all of them, masked or not) with |w| > T.  The slope is
+    the symmetric difference ``-(#{T-h < |w| <= T+h}) / (2 h N_l)``, where ``h`` is chosen so that the
+    window holds a fraction ``window`` of all weights of the network above ``T`` (at least 200 weights):
+    a box kernel whose width adapts to the weight density at the threshold.
+
+    Returns ``(g, g_prime)``, each (L,) float64 (``g_prime`` per unit magnitude).
+    """
+    mags = [w.detach().abs().reshape(-1).to(torch.float64) for w in state.weights.values()]
+    allm = torch.cat(mags)
+    srt = torch.sort(allm).values
+    pos = int(torch.searchsorted(srt, torch.tensor(T, dtype=torch.float64, device=srt.device)))
+    n_above = srt.numel() - pos
+    half = max(100, int(window * n_above / 2))
+    lo = float(srt[max(pos - half, 0)])
+    hi = float(srt[min(pos + half, srt.numel() - 1)])
+    h = max(T - lo, hi - T)
+    if h <= 0:
+        raise InvalidParameterError("cannot estimate g'(T): no weights near the threshold")
+    g = np.array([float((m > T).sum()) / m.numel() for m in mags])
+    gp = np.array([-float(((m > T - h) & (m <= T + h)).sum()) / (2.0 * h * m.numel()) for m in mags])
+    return g, gp
+
+
+def density_jacobian_from_state(state: State, rate: float, window: float = 0.01) -> np.ndarray:
+    """The manifold density Jacobian (L, L) of one global round on ``state``, with empirical ``g_l'``.
+
+    Uses :func:`global_threshold` for ``T`` and :func:`empirical_survival` for the slopes, then
+    :func:`rank_one_density_jacobian`.  Exact (up to the slope estimate) on the IMP manifold: every
+    layer's mask keeps its weights above its own threshold ``t_l``, and ``t_l < T``.  Off it (e.g. a
+    randomly pruned state, or a layer whose threshold exceeds the global one) this is *not* the
+    Jacobian of the round -- measure it with :class:`rganalysis.jacobian.ResponseEstimator`.
+    """
+    T = global_threshold(state, rate)
+    _, gp = empirical_survival(state, T, window)
+    return rank_one_density_jacobian(gp, list(state.sizes().values()), rate)

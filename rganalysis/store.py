@@ -22,7 +22,7 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +136,7 @@ class ParameterSet:
         flow_attrs: Mapping[str, Any] | None = None,
         densities: np.ndarray | None = None,
         file: h5py.File | None = None,
+        validate: bool = True,
     ):
         self.info = dict(info)
         self.names = list(self.info)
@@ -154,7 +155,8 @@ class ParameterSet:
         # round -> names changed at that round, for "latest stored value" lookups
         self._changed = {r: set(w) for r, w in self._weights.items()}
         self._extra_changed = {r: set(e) for r, e in self._extras.items()}
-        if self._file is None:
+        self.path: Path | None = None
+        if self._file is None and validate:
             self._validate()
 
     # ------------------------------------------------------------------ validation
@@ -195,9 +197,11 @@ class ParameterSet:
                 prev = mb
 
     # ------------------------------------------------------------------ reading
-    def _get(self, v: torch.Tensor | _Ref) -> torch.Tensor:
+    def _get(self, v: torch.Tensor | _Ref | Callable[[], torch.Tensor]) -> torch.Tensor:
         if isinstance(v, torch.Tensor):
             return v
+        if callable(v):  # derived lazily, e.g. a computed flow's mask from its pruning rounds
+            return v()
         ds = self._file[v.group][v.var]
         arr = ds[v.index] if v.index is not None else ds[()]
         return from_numpy(np.asarray(arr), v.dtype)
@@ -607,7 +611,7 @@ def load(path: str | os.PathLike) -> ParameterSet:
     layouts = [[LayoutEntry(**e) for e in lay] for lay in json.loads(s(rg.attrs["layouts"]))]
     metrics = {m: rg[m][()] for m in json.loads(s(rg.attrs["metrics"]))}
     skip = {"format", "format_version", "rounds", "flow", "created", "package_versions"}
-    attrs = {k: s(v) for k, v in f.attrs.items() if k not in skip}
+    attrs = {k: s(v) for k, v in f.attrs.items() if k not in skip and not k.startswith("_")}
     attrs["created"] = s(f.attrs.get("created"))
     attrs["package_versions"] = s(f.attrs.get("package_versions"))
     layer_names = [s(x) for x in rg["layer"][()]]

@@ -1,0 +1,81 @@
+"""Computing an IMP flow on a stored model and recording it as a store of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import partial
+
+import numpy as np
+import torch
+
+from .errors import InvalidParameterError
+from .imp import imp_flow
+from .state import resolve_device
+from .store import ParameterSet
+
+
+def _mask_at(death: torch.Tensor, r: int) -> torch.Tensor:
+    return death > r
+
+
+def compute_flow(
+    pset: ParameterSet,
+    rounds: int,
+    rate: float,
+    *,
+    scope: str = "global",
+    rescaling: str = "none",
+    train: Callable | None = None,
+    start_round: int | None = None,
+    device: str | torch.device | None = "auto",
+    progress: bool = True,
+) -> ParameterSet:
+    """Run ``rounds`` IMP rounds on ``pset`` (from its last round unless ``start_round``) and return
+    the flow as a ParameterSet of ``rounds + 1`` rounds (round 0 = the starting state).
+
+    IMP acts on ``pset.pruned_names()``: the tensors masked in the source, else the prunable ones.
+    Masks are kept as the round at which each weight was pruned (one int16 per weight), so a long
+    flow costs no more memory than two copies of the masks.  With ``rescaling="rewind"`` (and an
+    optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
+    """
+    start = pset.n_rounds - 1 if start_round is None else int(start_round)
+    if not 0 <= start < pset.n_rounds:
+        raise InvalidParameterError(f"start_round {start} outside 0..{pset.n_rounds - 1}")
+    dev = resolve_device(device)
+    state = pset.state(start, dev)
+    rewind = None
+    if rescaling == "rewind":
+        stored = pset.rewind_state()
+        rewind = {k: stored[k].to(dev) for k in state.names} if stored and set(state.names) <= set(stored) else None
+    never = rounds + 1
+    death = {k: torch.where(m, never, 0).to(torch.int16).cpu() for k, m in state.masks.items()}
+    weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
+    sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
+    dens = np.empty((rounds + 1, len(state.names)))
+    for r, st in enumerate(imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)):
+        for j, (k, m) in enumerate(st.masks.items()):
+            if r > 0:
+                d = death[k]
+                d[(d == never) & ~m.cpu()] = r
+            dens[r, j] = float(torch.count_nonzero(m)) / sizes[j]
+        if r > 0 and rescaling != "none":
+            weights[r] = {k: w.detach().cpu().to(pset.info[k].dtype) for k, w in st.weights.items()}
+    masks: Mapping[str, list] = {
+        k: [partial(_mask_at, death[k], r) for r in range(rounds + 1)] for k in state.names
+    }
+    for k in pset.masked_names():  # masked in the source but outside the flow: keep the start mask
+        if k not in masks:
+            m = pset.mask(k, start)
+            masks[k] = [m] * (rounds + 1)
+    attrs = dict(pset.attrs)
+    attrs["flow_source"] = str(getattr(pset, "path", "") or "")
+    flow = {"kind": "computed", "rate": float(rate), "scope": scope, "rescaling": rescaling,
+            "rounds": int(rounds), "start_round": start, "device": str(dev)}
+    out = ParameterSet(
+        pset.info, weights, masks, n_rounds=rounds + 1, layouts=[[]] * (rounds + 1),
+        rewind={k: partial(lambda n: pset.rewind_state()[n], k) for k in (pset.rewind_state() or {})} or None,
+        rewind_layout=pset.rewind_layout, attrs=attrs, flow_attrs=flow, validate=False,
+    )
+    if set(out.pruned_names()) == set(state.names):
+        out._density_cache = dens[:, [state.names.index(n) for n in out.pruned_names()]]
+    return out

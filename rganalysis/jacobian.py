@@ -1,0 +1,677 @@
+"""Linearising the RG map ``K_{n+1} = R(K_n)``: two estimators of its Jacobian.
+
+:class:`TrajectoryEstimator`
+    fits the affine map ``K_{n+1} = J K_n + c`` by least squares over all one-step pairs of one or
+    more recorded flows (exact DMD when ``rank`` is set, optional ridge), with a bootstrap over pairs.
+:class:`ResponseEstimator`
+    linearises R at one state, as Monte Carlo RG does: apply R to an ensemble of small perturbations
+    of the state and regress ``dK' = R(K + dK) - R(K)`` on ``dK``.
+
+Both are sklearn-style (``fit`` returns ``self``; results in attributes ending in ``_``) and share
+one regression core.  Couplings are standardised (divided by their spread over the regression's
+inputs) before fitting: the unregularised, untruncated answer does not depend on this (``J`` is
+equivariant under rescaling), but conditioning diagnostics, rank truncation and ridge are then
+dimensionless.  A design with no information in some direction raises
+:class:`~rganalysis.errors.DegenerateRegressionError` (naming the couplings or the direction); an
+ill-conditioned one warns with :class:`IllConditionedWarning`.  Nothing returns silently.
+
+Fitted attributes (both estimators)
+-----------------------------------
+couplings_ : list[str], (C,) coupling names
+jacobian_ : (C, C) float64, ``dK_out / dK_in`` in coupling units
+offset_ : (C,) float64, ``c`` of the affine map (response: the mean second-order shift)
+eigenvalues_ : (r,) complex128, sorted by decreasing modulus (r = C unless ``rank`` truncates)
+eigenvectors_ : (C, r) complex128, unit columns in coupling coordinates (exact DMD modes when truncated)
+fixed_point_ : (C,) float64, ``(I - J)^{-1} c`` (NaN, with a warning, where ``I - J`` is singular)
+residual_ : float, RMS one-step residual in coupling units
+r2_ : float, R^2 of the regression in standardised coordinates (1 = the linear map explains all)
+condition_number_ : float, ratio of largest to smallest (retained) singular value of the standardised,
+    centred design
+singular_values_ : (min(M, C),) singular values of the standardised, centred design
+rank_ : int, number of retained directions
+eigenvalue_ci_ : (r, 2) float64, bootstrap (low, high) of ``|lambda|`` (``ci_level`` interval), NaN if
+    ``n_bootstrap=0``
+n_bootstrap_ : int, bootstrap resamples that gave a usable fit
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+
+from rganalysis.couplings import compute_couplings, coupling_values
+from rganalysis.errors import (
+    DegenerateRegressionError,
+    InvalidParameterError,
+    RankError,
+    TooFewRoundsError,
+)
+from rganalysis.state import State, resolve_device
+
+__all__ = [
+    "IllConditionedWarning",
+    "TrajectoryEstimator",
+    "ResponseEstimator",
+    "PERTURBATION_FAMILIES",
+    "perturb_state",
+    "flow_pairs",
+]
+
+#: Perturbation families of :class:`ResponseEstimator`.
+PERTURBATION_FAMILIES = ("threshold", "random", "rescale")
+
+
+class IllConditionedWarning(RuntimeWarning):
+    """A fit went through but is ill-conditioned (the message gives the reason and the number)."""
+
+
+# ====================================================================================================
+# regression core
+# ====================================================================================================
+@dataclass
+class _Fit:
+    jacobian: np.ndarray
+    offset: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    singular_values: np.ndarray
+    condition_number: float
+    rank: int
+    residuals: np.ndarray
+    residual: float
+    r2: float
+    r2_per_coupling: np.ndarray
+    scale: np.ndarray
+
+
+def _normalise_columns(v: np.ndarray) -> np.ndarray:
+    v = np.array(v, dtype=np.complex128)
+    for j in range(v.shape[1]):
+        nrm = np.linalg.norm(v[:, j])
+        if nrm > 0:
+            col = v[:, j] / nrm
+            k = int(np.argmax(np.abs(col)))
+            col = col * (abs(col[k]) / col[k])  # largest component real and positive
+            v[:, j] = col
+    return v
+
+
+def _direction_text(vec: np.ndarray, names: Sequence[str], k: int = 3) -> str:
+    order = np.argsort(-np.abs(vec))[:k]
+    return " ".join(f"{vec[i]:+.2f}*{names[i]}" for i in order)
+
+
+def _affine_fit(
+    X: np.ndarray,
+    Y: np.ndarray,
+    names: Sequence[str],
+    *,
+    rank: int | None,
+    ridge: float,
+    max_condition: float,
+    warn_condition: float,
+    what: str,
+    quiet: bool = False,
+) -> _Fit:
+    """Least-squares affine map ``Y ~ X J^T + c`` over rows (samples), X, Y of shape (M, C)."""
+    m, c = X.shape
+    x_mean = X.mean(axis=0)
+    y_mean = Y.mean(axis=0)
+    Xc = X - x_mean
+    Yc = Y - y_mean
+    scale = Xc.std(axis=0)
+    const = (scale == 0) | (scale <= 1e-12 * np.abs(x_mean))
+    if const.any():
+        bad = [names[i] for i in np.flatnonzero(const)]
+        if ridge == 0 and rank is None:
+            raise DegenerateRegressionError(
+                f"{what}: coupling(s) {', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''} do not vary "
+                f"across the {m} inputs, so the regression has no information in those directions"
+            )
+        if not quiet:
+            warnings.warn(f"{what}: coupling(s) {', '.join(bad[:6])} do not vary; their columns of J are "
+                          "set by the regularisation only", IllConditionedWarning, stacklevel=3)
+        scale = np.where(const, 1.0, scale)
+    Xs = Xc / scale
+    Ys = Yc / scale
+    U, s, Vt = np.linalg.svd(Xs, full_matrices=False)
+    r = c if rank is None else int(rank)
+    r = min(r, s.size)
+    s_r = s[:r]
+    cond = float(s_r[0] / s_r[-1]) if s_r[-1] > 0 else math.inf
+    if ridge == 0 and not cond <= max_condition:
+        v_min = Vt[r - 1]
+        raise DegenerateRegressionError(
+            f"{what}: the design is singular or ill-conditioned (condition number {cond:.3g} > "
+            f"{max_condition:.0e}); the inputs barely vary along {_direction_text(v_min, names)} "
+            "(standardised couplings). Give more varied data, fewer couplings, rank= or ridge="
+        )
+    if cond > warn_condition and not quiet:
+        warnings.warn(f"{what}: ill-conditioned design (condition number {cond:.3g} > {warn_condition:.0e}); "
+                      "the Jacobian is poorly determined along "
+                      f"{_direction_text(Vt[r - 1], names)}", IllConditionedWarning, stacklevel=3)
+    filt = s_r / (s_r**2 + ridge * m)
+    Ur = U[:, :r]
+    Vr = Vt[:r].T  # (C, r) spatial directions
+    B = Ys.T @ Ur * filt  # (C, r)
+    A = B @ Vr.T  # standardised Jacobian (C, C)
+    if rank is None:
+        lam, W = np.linalg.eig(A)
+        vecs_s = W
+    else:
+        A_red = Vr.T @ B  # (r, r)
+        lam, W = np.linalg.eig(A_red)
+        vecs_s = B @ W  # exact DMD modes (times lambda)
+        small = np.linalg.norm(vecs_s, axis=0) <= 1e-12 * max(1.0, np.abs(lam).max())
+        if small.any():
+            vecs_s[:, small] = (Vr @ W)[:, small]
+    order = np.argsort(-np.abs(lam), kind="stable")
+    lam = lam[order]
+    vecs = _normalise_columns(scale[:, None] * vecs_s[:, order])
+    J = scale[:, None] * A / scale[None, :]
+    off = y_mean - J @ x_mean
+    res = Y - X @ J.T - off
+    rms = float(np.sqrt(np.mean(res**2)))
+    ss_tot_c = (Ys**2).sum(axis=0)
+    ss_res_c = ((res / scale) ** 2).sum(axis=0)
+    tot = float(ss_tot_c.sum())
+    r2 = 1.0 - float(ss_res_c.sum()) / tot if tot > 0 else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2c = np.where(ss_tot_c > 0, 1.0 - ss_res_c / ss_tot_c, np.nan)
+    return _Fit(J, off, lam.astype(np.complex128), vecs, s, cond, r, res, rms, r2, r2c, scale)
+
+
+def _fixed_point(J: np.ndarray, c: np.ndarray, what: str, quiet: bool = False) -> np.ndarray:
+    """``(I - J)^{-1} c``; NaN with a warning when ``I - J`` is singular."""
+    n = J.shape[0]
+    M = np.eye(n) - J
+    cond = np.linalg.cond(M)
+    if not np.isfinite(cond) or cond > 1e12:
+        if not quiet:
+            warnings.warn(f"{what}: I - J is singular (condition number {cond:.3g}; an eigenvalue is 1), "
+                          "so the affine map has no unique fixed point; fixed_point_ is NaN",
+                          IllConditionedWarning, stacklevel=3)
+        return np.full(n, np.nan)
+    return np.linalg.solve(M, c)
+
+
+def _bootstrap(
+    X: np.ndarray,
+    Y: np.ndarray,
+    names: Sequence[str],
+    ref: np.ndarray,
+    *,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    fit_kw: dict[str, Any],
+    min_unique: int,
+    ci_level: float,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Resample rows; match each resample's eigenvalues to ``ref`` (assignment on |lambda - mu|).
+
+    Returns (ci (r, 2) of |lambda|, matched |mu| samples (n_ok, r), n_ok).
+    """
+    r = ref.size
+    m = X.shape[0]
+    samples: list[np.ndarray] = []
+    for _ in range(int(n_bootstrap)):
+        idx = rng.integers(0, m, m)
+        if np.unique(idx).size < min_unique:
+            continue
+        try:
+            f = _affine_fit(X[idx], Y[idx], names, quiet=True, what=what, **fit_kw)
+        except (DegenerateRegressionError, np.linalg.LinAlgError):
+            continue
+        mu = f.eigenvalues
+        if mu.size != r:
+            continue
+        cost = np.abs(ref[:, None] - mu[None, :])
+        rows, cols = linear_sum_assignment(cost)
+        matched = np.empty(r)
+        matched[rows] = np.abs(mu[cols])
+        samples.append(matched)
+    if not samples:
+        if n_bootstrap > 0:
+            warnings.warn(f"{what}: no bootstrap resample gave a usable fit; eigenvalue_ci_ is NaN",
+                          IllConditionedWarning, stacklevel=3)
+        return np.full((r, 2), np.nan), np.empty((0, r)), 0
+    S = np.vstack(samples)
+    if S.shape[0] < n_bootstrap / 2:
+        warnings.warn(f"{what}: only {S.shape[0]} of {n_bootstrap} bootstrap resamples gave a usable fit; "
+                      "eigenvalue_ci_ is unreliable", IllConditionedWarning, stacklevel=3)
+    a = (1.0 - ci_level) / 2.0
+    ci = np.stack([np.quantile(S, a, axis=0), np.quantile(S, 1.0 - a, axis=0)], axis=1)
+    return ci, S, S.shape[0]
+
+
+class _LinearisedMap:
+    """Shared fitted attributes and helpers."""
+
+    couplings_: list[str]
+    jacobian_: np.ndarray
+    offset_: np.ndarray
+    eigenvalues_: np.ndarray
+    eigenvectors_: np.ndarray
+    fixed_point_: np.ndarray
+    residual_: float
+    residuals_: np.ndarray
+    r2_: float
+    r2_per_coupling_: np.ndarray
+    condition_number_: float
+    singular_values_: np.ndarray
+    rank_: int
+    eigenvalue_ci_: np.ndarray
+    eigenvalue_bootstrap_: np.ndarray
+    n_bootstrap_: int
+
+    _param_names: tuple[str, ...] = ()
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters (sklearn convention)."""
+        return {k: getattr(self, k) for k in self._param_names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _store(self, f: _Fit, names: Sequence[str]) -> None:
+        self.couplings_ = list(names)
+        self.jacobian_ = f.jacobian
+        self.offset_ = f.offset
+        self.eigenvalues_ = f.eigenvalues
+        self.eigenvectors_ = f.eigenvectors
+        self.residuals_ = f.residuals
+        self.residual_ = f.residual
+        self.r2_ = f.r2
+        self.r2_per_coupling_ = f.r2_per_coupling
+        self.condition_number_ = f.condition_number
+        self.singular_values_ = f.singular_values
+        self.rank_ = f.rank
+        self.coupling_scale_ = f.scale
+
+    def jacobian_dataarray(self) -> xr.DataArray:
+        """``jacobian_`` as a DataArray with dims ``(coupling_out, coupling_in)``."""
+        return xr.DataArray(self.jacobian_, dims=("coupling_out", "coupling_in"),
+                            coords={"coupling_out": self.couplings_, "coupling_in": self.couplings_},
+                            name="jacobian")
+
+
+# ====================================================================================================
+# trajectory fits
+# ====================================================================================================
+def _as_flow_array(flow: Any, i: int) -> tuple[np.ndarray, list[str]]:
+    if isinstance(flow, xr.DataArray):
+        if set(flow.dims) != {"round", "coupling"}:
+            raise InvalidParameterError(f"flow {i} must have dims (round, coupling), got {flow.dims}")
+        f = flow.transpose("round", "coupling")
+        return np.asarray(f.values, dtype=np.float64), [str(c) for c in f["coupling"].values]
+    arr = np.asarray(flow, dtype=np.float64)
+    if arr.ndim != 2:
+        raise InvalidParameterError(f"flow {i} must be 2-d (round, coupling), got shape {arr.shape}")
+    return arr, [f"k{j}" for j in range(arr.shape[1])]
+
+
+def flow_pairs(flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """All one-step pairs of one or more flows.
+
+    Returns ``(X, Y, flow_index, names)``: X, Y of shape (M, C) with ``Y[i] = K_{n+1}`` following
+    ``X[i] = K_n`` in flow ``flow_index[i]``.  All flows must share their coupling names.
+    """
+    if isinstance(flows, (xr.DataArray, np.ndarray)):
+        flows = [flows]
+    flows = list(flows)
+    if not flows:
+        raise InvalidParameterError("no flows given")
+    xs, ys, fi = [], [], []
+    names: list[str] | None = None
+    for i, fl in enumerate(flows):
+        arr, nm = _as_flow_array(fl, i)
+        if names is None:
+            names = nm
+        elif nm != names:
+            raise InvalidParameterError(f"flow {i} has different couplings from flow 0")
+        if not np.isfinite(arr).all():
+            bad = sorted({names[j] for j in np.argwhere(~np.isfinite(arr))[:, 1]})
+            raise InvalidParameterError(f"flow {i} has non-finite values in {', '.join(bad[:6])}")
+        if arr.shape[0] >= 2:
+            xs.append(arr[:-1])
+            ys.append(arr[1:])
+            fi.append(np.full(arr.shape[0] - 1, i))
+    assert names is not None
+    if not xs:
+        return np.empty((0, len(names))), np.empty((0, len(names))), np.empty(0, int), names
+    return np.vstack(xs), np.vstack(ys), np.concatenate(fi), names
+
+
+class TrajectoryEstimator(_LinearisedMap):
+    """Affine fit ``K_{n+1} = J K_n + c`` over the one-step pairs of recorded flows.
+
+    Parameters
+    ----------
+    rank : int or None
+        Truncate to this many directions (exact DMD on the standardised, centred pairs).  None: full
+        least squares, which needs at least ``C + 1`` pairs for C couplings.
+    ridge : float >= 0
+        Tikhonov penalty in standardised units: ``ridge * M`` is added to the squared singular values
+        of the standardised design (M pairs), i.e. relative to unit variance per coupling.
+    n_bootstrap : int >= 0
+        Bootstrap resamples of the pairs (across rounds and flows) for ``eigenvalue_ci_``.
+    random_state : int, seed of the bootstrap.
+    ci_level : float, central probability of ``eigenvalue_ci_`` (default 0.95).
+    max_condition : condition number above which an unregularised fit raises
+        :class:`DegenerateRegressionError`.
+    warn_condition : condition number above which a fit warns (:class:`IllConditionedWarning`).
+
+    Notes
+    -----
+    The affine model is a *global* linearisation over the region the pairs cover.  Pairs from a
+    single flow lie on a curve, so they determine J only along the flow; combine several flows started
+    from perturbed states to pin down the other directions (see docs/theory.md).
+    """
+
+    _param_names = ("rank", "ridge", "n_bootstrap", "random_state", "ci_level", "max_condition",
+                    "warn_condition")
+
+    def __init__(self, rank: int | None = None, ridge: float = 0.0, n_bootstrap: int = 200,
+                 random_state: int | None = 0, ci_level: float = 0.95, max_condition: float = 1e10,
+                 warn_condition: float = 1e4) -> None:
+        self.rank = rank
+        self.ridge = ridge
+        self.n_bootstrap = n_bootstrap
+        self.random_state = random_state
+        self.ci_level = ci_level
+        self.max_condition = max_condition
+        self.warn_condition = warn_condition
+
+    def fit(self, flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray]) -> TrajectoryEstimator:
+        """Fit on one flow or a list of flows, each (round, coupling) with the same couplings."""
+        if self.ridge < 0 or not math.isfinite(self.ridge):
+            raise InvalidParameterError(f"ridge must be a finite number >= 0, got {self.ridge}")
+        if self.n_bootstrap < 0:
+            raise InvalidParameterError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
+        if not 0 < self.ci_level < 1:
+            raise InvalidParameterError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        X, Y, fi, names = flow_pairs(flows)
+        m, c = X.shape
+        n_flows = int(np.unique(fi).size) if m else 0
+        if self.rank is not None:
+            if int(self.rank) != self.rank or self.rank < 1:
+                raise InvalidParameterError(f"rank must be a positive integer, got {self.rank!r}")
+            if self.rank > c or self.rank > m - 1:
+                raise RankError(f"rank {self.rank} asked for, but {m} one-step pairs of {c} couplings "
+                                f"allow at most {max(min(c, m - 1), 0)}")
+        need = c + 1 if (self.rank is None and self.ridge == 0) else (2 if self.rank is None else self.rank + 1)
+        if m < need:
+            raise TooFewRoundsError(
+                f"{m} one-step pair(s) from {n_flows} flow(s) cannot fit an affine map of {c} coupling(s): "
+                f"at least {need} pairs are needed (couplings + 1 without rank truncation or ridge). "
+                "Record more rounds or flows, use fewer couplings, or set rank= / ridge="
+            )
+        what = "TrajectoryEstimator"
+        fit_kw = dict(rank=self.rank, ridge=float(self.ridge), max_condition=self.max_condition,
+                      warn_condition=self.warn_condition)
+        f = _affine_fit(X, Y, names, what=what, **fit_kw)
+        self._store(f, names)
+        self.fixed_point_ = _fixed_point(f.jacobian, f.offset, what)
+        self.n_pairs_ = m
+        self.n_flows_ = n_flows
+        rng = np.random.default_rng(self.random_state)
+        min_unique = (c + 1) if (self.rank is None and self.ridge == 0) else min(m, (self.rank or 1) + 1)
+        self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = _bootstrap(
+            X, Y, names, f.eigenvalues, n_bootstrap=self.n_bootstrap, rng=rng, fit_kw=fit_kw,
+            min_unique=min_unique, ci_level=self.ci_level, what=what)
+        return self
+
+    def predict(self, K: np.ndarray) -> np.ndarray:
+        """One step of the fitted map, ``K (.., C) -> J K + c``."""
+        return np.asarray(K, float) @ self.jacobian_.T + self.offset_
+
+
+# ====================================================================================================
+# response fits
+# ====================================================================================================
+class _Perturber:
+    """Draws perturbed copies of one state (all work on the state's device)."""
+
+    def __init__(self, state: State, family: str, epsilon: float, rng: np.random.Generator,
+                 gen: torch.Generator) -> None:
+        self.state = state
+        self.family = family
+        self.epsilon = epsilon
+        self.rng = rng
+        self.gen = gen
+        self.clipped = 0
+        self._order: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if family == "threshold":
+            for k, w in state.weights.items():
+                m = state.masks[k].reshape(-1)
+                mag = w.detach().abs().reshape(-1)
+                idx = torch.arange(mag.numel(), device=mag.device)
+                surv = idx[m]
+                pruned = idx[~m]
+                surv = surv[torch.argsort(mag[surv])]  # smallest survivors first
+                pruned = pruned[torch.argsort(mag[pruned], descending=True)]  # largest pruned first
+                self._order[k] = (surv, pruned)
+
+    def draw(self) -> State:
+        st = self.state
+        eps = self.epsilon
+        if self.family == "threshold":
+            masks = {}
+            for k, m in st.masks.items():
+                surv, pruned = self._order[k]
+                u = self.rng.uniform(-eps, eps)
+                n = int(round(u * surv.numel()))
+                flat = m.reshape(-1).clone()
+                if n < 0:
+                    flat[surv[: min(-n, surv.numel())]] = False
+                elif n > 0:
+                    if n > pruned.numel():
+                        self.clipped += 1
+                    flat[pruned[: min(n, pruned.numel())]] = True
+                masks[k] = flat.reshape(m.shape)
+            return st.with_masks(masks)
+        if self.family == "random":
+            masks = {}
+            for k, m in st.masks.items():
+                u = float(self.rng.uniform(0.0, eps))
+                r = torch.rand(m.shape, generator=self.gen, device=self.gen.device)
+                masks[k] = m & (r.to(m.device) >= u)
+            return st.with_masks(masks)
+        if self.family == "rescale":
+            weights = {k: w * (1.0 + float(self.rng.uniform(-eps, eps))) for k, w in st.weights.items()}
+            return st.with_weights(weights)
+        raise InvalidParameterError(f"unknown perturbation family {self.family!r}")
+
+
+def perturb_state(state: State, perturbation: str = "threshold", epsilon: float = 0.02,
+                  random_state: int | None = 0, n: int = 1) -> list[State]:
+    """``n`` perturbed copies of ``state`` from a :data:`PERTURBATION_FAMILIES` family.
+
+    ``threshold``: each layer prunes (u < 0) its ``|u| * survivors`` smallest survivors or restores
+    (u > 0) its ``u * survivors`` largest pruned weights, ``u ~ U(-epsilon, epsilon)`` per layer;
+    ``random``: each layer drops each survivor with probability ``u ~ U(0, epsilon)``;
+    ``rescale``: each layer's weights are multiplied by ``1 + u``, ``u ~ U(-epsilon, epsilon)``.
+    """
+    if perturbation not in PERTURBATION_FAMILIES:
+        raise InvalidParameterError(f"perturbation must be one of {PERTURBATION_FAMILIES}, got {perturbation!r}")
+    rng = np.random.default_rng(random_state)
+    gen = torch.Generator(device=state.device)
+    gen.manual_seed(int(rng.integers(0, 2**62)))
+    p = _Perturber(state, perturbation, float(epsilon), rng, gen)
+    return [p.draw() for _ in range(int(n))]
+
+
+def _manifold_report(state: State, rate: float) -> dict[str, Any]:
+    """Is ``state`` on the IMP manifold for a global round at ``rate``?
+
+    Threshold-shaped masks (no pruned weight larger than a survivor, per layer) and every layer's
+    own threshold below the round's global threshold.
+    """
+    from rganalysis.theory import global_threshold
+
+    T = global_threshold(state, rate)
+    layer_t: dict[str, float] = {}
+    shaped = True
+    for k, w in state.weights.items():
+        m = state.masks[k]
+        mag = w.detach().abs()
+        surv = mag[m]
+        prn = mag[~m]
+        t = float(surv.min()) if surv.numel() else math.inf  # the layer keeps |w| >= t
+        layer_t[k] = t
+        if prn.numel() and surv.numel() and float(prn.max()) > t:
+            shaped = False
+    above = [k for k, t in layer_t.items() if t >= T]
+    return {"threshold_shaped": shaped, "global_threshold": T, "layer_thresholds": layer_t,
+            "layers_above_global": above, "on_manifold": shaped and not above}
+
+
+class ResponseEstimator(_LinearisedMap):
+    """Linearise one RG step at a state from its response to small perturbations.
+
+    Parameters
+    ----------
+    rate : float in (0, 1), the pruning fraction p of one round.
+    scope : pruning scope passed to :func:`rganalysis.coarse_grain.coarse_grain` (``"global"``).
+    couplings : coupling sets (see :mod:`rganalysis.couplings`), default ``("density",)``.
+    perturbation : ``"threshold"`` (default), ``"random"`` or ``"rescale"`` (see :func:`perturb_state`).
+    n_samples : perturbed states (must exceed the number of couplings).
+    epsilon : size of the perturbations (fraction of survivors moved / relative rescaling).
+    random_state : seed.
+    device : where the states are perturbed and coarse-grained (``"auto"``: CUDA if available).
+    n_bootstrap : bootstrap resamples of the samples for ``eigenvalue_ci_``.
+    ci_level : central probability of ``eigenvalue_ci_``.
+    rg_map : optional ``State -> State`` used as R instead of ``coarse_grain(state, rate, scope)``.
+
+    Fitted attributes (besides the shared ones)
+    -------------------------------------------
+    perturbation_ : str, the family used
+    closure_r2_ : float, R^2 of ``dK' ~ J dK`` (standardised): how well the couplings' perturbations
+        predict their images; well below 1 means the couplings do not close under R for this family
+    base_couplings_ : DataArray (C,), K at the state;  image_couplings_ : DataArray (C,), R(K)
+    perturbations_ : (n_samples, C) dK;  responses_ : (n_samples, C) dK'
+    manifold_ : dict or None, for global scope: whether the state is on the IMP manifold
+        (``on_manifold``, ``global_threshold``, ``layer_thresholds``, ...)
+    clipped_ : int, threshold perturbations that wanted to restore more weights than were pruned
+    fixed_point_ : fixed point of the linearised map ``K -> R(K0) + c + J (K - K0)``
+    """
+
+    _param_names = ("rate", "scope", "couplings", "perturbation", "n_samples", "epsilon", "random_state",
+                    "device", "n_bootstrap", "ci_level", "rg_map")
+
+    def __init__(self, rate: float, scope: str = "global", couplings: str | Sequence[str] = ("density",),
+                 perturbation: str = "threshold", n_samples: int = 64, epsilon: float = 0.02,
+                 random_state: int | None = 0, device: str | torch.device = "auto", n_bootstrap: int = 200,
+                 ci_level: float = 0.95, rg_map: Callable[[State], State] | None = None) -> None:
+        self.rate = rate
+        self.scope = scope
+        self.couplings = couplings
+        self.perturbation = perturbation
+        self.n_samples = n_samples
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.device = device
+        self.n_bootstrap = n_bootstrap
+        self.ci_level = ci_level
+        self.rg_map = rg_map
+
+    def _map(self) -> Callable[[State], State]:
+        if self.rg_map is not None:
+            return self.rg_map
+        from rganalysis.coarse_grain import coarse_grain
+
+        rate, scope = float(self.rate), self.scope
+        return lambda st: coarse_grain(st, rate, scope=scope)
+
+    def fit(self, state: State) -> ResponseEstimator:
+        """Measure the Jacobian of one round at ``state``."""
+        if not 0.0 < float(self.rate) < 1.0:
+            raise InvalidParameterError(f"rate must be in (0, 1), got {self.rate}")
+        if self.perturbation not in PERTURBATION_FAMILIES:
+            raise InvalidParameterError(
+                f"perturbation must be one of {PERTURBATION_FAMILIES}, got {self.perturbation!r}")
+        if not 0.0 < float(self.epsilon) < 1.0:
+            raise InvalidParameterError(f"epsilon must be in (0, 1), got {self.epsilon}")
+        if self.n_bootstrap < 0 or not 0 < self.ci_level < 1:
+            raise InvalidParameterError("n_bootstrap must be >= 0 and ci_level in (0, 1)")
+        what = f"ResponseEstimator(perturbation={self.perturbation!r})"
+        R = self._map()
+        dev = resolve_device(self.device)
+        state = state.to(dev)
+        base = compute_couplings(state, self.couplings)
+        names = [str(c) for c in base["coupling"].values]
+        if self.n_samples < len(names) + 1:
+            raise InvalidParameterError(
+                f"n_samples={self.n_samples} is too few to fit {len(names)} couplings (need >= {len(names) + 1})")
+        image = compute_couplings(R(state), self.couplings)
+
+        self.manifold_ = None
+        if self.scope == "global":
+            self.manifold_ = _manifold_report(state, float(self.rate))
+            if self.perturbation == "threshold" and not self.manifold_["on_manifold"]:
+                why = ("its masks are not threshold-shaped" if not self.manifold_["threshold_shaped"] else
+                       f"layers {self.manifold_['layers_above_global']} keep only weights above the round's "
+                       "global threshold")
+                warnings.warn(f"{what}: the state is not on the IMP manifold ({why}); the measured Jacobian is "
+                              "R's at this state, but the rank-one manifold theory does not apply",
+                              IllConditionedWarning, stacklevel=2)
+
+        rng = np.random.default_rng(self.random_state)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(int(rng.integers(0, 2**62)))
+        pert = _Perturber(state, self.perturbation, float(self.epsilon), rng, gen)
+        k0 = base.values
+        k0p = image.values
+        dK = np.empty((self.n_samples, len(names)))
+        dKp = np.empty_like(dK)
+        for i in range(self.n_samples):
+            st = pert.draw()
+            dK[i] = coupling_values(st, self.couplings) - k0
+            dKp[i] = coupling_values(R(st), self.couplings) - k0p
+        self.clipped_ = pert.clipped
+        if self.perturbation == "threshold" and pert.clipped > self.n_samples * len(state.names) // 4:
+            warnings.warn(f"{what}: {pert.clipped} layer perturbations could not restore as many weights as drawn "
+                          "(nearly dense layers): the perturbations are one-sided there",
+                          IllConditionedWarning, stacklevel=2)
+
+        still = np.flatnonzero(np.all(dK == 0, axis=0))
+        if still.size:
+            bad = [names[i] for i in still]
+            moved = float(np.abs(dKp).max())
+            raise DegenerateRegressionError(
+                f"{what}: the perturbations leave coupling(s) {', '.join(bad[:6])}"
+                f"{' ...' if len(bad) > 6 else ''} unchanged in all {self.n_samples} samples, so the "
+                "regression of dK' on dK has no information in those directions"
+                + (" (per-layer magnitude rescaling does not change densities)" if self.perturbation == "rescale"
+                   else "")
+                + (f"; R's output still moved (max |dK'| = {moved:.3g}): these couplings do not describe the "
+                   "state completely" if moved > 0 else "")
+                + ". Use another perturbation family or couplings the family moves."
+            )
+        fit_kw = dict(rank=None, ridge=0.0, max_condition=1e10, warn_condition=1e4)
+        f = _affine_fit(dK, dKp, names, what=what, **fit_kw)
+        self._store(f, names)
+        self.perturbation_ = self.perturbation
+        self.closure_r2_ = f.r2
+        self.base_couplings_ = base
+        self.image_couplings_ = image
+        self.perturbations_ = dK
+        self.responses_ = dKp
+        # fixed point of the linearised map K -> k0p + c + J (K - k0)
+        self.fixed_point_ = _fixed_point(f.jacobian, k0p + f.offset - f.jacobian @ k0, what)
+        self.n_samples_ = self.n_samples
+        self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = _bootstrap(
+            dK, dKp, names, f.eigenvalues, n_bootstrap=self.n_bootstrap, rng=rng, fit_kw=fit_kw,
+            min_unique=len(names) + 1, ci_level=self.ci_level, what=what)
+        return self

@@ -1,0 +1,327 @@
+"""Fixed points of the RG flow: eigenvalue classes, exponents, distances and JSON spectra.
+
+Scale factor.  One IMP round at rate p keeps a fraction ``1 - p`` of the weights, so it coarse-grains
+by ``b = 1/(1 - p)`` (:func:`scale_factor`).  For a recorded flow with uneven rounds the per-round
+factor is ``b_n = rho_n / rho_{n+1}`` from the measured global densities
+(:func:`per_round_scale_factors`); a single exponent then uses the *geometric mean* of the ``b_n``
+(:func:`effective_scale_factor`), i.e. ``ln b = mean_n ln b_n`` -- the scale factor of the average
+round, which makes ``lambda^n = b_eff^(n y)`` hold over the whole flow.
+
+Eigenvalue classes (``tol`` default 0.05): relevant ``|lambda| > 1 + tol``, irrelevant
+``|lambda| < 1 - tol``, otherwise marginal; exponent ``y = ln|lambda| / ln b`` (``-inf`` for
+``lambda = 0``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from rganalysis.errors import InvalidParameterError, TooFewRoundsError
+
+__all__ = [
+    "scale_factor",
+    "per_round_scale_factors",
+    "effective_scale_factor",
+    "exponents",
+    "classify_eigenvalues",
+    "fixed_point_type",
+    "distance_to_fixed_point",
+    "near_fixed_point",
+    "NearFixedPoint",
+    "spectrum_json",
+]
+
+
+def scale_factor(rate: float) -> float:
+    """``b = 1 / (1 - p)`` for a pruning fraction ``p`` in (0, 1)."""
+    rate = float(rate)
+    if not (math.isfinite(rate) and 0.0 < rate < 1.0):
+        raise InvalidParameterError(f"rate must be in (0, 1), got {rate}")
+    return 1.0 / (1.0 - rate)
+
+
+def per_round_scale_factors(global_densities: Sequence[float] | np.ndarray | xr.DataArray) -> np.ndarray:
+    """``b_n = rho_n / rho_{n+1}`` from the global densities ``rho_0, rho_1, ...`` (length R -> R - 1)."""
+    rho = np.asarray(global_densities, dtype=np.float64).reshape(-1)
+    if rho.size < 2:
+        raise TooFewRoundsError(f"per-round scale factors need at least 2 rounds, got {rho.size}")
+    if not np.isfinite(rho).all() or (rho <= 0).any():
+        raise InvalidParameterError("global densities must be finite and > 0")
+    return rho[:-1] / rho[1:]
+
+
+def effective_scale_factor(b: float | Sequence[float] | np.ndarray) -> float:
+    """One scale factor: ``b`` itself, or the geometric mean of per-round factors ``b_n``.
+
+    Raises :class:`InvalidParameterError` unless the result is > 1 (a flow that does not prune has no
+    scale and no exponents).
+    """
+    arr = np.asarray(b, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or not np.isfinite(arr).all() or (arr <= 0).any():
+        raise InvalidParameterError("scale factors must be finite and > 0")
+    beff = float(np.exp(np.mean(np.log(arr))))
+    if not beff > 1.0:
+        raise InvalidParameterError(f"the (geometric-mean) scale factor must be > 1, got {beff:.6g}")
+    return beff
+
+
+def exponents(eigenvalues: Sequence[complex] | np.ndarray, b: float | Sequence[float] | np.ndarray) -> np.ndarray:
+    """``y = ln|lambda| / ln b`` (``b`` scalar, or per-round ``b_n`` -> geometric mean); ``-inf`` at 0."""
+    lb = math.log(effective_scale_factor(b))
+    mod = np.abs(np.asarray(eigenvalues, dtype=np.complex128))
+    with np.errstate(divide="ignore"):
+        return np.log(mod) / lb
+
+
+def _eig_class(mod: float, tol: float) -> str:
+    if mod > 1.0 + tol:
+        return "relevant"
+    if mod < 1.0 - tol:
+        return "irrelevant"
+    return "marginal"
+
+
+def _check_tol(tol: float) -> float:
+    tol = float(tol)
+    if not (math.isfinite(tol) and 0.0 <= tol < 1.0):
+        raise InvalidParameterError(f"tol must be in [0, 1), got {tol}")
+    return tol
+
+
+def classify_eigenvalues(
+    eigenvalues: Sequence[complex] | np.ndarray,
+    b: float | Sequence[float] | np.ndarray,
+    tol: float = 0.05,
+    ci: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """One record per eigenvalue, in the given order.
+
+    Parameters
+    ----------
+    eigenvalues : (k,) complex
+    b : scale factor, or per-round factors (geometric mean used)
+    tol : marginal band half-width around ``|lambda| = 1``
+    ci : optional (k, 2) bootstrap interval of ``|lambda|``, copied into ``ci_low`` / ``ci_high``
+
+    Returns
+    -------
+    list of dict with keys ``re``, ``im``, ``abs``, ``exponent`` (float, ``-inf`` for 0), ``class``
+    (``relevant`` / ``irrelevant`` / ``marginal``) and, when ``ci`` is given, ``ci_low``, ``ci_high``.
+    """
+    tol = _check_tol(tol)
+    lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
+    y = exponents(lam, b)
+    if ci is not None:
+        ci = np.asarray(ci, dtype=np.float64)
+        if ci.shape != (lam.size, 2):
+            raise InvalidParameterError(f"ci must have shape ({lam.size}, 2), got {ci.shape}")
+    out = []
+    for i, z in enumerate(lam):
+        rec: dict[str, Any] = {
+            "re": float(z.real),
+            "im": float(z.imag),
+            "abs": float(abs(z)),
+            "exponent": float(y[i]),
+            "class": _eig_class(float(abs(z)), tol),
+        }
+        if ci is not None:
+            rec["ci_low"] = float(ci[i, 0])
+            rec["ci_high"] = float(ci[i, 1])
+        out.append(rec)
+    return out
+
+
+def fixed_point_type(eigenvalues: Sequence[complex] | np.ndarray, tol: float = 0.05) -> str:
+    """``"stable"`` (all irrelevant), ``"unstable"`` (all relevant), ``"saddle"`` (relevant and
+    irrelevant directions, marginal ones allowed), else ``"marginal"`` (some marginal direction and
+    only one other kind)."""
+    tol = _check_tol(tol)
+    mods = np.abs(np.asarray(eigenvalues, dtype=np.complex128).reshape(-1))
+    if mods.size == 0:
+        raise InvalidParameterError("no eigenvalues to classify")
+    classes = {_eig_class(float(m), tol) for m in mods}
+    if "relevant" in classes and "irrelevant" in classes:
+        return "saddle"
+    if classes == {"irrelevant"}:
+        return "stable"
+    if classes == {"relevant"}:
+        return "unstable"
+    return "marginal"
+
+
+def _flow_array(flow: xr.DataArray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(flow, xr.DataArray):
+        if "coupling" not in flow.dims:
+            raise InvalidParameterError("flow needs a 'coupling' dimension")
+        f = flow.transpose(..., "coupling")
+        arr = np.asarray(f.values, dtype=np.float64)
+        rounds = np.asarray(f["round"].values) if "round" in f.coords else np.arange(arr.shape[0])
+    else:
+        arr = np.asarray(flow, dtype=np.float64)
+        rounds = np.arange(arr.shape[0]) if arr.ndim == 2 else np.arange(1)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise InvalidParameterError(f"flow must be (round, coupling), got shape {arr.shape}")
+    return arr, rounds
+
+
+def distance_to_fixed_point(flow_couplings: xr.DataArray | np.ndarray, fixed_point: Sequence[float] | np.ndarray,
+                            scale: Sequence[float] | np.ndarray | None = None) -> xr.DataArray:
+    """Euclidean distance ``||K_n - K*||`` per round.
+
+    Parameters
+    ----------
+    flow_couplings : (round, coupling) couplings of a flow
+    fixed_point : (coupling,) ``K*`` (e.g. an estimator's ``fixed_point_``); NaN is refused
+    scale : optional (coupling,) per-coupling units, the distance is ``||(K_n - K*) / scale||``
+
+    Returns
+    -------
+    DataArray (round,), in coupling units (dimensionless with ``scale``).
+    """
+    arr, rounds = _flow_array(flow_couplings)
+    fp = np.asarray(fixed_point, dtype=np.float64).reshape(-1)
+    if fp.size != arr.shape[1]:
+        raise InvalidParameterError(f"fixed point has {fp.size} couplings, the flow {arr.shape[1]}")
+    if not np.isfinite(fp).all():
+        raise InvalidParameterError("the fixed point is not finite (the fit found none: I - J singular)")
+    d = arr - fp
+    if scale is not None:
+        s = np.asarray(scale, dtype=np.float64).reshape(-1)
+        if s.size != fp.size or (s <= 0).any():
+            raise InvalidParameterError("scale must be positive, one entry per coupling")
+        d = d / s
+    return xr.DataArray(np.linalg.norm(d, axis=1), dims=("round",), coords={"round": rounds},
+                        name="distance_to_fixed_point")
+
+
+@dataclass
+class NearFixedPoint:
+    """Verdict of :func:`near_fixed_point` (``bool(v)`` is ``v.near``)."""
+
+    near: bool
+    distance: float  # at the last round, in the measure below
+    tol: float
+    measure: str  # "relative" (to ||K*||) or "absolute" (coupling units)
+    round: int  # the round judged (last of the flow)
+    fixed_point_norm: float
+
+    def __bool__(self) -> bool:
+        return bool(self.near)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def near_fixed_point(flow: xr.DataArray | np.ndarray, fixed_point: Sequence[float] | np.ndarray,
+                     tol: float = 0.05, relative: bool = True) -> NearFixedPoint:
+    """Is the last round of ``flow`` within ``tol`` of ``fixed_point``?
+
+    With ``relative`` (default) the distance is ``||K_last - K*|| / ||K*||``; when ``K*`` is the origin
+    (``||K*|| = 0``, e.g. the fully pruned network of the density flow) the absolute distance is used
+    and the verdict says so in ``measure``.  The tolerance is recorded in the verdict.
+    """
+    if not (math.isfinite(tol) and tol >= 0):
+        raise InvalidParameterError(f"tol must be >= 0, got {tol}")
+    dist = distance_to_fixed_point(flow, fixed_point)
+    fp_norm = float(np.linalg.norm(np.asarray(fixed_point, dtype=np.float64)))
+    d_last = float(dist.values[-1])
+    measure = "absolute"
+    if relative and fp_norm > 0:
+        d_last /= fp_norm
+        measure = "relative"
+    return NearFixedPoint(bool(d_last <= tol), d_last, float(tol), measure, int(dist["round"].values[-1]), fp_norm)
+
+
+def _json_float(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def spectrum_json(
+    eigenvalues: Sequence[complex] | np.ndarray | Any,
+    b: float | Sequence[float] | np.ndarray,
+    tol: float = 0.05,
+    ci: np.ndarray | None = None,
+    *,
+    couplings: Sequence[str] | None = None,
+    eigenvectors: np.ndarray | None = None,
+    fixed_point: Sequence[float] | np.ndarray | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON object the CLI writes for one spectrum (only JSON types; non-finite numbers -> null).
+
+    ``eigenvalues`` may be an array or a fitted estimator (its ``eigenvalues_``, ``eigenvalue_ci_``,
+    ``eigenvectors_``, ``fixed_point_``, ``couplings_`` and diagnostics are then used).
+
+    Returns
+    -------
+    dict with ``scale_factor`` (effective b), ``scale_factors`` (per-round list when given),
+    ``tol``, ``type`` (:func:`fixed_point_type`), ``eigenvalues``: list of
+    ``{re, im, abs, exponent, class, ci_low, ci_high}`` (``ci_*`` null when unknown), and when known
+    ``couplings``, ``eigenvectors`` (list per eigenvalue of ``{"re": [...], "im": [...]}``),
+    ``fixed_point``, ``perturbation``, ``diagnostics``; ``extra`` is merged in last.
+    """
+    diagnostics: dict[str, Any] = {}
+    perturbation = None
+    if hasattr(eigenvalues, "eigenvalues_"):
+        est = eigenvalues
+        eigenvalues = est.eigenvalues_
+        ci = getattr(est, "eigenvalue_ci_", None) if ci is None else ci
+        eigenvectors = getattr(est, "eigenvectors_", None) if eigenvectors is None else eigenvectors
+        fixed_point = getattr(est, "fixed_point_", None) if fixed_point is None else fixed_point
+        couplings = getattr(est, "couplings_", None) if couplings is None else couplings
+        perturbation = getattr(est, "perturbation_", None)
+        for key in ("condition_number_", "residual_", "r2_", "closure_r2_", "rank_", "n_bootstrap_",
+                    "n_pairs_", "n_flows_", "n_samples_"):
+            if hasattr(est, key):
+                v = getattr(est, key)
+                diagnostics[key.rstrip("_")] = _json_float(v) if isinstance(v, float) else int(v)
+    lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
+    beff = effective_scale_factor(b)
+    recs = classify_eigenvalues(lam, beff, tol)
+    ci_arr = None if ci is None else np.asarray(ci, dtype=np.float64)
+    if ci_arr is not None and ci_arr.shape != (lam.size, 2):
+        raise InvalidParameterError(f"ci must have shape ({lam.size}, 2), got {ci_arr.shape}")
+    eig_json = []
+    for i, r in enumerate(recs):
+        eig_json.append({
+            "re": _json_float(r["re"]),
+            "im": _json_float(r["im"]),
+            "abs": _json_float(r["abs"]),
+            "exponent": _json_float(r["exponent"]),
+            "class": r["class"],
+            "ci_low": None if ci_arr is None else _json_float(ci_arr[i, 0]),
+            "ci_high": None if ci_arr is None else _json_float(ci_arr[i, 1]),
+        })
+    out: dict[str, Any] = {
+        "scale_factor": beff,
+        "tol": float(tol),
+        "type": fixed_point_type(lam, tol),
+        "eigenvalues": eig_json,
+    }
+    b_arr = np.asarray(b, dtype=np.float64).reshape(-1)
+    if b_arr.size > 1:
+        out["scale_factors"] = [float(x) for x in b_arr]
+    if couplings is not None:
+        out["couplings"] = [str(c) for c in couplings]
+    if eigenvectors is not None:
+        V = np.asarray(eigenvectors, dtype=np.complex128)
+        out["eigenvectors"] = [{"re": [_json_float(x) for x in V[:, j].real],
+                                "im": [_json_float(x) for x in V[:, j].imag]} for j in range(V.shape[1])]
+    if fixed_point is not None:
+        out["fixed_point"] = [_json_float(x) for x in np.asarray(fixed_point, dtype=np.float64).reshape(-1)]
+    if perturbation is not None:
+        out["perturbation"] = str(perturbation)
+    if diagnostics:
+        out["diagnostics"] = diagnostics
+    if extra:
+        out.update(extra)
+    return out

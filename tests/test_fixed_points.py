@@ -1,0 +1,132 @@
+"""Fixed-point classification, scale factors, distances and the JSON spectrum."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from rganalysis.errors import InvalidParameterError, TooFewRoundsError
+from rganalysis.fixed_points import (
+    classify_eigenvalues,
+    distance_to_fixed_point,
+    effective_scale_factor,
+    exponents,
+    fixed_point_type,
+    near_fixed_point,
+    per_round_scale_factors,
+    scale_factor,
+    spectrum_json,
+)
+from rganalysis.jacobian import TrajectoryEstimator
+
+
+def test_scale_factors() -> None:
+    assert scale_factor(0.2) == pytest.approx(1.25)
+    with pytest.raises(InvalidParameterError):
+        scale_factor(1.0)
+    b = per_round_scale_factors([1.0, 0.8, 0.4, 0.3])
+    np.testing.assert_allclose(b, [1.25, 2.0, 4 / 3])
+    assert effective_scale_factor(b) == pytest.approx((1.25 * 2.0 * 4 / 3) ** (1 / 3))
+    assert effective_scale_factor(b) == pytest.approx((1.0 / 0.3) ** (1 / 3))  # = (rho_0/rho_R)^(1/R)
+    with pytest.raises(TooFewRoundsError):
+        per_round_scale_factors([1.0])
+    with pytest.raises(InvalidParameterError, match="> 1"):
+        effective_scale_factor([1.0, 1.0])
+
+
+def test_density_mode_has_exponent_minus_one() -> None:
+    # lambda = 1 - p along the global density: y = ln(1-p) / ln(1/(1-p)) = -1 for every p
+    for p in (0.1, 0.2, 0.5):
+        assert exponents([1 - p], scale_factor(p))[0] == pytest.approx(-1.0)
+    # uneven flow: the geometric mean of b_n makes lambda = prod(1 - p_n)^(1/R) exponent -1 too
+    rho = np.array([1.0, 0.8, 0.4])
+    b = per_round_scale_factors(rho)
+    lam = (rho[-1] / rho[0]) ** 0.5
+    assert exponents([lam], b)[0] == pytest.approx(-1.0)
+    assert exponents([0.0], 1.25)[0] == -math.inf
+
+
+def test_classify_eigenvalues() -> None:
+    recs = classify_eigenvalues([1.5, 1.02 + 0.01j, 0.8, 0.0], 1.25, tol=0.05, ci=np.array(
+        [[1.4, 1.6], [1.0, 1.05], [0.79, 0.81], [0.0, 0.01]]))
+    assert [r["class"] for r in recs] == ["relevant", "marginal", "irrelevant", "irrelevant"]
+    assert recs[1]["re"] == 1.02 and recs[1]["im"] == 0.01
+    assert recs[1]["abs"] == pytest.approx(abs(1.02 + 0.01j))
+    assert recs[0]["exponent"] == pytest.approx(math.log(1.5) / math.log(1.25))
+    assert recs[2]["ci_low"] == 0.79 and recs[2]["ci_high"] == 0.81
+    assert classify_eigenvalues([1.04], 1.25, tol=0.05)[0]["class"] == "marginal"
+    assert classify_eigenvalues([1.06], 1.25, tol=0.05)[0]["class"] == "relevant"
+    with pytest.raises(InvalidParameterError):
+        classify_eigenvalues([1.0], 1.25, ci=np.zeros((2, 2)))
+
+
+def test_fixed_point_type() -> None:
+    assert fixed_point_type([0.8, 0.1]) == "stable"
+    assert fixed_point_type([1.5, 2.0]) == "unstable"
+    assert fixed_point_type([1.5, 0.5]) == "saddle"
+    assert fixed_point_type([1.5, 1.0, 0.5]) == "saddle"
+    assert fixed_point_type([1.0, 0.5]) == "marginal"
+    assert fixed_point_type([1.01]) == "marginal"
+    assert fixed_point_type([1.01], tol=0.0) == "unstable"
+    with pytest.raises(InvalidParameterError):
+        fixed_point_type([])
+
+
+def test_distance_and_near_fixed_point() -> None:
+    flow = xr.DataArray(np.array([[1.0, 1.0], [0.6, 0.5], [0.52, 0.51]]), dims=("round", "coupling"),
+                        coords={"round": [0, 1, 2], "coupling": ["a", "b"]})
+    fp = np.array([0.5, 0.5])
+    d = distance_to_fixed_point(flow, fp)
+    assert d.dims == ("round",)
+    np.testing.assert_allclose(d.values, [math.hypot(0.5, 0.5), 0.1, math.hypot(0.02, 0.01)])
+    v = near_fixed_point(flow, fp, tol=0.05)
+    assert v and v.measure == "relative" and v.tol == 0.05 and v.round == 2
+    assert v.distance == pytest.approx(math.hypot(0.02, 0.01) / math.hypot(0.5, 0.5))
+    assert not near_fixed_point(flow, fp, tol=0.01)
+    v0 = near_fixed_point(flow, [0.0, 0.0], tol=0.05)  # the origin: absolute distance, said so
+    assert v0.measure == "absolute" and not v0.near
+    assert v0.to_dict()["tol"] == 0.05
+    with pytest.raises(InvalidParameterError, match="not finite"):
+        distance_to_fixed_point(flow, [np.nan, 0.0])
+    np.testing.assert_allclose(distance_to_fixed_point(flow.values, fp, scale=[0.1, 1.0]).values[1], 1.0)
+
+
+def test_spectrum_json_from_arrays_is_strict_json() -> None:
+    out = spectrum_json([0.8, 0.0, 1.2 + 0.1j], [1.25, 1.25, 2.0], tol=0.05,
+                        ci=np.array([[0.79, 0.81], [0.0, 0.02], [1.1, 1.3]]))
+    text = json.dumps(out, allow_nan=False)
+    back = json.loads(text)
+    assert back["type"] == "saddle"
+    assert back["scale_factor"] == pytest.approx((1.25 * 1.25 * 2.0) ** (1 / 3))
+    assert back["scale_factors"] == [1.25, 1.25, 2.0]
+    e = back["eigenvalues"]
+    assert set(e[0]) == {"re", "im", "abs", "exponent", "class", "ci_low", "ci_high"}
+    assert e[1]["exponent"] is None and e[1]["class"] == "irrelevant"
+    assert e[2]["class"] == "relevant" and e[2]["im"] == pytest.approx(0.1)
+    no_ci = spectrum_json([0.5], 1.25)
+    assert no_ci["eigenvalues"][0]["ci_low"] is None
+
+
+def test_spectrum_json_from_an_estimator() -> None:
+    rng = np.random.default_rng(0)
+    A = np.array([[0.9, 0.2], [0.0, 0.3]])
+    c = np.array([0.05, 0.1])
+    flows = []
+    for _ in range(3):
+        k = [rng.normal(size=2)]
+        for _ in range(4):
+            k.append(A @ k[-1] + c)
+        flows.append(np.array(k))
+    est = TrajectoryEstimator(n_bootstrap=20).fit(flows)
+    out = json.loads(json.dumps(spectrum_json(est, scale_factor(0.2)), allow_nan=False))
+    assert out["type"] == "stable"
+    assert [round(x["abs"], 6) for x in out["eigenvalues"]] == [0.9, 0.3]
+    assert out["couplings"] == ["k0", "k1"]
+    np.testing.assert_allclose(out["fixed_point"], np.linalg.solve(np.eye(2) - A, c), atol=1e-9)
+    assert len(out["eigenvectors"]) == 2 and len(out["eigenvectors"][0]["re"]) == 2
+    assert out["diagnostics"]["n_pairs"] == 12 and out["diagnostics"]["condition_number"] > 0
+    assert out["eigenvalues"][0]["ci_low"] == pytest.approx(0.9, abs=1e-9)

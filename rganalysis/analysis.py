@@ -1,0 +1,220 @@
+"""From a stored flow to its fitted RG spectrum: couplings per round, a Jacobian fit, the fixed point,
+its eigenvalue classes and exponents, and the JSON that ``rganalysis fit`` writes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .couplings import compute_couplings, flow_couplings, resample_depth
+from .errors import InvalidParameterError, MasksNotNestedError, TooFewRoundsError
+from .fixed_points import (
+    distance_to_fixed_point,
+    effective_scale_factor,
+    fixed_point_type,
+    near_fixed_point,
+    scale_factor,
+    spectrum_json,
+)
+from .jacobian import ResponseEstimator, TrajectoryEstimator
+from .store import ParameterSet
+
+ESTIMATORS = ("trajectory", "response")
+
+
+def check_nested(pset: ParameterSet) -> None:
+    """Raise :class:`MasksNotNestedError` unless every round's masks are subsets of the previous round's."""
+    for name in pset.masked_names():
+        prev = pset.mask(name, 0)
+        for r in range(1, pset.n_rounds):
+            m = pset.mask(name, r)
+            revived = int((m & ~prev).sum())
+            if revived:
+                raise MasksNotNestedError(
+                    f"the masks of this flow are not nested: {name!r} revives {revived} weights at round {r}"
+                )
+            prev = m
+
+
+def flow_scale(pset: ParameterSet) -> tuple[float | None, float, list[float]]:
+    """(rate, b, b_n) of a flow.
+
+    A flow computed at a fixed rate p has b = 1/(1-p); a recorded flow takes its scale factors from
+    the measured global densities, b_n = rho_n / rho_{n+1}, and b is their geometric mean.
+    """
+    b_n = [float(x) for x in pset.scale_factors()] if pset.n_rounds > 1 else []
+    rate = pset.flow_attrs.get("rate")
+    if pset.flow_attrs.get("kind") == "computed" and rate:
+        return float(rate), scale_factor(float(rate)), b_n
+    if not b_n:
+        raise TooFewRoundsError("a single-round store has no flow: run `rganalysis flow` first")
+    if any(not math.isfinite(b) or b <= 1.0 for b in b_n):
+        raise InvalidParameterError(f"the recorded flow does not prune every round (b_n = {b_n})")
+    b = effective_scale_factor(b_n)
+    return 1.0 - 1.0 / b, b, b_n
+
+
+class FlowFit:
+    """Fit the linearised RG map of one or more stored flows (scikit-learn style).
+
+    Parameters
+    ----------
+    couplings : coupling sets (``density``, ``magnitude``, ``spectral`` or registered ones)
+    estimator : ``trajectory`` (affine fit over the one-step pairs of the flows) or ``response``
+        (perturbations of one round's state, see :class:`~rganalysis.jacobian.ResponseEstimator`)
+    depth_points : resample per-layer couplings onto this many normalised depths (cross-architecture
+        coordinates; also makes short flows of deep models fittable)
+    rank, ridge, n_bootstrap : trajectory estimator options
+    round, perturbation, n_samples, epsilon : response estimator options (``round`` default: last)
+    tol : marginal band around |lambda| = 1, and the near-fixed-point tolerance (relative)
+    device : where the response estimator runs
+
+    Fitted attributes: ``couplings_`` (list of (round, coupling) DataArrays), ``estimator_``,
+    ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``fixed_point_``, ``fixed_point_type_``,
+    ``distance_`` (per round, first flow), ``near_fixed_point_``.
+    """
+
+    def __init__(
+        self,
+        couplings: str | Sequence[str] = ("density",),
+        estimator: str = "trajectory",
+        *,
+        depth_points: int | None = None,
+        rank: int | None = None,
+        ridge: float = 0.0,
+        n_bootstrap: int = 200,
+        round: int | None = None,
+        perturbation: str = "threshold",
+        n_samples: int = 64,
+        epsilon: float = 0.02,
+        tol: float = 0.05,
+        device: str = "auto",
+        random_state: int = 0,
+    ):
+        self.couplings = couplings
+        self.estimator = estimator
+        self.depth_points = depth_points
+        self.rank = rank
+        self.ridge = ridge
+        self.n_bootstrap = n_bootstrap
+        self.round = round
+        self.perturbation = perturbation
+        self.n_samples = n_samples
+        self.epsilon = epsilon
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+
+    def _couplings(self, pset: ParameterSet) -> xr.DataArray:
+        k = flow_couplings(pset, self.couplings)
+        return resample_depth(k, self.depth_points) if self.depth_points else k
+
+    def fit(self, flows: ParameterSet | Sequence[ParameterSet]) -> FlowFit:
+        if self.estimator not in ESTIMATORS:
+            raise InvalidParameterError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        flows = [flows] if isinstance(flows, ParameterSet) else list(flows)
+        if not flows:
+            raise InvalidParameterError("no flow given")
+        for p in flows:
+            check_nested(p)
+        scales = [flow_scale(p) for p in flows]
+        self.rate_, self.b_, _ = scales[0]
+        self.b_n_ = [b for s in scales for b in s[2]]
+        if len(flows) > 1:
+            self.b_ = effective_scale_factor([s[1] for s in scales])
+        self.couplings_ = [self._couplings(p) for p in flows]
+        if self.estimator == "trajectory":
+            est = TrajectoryEstimator(rank=self.rank, ridge=self.ridge, n_bootstrap=self.n_bootstrap,
+                                      random_state=self.random_state)
+            est.fit(self.couplings_)
+            fixed_point = est.fixed_point_
+        else:
+            if self.depth_points:
+                raise InvalidParameterError("the response estimator works on per-layer couplings; drop --depth-points")
+            p = flows[0]
+            r = p.n_rounds - 1 if self.round is None else int(self.round)
+            if self.rate_ is None:
+                raise InvalidParameterError("the response estimator needs the flow's rate")
+            est = ResponseEstimator(rate=self.rate_, scope=str(p.flow_attrs.get("scope", "global")),
+                                    couplings=self.couplings, perturbation=self.perturbation,
+                                    n_samples=self.n_samples, epsilon=self.epsilon,
+                                    random_state=self.random_state, device=self.device,
+                                    n_bootstrap=self.n_bootstrap)
+            est.fit(p.state(r, self.device))
+            fixed_point = est.fixed_point_
+            self.response_round_ = r
+        self.estimator_ = est
+        self.eigenvalues_ = est.eigenvalues_
+        self.jacobian_ = est.jacobian_
+        self.fixed_point_ = fixed_point
+        self.fixed_point_type_ = fixed_point_type(self.eigenvalues_, self.tol)
+        k0 = self.couplings_[0]
+        if np.isfinite(fixed_point).all():
+            self.distance_ = distance_to_fixed_point(k0, fixed_point)
+            self.near_fixed_point_ = near_fixed_point(k0, fixed_point, tol=self.tol)
+        else:
+            self.distance_ = xr.DataArray(np.full(k0.sizes["round"], np.nan), dims=("round",),
+                                          coords={"round": k0["round"].values})
+            self.near_fixed_point_ = None
+        self.names_ = [str(p.attrs.get("name", "")) for p in flows]
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON contract of ``rganalysis fit``."""
+        est = self.estimator_
+        spec = spectrum_json(est, self.b_, self.tol)
+
+        def num(x: float) -> float | None:
+            x = float(x)
+            return x if math.isfinite(x) else None
+
+        out = {
+            "models": self.names_,
+            "estimator": self.estimator,
+            "rate": None if self.rate_ is None else float(self.rate_),
+            "b": float(self.b_),
+            "b_n": self.b_n_,
+            "couplings": [str(c) for c in est.couplings_],
+            "jacobian": [[num(x) for x in row] for row in np.asarray(self.jacobian_)],
+            "fixed_point": [num(x) for x in np.asarray(self.fixed_point_)],
+            "eigenvalues": spec["eigenvalues"],
+            "tol": float(self.tol),
+            "fixed_point_type": self.fixed_point_type_,
+            "distance_to_fixed_point": [num(x) for x in self.distance_.values],
+            "near_fixed_point": None if self.near_fixed_point_ is None else self.near_fixed_point_.to_dict(),
+            "residual": num(est.residual_),
+            "diagnostics": spec.get("diagnostics", {}),
+        }
+        if self.estimator == "response":
+            out["perturbation"] = est.perturbation_
+            out["round"] = self.response_round_
+        return out
+
+
+def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
+    """Text table of a fit's spectrum."""
+    lines = [
+        f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
+        f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
+        f"  fixed point: {j['fixed_point_type']}"
+        + (f", near (relative distance {j['near_fixed_point']['distance']:.3g} <= {j['tol']})"
+           if j["near_fixed_point"] and j["near_fixed_point"]["near"] else
+           (f", not near (relative distance {j['near_fixed_point']['distance']:.3g} > {j['tol']})"
+            if j["near_fixed_point"] else ", none (I - J singular)")),
+        f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<10} {'95% CI of |lambda|':>20}",
+    ]
+    eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
+    for e in eig[:max_rows]:
+        ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+        y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
+        lines.append(f"  {e['abs']:>9.4f} {e['re']:>9.4f} {e['im']:>9.4f} {y:>8}  {e['class']:<10} {ci:>20}")
+    if len(eig) > max_rows:
+        lines.append(f"  ... {len(eig) - max_rows} smaller eigenvalues (all in --json)")
+    return "\n".join(lines)
+
+
+__all__ = ["FlowFit", "check_nested", "compute_couplings", "flow_scale", "format_spectrum"]

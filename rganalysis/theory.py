@@ -266,15 +266,16 @@ def gaussian_random_jacobian(sigmas: Sequence[float], sizes: Sequence[float], ra
 def global_threshold(state: State, rate: float) -> float:
     """Magnitude at which one global round at ``rate`` cuts the survivors of ``state``.
 
-    The midpoint between the largest pruned and the smallest kept magnitude when
-    ``round((1-p) n_survivors)`` are kept (weight units).
+    The midpoint between the largest removed and the smallest kept magnitude when
+    ``round(p * n_survivors)`` are removed, as :func:`rganalysis.coarse_grain.coarse_grain` does
+    (weight units).
     """
     rate = _check_rate(rate)
     mags = torch.cat([w.detach()[m].abs().reshape(-1).to(torch.float64) for w, m in
                       zip(state.weights.values(), state.masks.values(), strict=True)])
     n = mags.numel()
-    n_keep = int(round((1.0 - rate) * n))
-    n_prune = n - n_keep
+    n_prune = int(round(rate * n))
+    n_keep = n - n_prune
     if n_prune <= 0 or n_keep <= 0:
         raise InvalidParameterError(f"a round at rate {rate} on {n} survivors prunes nothing or everything")
     srt = torch.sort(mags).values

@@ -1,0 +1,146 @@
+"""`rganalysis flow` and `rganalysis fit`: recorded flows, the JSON contract, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import rganalysis
+from rganalysis.analysis import FlowFit, check_nested
+from rganalysis.cli import main
+from rganalysis.errors import MasksNotNestedError, TooFewRoundsError
+from rganalysis.flow import compute_flow
+from rganalysis.store import ParameterSet
+
+
+@pytest.fixture(scope="module")
+def gaussian_model(tmp_path_factory):
+    """Three linear layers of i.i.d. Gaussian weights with different sigmas, as a store."""
+    d = tmp_path_factory.mktemp("gauss")
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "a.weight": torch.randn(300, 200, generator=g) * 1.0,
+        "a.bias": torch.zeros(300),
+        "b.weight": torch.randn(200, 300, generator=g) * 0.5,
+        "c.weight": torch.randn(50, 200, generator=g) * 2.0,
+    }
+    torch.save(sd, d / "gauss.pt")
+    assert main(["ingest", str(d / "gauss.pt"), "-o", str(d / "gauss.h5"), "-q"]) == 0
+    return d
+
+
+def test_flow_records_nested_masks_and_densities(gaussian_model, tmp_path):
+    out = tmp_path / "flow.h5"
+    assert main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(out), "--rounds", "6", "--rate", "0.2", "-q"]) == 0
+    f = rganalysis.load(out)
+    assert f.n_rounds == 7 and f.flow_attrs["kind"] == "computed" and f.flow_attrs["rate"] == 0.2
+    assert f.pruned_names() == ["a.weight", "b.weight", "c.weight"]
+    total = sum(f.info[n].numel for n in f.pruned_names())
+    alive = total
+    for r in range(7):
+        assert sum(int(f.mask(n, r).sum()) for n in f.pruned_names()) == alive
+        assert f.global_density().values[r] == pytest.approx(alive / total, abs=0)
+        alive -= int(round(0.2 * alive))
+    np.testing.assert_allclose(f.scale_factors(), 1.25, rtol=1e-3)
+    check_nested(f)
+    # weights are untouched by a data-free flow, and the source's tensors come back bit-exactly
+    src = torch.load(gaussian_model / "gauss.pt", weights_only=True)
+    for k, v in src.items():
+        assert torch.equal(f.tensor(k, 6), v)
+    # masks are the smallest magnitudes: every pruned weight is below every survivor of the round
+    surv = torch.cat([f.tensor(n).abs()[f.mask(n, 3)] for n in f.pruned_names()])
+    dead = torch.cat([f.tensor(n).abs()[~f.mask(n, 3)] for n in f.pruned_names()])
+    assert dead.max() <= surv.min()
+
+
+def test_fit_json_contract(gaussian_model, tmp_path, capsys):
+    flow = tmp_path / "flow.h5"
+    main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "8", "--rate", "0.2", "-q"])
+    js = tmp_path / "fit.json"
+    assert main(["fit", str(flow), "--json", str(js), "--bootstrap", "20", "-q"]) == 0
+    text = capsys.readouterr().out
+    j = json.loads(js.read_text())
+    for key in ("rate", "b", "couplings", "jacobian", "fixed_point", "eigenvalues", "fixed_point_type",
+                "distance_to_fixed_point", "residual", "b_n"):
+        assert key in j, key
+    assert j["rate"] == 0.2 and j["b"] == pytest.approx(1.25)
+    assert j["couplings"] == ["density[a.weight]", "density[b.weight]", "density[c.weight]"]
+    assert np.array(j["jacobian"]).shape == (3, 3)
+    assert len(j["distance_to_fixed_point"]) == 9
+    assert len(j["b_n"]) == 8
+    for e in j["eigenvalues"]:
+        assert set(e) >= {"re", "im", "abs", "exponent", "class", "ci_low", "ci_high"}
+        assert e["class"] in ("relevant", "irrelevant", "marginal")
+        if e["exponent"] is not None:
+            assert e["exponent"] == pytest.approx(np.log(e["abs"]) / np.log(1.25))
+    # a data-free global flow contracts towards the empty network: the leading eigenvalue is 1 - p
+    lead = max(j["eigenvalues"], key=lambda e: e["abs"])
+    assert lead["abs"] == pytest.approx(0.8, abs=0.02)
+    assert "|lambda|" in text
+
+
+def test_fit_response_estimator_matches_theory(gaussian_model, tmp_path):
+    """On the IMP manifold the density Jacobian is rank one with eigenvalue 1 - p (docs/theory.md)."""
+    flow = tmp_path / "flow.h5"
+    main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "3", "--rate", "0.2", "-q"])
+    j = FlowFit(estimator="response", n_samples=48, n_bootstrap=0).fit(rganalysis.load(flow)).to_json()
+    mods = sorted((e["abs"] for e in j["eigenvalues"]), reverse=True)
+    assert mods[0] == pytest.approx(0.8, abs=0.02)
+    assert max(mods[1:]) < 0.1
+    assert j["perturbation"] == "threshold" and j["round"] == 3
+
+
+def test_flow_bad_input(gaussian_model, tmp_path, capsys):
+    src = str(gaussian_model / "gauss.h5")
+    for bad in (["--rate", "0"], ["--rate", "1.5"], ["--rate", "-0.1"]):
+        assert main(["flow", src, "-o", str(tmp_path / "f.h5"), "--rounds", "2", *bad, "-q"]) == 2
+        assert "InvalidParameterError" in capsys.readouterr().err
+    assert main(["flow", src, "-o", str(tmp_path / "f.h5"), "--rounds", "0", "--rate", "0.2", "-q"]) == 2
+    assert "rounds" in capsys.readouterr().err
+    assert not (tmp_path / "f.h5").exists()
+
+
+def test_fit_too_few_rounds(gaussian_model, tmp_path, capsys):
+    flow = tmp_path / "flow.h5"
+    main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "2", "--rate", "0.2", "-q"])
+    assert main(["fit", str(flow), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "TooFewRoundsError" in err and "3 coupling" in err
+    with pytest.raises(TooFewRoundsError):
+        FlowFit().fit(rganalysis.load(gaussian_model / "gauss.h5"))  # a single model is no flow
+
+
+def test_fit_refuses_non_nested_masks(gaussian_model, tmp_path, capsys):
+    base = rganalysis.load(gaussian_model / "gauss.h5")
+    w = {0: {n: base.tensor(n) for n in base.names}}
+    m0 = torch.rand(300, 200, generator=torch.Generator().manual_seed(1)) > 0.5
+    masks = {"a.weight": [torch.ones(300, 200, dtype=torch.bool), m0, ~m0]}
+    with pytest.raises(MasksNotNestedError):
+        ParameterSet(base.info, w, masks, n_rounds=3)
+    bad = ParameterSet(base.info, w, masks, n_rounds=3, flow_attrs={"kind": "recorded"}, validate=False)
+    bad.save(tmp_path / "bad.h5", progress=False)
+    assert main(["fit", str(tmp_path / "bad.h5"), "-q"]) == 2
+    assert "MasksNotNestedError" in capsys.readouterr().err
+
+
+def test_minilm_flow_and_fit(tmp_path, capsys):
+    from rganalysis.demo import minilm_path
+
+    assert main(["ingest", str(minilm_path()), "-o", str(tmp_path / "m.h5"), "-q"]) == 0
+    assert main(["flow", str(tmp_path / "m.h5"), "-o", str(tmp_path / "f.h5"), "--rounds", "6", "--rate", "0.2", "-q"]) == 0
+    assert main(["fit", str(tmp_path / "f.h5"), "--depth-points", "4", "--bootstrap", "20",
+                 "--json", str(tmp_path / "fit.json"), "-q"]) == 0
+    j = json.loads((tmp_path / "fit.json").read_text())
+    assert len(j["couplings"]) == 4 and len(j["eigenvalues"]) == 4
+    assert "|lambda|" in capsys.readouterr().out
+
+
+def test_compute_flow_from_pruned_start(gaussian_model):
+    base = rganalysis.load(gaussian_model / "gauss.h5")
+    f1 = compute_flow(base, 2, 0.5, progress=False)
+    f2 = compute_flow(f1, 1, 0.5, progress=False)  # continues from f1's last round
+    assert f2.global_density().values[0] == pytest.approx(f1.global_density().values[-1])
+    assert f2.global_density().values[1] == pytest.approx(0.125, abs=1e-4)

@@ -82,6 +82,12 @@ _DIGIT = 16  # bits resolved per histogram pass
 # Within a float32 seen as two int16 halves: index of the high and of the low half.
 _HI, _LO = (1, 0) if sys.byteorder == "little" else (0, 1)
 
+#: The top bucket is resolved by gathering its survivors when it holds at most
+#: ``max(GATHER_MIN, numel // GATHER_FRACTION)`` of them (int64 index + int32 key each: at most
+#: ~0.05x the size of a float32 model); otherwise by one more histogram pass over the model.
+GATHER_MIN = 1 << 16
+GATHER_FRACTION = 64
+
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -244,7 +250,6 @@ def _select(
         raise InvalidParameterError(f"cannot remove {k} of {total} survivors")
     if k == 0 or not weights:
         return [m.clone() for m in masks]
-    wide = any(w.dtype == torch.float64 for w in weights)
     device = weights[0].device
     if chunk_size is None:
         chunk_size = CPU_CHUNK if device.type == "cpu" else DEVICE_CHUNK
@@ -257,28 +262,44 @@ def _select(
             for i, w in enumerate(weights)
             for s in range(0, w.numel(), chunk_size)
         ],
-        wide,
+        any(w.dtype == torch.float64 for w in weights),
         min(chunk_size, max(w.numel() for w in weights)),
     )
-    threshold, ties, n_equal = _find_threshold(plan, k)
-    flat = _write_masks(plan, threshold, ties, n_equal)
-    return [f.view(m.shape) for f, m in zip(flat, masks, strict=True)]
+    out = [torch.empty(m.numel(), dtype=torch.bool, device=m.device) for m in plan.masks]
+    bits = 64 if plan.wide else 32
+    top = bits - _DIGIT
+    hist = sum(_map(plan, partial(_top_hist, plan, shift=top)))
+    digit, r = _pick(hist, k)
+    numel = sum(m.numel() for m in masks)
+    if not plan.wide and int(hist[digit]) <= max(GATHER_MIN, numel // GATHER_FRACTION):
+        _finish_by_gather(plan, digit, r, out)
+    else:
+        prefix = digit << top
+        for shift in range(top - _DIGIT, -1, -_DIGIT):
+            hist = sum(_map(plan, partial(_sub_hist, plan, shift=shift, prefix=prefix)))
+            digit, r = _pick(hist, r)
+            prefix |= digit << shift
+        _write_masks(plan, prefix, r, int(hist[digit]), out)
+    return [f.view(m.shape) for f, m in zip(out, masks, strict=True)]
+
+
+Chunk = tuple[int, int, int]  # (layer, start, length) of a slice of a flattened layer
 
 
 @dataclass
 class _Plan:
     """Flattened inputs and the chunking of one selection."""
 
-    weights: list[torch.Tensor]  # 1-D views (or copies when not contiguous)
+    weights: list[torch.Tensor]  # 1-D views (copies only where a layer cannot be viewed flat)
     masks: list[torch.Tensor]  # 1-D bool
-    full: list[bool]  # mask all True (skip masking in the first pass)
-    chunks: list[tuple[int, int, int]]  # (layer, start, length)
+    full: list[bool]  # mask all True: skip the masking ops
+    chunks: list[Chunk]  # in (layer, start) order
     wide: bool  # 64-bit keys (some layer is float64)
     buf_len: int  # longest chunk
 
 
 class _Workspace:
-    """Reusable per-thread buffers of ``n`` elements (no allocation per chunk)."""
+    """Reusable buffers of ``n`` elements for one thread (no allocation per chunk)."""
 
     def __init__(self, n: int, device: torch.device, wide: bool):
         self.n, self.device, self.wide = n, device, wide
@@ -291,21 +312,28 @@ class _Workspace:
         return b[:n]
 
     def floats(self, w: torch.Tensor) -> torch.Tensor:
-        """``w`` (1-D chunk) as float32 (float64 if wide), copied only when its dtype differs."""
+        """``w`` (1-D chunk) as float32 (float64 if wide); a copy only when dtype or layout differ.
+
+        Widening float16/bfloat16 to float32 (and anything to float64) is exact and monotone."""
         ftype = torch.float64 if self.wide else torch.float32
         if w.dtype == ftype and w.is_contiguous():
             return w
         return self.buf(ftype, w.numel()).copy_(w)
 
     def keys(self, w: torch.Tensor) -> torch.Tensor:
-        """Integer bit patterns of ``|w|``: int32 (int64 if wide), monotone in ``|w|``."""
+        """Bit patterns of ``|w|`` (sign bit cleared): int32 (int64 if wide), monotone in ``|w|``."""
         f = self.floats(w)
         itype = torch.int64 if self.wide else torch.int32
-        return torch.bitwise_and(f.view(itype), _abs_mask(itype), out=self.buf(itype, w.numel()))
+        return torch.bitwise_and(f.view(itype), _ABS[itype], out=self.buf(itype, w.numel()))
+
+    def high(self, w: torch.Tensor) -> torch.Tensor:
+        """Top 16 bits of the float32 keys as int16 in [0, 2**15): the high half of each float32,
+        read in place through an int16 view, sign bit cleared (one op, no 32-bit temporary)."""
+        f = self.floats(w)
+        return torch.bitwise_and(f.view(torch.int16)[_HI::2], 0x7FFF, out=self.buf(torch.int16, w.numel()))
 
 
-def _abs_mask(itype: torch.dtype) -> int:
-    return (1 << 63) - 1 if itype == torch.int64 else 0x7FFFFFFF
+_ABS = {torch.int32: 0x7FFFFFFF, torch.int64: (1 << 63) - 1}
 
 
 def _check_rate(rate: float) -> float:
@@ -337,17 +365,17 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _map(plan: _Plan, fn: Callable[[list[tuple[int, int, int]], _Workspace], object]) -> list:
+def _map(plan: _Plan, fn: Callable[[list[Chunk], _Workspace], object]) -> list:
     """Run ``fn(chunks, workspace)`` over contiguous groups of chunks; results in chunk order.
 
-    On CPU the groups run in parallel threads (balanced by element count); elsewhere one group.
+    On CPU the groups (balanced by element count) run in parallel threads; elsewhere one group.
     """
     device = plan.weights[0].device
     workers = min(torch.get_num_threads(), len(plan.chunks)) if device.type == "cpu" else 1
     if workers <= 1:
         return [fn(plan.chunks, _Workspace(plan.buf_len, device, plan.wide))]
     total = sum(c[2] for c in plan.chunks)
-    groups: list[list[tuple[int, int, int]]] = [[] for _ in range(workers)]
+    groups: list[list[Chunk]] = [[] for _ in range(workers)]
     done = 0
     for c in plan.chunks:
         groups[min(workers - 1, done * workers // total)].append(c)
@@ -364,34 +392,13 @@ def _pick(hist: torch.Tensor, r: int) -> tuple[int, int]:
     return d, r - below
 
 
-def _find_threshold(plan: _Plan, k: int) -> tuple[int, int, int]:
-    """Key ``T`` of the ``k``-th smallest survivor, how many survivors with key ``T`` go, and how
-    many survivors have key ``T``."""
-    bits = 64 if plan.wide else 32
-    prefix, r = 0, k
-    for level, shift in enumerate(range(bits - _DIGIT, -1, -_DIGIT)):
-        if level == 0:
-            hists = _map(plan, partial(_top_hist, plan, shift=shift))
-        else:
-            hists = _map(plan, partial(_sub_hist, plan, shift=shift, prefix=prefix))
-        hist = sum(hists)
-        digit, r = _pick(hist, r)
-        prefix |= digit << shift
-    return prefix, r, int(hist[digit])
-
-
-def _top_hist(plan: _Plan, chunks: list[tuple[int, int, int]], ws: _Workspace, shift: int) -> torch.Tensor:
-    """Histogram (2**15 bins) of the top digit (sign bit excluded) of the survivors' keys."""
-    device = plan.weights[0].device
-    hist = torch.zeros(1 << (_DIGIT - 1), dtype=torch.int64, device=device)
+def _top_hist(plan: _Plan, chunks: list[Chunk], ws: _Workspace, shift: int) -> torch.Tensor:
+    """Histogram (2**15 bins) of the top digit (bits ``shift`` up, sign excluded) of the survivors."""
+    hist = torch.zeros(1 << (_DIGIT - 1), dtype=torch.int64, device=plan.weights[0].device)
     pruned = 0
     for i, s, n in chunks:
         w = plan.weights[i][s : s + n]
-        if plan.wide:
-            d = ws.keys(w).bitwise_right_shift_(shift)
-        else:  # the high int16 half of each float32, with the sign bit cleared
-            f = ws.floats(w)
-            d = torch.bitwise_and(f.view(torch.int16)[_HI::2], 0x7FFF, out=ws.buf(torch.int16, n))
+        d = ws.keys(w).bitwise_right_shift_(shift) if plan.wide else ws.high(w)
         if not plan.full[i]:  # pruned entries go to bin 0, taken off below
             m = plan.masks[i][s : s + n]
             d.mul_(m)
@@ -401,25 +408,15 @@ def _top_hist(plan: _Plan, chunks: list[tuple[int, int, int]], ws: _Workspace, s
     return hist
 
 
-def _sub_hist(
-    plan: _Plan,
-    chunks: list[tuple[int, int, int]],
-    ws: _Workspace,
-    shift: int,
-    prefix: int,
-) -> torch.Tensor:
-    """Histogram (2**16 bins) of the digit at ``shift`` of survivors whose higher bits equal ``prefix``."""
-    device = plan.weights[0].device
-    hist = torch.zeros(1 << _DIGIT, dtype=torch.int64, device=device)
+def _sub_hist(plan: _Plan, chunks: list[Chunk], ws: _Workspace, shift: int, prefix: int) -> torch.Tensor:
+    """Histogram (2**16 bins) of the digit at ``shift`` of the survivors whose higher bits are ``prefix``."""
+    hist = torch.zeros(1 << _DIGIT, dtype=torch.int64, device=plan.weights[0].device)
     up = shift + _DIGIT
-    fast = not plan.wide and shift == 0  # float32 low digit: compare the high int16 half directly
+    low_f32 = not plan.wide and shift == 0  # float32's low digit: the low int16 half, read in place
     for i, s, n in chunks:
         w = plan.weights[i][s : s + n]
-        if fast:
-            f = ws.floats(w)
-            halves = f.view(torch.int16)
-            hi = torch.bitwise_and(halves[_HI::2], 0x7FFF, out=ws.buf(torch.int16, n))
-            sel = torch.eq(hi, prefix >> up, out=ws.buf(torch.bool, n))
+        if low_f32:
+            sel = torch.eq(ws.high(w), prefix >> up, out=ws.buf(torch.bool, n))
         else:
             k = ws.keys(w)
             sel = torch.eq(k >> up, prefix >> up, out=ws.buf(torch.bool, n))
@@ -427,26 +424,62 @@ def _sub_hist(
             sel &= plan.masks[i][s : s + n]
         if not bool(sel.any()):
             continue
-        if fast:
-            d = halves[_LO::2][sel].to(torch.int32) & 0xFFFF
+        if low_f32:
+            d = ws.floats(w).view(torch.int16)[_LO::2][sel].to(torch.int32) & 0xFFFF
         else:
             d = (k[sel] >> shift) & 0xFFFF
         hist += torch.bincount(d, minlength=hist.numel())
     return hist
 
 
-def _write_masks(plan: _Plan, threshold: int, ties: int, n_equal: int) -> list[torch.Tensor]:
-    """New flat masks: survivors with key > ``threshold``, and those with key == ``threshold``
-    after the first ``ties`` of them in (layer, flat index) order (``n_equal`` survivors have key
-    ``threshold``)."""
-    out = [torch.empty(m.numel(), dtype=torch.bool, device=m.device) for m in plan.masks]
-    # All survivors with key == threshold removed: "key > T" is the whole rule and the chunks are
-    # independent.  Otherwise walk the chunks in order, counting ties.
-    if ties == n_equal:
+def _finish_by_gather(plan: _Plan, digit: int, r: int, out: list[torch.Tensor]) -> None:
+    """Float32 keys, small top bucket: write the masks and resolve the bucket in one pass.
+
+    Everything above top digit ``digit`` survives, everything below goes; the survivors in the
+    bucket (few: at most :data:`GATHER_FRACTION`-th of the model) are gathered, in (layer, flat
+    index) order, and the first ``r`` of them by (low 16 bits, order) are removed.
+    """
+    found: list[tuple[int, torch.Tensor]] = [
+        c for part in _map(plan, partial(_write_gather, plan, digit=digit, out=out)) for c in part
+    ]
+    keys = torch.cat([plan.weights[i][idx].float().view(torch.int32) for i, idx in found])
+    low = keys & 0xFFFF
+    cut, r = _pick(torch.bincount(low, minlength=1 << _DIGIT), r)
+    tie = low == cut
+    keep = (low > cut) | (tie & (tie.cumsum(0) > r))
+    for (i, idx), kept in zip(found, torch.split(keep, [len(idx) for _, idx in found]), strict=True):
+        out[i][idx[kept]] = True
+
+
+def _write_gather(
+    plan: _Plan, chunks: list[Chunk], ws: _Workspace, digit: int, out: list[torch.Tensor]
+) -> list[tuple[int, torch.Tensor]]:
+    """Write ``out = survivor & (top digit > digit)``; return the survivors with top digit == digit
+    as (layer, flat indices), in order."""
+    found = []
+    for i, s, n in chunks:
+        hi = ws.high(plan.weights[i][s : s + n])
+        o = out[i][s : s + n]
+        torch.gt(hi, digit, out=o)
+        eq = torch.eq(hi, digit, out=ws.buf(torch.bool, n))
+        if not plan.full[i]:
+            m = plan.masks[i][s : s + n]
+            o &= m
+            eq &= m
+        idx = torch.nonzero(eq).squeeze(1)
+        if idx.numel():
+            found.append((i, idx + s))
+    return found
+
+
+def _write_masks(plan: _Plan, threshold: int, ties: int, n_equal: int, out: list[torch.Tensor]) -> None:
+    """Write ``out``: survivors with key > ``threshold``, and those with key == ``threshold`` after
+    the first ``ties`` of them in (layer, flat index) order (``n_equal`` survivors have that key)."""
+    if ties == n_equal:  # all ties go: "key > T" is the whole rule and the chunks are independent
         _map(plan, partial(_write_gt, plan, threshold=threshold, out=out))
-        return out
+        return
     ws = _Workspace(plan.buf_len, plan.weights[0].device, plan.wide)
-    left = ties
+    left = ties  # ties still to remove, walking the chunks in order
     for i, s, n in plan.chunks:
         k = ws.keys(plan.weights[i][s : s + n])
         m = plan.masks[i][s : s + n]
@@ -463,18 +496,12 @@ def _write_masks(plan: _Plan, threshold: int, ties: int, n_equal: int) -> list[t
         if n_tie <= left:
             left -= n_tie
             continue
-        keep = tie & (tie.cumsum(0) > left)
-        o |= keep
+        o |= tie & (tie.cumsum(0) > left)
         left = 0
-    return out
 
 
 def _write_gt(
-    plan: _Plan,
-    chunks: list[tuple[int, int, int]],
-    ws: _Workspace,
-    threshold: int,
-    out: list[torch.Tensor],
+    plan: _Plan, chunks: list[Chunk], ws: _Workspace, threshold: int, out: list[torch.Tensor]
 ) -> None:
     for i, s, n in chunks:
         k = ws.keys(plan.weights[i][s : s + n])

@@ -7,6 +7,7 @@ import zlib
 import pytest
 import torch
 
+import rganalysis.coarse_grain as cg
 from rganalysis.coarse_grain import (
     SCOPES,
     coarse_grain,
@@ -105,7 +106,11 @@ def test_n_removed_uses_python_round():
     ],
     ids=["f32", "f16", "bf16", "mixed", "with-f64"],
 )
-def test_matches_full_sort_reference_bit_for_bit(kind, dtypes):
+@pytest.mark.parametrize("path", ["gather", "histogram"])
+def test_matches_full_sort_reference_bit_for_bit(kind, dtypes, path, monkeypatch):
+    if path == "histogram":  # resolve the top bucket by a second histogram pass, never by gathering
+        monkeypatch.setattr(cg, "GATHER_MIN", 0)
+        monkeypatch.setattr(cg, "GATHER_FRACTION", 1 << 62)
     gen = torch.Generator().manual_seed(zlib.crc32(f"{kind}{dtypes}".encode()))
     for trial in range(20):
         nl = int(torch.randint(1, 5, (1,), generator=gen))
@@ -152,7 +157,9 @@ def test_all_equal_weights_remove_in_layer_then_flat_order():
     assert all(torch.equal(new.masks[n], again.masks[n]) for n in ws)
 
 
-def test_ties_across_chunk_boundaries_follow_flat_order():
+@pytest.mark.parametrize("gather_min", [0, 1 << 16])
+def test_ties_across_chunk_boundaries_follow_flat_order(gather_min, monkeypatch):
+    monkeypatch.setattr(cg, "GATHER_MIN", gather_min)
     w = torch.ones(1000)
     m = torch.ones(1000, dtype=torch.bool)
     m[::7] = False  # pruned entries interleaved with the ties

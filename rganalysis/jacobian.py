@@ -528,7 +528,7 @@ def _manifold_report(state: State, rate: float) -> dict[str, Any]:
         mag = w.detach().abs()
         surv = mag[m]
         prn = mag[~m]
-        t = float(surv.min()) if surv.numel() else math.inf  # the layer keeps |w| >= t
+        t = float(surv.min()) if surv.numel() else math.nan  # the layer keeps |w| >= t (NaN: empty)
         layer_t[k] = t
         if prn.numel() and surv.numel() and float(prn.max()) > t:
             shaped = False

@@ -253,6 +253,18 @@ def _bootstrap(
     return ci, S, S.shape[0]
 
 
+def _warn_wide_ci(ci: np.ndarray, lam: np.ndarray, width: float, what: str, hint: str) -> None:
+    """Warn when a bootstrap interval of |lambda| is wider than ``width`` (the eigenvalue is not pinned down)."""
+    if not np.isfinite(ci).all() or width is None:
+        return
+    w = ci[:, 1] - ci[:, 0]
+    bad = np.flatnonzero(w > width)
+    if bad.size:
+        txt = ", ".join(f"|lambda|={abs(lam[i]):.3g} in [{ci[i, 0]:.3g}, {ci[i, 1]:.3g}]" for i in bad[:4])
+        warnings.warn(f"{what}: eigenvalue(s) poorly determined by the data (bootstrap interval wider than "
+                      f"{width:g}): {txt}. {hint}", IllConditionedWarning, stacklevel=3)
+
+
 class _LinearisedMap:
     """Shared fitted attributes and helpers."""
 
@@ -371,6 +383,8 @@ class TrajectoryEstimator(_LinearisedMap):
     max_condition : condition number above which an unregularised fit raises
         :class:`DegenerateRegressionError`.
     warn_condition : condition number above which a fit warns (:class:`IllConditionedWarning`).
+    ci_warn_width : warn when the bootstrap interval of some ``|lambda|`` is wider than this (the data
+        do not pin that eigenvalue down; typical of a single nonlinear flow).  None: never.
 
     Notes
     -----
@@ -380,11 +394,11 @@ class TrajectoryEstimator(_LinearisedMap):
     """
 
     _param_names = ("rank", "ridge", "n_bootstrap", "random_state", "ci_level", "max_condition",
-                    "warn_condition")
+                    "warn_condition", "ci_warn_width")
 
     def __init__(self, rank: int | None = None, ridge: float = 0.0, n_bootstrap: int = 200,
                  random_state: int | None = 0, ci_level: float = 0.95, max_condition: float = 1e10,
-                 warn_condition: float = 1e4) -> None:
+                 warn_condition: float = 1e4, ci_warn_width: float | None = 0.5) -> None:
         self.rank = rank
         self.ridge = ridge
         self.n_bootstrap = n_bootstrap
@@ -392,6 +406,7 @@ class TrajectoryEstimator(_LinearisedMap):
         self.ci_level = ci_level
         self.max_condition = max_condition
         self.warn_condition = warn_condition
+        self.ci_warn_width = ci_warn_width
 
     def fit(self, flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray]) -> TrajectoryEstimator:
         """Fit on one flow or a list of flows, each (round, coupling) with the same couplings."""
@@ -430,6 +445,10 @@ class TrajectoryEstimator(_LinearisedMap):
         self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = _bootstrap(
             X, Y, names, f.eigenvalues, n_bootstrap=self.n_bootstrap, rng=rng, fit_kw=fit_kw,
             min_unique=min_unique, ci_level=self.ci_level, what=what)
+        _warn_wide_ci(self.eigenvalue_ci_, f.eigenvalues, self.ci_warn_width, what,
+                      f"The {m} pairs from {n_flows} flow(s) fix J only along the region they cover (one "
+                      "nonlinear flow fixes it across itself only through its curvature); add flows started "
+                      "from perturbed states, or use the response estimator.")
         return self
 
     def predict(self, K: np.ndarray) -> np.ndarray:

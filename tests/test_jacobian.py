@@ -267,3 +267,18 @@ def test_flow_pairs_and_mismatched_flows(flow: list[State]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "rank=None" in repr(TrajectoryEstimator())
+
+
+def test_single_nonlinear_flow_warns_that_eigenvalues_are_undetermined() -> None:
+    """One IMP flow lies on a curve: J across it is extrapolation, flagged by the bootstrap."""
+    g = torch.Generator().manual_seed(0)
+    states = [State.dense({"a": torch.randn(300, 200, generator=g), "b": torch.randn(200, 300, generator=g) * 0.5,
+                           "c": torch.randn(50, 200, generator=g) * 2.0})]
+    for _ in range(8):
+        states.append(coarse_grain(states[-1], P))
+    with pytest.warns(IllConditionedWarning, match="poorly determined.*1 flow"):
+        est = TrajectoryEstimator().fit(flow_couplings(states))
+    # the exactly linear global mode is still found (left eigenvector N, eigenvalue 1 - p) ...
+    assert np.isclose(np.abs(est.eigenvalues_), 1 - P, atol=1e-3).any()
+    # ... but it need not be the leading one: the transverse eigenvalues are not the local ones (0)
+    assert _moduli(est.eigenvalues_)[0] > 0.9

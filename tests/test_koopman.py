@@ -363,6 +363,8 @@ def test_classes_and_exponents() -> None:
     for bad in (1.0, -2.0, [2.0, 3.0], np.nan):
         with pytest.raises(InvalidParameterError):
             model.compute_exponents(bad)
+        with pytest.raises(InvalidParameterError):
+            KoopmanDMD(rank=3, device="cpu").fit(z, b=bad)
 
 
 def test_to_json() -> None:

@@ -1,21 +1,41 @@
 """HuggingFace BERT directories (``config.json`` with ``model_type`` bert and ``model.safetensors``
-or ``pytorch_model.bin``), including sentence-transformers folders such as all-MiniLM-L6-v2."""
+or ``pytorch_model.bin``), including sentence-transformers folders such as all-MiniLM-L6-v2.
+
+With option ``masks`` (``--mask m1.pt --mask m2.pt ...``) the folder and the mask files of the
+BERT-tickets layout are read as a recorded flow: round 0 dense, then one round per mask file in the
+order given.  A mask file is a dict from names such as
+``bert.encoder.layer.0.attention.self.query.weight_mask`` to 0/1 float tensors; names match with or
+without the ``bert.`` prefix and with or without ``_mask``.  The weights are the folder's in every
+round, so ``to_state_dict(r)`` gives the folder's state dict for every round (``apply_masks=True``
+multiplies in round r's masks) and :func:`mask_file_dict` gives mask file r back bit-exactly.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from rganalysis.checkpoint import load_checkpoint, make_parameter_set, single_round
-from rganalysis.errors import AdapterDeclined, CorruptCheckpointError
+from rganalysis.checkpoint import (
+    check_masks,
+    find_state_dict,
+    load_checkpoint,
+    make_parameter_set,
+    single_round,
+)
+from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, MasksNotNestedError, NonBinaryMaskError
 from rganalysis.layers import natural_key
-from rganalysis.store import ParameterSet
+from rganalysis.store import ParameterSet, RoundData
 
 from . import register
+from ._common import mask_file_dict, mask_file_entry
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+__all__ = ["HFBert", "mask_file_dict", "read_mask_files"]
 
 
 def read_config(source: Path) -> dict:
@@ -78,6 +98,57 @@ def order_keys(keys: list[str], reference: list[str]) -> list[str]:
     return sorted(keys, key=rank)
 
 
+def _resolve(key: str, tensors: dict[str, torch.Tensor]) -> str:
+    """The tensor a mask-file key names: ``_mask`` dropped, ``bert.`` added or removed as needed."""
+    name = key.removesuffix("_mask")
+    for cand in (name, f"bert.{name}", name.removeprefix("bert.")):
+        if cand in tensors:
+            return cand
+    return name
+
+
+def read_mask_files(paths: Sequence[str | os.PathLike], tensors: dict[str, torch.Tensor],
+                    allow_pickle: bool = False) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, Any]]]:
+    """(masks per file by canonical name, layout of each file for :func:`mask_file_dict`).
+
+    Each file must name existing tensors with their shapes (:class:`MissingTensorError`,
+    :class:`MaskShapeError`, listing the first offenders), and each file's masks must lie inside the
+    previous file's (:class:`MasksNotNestedError`).
+    """
+    masks_per_file, entries = [], []
+    for i, path in enumerate(map(Path, paths)):
+        sd, _ = find_state_dict(load_checkpoint(path, allow_pickle=allow_pickle))
+        named: dict[str, torch.Tensor] = {}
+        keys = []
+        for key, m in sd.items():
+            name = _resolve(key, tensors)
+            if name in named:
+                raise CorruptCheckpointError(f"{path}: two keys name the mask of {name!r}")
+            named[name] = m
+            keys.append((key, name, m.dtype))
+        check_masks(tensors, named, f"mask file {path} (round {i + 1}): ")
+        nonbinary = [n for n, m in named.items() if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all())]
+        if nonbinary:
+            raise NonBinaryMaskError(f"mask file {path}: {len(nonbinary)} masks hold values other than 0 and 1, "
+                                     f"e.g. {nonbinary[:5]}")
+        if masks_per_file:
+            prev, prev_path = masks_per_file[-1], paths[i - 1]
+            revived = []
+            for n in dict.fromkeys([*prev, *named]):
+                ones = torch.ones(tensors[n].shape, dtype=torch.bool)
+                before = prev[n].bool() if n in prev else ones
+                count = int(((named[n].bool() if n in named else ones) & ~before).sum())
+                if count:
+                    revived.append(f"{n} ({count})")
+            if revived:
+                raise MasksNotNestedError(
+                    f"masks are not nested: {path} (round {i + 1}) keeps weights that {prev_path} (round {i}) "
+                    f"pruned, in {len(revived)} tensors, e.g. " + "; ".join(revived[:5]))
+        masks_per_file.append(named)
+        entries.append(mask_file_entry(path.name, keys))
+    return masks_per_file, entries
+
+
 @register
 class HFBert:
     name = "hf-bert"
@@ -88,7 +159,9 @@ class HFBert:
         weight_file(source)
 
     def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, **_) -> ParameterSet:
+             allow_pickle: bool = False, masks: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+             **_: Any) -> ParameterSet:
+        """Read the folder; with ``masks``, a recorded flow of 1 + len(masks) rounds (module docstring)."""
         config = read_config(source)
         wf = weight_file(source)
         sd = load_checkpoint(wf, allow_pickle=allow_pickle)
@@ -96,10 +169,18 @@ class HFBert:
         order = order_keys(list(rd.tensors), _module_order(source, config))
         rd.tensors = {k: rd.tensors[k] for k in order}
         arch = (config.get("architectures") or ["BertModel"])[0]
+        mask_paths = [masks] if isinstance(masks, str | os.PathLike) else list(masks or [])
+        rounds = [rd]
+        extra: dict[str, Any] = {}
+        if mask_paths:
+            per_file, entries = read_mask_files(mask_paths, rd.tensors, allow_pickle)
+            rounds += [RoundData(rd.tensors, {**rd.masks, **m}, {}, rd.layout) for m in per_file]
+            extra = {"mask_files": json.dumps([None, *entries])}
         return make_parameter_set(
-            [rd], adapter=self.name, architecture=arch, sources=[wf, source / "config.json"],
+            rounds, adapter=self.name, architecture=arch, sources=[wf, source / "config.json", *mask_paths],
             name=name or source.name, include_embeddings=include_embeddings,
-            extra_attrs={"config": json.dumps(config, sort_keys=True), "weights_file": wf.name},
+            flow_attrs={"layout": "bert-tickets", "mask_files": [str(p) for p in mask_paths]} if mask_paths else None,
+            extra_attrs={"config": json.dumps(config, sort_keys=True), "weights_file": wf.name, **extra},
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:

@@ -138,7 +138,7 @@ class TicketSeries:
                 obj = {"state_dict": obj}
             if not isinstance(obj, Mapping) or not is_state_dict(obj.get("state_dict")):
                 raise CorruptCheckpointError(f"{path}: not an IMP ticket checkpoint (no 'state_dict' of tensors)")
-            if "state" in obj and as_float(obj["state"]) != k:
+            if (state := as_float(obj.get("state"))) is not None and state != k:
                 raise CorruptCheckpointError(f"{path}: the file name says state {k}, its 'state' entry {obj['state']!r}")
             sd = obj["state_dict"]
             prefix = common_prefix(sd)

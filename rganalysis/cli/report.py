@@ -1,0 +1,70 @@
+"""``rganalysis report FLOW.h5 [MORE.h5 ...] -o report.html [--pdf report.pdf]``: a self-contained report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report (and optionally a PDF) of the fit of each flow and their comparison",
+        description="Fit each flow exactly as `rganalysis fit` does with the same options (and, with several "
+        "flows, compare them as `rganalysis compare` does), then write one HTML file with every figure embedded "
+        "and the JSON behind every table.",
+    )
+    p.add_argument("flows", type=Path, nargs="+", help="flow store(s) written by `rganalysis flow`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the HTML report (overwritten)")
+    p.add_argument("--pdf", type=Path, default=None, help="also write a PDF: one page per figure, plus tables")
+    p.add_argument("--couplings", default="density", help="comma-separated coupling sets (default: density)")
+    p.add_argument("--estimator", default="trajectory", choices=("trajectory", "response"))
+    p.add_argument("--depth-points", default="auto",
+                   help="resample per-layer couplings onto N normalised depths; 'auto' (default): 8, fewer when "
+                   "the shortest flow cannot fit 8 (none with --estimator response); 'none': per-layer couplings")
+    p.add_argument("--rank", type=int, default=None, help="trajectory: truncate the fit to this rank (exact DMD)")
+    p.add_argument("--ridge", type=float, default=0.0, help="trajectory: ridge penalty (standardised units)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for eigenvalue intervals")
+    p.add_argument("--round", type=int, default=None, help="response: the round linearised (default: last)")
+    p.add_argument("--perturbation", default="threshold", help="response: threshold (default), random, rescale")
+    p.add_argument("--samples", type=int, default=64, help="response: number of perturbed states")
+    p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--koopman-json", type=Path, action="append", default=None, metavar="JSON",
+                   help="a Koopman/DMD spectrum (KoopmanDMD.to_json()) to draw beside the coupling-space spectrum; "
+                   "give it once per flow, in the order of the flows")
+    p.add_argument("--no-compare", action="store_true", help="with several flows, skip the comparison section")
+    p.add_argument("--magnitude-samples", type=int, default=200_000,
+                   help="weights per round in the magnitude histograms (larger models are subsampled)")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of the embedded figures")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rganalysis.errors import InvalidParameterError
+    from rganalysis.report import ReportOptions, write_report
+
+    koopman = None
+    if args.koopman_json:
+        if len(args.koopman_json) != len(args.flows):
+            raise InvalidParameterError(
+                f"--koopman-json given {len(args.koopman_json)} time(s) for {len(args.flows)} flow(s): once per flow")
+        koopman = [json.loads(Path(k).read_text()) for k in args.koopman_json]
+    opts = ReportOptions(
+        couplings=args.couplings, estimator=args.estimator, depth_points=args.depth_points, rank=args.rank,
+        ridge=args.ridge, n_bootstrap=args.bootstrap, round=args.round, perturbation=args.perturbation,
+        n_samples=args.samples, tol=args.tol, device=args.device, magnitude_samples=args.magnitude_samples,
+        dpi=args.dpi,
+    )
+    rep = write_report(args.flows, args.output, args.pdf, opts, koopman=koopman, compare=not args.no_compare,
+                       progress=not args.quiet)
+    figs = sum(len(m.figures) for m in rep.models) + len(rep.figures)
+    print(f"{args.output}: report of {len(rep.models)} model(s), {figs} figures"
+          + (f"; {args.pdf}: {rep.pdf_pages()} pages" if args.pdf else "")
+          + (f" (no comparison: {rep.compare_note})" if rep.compare_note else ""))
+    return 0

@@ -16,6 +16,7 @@ from rganalysis.errors import (
     AdapterDeclined,
     CorruptCheckpointError,
     InvalidParameterError,
+    MaskMismatchError,
     PickleRefusedError,
     RGAnalysisError,
 )
@@ -175,11 +176,6 @@ def checkpoint_attrs(wrapper: str | None, prefix: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- masks given beside the weights
-class MaskMismatchError(RGAnalysisError):
-    """Two copies of one mask in a published layout disagree (e.g. a ticket file's ``mask`` entry and
-    its ``weight_mask`` tensors, or open_lth's ``mask.pth`` and its ``PrunedModel`` mask buffers)."""
-
-
 def compare_masks(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor],
                   shapes: Mapping[str, Sequence[int]], where: str) -> None:
     """Raise :class:`MaskMismatchError` unless ``got`` holds the same 0/1 pattern as ``expected`` for

@@ -56,6 +56,11 @@ class MasksNotNestedError(RGAnalysisError):
     """The masks of a flow are not nested: a later round revives a weight an earlier one pruned."""
 
 
+class MaskMismatchError(RGAnalysisError):
+    """Two copies of one mask in a published layout disagree (e.g. a ticket file's ``mask`` entry and
+    its ``weight_mask`` tensors, or open_lth's ``mask.pth`` and its ``PrunedModel`` mask buffers)."""
+
+
 class SparsityReportMismatchError(RGAnalysisError):
     """An open_lth ``sparsity_report.json`` disagrees with its ``mask.pth``."""
 

@@ -600,12 +600,15 @@ def load(path: str | os.PathLike) -> ParameterSet:
         for gname, g in f["weights"].items():
             r = int(gname.split("_")[1])
             for name, ds in g.items():
+                if "torch_dtype" not in ds.attrs:  # a netCDF dimension scale, not a tensor
+                    continue
                 dt = s(ds.attrs["torch_dtype"])
                 target = extras if s(ds.attrs.get("role", "model")) == "extra" else weights
                 target.setdefault(r, {})[name] = _Ref(f"weights/{gname}", name, dt)
     rewind = rewind_layout = None
     if "rewind" in f:
-        rewind = {n: _Ref("rewind", n, s(ds.attrs["torch_dtype"])) for n, ds in f["rewind"].items()}
+        rewind = {n: _Ref("rewind", n, s(ds.attrs["torch_dtype"])) for n, ds in f["rewind"].items()
+                  if "torch_dtype" in ds.attrs}
         rewind_layout = [LayoutEntry(**e) for e in json.loads(s(f["rewind"].attrs["layout"]))]
     rg = f["rounds"]
     layouts = [[LayoutEntry(**e) for e in lay] for lay in json.loads(s(rg.attrs["layouts"]))]

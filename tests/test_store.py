@@ -176,3 +176,29 @@ def test_compression_option(tmp_path, resnet18_sd):
     pset.save(tmp_path / "u.h5", progress=False)
     with h5py.File(tmp_path / "u.h5") as f:
         assert f["parameters"]["layer1.0.conv1.weight"].compression is None
+
+
+def test_flow_with_changing_weights_and_rewind_roundtrip(tmp_path):
+    """Weights that change per round (/weights/round_NNNN) and a rewind point survive save + load."""
+    from rganalysis.checkpoint import make_parameter_set
+    from rganalysis.store import PARAM, LayoutEntry, RoundData
+
+    torch.manual_seed(0)
+    w0 = {"l1.weight": torch.randn(4, 3), "l1.bias": torch.randn(4), "l2.weight": torch.randn(2, 4)}
+    w1 = {**w0, "l1.weight": w0["l1.weight"] * 2}
+    m1 = {"l1.weight": (torch.rand(4, 3) > 0.5).float()}
+    rounds = [RoundData(dict(w0), layout=[LayoutEntry(k, PARAM, k) for k in w0]),
+              RoundData(dict(w1), masks=m1, layout=[LayoutEntry(k, PARAM, k) for k in w1])]
+    rewind = {k: v + 1 for k, v in w0.items()}
+    pset = make_parameter_set(rounds, adapter="generic", architecture="generic", sources=[], rewind=rewind,
+                              rewind_layout=[LayoutEntry(k, PARAM, k) for k in rewind])
+    pset.save(tmp_path / "f.h5", progress=False)
+    back = rganalysis.load(tmp_path / "f.h5")
+    assert back.n_rounds == 2
+    assert torch.equal(back.tensor("l1.weight", 0), w0["l1.weight"])
+    assert torch.equal(back.tensor("l1.weight", 1), w1["l1.weight"])
+    assert torch.equal(back.tensor("l2.weight", 1), w0["l2.weight"])
+    assert torch.equal(back.mask("l1.weight", 1), m1["l1.weight"].bool())
+    assert back.mask("l1.weight", 0).all()
+    got = back.rewind_state()
+    assert set(got) == set(rewind) and all(torch.equal(got[k], rewind[k]) for k in rewind)

@@ -18,7 +18,6 @@ from rganalysis.errors import (
     InvalidParameterError,
     MaskMismatchError,
     PickleRefusedError,
-    RGAnalysisError,
 )
 from rganalysis.store import PARAM, LayoutEntry, ParameterSet
 

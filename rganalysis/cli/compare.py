@@ -1,0 +1,122 @@
+"""``rganalysis compare A.h5 B.h5 ...``: distances between flows, their components, universality classes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    from rganalysis.errors import InvalidParameterError
+
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, val = part.partition("=")
+        if not sep:
+            raise InvalidParameterError(f"--weights takes name=value pairs, got {part!r}")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            raise InvalidParameterError(f"--weights: {val!r} is not a number") from None
+    return out
+
+
+def _rank(text: str) -> int | str | None:
+    from rganalysis.errors import InvalidParameterError
+
+    if text in ("auto", "full"):
+        return "auto" if text == "auto" else None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidParameterError(f"--rank must be 'auto', 'full' or an integer, got {text!r}") from None
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    from rganalysis.universality import DEFAULT_DEPTH_POINTS, DEFAULT_THRESHOLD
+
+    p = sub.add_parser(
+        "compare",
+        help="distance matrix between flows (spectrum, fixed point, subspace) and universality classes",
+        description="Fit every flow on normalised-depth couplings, measure the distance between each pair "
+        "(components reported separately, total = weighted sum), and group the models into classes: "
+        "connected components of the graph with an edge where the total distance <= --threshold, "
+        "plus average-linkage hierarchical clustering.  See docs/universality.md.",
+    )
+    p.add_argument("flows", type=Path, nargs="+", help="flow stores (a single-round model store needs --rounds)")
+    p.add_argument("--names", default=None, help="comma-separated labels, one per store (default: the stores' names)")
+    p.add_argument("--couplings", default="density", help="comma-separated coupling sets (default: density)")
+    p.add_argument("--depth-points", type=int, default=DEFAULT_DEPTH_POINTS,
+                   help=f"normalised depths of the shared coupling space (default {DEFAULT_DEPTH_POINTS}; 0: per-layer couplings, same architecture only)")
+    p.add_argument("--rank", default="auto",
+                   help="trajectory rank: auto (singular values >= 1%% of the largest, at most 3; default), "
+                   "full, or an integer")
+    p.add_argument("--tol", type=float, default=0.05,
+                   help="marginal band: eigenvalues with |lambda| >= 1 - tol are compared (default 0.05)")
+    p.add_argument("--spectrum", choices=("coupling", "koopman"), default="coupling",
+                   help="spectrum entering the total: coupling-space RG exponents (default) or the Koopman/DMD "
+                   "eigenvalues of the parameter snapshots (both reported)")
+    p.add_argument("--koopman-rank", type=int, default=None, help="DMD rank (default T-1)")
+    p.add_argument("--weights", default=None,
+                   help="component weights, e.g. spectrum=1,fixed_point=1,subspace=1 (the default)")
+    p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
+                   help=f"class threshold on the total distance (default {DEFAULT_THRESHOLD}), or 'auto' "
+                   "(middle of the largest gap between merge heights)")
+    p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="compute a data-free flow of N rounds for single-round model stores (default: refuse them)")
+    p.add_argument("--rate", type=float, default=0.2, help="rate of that data-free flow (default 0.2)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="fit flows on N local dask worker processes (default 1: in this process)")
+    p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to fit flows on")
+    p.add_argument("--device", default="cpu", help="where couplings are computed: cpu (default), auto or cuda")
+    p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rganalysis.errors import InvalidParameterError
+    from rganalysis.universality import UniversalityAnalysis, format_comparison
+
+    for f in args.flows:
+        if not f.exists():
+            raise FileNotFoundError(2, "no such file", str(f))
+    names = None
+    if args.names:
+        names = [n.strip() for n in args.names.split(",")]
+        if len(names) != len(args.flows):
+            raise InvalidParameterError(f"--names gives {len(names)} names for {len(args.flows)} stores")
+    if args.rounds is not None and args.rounds < 2:
+        raise InvalidParameterError(f"--rounds must be >= 2 (a fit needs 2 one-step pairs), got {args.rounds}")
+    if not 0 < args.rate < 1:
+        raise InvalidParameterError(f"--rate must be in (0, 1), got {args.rate}")
+    if args.workers < 1:
+        raise InvalidParameterError(f"--workers must be >= 1, got {args.workers}")
+    threshold: float | str = "auto" if args.threshold == "auto" else _float(args.threshold, "--threshold")
+    scheduler = args.scheduler or ("processes" if args.workers > 1 else "sync")
+    ua = UniversalityAnalysis(
+        [c.strip() for c in args.couplings.split(",") if c.strip()], args.depth_points or None,
+        rank=_rank(args.rank), tol=args.tol, weights=_weights(args.weights), spectrum=args.spectrum,
+        threshold=threshold, linkage=args.linkage, rounds=args.rounds, rate=args.rate,
+        koopman_rank=args.koopman_rank, scheduler=scheduler, n_workers=args.workers, device=args.device,
+    ).fit([str(f) for f in args.flows], names)
+    j = ua.to_json()
+    if args.json_out:
+        from rganalysis.jsonio import write_json
+
+        write_json(j, args.json_out)
+    print(format_comparison(j))
+    return 0
+
+
+def _float(text: str, what: str) -> float:
+    from rganalysis.errors import InvalidParameterError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidParameterError(f"{what} must be a number or 'auto', got {text!r}") from None

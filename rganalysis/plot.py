@@ -291,6 +291,13 @@ def project_flow(couplings: Any, n_components: int = 2) -> tuple[list[np.ndarray
     return proj, mean, comps, ratio
 
 
+def _away(a: np.ndarray, b: np.ndarray, span: np.ndarray) -> tuple[float, float]:
+    """A label offset (points) from point ``a`` pointing away from point ``b``, so labels avoid the arrows."""
+    d = (a - b) / span
+    n = float(np.hypot(*d))
+    return (0.0, 8.0) if n == 0 else (float(9 * d[0] / n), float(9 * d[1] / n))
+
+
 def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequence[float] | None = None,
                     labels: Sequence[str] | None = None,
                     title: str | None = "Flow projected on its two leading directions") -> Axes:
@@ -310,6 +317,7 @@ def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequ
     ax = _axes(ax)
     proj, mean, comps, ratio = project_flow(couplings)
     colours = mpl.colormaps["tab10"](np.arange(len(proj)) % 10)
+    span = np.ptp(np.concatenate(proj), axis=0) + 1e-30
     for i, p in enumerate(proj):
         c = colours[i]
         lab = labels[i] if labels is not None and i < len(labels) else (None if len(proj) == 1 else f"flow {i}")
@@ -317,10 +325,10 @@ def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequ
         for r in range(len(p) - 1):
             ax.annotate("", xy=(p[r + 1, 0], p[r + 1, 1]), xytext=(p[r, 0], p[r, 1]),
                         arrowprops={"arrowstyle": "->", "color": c, "lw": 1.3, "shrinkA": 2, "shrinkB": 2})
-        ax.annotate("0", (p[0, 0], p[0, 1]), textcoords="offset points", xytext=(5, 4), fontsize=8, color=c)
         if len(p) > 1:
-            ax.annotate(str(len(p) - 1), (p[-1, 0], p[-1, 1]), textcoords="offset points", xytext=(5, 4),
-                        fontsize=8, color=c)
+            for r, nb in ((0, 1), (len(p) - 1, len(p) - 2)):
+                ax.annotate(str(r), (p[r, 0], p[r, 1]), textcoords="offset points", xytext=_away(p[r], p[nb], span),
+                            fontsize=8, color=c, ha="center", va="center")
     if fixed_point is not None:
         fp = np.asarray([np.nan if v is None else v for v in fixed_point], dtype=np.float64)
         if fp.shape == mean.shape and np.isfinite(fp).all():
@@ -470,7 +478,8 @@ def distance_curve(distances: Any, ax: Axes | None = None, *, label: str | None 
 
         ax.set_yscale("log")
         if fin.max() / fin.min() < 1e3:  # a short range: plain numbers at 1, 2, 5 x 10^k
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            subs = tuple(range(1, 10)) if fin.max() / fin.min() < 10 else (1.0, 2.0, 5.0)
+            ax.yaxis.set_major_locator(LogLocator(subs=subs))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("IMP round")
@@ -570,7 +579,7 @@ def dendrogram(linkage_or_distance: Any, names: Sequence[str], ax: Axes | None =
     _dendrogram(z, **kw)
     if threshold is not None and np.isfinite(threshold):
         ax.axhline(float(threshold), color="#d62728", ls="--", lw=1.0, label=f"class threshold {threshold:.3g}")
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=8, frameon=True, framealpha=0.9, loc="best")
     ax.set_ylabel("merge distance")
     ax.set_title("Hierarchical clustering of the models")
     for lab in ax.get_xticklabels():

@@ -64,13 +64,21 @@ class ReportOptions:
     """The fit options of a report, the same as ``rganalysis fit`` (see :class:`~rganalysis.analysis.FlowFit`).
 
     ``depth_points`` is ``"auto"`` (default), an integer >= 2, or None (no resampling: per-layer
-    couplings).  ``"auto"`` resamples onto ``min(8, largest fittable, fewest layers)`` depths (at
-    least 2), where *largest fittable* is the most depths the trajectory estimator can fit from the
-    shortest flow without ``rank``/``ridge`` (one-step pairs >= couplings + 1) and *fewest layers* the
-    smallest number of pruned layers of the flows (more depths than layers would be collinear); with
-    ``rank`` or ``ridge`` the first bound is dropped, and with the response estimator there is no
-    resampling.  The value used is recorded in the report together with the
+    couplings).  ``"auto"`` resamples onto ``min(8, well determined, fewest layers)`` depths (at
+    least 2).  *Well determined* is the most depths for which the trajectory estimator has, from the
+    shortest flow, at least twice as many one-step pairs as parameters per row of the Jacobian
+    (pairs >= 2 (couplings + 1)): the bare minimum (pairs = couplings + 1) gives an exactly
+    determined fit with zero residual, no usable bootstrap and arbitrary eigenvalues.  *Fewest
+    layers* is the smallest number of pruned layers of the flows (more depths than layers would be
+    collinear).  With ``rank`` or ``ridge`` the first bound is dropped; with the response estimator
+    there is no resampling.  All flows of a report share the value, so they live in one coupling
+    space.  The value used is recorded in the report together with the
     ``rganalysis fit`` command that reproduces the numbers.
+
+    ``koopman`` adds, per flow, the Koopman/DMD spectrum of ``rganalysis koopman`` (its defaults, with
+    this ``tol`` and ``device``).  ``threshold`` (None: the module's default, or ``"auto"``) and
+    ``compare_rank`` (``"auto"``, an int, or None for a full fit) are the options of ``rganalysis compare`` that
+    ``fit`` does not have; ``couplings``, ``tol`` and the depth points are shared with it.
     """
 
     couplings: tuple[str, ...] = ("density",)
@@ -84,6 +92,9 @@ class ReportOptions:
     n_samples: int = 64
     tol: float = 0.05
     device: str = "auto"
+    koopman: bool = False
+    threshold: float | str | None = None
+    compare_rank: int | str | None = "auto"
     magnitude_samples: int = 200_000
     dpi: int = 100
 
@@ -115,7 +126,9 @@ class ReportOptions:
             return max(2, min(DEFAULT_DEPTH_POINTS, layers))
         n_stats, n_global = _coupling_groups(self.couplings, flows[0])
         pairs = min(p.n_rounds for p in flows) - 1
-        fittable = (pairs - 1 - n_global) // max(1, n_stats)
+        # at least as many one-step pairs as twice the parameters per row (couplings + 1): an exactly
+        # determined fit has zero residual, no usable bootstrap and arbitrary eigenvalues
+        fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)
         return max(2, min(DEFAULT_DEPTH_POINTS, fittable, layers))
 
     def flowfit(self, depth_points: int | None):
@@ -127,6 +140,29 @@ class ReportOptions:
             n_bootstrap=self.n_bootstrap, round=self.round, perturbation=self.perturbation,
             n_samples=self.n_samples, tol=self.tol, device=self.device,
         )
+
+    def koopman_args(self) -> list[str]:
+        """The ``rganalysis koopman`` options (non-default ones only) of the report's Koopman spectra."""
+        a: list[str] = []
+        if self.tol != 0.05:
+            a += ["--tol", repr(float(self.tol))]
+        if self.device != "auto":
+            a += ["--device", self.device]
+        return a
+
+    def compare_args(self, depth_points: int | None) -> list[str]:
+        """The ``rganalysis compare`` options (non-default ones only) of the report's comparison."""
+        a: list[str] = []
+        if list(self.couplings) != ["density"]:
+            a += ["--couplings", ",".join(self.couplings)]
+        a += ["--depth-points", "0" if depth_points is None else str(depth_points)]
+        if self.compare_rank != "auto":
+            a += ["--rank", "full" if self.compare_rank is None else str(self.compare_rank)]
+        if self.tol != 0.05:
+            a += ["--tol", repr(float(self.tol))]
+        if self.threshold is not None:
+            a += ["--threshold", str(self.threshold)]
+        return a
 
     def fit_args(self, depth_points: int | None) -> list[str]:
         """The ``rganalysis fit`` options (non-default ones only) that give the same fit."""
@@ -218,6 +254,7 @@ class ModelSection:
     command: str
     info: dict[str, Any]
     koopman_json: dict[str, Any] | None = None
+    koopman_command: str | None = None
     warnings: list[str] = field(default_factory=list)  # what the fit warned about (also re-emitted)
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
@@ -316,16 +353,15 @@ def _slug(label: str, taken: set[str]) -> str:
 
 
 def _labels(psets: Sequence[ParameterSet], paths: Sequence[str]) -> list[str]:
-    """Model labels: the store's name, or its file name where names repeat (then an index)."""
-    names = [str(p.attrs.get("name") or Path(path).stem or f"model{i}") for i, (p, path) in
-             enumerate(zip(psets, paths, strict=True))]
-    if len(set(names)) < len(names):
-        names = [Path(path).stem or n for n, path in zip(names, paths, strict=True)]
+    """Model labels as ``rganalysis compare`` names models: the store's ``name`` attribute, else the
+    file stem; a repeated label gets ``#2``, ``#3``, ... in order."""
+    names = [str(p.attrs.get("name") or "") or Path(path).stem or "model"
+             for p, path in zip(psets, paths, strict=True)]
     seen: dict[str, int] = {}
     out = []
     for n in names:
         seen[n] = seen.get(n, 0) + 1
-        out.append(n if names.count(n) == 1 else f"{n}#{seen[n]}")
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return out
 
 
@@ -516,22 +552,30 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
         "b_n = ρ_n / ρ_(n+1).", ["round", "‖K_n − K*‖", "global density", "b_n"], rows))
 
 
-def _compare(psets: Sequence[ParameterSet], labels: Sequence[str], paths: Sequence[str], opts: ReportOptions,
-             depth_points: int | None) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    """The JSON of ``rganalysis compare`` for the flows, its command, or (None, None, why not)."""
+def _koopman_json(pset: ParameterSet, opts: ReportOptions) -> dict[str, Any]:
+    """The JSON of ``rganalysis koopman`` for one flow (its defaults, with the report's tol and device)."""
     try:
-        from . import universality
+        from .koopman_flow import koopman_fit, koopman_json
+    except ImportError as e:  # pragma: no cover - the module ships with the package
+        raise InvalidParameterError(f"Koopman spectra need rganalysis.koopman_flow: {e}") from None
+    return koopman_json(koopman_fit(pset, tol=opts.tol, device=opts.device))
+
+
+def _compare(flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_points: int | None
+             ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """The JSON of ``rganalysis compare`` for the flows and its command, or (None, None, why not)."""
+    try:
+        from .universality import UniversalityAnalysis
     except ImportError:
         return None, None, "the universality module (rganalysis compare) is not available in this installation"
-    fn = getattr(universality, "compare", None)
-    if fn is None:
-        return None, None, "rganalysis.universality has no compare function"
-    j = fn(list(psets), names=list(labels), couplings=list(opts.couplings), depth_points=depth_points,
-           tol=opts.tol)
-    if hasattr(j, "to_json"):
-        j = j.to_json()
-    cmd = shlex.join(["rganalysis", "compare", *paths, *opts.fit_args(depth_points), "--json", "compare.json"])
-    return j, cmd, None
+    kw: dict[str, Any] = {"rank": opts.compare_rank}
+    if opts.threshold is not None:
+        kw["threshold"] = opts.threshold
+    ua = UniversalityAnalysis(list(opts.couplings), depth_points, tol=opts.tol, **kw)
+    j = ua.fit(list(flows)).to_json()
+    paths = [f if isinstance(f, str) else str(f.attrs.get("name", "flow")) + ".h5" for f in flows]
+    return j, shlex.join(["rganalysis", "compare", *paths, *opts.compare_args(depth_points),
+                          "--json", "compare.json"]), None
 
 
 def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
@@ -540,42 +584,70 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
     j = rep.compare_json
     labels = [m.label for m in rep.models]
     if j is not None:
-        names = [str(n) for n in j.get("models", labels)]
+        names = [str(n) for n in j["models"]]
         dist = j["distance"]
         threshold = j.get("threshold")
-        linkage = j.get("linkage")
+        hier = j.get("hierarchical") or {}
+        linkage = hier.get("linkage") or j.get("linkage")
         classes = j.get("classes") or []
+        weights = j.get("weights") or {}
         n = len(names)
+        wtxt = " + ".join(f"{v:g} × {k}" for k, v in weights.items() if v)
         fig = _new_figure((max(5.0, 2.0 + 0.65 * n), max(4.2, 1.6 + 0.55 * n)))
-        plot.distance_matrix(dist, names, ax=fig.subplots())
+        plot.distance_matrix(dist, names, ax=fig.subplots(), label="total distance")
         rep.figures.append(Figure(
             "fig-distance-matrix", "Distance matrix",
-            "The distance between every pair of models as rganalysis compare computes it (the same numbers as the "
-            "distance table below): 0 on the diagonal, light cells are models whose flows are close (same fixed "
-            "point and relevant spectrum), dark cells models far apart. Blocks of light cells along the "
-            "diagonal are candidate universality classes.", fig))
+            "The total distance between every pair of models as rganalysis compare computes it"
+            + (f" ({wtxt}; the components are in the tables below)" if wtxt else "")
+            + ": 0 on the diagonal; light cells are models whose flows are close (same fixed point and relevant "
+            "spectrum), dark cells models far apart. Blocks of light cells along the diagonal are candidate "
+            f"universality classes; two models whose distance is at most {_fmt(threshold)} share a class.", fig))
         fig = _new_figure((max(5.5, 2.0 + 0.65 * n), 4.4))
-        z = linkage if linkage is not None else plot.linkage_from_distance(dist)
+        z = linkage if linkage else plot.linkage_from_distance(dist)
         plot.dendrogram(z, names, ax=fig.subplots(), threshold=threshold)
         rep.figures.append(Figure(
             "fig-dendrogram", "Dendrogram",
-            "Hierarchical clustering of the models on the distance matrix "
-            + ("(the linkage of rganalysis compare)" if linkage is not None else "(average linkage)")
-            + ": two groups join at the height of their distance. Models joined below the dashed threshold line "
-            f"(distance {_fmt(threshold)}) fall in one universality class; the classes are listed below.", fig))
+            "Hierarchical clustering of the models on the distance matrix ("
+            + (f"{hier.get('method', 'average')} linkage, as computed by rganalysis compare" if linkage else
+               "average linkage")
+            + "): leaves are models, and two groups join at the height of their (average) distance. Groups that "
+            f"join below the dashed threshold line ({_fmt(threshold)}) are one class of the clustering; the "
+            "universality classes listed below are the connected groups of the graph whose edges are the pairs "
+            "at most the threshold apart, which can join a chain of models the average linkage keeps apart.", fig))
         rows = [[Cell(names[i])] + [_num(dist[i][k], f"distance[{i}][{k}]") for k in range(n)] for i in range(n)]
-        rep.tables.append(Table("compare-distance", "Distance matrix",
-                                "Pairwise distances of rganalysis compare.", ["model", *names], rows))
-        for cname, mat in sorted((j.get("components") or {}).items()):
+        rep.tables.append(Table("compare-distance", "Total distance",
+                                "Pairwise total distances of rganalysis compare"
+                                + (f" ({wtxt})." if wtxt else "."), ["model", *names], rows))
+        for cname, mat in (j.get("components") or {}).items():
             rows = [[Cell(names[i])] + [_num(mat[i][k], f"components.{cname}[{i}][{k}]") for k in range(n)]
                     for i in range(n)]
-            rep.tables.append(Table(f"compare-component-{_slug(cname, set())}", f"Component: {cname}",
-                                    f"The {cname} part of the distance, pair by pair.", ["model", *names], rows))
-        rows = [[Cell(str(i)), Cell(", ".join(map(str, c)))] for i, c in enumerate(classes)]
+            w = weights.get(cname)
+            rep.tables.append(Table(
+                f"compare-component-{_slug(cname, set())}", f"Component: {cname}",
+                f"The {cname} distance, pair by pair (weight {_fmt(w)} in the total; — where undefined).",
+                ["model", *names], rows))
+        rows = [[Cell(str(i + 1)), Cell(", ".join(map(str, c)))] for i, c in enumerate(classes)]
         rep.tables.append(Table(
             "compare-classes", "Universality classes",
-            f"Models whose distance is below the threshold {_fmt(threshold)} share a class.",
-            ["class", "models"], rows))
+            f"Models joined by distances of at most {_fmt(threshold)} "
+            f"({j.get('threshold_rule', 'fixed')} threshold) share a class.", ["class", "models"], rows))
+        cfits = j.get("fits") or {}
+        if cfits:
+            rows = []
+            for name in names:
+                f = cfits.get(name)
+                if f is None:
+                    continue
+                ys = [e["exponent"] for e in f.get("eigenvalues", []) if e.get("retained")]
+                rows.append([Cell(name), _num(f.get("rank")), _num(f.get("b")),
+                             Cell(", ".join("-inf" if y is None else f"{y:.4g}" for y in ys) or "none"),
+                             Cell(str(f.get("fixed_point_method", ""))), _num(len(f.get("warnings") or []))])
+            rep.tables.append(Table(
+                "compare-fits", "The fits behind the comparison",
+                "rganalysis compare fits each flow itself (trajectory estimator, its own rank rule, no bootstrap), "
+                "so its spectra can differ from the model sections above; these are the exponents y of its "
+                "retained (relevant and marginal) eigenvalues.",
+                ["model", "rank", "b", "retained exponents y", "fixed point", "warnings"], rows))
     spaces = {tuple(m.fit_json["couplings"]) for m in rep.models}
     if len(spaces) == 1:
         fig = _new_figure((7.0, 5.2))
@@ -616,16 +688,19 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
     opened: list[ParameterSet] = []
     psets: list[ParameterSet] = []
     paths: list[str] = []
+    sources: list[str | ParameterSet] = []  # what `compare` is given: the paths, as the CLI gives them
     try:
         for f in flows:
             if isinstance(f, ParameterSet):
                 psets.append(f)
                 paths.append(str(f.path or f.attrs.get("name", "flow")))
+                sources.append(str(f.path) if f.path else f)
             else:
                 p = rganalysis.load(f)
                 opened.append(p)
                 psets.append(p)
                 paths.append(str(f))
+                sources.append(str(Path(f)))
         labels = _labels(psets, paths)
         depth_points = opts.resolve_depth_points(psets)
         if isinstance(koopman, Mapping):
@@ -634,6 +709,8 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
             kj = list(koopman) if koopman is not None else [None] * len(psets)
             if len(kj) != len(psets):
                 raise InvalidParameterError(f"{len(kj)} Koopman spectra for {len(psets)} flows")
+        if opts.koopman and any(k is not None for k in kj):
+            raise InvalidParameterError("give Koopman spectra or ask for them (koopman=True), not both")
         taken: set[str] = set()
         rep = Report(opts, depth_points, [],
                      created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -651,8 +728,21 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
             fit_json = json.loads(json.dumps(fit.to_json(), allow_nan=False))
             cmd = shlex.join(["rganalysis", "fit", path, *opts.fit_args(depth_points), "--json",
                               f"fit-{label}.json"])
+            kcmd = None
+            if opts.koopman:
+                if progress:
+                    print(f"report: Koopman spectrum of {label}", file=sys.stderr)
+                with warnings.catch_warnings(record=True) as kcaught:
+                    warnings.simplefilter("always")
+                    k = _koopman_json(pset, opts)
+                for w in kcaught:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module="rganalysis.report")
+                caught = [*caught, *kcaught]
+                kcmd = shlex.join(["rganalysis", "koopman", path, *opts.koopman_args(), "--json",
+                                   f"koopman-{label}.json"])
             sec = ModelSection(label, _slug(label, taken), path, fit_json, cmd, _model_info(pset),
-                               koopman_json=None if k is None else json.loads(json.dumps(dict(k))),
+                               koopman_json=None if k is None else json.loads(json.dumps(dict(k), allow_nan=False)),
+                               koopman_command=kcmd,
                                warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)))
             if progress:
                 print(f"report: drawing {label}", file=sys.stderr)
@@ -662,7 +752,7 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
         if compare and len(psets) > 1:
             if progress:
                 print("report: comparing the models", file=sys.stderr)
-            cj, ccmd, note = _compare(psets, labels, paths, opts, depth_points)
+            cj, ccmd, note = _compare(sources, opts, depth_points)
             rep.compare_json = None if cj is None else json.loads(json.dumps(cj, allow_nan=False))
             rep.compare_command, rep.compare_note = ccmd, note
             _compare_section(rep, fits)
@@ -790,7 +880,8 @@ def _render_html(rep: Report) -> str:
                 + (f", rescaling {_e(flow['rescaling'])}" if flow.get("rescaling") else "")
                 + f"; global density {info['global_density'][0]:.4g} → {info['global_density'][-1]:.4g}.")
         parts += [f'<section id="model-{_e(m.slug)}">', f"<h2>Model {_e(m.label)}</h2>", f"<p>{desc}</p>",
-                  f"<p>Reproduce the numbers of this section: <code>{_e(m.command)}</code></p>"]
+                  f"<p>Reproduce the numbers of this section: <code>{_e(m.command)}</code>"
+                  + (f" and <code>{_e(m.koopman_command)}</code>" if m.koopman_command else "") + "</p>"]
         if m.warnings:
             parts.append('<div class="note"><p>The fit warned (read the intervals and the classes with care):</p>'
                          "<ul>" + "".join(f"<li>{_e(w)}</li>" for w in m.warnings) + "</ul></div>")
@@ -826,7 +917,7 @@ def _pdf_figure_page(pdf: Any, f: Figure, section: str) -> None:
 
     fig = f.figure
     w, h = fig.get_size_inches()
-    lines = textwrap.wrap(f"{f.title} ({section}). {f.caption}", width=int(w * 14))
+    lines = textwrap.wrap(f"{f.title} ({section}). {f.caption}", width=int(w * 16.5))
     extra = 0.16 * len(lines) + 0.3
     fig.set_size_inches(w, h + extra)
     fig.get_layout_engine().set(rect=(0, extra / (h + extra), 1, 1 - extra / (h + extra)))

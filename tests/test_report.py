@@ -158,7 +158,7 @@ def _pdf_pages(path) -> int:
 
 def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     html, pdf = tmp_path / "r.html", tmp_path / "r.pdf"
-    assert main(["report", str(flows["alpha"]), "-o", str(html), "--pdf", str(pdf), *FAST]) == 0
+    assert main(["report", str(flows["alpha"]), "-o", str(html), "--pdf", str(pdf), "--koopman", *FAST]) == 0
     assert "5 figures" in capsys.readouterr().out
     page, text = _parse(html)
     _assert_self_contained(page, text)
@@ -177,7 +177,7 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     m = re.search(r"Reproduce the numbers of this section: <code>([^<]+)</code>", text)
     cmd = shlex.split(unescape(m.group(1)))
     assert cmd[:3] == ["rganalysis", "fit", str(flows["alpha"])] and "--depth-points" in cmd
-    assert cmd[cmd.index("--depth-points") + 1] == "3"  # auto: 6 pairs, 3 layers -> 3 depths
+    assert cmd[cmd.index("--depth-points") + 1] == "2"  # auto: 6 pairs -> at most 2 couplings
     js = tmp_path / "fit.json"
     args = cmd[1:]
     args[args.index("--json") + 1] = str(js)
@@ -187,6 +187,14 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     # ... and every number in the tables is that JSON's number
     assert _check_tables_equal_json(page, {"summary-": fit_json, "exponents-": fit_json, "fixedpoint-": fit_json,
                                            "distance-": fit_json}) >= 4 * 8 + 4 + 3
+    # the Koopman spectrum is what `rganalysis koopman` writes, with the command the report prints
+    kcmd = shlex.split(unescape(re.search(r"</code> and <code>([^<]+)</code>", text).group(1)))
+    assert kcmd[:3] == ["rganalysis", "koopman", str(flows["alpha"])]
+    args = kcmd[1:]
+    args[args.index("--json") + 1] = str(tmp_path / "koopman.json")
+    assert main([*args, "-q"]) == 0
+    assert json.loads(page.scripts["koopman-alpha"]) == json.loads((tmp_path / "koopman.json").read_text())
+    assert "Koopman" in page.figures["fig-spectrum-alpha"]["caption"]
     exp_rows = page.tables["exponents-alpha"]
     assert len(exp_rows) == len(fit_json["eigenvalues"])
     assert [r[5]["text"] for r in exp_rows] == [e["class"] for e in fit_json["eigenvalues"]]
@@ -210,13 +218,13 @@ def test_several_models_report(flows, tmp_path):
     page, text = _parse(html)
     _assert_self_contained(page, text)
     assert [m.label for m in rep.models] == ["alpha", "beta"]
-    assert rep.depth_points == 3
+    assert rep.depth_points == 2
     for name in ("alpha", "beta"):
         assert f"<h2>Model {name}</h2>" in text
         for f in FIGURES_PER_MODEL:
             assert page.figures[f"fig-{f}-{name}"]["img"] == 1
         fit_json = json.loads(page.scripts[f"fit-{name}"])
-        expected = opts.flowfit(3).fit(rganalysis.load(flows[name])).to_json()
+        expected = opts.flowfit(2).fit(rganalysis.load(flows[name])).to_json()
         assert fit_json == json.loads(json.dumps(expected))
         assert _check_tables_equal_json(page, {f"{t}-{name}": fit_json for t in TABLES_PER_MODEL}) > 0
     assert json.loads(page.scripts["koopman-beta"]) == kj and "koopman-alpha" not in page.scripts
@@ -234,7 +242,9 @@ def test_several_models_report(flows, tmp_path):
     for f in ("distance-matrix", "dendrogram"):
         fig = page.figures[f"fig-{f}"]
         assert fig["img"] == 1 and fig["caption"]
-    assert page.tables["compare-distance"] and page.tables["compare-classes"]
+    assert page.tables["compare-distance"] and page.tables["compare-classes"] and page.tables["compare-fits"]
+    for name in cj["components"]:
+        assert page.tables[f"compare-component-{name}"]
     cmd = shlex.split(unescape(re.search(r'id="comparison">.*?<code>([^<]+)</code>', text, re.S).group(1)))
     js = tmp_path / "compare.json"
     args = cmd[1:]

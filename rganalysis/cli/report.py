@@ -21,7 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--estimator", default="trajectory", choices=("trajectory", "response"))
     p.add_argument("--depth-points", default="auto",
                    help="resample per-layer couplings onto N normalised depths; 'auto' (default): 8, fewer when "
-                   "the shortest flow cannot fit 8 (none with --estimator response); 'none': per-layer couplings")
+                   "the shortest flow has under 2 (couplings + 1) one-step pairs or fewer layers (none with "
+                   "--estimator response); 'none': per-layer couplings. The report prints the value used")
     p.add_argument("--rank", type=int, default=None, help="trajectory: truncate the fit to this rank (exact DMD)")
     p.add_argument("--ridge", type=float, default=0.0, help="trajectory: ridge penalty (standardised units)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for eigenvalue intervals")
@@ -30,9 +31,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=64, help="response: number of perturbed states")
     p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--koopman-json", type=Path, action="append", default=None, metavar="JSON",
-                   help="a Koopman/DMD spectrum (KoopmanDMD.to_json()) to draw beside the coupling-space spectrum; "
-                   "give it once per flow, in the order of the flows")
+    kp = p.add_mutually_exclusive_group()
+    kp.add_argument("--koopman", action="store_true",
+                    help="add each flow's Koopman/DMD spectrum in parameter space (as `rganalysis koopman` computes "
+                    "it, with --tol and --device) beside the coupling-space spectrum")
+    kp.add_argument("--koopman-json", type=Path, action="append", default=None, metavar="JSON",
+                    help="a Koopman spectrum already computed (`rganalysis koopman --json`), once per flow in the "
+                    "order of the flows, instead of --koopman")
+    p.add_argument("--threshold", default=None,
+                   help="compare: class threshold on the total distance, a number or 'auto' (default: compare's)")
+    p.add_argument("--compare-rank", default="auto",
+                   help="compare: trajectory rank of its fits, 'auto' (default, compare's rule), 'full' or N")
     p.add_argument("--no-compare", action="store_true", help="with several flows, skip the comparison section")
     p.add_argument("--magnitude-samples", type=int, default=200_000,
                    help="weights per round in the magnitude histograms (larger models are subsampled)")
@@ -55,11 +64,25 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidParameterError(
                 f"--koopman-json given {len(args.koopman_json)} time(s) for {len(args.flows)} flow(s): once per flow")
         koopman = [json.loads(Path(k).read_text()) for k in args.koopman_json]
+    threshold = args.threshold
+    if threshold is not None and threshold != "auto":
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise InvalidParameterError(f"--threshold must be a number or 'auto', got {threshold!r}") from None
+    crank = args.compare_rank
+    if crank != "auto":
+        if crank == "full":
+            crank = None
+        elif crank.isdigit():
+            crank = int(crank)
+        else:
+            raise InvalidParameterError(f"--compare-rank must be 'auto', 'full' or an integer, got {crank!r}")
     opts = ReportOptions(
         couplings=args.couplings, estimator=args.estimator, depth_points=args.depth_points, rank=args.rank,
         ridge=args.ridge, n_bootstrap=args.bootstrap, round=args.round, perturbation=args.perturbation,
-        n_samples=args.samples, tol=args.tol, device=args.device, magnitude_samples=args.magnitude_samples,
-        dpi=args.dpi,
+        n_samples=args.samples, tol=args.tol, device=args.device, koopman=args.koopman, threshold=threshold,
+        compare_rank=crank, magnitude_samples=args.magnitude_samples, dpi=args.dpi,
     )
     rep = write_report(args.flows, args.output, args.pdf, opts, koopman=koopman, compare=not args.no_compare,
                        progress=not args.quiet)

@@ -337,7 +337,7 @@ def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequ
     ax.axhline(0, color="0.85", lw=0.8, zorder=0)
     ax.axvline(0, color="0.85", lw=0.8, zorder=0)
     ax.margins(0.12)
-    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of the flow's variance)")
+    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of the variance)")
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}%)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False)

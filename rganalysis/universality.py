@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from rganalysis.errors import InvalidParameterError, TooFewRoundsError
+from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, TooFewRoundsError
 
 __all__ = [
     "COMPONENTS",
@@ -96,7 +96,10 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_DEPTH_POINTS = 8
 
 #: Default relative singular-value cut of the automatic trajectory rank (:func:`auto_rank`).
-DEFAULT_RANK_RTOL = 0.01
+DEFAULT_RANK_RTOL = 0.02
+
+#: Default factor by which each extra direction of the automatic rank must divide the residual.
+DEFAULT_RANK_GAIN = 2.0
 
 #: Default most directions the automatic rank keeps.
 DEFAULT_MAX_RANK = 3
@@ -535,14 +538,19 @@ def largest_gap_threshold(D: np.ndarray, names: Sequence[str], method: str = "av
 # ====================================================================================================
 # from stores to signatures
 # ====================================================================================================
-def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank: int = DEFAULT_MAX_RANK) -> int:
+def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank: int = DEFAULT_MAX_RANK,
+              gain: float = DEFAULT_RANK_GAIN) -> int:
     """Trajectory rank suited to a short flow.
 
-    The number of singular values of the standardised, centred one-step design (as
-    :class:`~rganalysis.jacobian.TrajectoryEstimator` builds it) that are at least ``rtol`` times the
-    largest, capped at ``max_rank`` and at ``n_pairs - 1`` (what the estimator allows), at least 1.
-    On short data-free flows the first value is the common decay, the second the redistribution of
-    density between depths, and the rest (below 1 % of the first) is noise.
+    Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
+    centred one-step design (as :class:`~rganalysis.jacobian.TrajectoryEstimator` builds it) is at
+    least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
+    ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).
+
+    On short data-free flows the first direction is the common decay of all densities, the second
+    (on ResNets) the redistribution of density between depths: it divides the residual by ~8.
+    Further directions explain little (residual / 1.1 to 1.9 on the flows in docs/universality.md)
+    and their eigenvalues are unstable; (b) keeps them out.
     """
     from rganalysis.jacobian import TrajectoryEstimator
 
@@ -550,11 +558,21 @@ def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank
     m = int(K.sizes["round"]) - 1
     if m < 2:
         raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
+    cap = max(1, min(int(max_rank), m - 1, int(K.sizes["coupling"])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K).singular_values_
-    r = int(np.sum(s >= float(rtol) * s[0])) if s.size and s[0] > 0 else 1
-    return max(1, min(r, int(max_rank), m - 1, int(K.sizes["coupling"])))
+        fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
+        s = fit.singular_values_
+        r, res = 1, fit.residual_
+        while r < cap and s.size > r and s[0] > 0 and s[r] >= float(rtol) * s[0]:
+            try:
+                nxt = TrajectoryEstimator(rank=r + 1, n_bootstrap=0).fit(K).residual_
+            except DegenerateRegressionError:  # the next direction is numerically empty
+                break
+            if not nxt * float(gain) <= res:
+                break
+            r, res = r + 1, nxt
+    return r
 
 
 def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None = None,
@@ -579,15 +597,19 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
     names = list(pset.pruned_names())
     T = int(pset.n_rounds)
 
+    from rganalysis.parallel import _weight_versions
+
     def blocks():
         for name in names:
-            w = pset.tensor(name, 0)
-            rows = []
+            versions = _weight_versions(pset, name)
+            out = None
             for r in range(T):
-                if r:
-                    w = pset.tensor(name, r)
-                rows.append((w.to(torch.float32) * pset.mask(name, r)).reshape(-1))
-            yield torch.stack(rows)
+                if r == 0 or versions is None or r in versions:
+                    w = pset.tensor(name, r).to(torch.float32).reshape(-1)
+                if out is None:
+                    out = torch.empty((T, w.numel()), dtype=torch.float32)
+                torch.mul(w, pset.mask(name, r).reshape(-1), out=out[r])
+            yield out
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -618,6 +640,7 @@ def flow_signature(
     rank: int | str | None = "auto",
     rank_rtol: float = DEFAULT_RANK_RTOL,
     max_rank: int = DEFAULT_MAX_RANK,
+    rank_gain: float = DEFAULT_RANK_GAIN,
     ridge: float = 0.0,
     tol: float = 0.05,
     rounds: int | None = None,
@@ -665,7 +688,7 @@ def flow_signature(
             from rganalysis.couplings import resample_depth
 
             K = resample_depth(K, int(depth_points))
-        r = auto_rank(K, rank_rtol, max_rank) if rank == "auto" else rank
+        r = auto_rank(K, rank_rtol, max_rank, rank_gain) if rank == "auto" else rank
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fit = _PrecomputedFlowFit.make(
@@ -699,8 +722,9 @@ class UniversalityAnalysis:
     couplings : coupling sets of the shared space (default ``("density",)``)
     depth_points : normalised depths the per-layer couplings are resampled onto (default 8; the
         cross-architecture coordinates)
-    rank : trajectory rank: ``"auto"`` (:func:`auto_rank`: singular values >= ``rank_rtol`` x the
-        largest, at most ``max_rank``), an int, or None (full least squares)
+    rank : trajectory rank: ``"auto"`` (:func:`auto_rank`: each extra direction needs a singular value
+        >= ``rank_rtol`` x the largest and must divide the residual by ``rank_gain``; at most
+        ``max_rank``), an int, or None (full least squares)
     tol : marginal band around ``|lambda| = 1``: eigenvalues with ``|lambda| >= 1 - tol`` are retained
     weights : component weights of the total (default :data:`DEFAULT_WEIGHTS`)
     spectrum : ``"coupling"`` (exponents of the coupling-space fit) or ``"koopman"`` (DMD of the
@@ -730,6 +754,7 @@ class UniversalityAnalysis:
         rank: int | str | None = "auto",
         rank_rtol: float = DEFAULT_RANK_RTOL,
         max_rank: int = DEFAULT_MAX_RANK,
+        rank_gain: float = DEFAULT_RANK_GAIN,
         tol: float = 0.05,
         weights: Mapping[str, float] | None = None,
         spectrum: str = "coupling",
@@ -747,6 +772,7 @@ class UniversalityAnalysis:
         self.rank = rank
         self.rank_rtol = rank_rtol
         self.max_rank = max_rank
+        self.rank_gain = rank_gain
         self.tol = tol
         self.weights = weights
         self.spectrum = spectrum
@@ -762,7 +788,7 @@ class UniversalityAnalysis:
     def _signature_options(self) -> dict[str, Any]:
         return dict(couplings=tuple([self.couplings] if isinstance(self.couplings, str) else self.couplings),
                     depth_points=self.depth_points, rank=self.rank, rank_rtol=self.rank_rtol,
-                    max_rank=self.max_rank, tol=self.tol, rounds=self.rounds, rate=self.rate,
+                    max_rank=self.max_rank, rank_gain=self.rank_gain, tol=self.tol, rounds=self.rounds, rate=self.rate,
                     koopman=self.spectrum == "koopman", koopman_rank=self.koopman_rank, device=self.device)
 
     def fit(self, flows: Sequence[Any], names: Sequence[str] | None = None) -> UniversalityAnalysis:
@@ -842,7 +868,7 @@ class UniversalityAnalysis:
             "fits": {s.name: s.to_json() for s in self.signatures_},
             "settings": {"couplings": list([self.couplings] if isinstance(self.couplings, str) else self.couplings),
                          "depth_points": self.depth_points, "rank": self.rank, "rank_rtol": self.rank_rtol,
-                         "max_rank": self.max_rank, "tol": self.tol, "spectrum": self.spectrum, "p": 1,
+                         "max_rank": self.max_rank, "rank_gain": self.rank_gain, "tol": self.tol, "spectrum": self.spectrum, "p": 1,
                          "linkage": self.linkage, "rounds": self.rounds,
                          "rate": self.rate if self.rounds else None, "scheduler": self.scheduler_},
         }

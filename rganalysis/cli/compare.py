@@ -53,8 +53,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--depth-points", type=int, default=DEFAULT_DEPTH_POINTS,
                    help=f"normalised depths of the shared coupling space (default {DEFAULT_DEPTH_POINTS}; 0: per-layer couplings, same architecture only)")
     p.add_argument("--rank", default="auto",
-                   help="trajectory rank: auto (singular values >= 1%% of the largest, at most 3; default), "
-                   "full, or an integer")
+                   help="trajectory rank: auto (default: each extra direction must have a singular value >= 2%% of "
+                   "the largest and halve the one-step residual; at most 3), full, or an integer")
     p.add_argument("--tol", type=float, default=0.05,
                    help="marginal band: eigenvalues with |lambda| >= 1 - tol are compared (default 0.05)")
     p.add_argument("--spectrum", choices=("coupling", "koopman"), default="coupling",

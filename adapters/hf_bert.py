@@ -60,42 +60,34 @@ def weight_file(source: Path) -> Path:
     raise AdapterDeclined(f"none of {', '.join(WEIGHT_FILES)} in the folder")
 
 
-def _module_order(source: Path, config: dict) -> list[str]:
-    """State-dict key order of the architecture named in config.json (built on the meta device)."""
-    try:
-        import transformers
-
-        hf_config = transformers.BertConfig.from_dict(config)
-        arch = (config.get("architectures") or ["BertModel"])[0]
-        cls = getattr(transformers, arch, transformers.BertModel)
-        with torch.device("meta"):
-            model = cls(hf_config)
-        return list(model.state_dict(keep_vars=True))
-    except Exception:  # noqa: BLE001 - ordering is a nicety; fall back to natural order
-        return []
+_EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
+_IN_LAYER = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+_LEAVES = ("weight", "bias")
 
 
-def order_keys(keys: list[str], reference: list[str]) -> list[str]:
-    """``keys`` in the order of ``reference`` (without a ``bert.`` prefix mismatch mattering); keys the
-    reference lacks go next to their longest dotted-prefix relative, else in natural order."""
-    def strip(k: str) -> str:
-        return k.removeprefix("bert.")
+def _index(s: str, prefixes: Sequence[str]) -> int:
+    return next((i for i, p in enumerate(prefixes) if s == p or s.startswith(p + ".")), len(prefixes))
 
-    pos = {strip(k): i for i, k in enumerate(reference)}
 
-    def rank(k: str) -> tuple:
-        s = strip(k)
-        if s in pos:
-            return (pos[s], 0, natural_key(k))
-        parts = s.split(".")
-        for n in range(len(parts) - 1, 0, -1):
-            pre = ".".join(parts[:n]) + "."
-            hits = [i for r, i in pos.items() if r.startswith(pre)]
-            if hits:
-                return (max(hits), 1, natural_key(k))
-        return (len(pos), 1, natural_key(k))
+def bert_key_rank(key: str) -> tuple:
+    """Forward (depth) order of a BERT state-dict key: embeddings, encoder layers 0..L-1 (query, key,
+    value, attention output, intermediate, output), pooler, then heads; weight before bias.
 
-    return sorted(keys, key=rank)
+    A static rule, so ordering a checkpoint does not need to import transformers (seconds) or build the
+    model; safetensors files list their keys alphabetically (``layer.10`` before ``layer.2``).
+    """
+    s = key.removeprefix("bert.")
+    leaf = _index(s.rsplit(".", 1)[-1], _LEAVES)
+    if s.startswith("embeddings."):
+        return (0, 0, _index(s[len("embeddings."):], _EMBEDDINGS), leaf, natural_key(s))
+    if s.startswith("encoder.layer."):
+        num, _, rest = s[len("encoder.layer."):].partition(".")
+        if num.isdigit():
+            return (1, int(num), _index(rest, _IN_LAYER), leaf, natural_key(s))
+    if s.startswith("pooler."):
+        return (2, 0, 0, leaf, natural_key(s))
+    return (3, 0, 0, 0, natural_key(s))
 
 
 def _resolve(key: str, tensors: dict[str, torch.Tensor]) -> str:
@@ -166,7 +158,7 @@ class HFBert:
         wf = weight_file(source)
         sd = load_checkpoint(wf, allow_pickle=allow_pickle)
         rd = single_round(sd)
-        order = order_keys(list(rd.tensors), _module_order(source, config))
+        order = sorted(rd.tensors, key=bert_key_rank)
         rd.tensors = {k: rd.tensors[k] for k in order}
         arch = (config.get("architectures") or ["BertModel"])[0]
         mask_paths = [masks] if isinstance(masks, str | os.PathLike) else list(masks or [])

@@ -580,6 +580,10 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
     """Eigenvalues of exact DMD (:class:`rganalysis.koopman.KoopmanDMD`) of a flow's parameter
     snapshots ``theta_n * m_n`` over its pruned tensors, streamed one tensor at a time.
 
+    Uses the store-level :func:`rganalysis.koopman_flow.koopman_fit` (subset ``prunable``, no
+    rescaling, no bagging) when that module is installed, else streams the same snapshots into
+    :class:`~rganalysis.koopman.KoopmanDMD` here.
+
     Parameters
     ----------
     pset : a flow :class:`~rganalysis.store.ParameterSet` (T = ``n_rounds`` >= 2 snapshots)
@@ -590,14 +594,29 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
     -------
     (r,) complex128, sorted by decreasing modulus.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from rganalysis.koopman_flow import koopman_fit
+        except ImportError:
+            dmd = _koopman_local(pset, rank, energy, device)
+        else:
+            dmd = koopman_fit(pset, rank=rank, energy=energy, subset="prunable", scale="none", n_bags=0,
+                              device=device)
+    return np.asarray(dmd.eigenvalues_, dtype=np.complex128)
+
+
+def _koopman_local(pset: Any, rank: int | None, energy: float | None, device: str) -> Any:
+    """KoopmanDMD fitted on the masked weights of ``pset.pruned_names()``, one (T, numel) block per tensor."""
     import torch
 
     from rganalysis.koopman import KoopmanDMD
+    from rganalysis.parallel import _weight_versions
 
     names = list(pset.pruned_names())
     T = int(pset.n_rounds)
-
-    from rganalysis.parallel import _weight_versions
+    if T < 2:
+        raise TooFewRoundsError(f"a DMD needs at least 2 rounds, the flow has {T}")
 
     def blocks():
         for name in names:
@@ -611,10 +630,7 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
                 torch.mul(w, pset.mask(name, r).reshape(-1), out=out[r])
             yield out
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dmd = KoopmanDMD(rank=rank, energy=energy, n_bags=0, device=device).fit(blocks)
-    return np.asarray(dmd.eigenvalues_, dtype=np.complex128)
+    return KoopmanDMD(rank=rank, energy=energy, n_bags=0, device=device).fit(blocks)
 
 
 class _PrecomputedFlowFit:

@@ -1,0 +1,60 @@
+"""``rganalysis koopman FLOW.h5``: Koopman (exact DMD) spectrum of a flow in parameter space."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "koopman",
+        help="Koopman / exact DMD spectrum of a flow in parameter space, streamed from the store",
+        description="Exact DMD of the snapshots x_n = theta_n * m_n of a stored flow (computed or recorded), "
+        "read tensor by tensor: singular values, eigenvalues with bagged 95%% intervals, classes "
+        "(relevant / irrelevant / marginal) and exponents ln|lambda| / ln b; optionally the modes, "
+        "written into the flow file under /koopman/mode_NNN.",
+    )
+    p.add_argument("flow", type=Path, help="flow store (.h5) with at least 2 rounds")
+    rank = p.add_mutually_exclusive_group()
+    rank.add_argument("--rank", type=int, default=None, help="DMD truncation rank (<= T-1 and the numerical rank)")
+    rank.add_argument("--energy", type=float, default=None,
+                      help="smallest rank whose singular values carry this fraction of the energy, e.g. 0.999")
+    p.add_argument("--subset", default="prunable",
+                   help="tensors in the snapshot: prunable (default: the pruned tensors), all (every "
+                        "floating-point tensor), or comma-separated name globs, e.g. 'layer4.*'")
+    p.add_argument("--scale", default="none", choices=("none", "layer-std"),
+                   help="per-layer scaling fixed across rounds: none (default) or layer-std (round-0 std)")
+    p.add_argument("--bags", type=int, default=100, help="bags over snapshot pairs for eigenvalue CIs (0: none)")
+    p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bagging")
+    p.add_argument("--modes", action="store_true", help="write the modes into FLOW under /koopman/mode_NNN")
+    p.add_argument("--modes-limit", type=int, default=None, metavar="K",
+                   help="write only the K leading modes (implies --modes)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rganalysis.errors import InvalidParameterError
+    from rganalysis.koopman_flow import format_koopman, koopman_fit, koopman_json, write_modes
+
+    if args.modes_limit is not None and args.modes_limit < 1:
+        raise InvalidParameterError(f"--modes-limit must be >= 1, got {args.modes_limit}")
+    if args.bags < 0:
+        raise InvalidParameterError(f"--bags must be >= 0, got {args.bags}")
+    if not args.flow.exists():
+        raise FileNotFoundError(2, "no such file", str(args.flow))
+    dmd = koopman_fit(args.flow, rank=args.rank, energy=args.energy, subset=args.subset, scale=args.scale,
+                      n_bags=args.bags, device=args.device, random_state=args.seed, tol=args.tol,
+                      progress=not args.quiet)
+    if args.modes or args.modes_limit is not None:
+        write_modes(args.flow, dmd, limit=args.modes_limit, progress=not args.quiet)
+    j = koopman_json(dmd)
+    if args.json_out:
+        from rganalysis.jsonio import write_json
+
+        write_json(j, args.json_out)
+    print(format_koopman(j))
+    return 0

@@ -1,0 +1,854 @@
+"""Koopman (DMD) analysis of a stored IMP flow, streamed tensor by tensor from the HDF5 store.
+
+:mod:`rganalysis.koopman` holds the numerical core (:class:`~rganalysis.koopman.KoopmanDMD`: exact
+DMD from a streamed ``T x T`` snapshot Gram, bagged eigenvalue intervals, modes block by block).
+This module connects it to the store:
+
+* :func:`snapshot_provider` -- a block provider over a :class:`~rganalysis.store.ParameterSet`:
+  one ``(T, numel)`` block per tensor (slabs of rows for very large tensors), the masked weights
+  ``theta_n * m_n`` of every round, read straight from HDF5 (a tensor whose weights never change is
+  read once, its ``(round, ...)`` mask dataset in one call);
+* :func:`koopman_fit` -- the fitted :class:`KoopmanDMD` of a flow, with exponents from the flow's
+  scale factor ``b`` (:func:`rganalysis.analysis.flow_scale`);
+* :func:`write_modes` -- exact DMD modes written back into the flow file, one group per mode
+  (``/koopman/mode_000``, ...), tensors under the model's names and shapes;
+* :func:`koopman_json` / :func:`format_koopman` -- the JSON of ``rganalysis koopman`` and its table.
+
+Peak memory of a pass is about one block (``T x`` the largest tensor, float32, capped by
+``block_elements``) plus its uint8 masks; the ``N x T`` snapshot matrix is never built.
+See docs/koopman.md for the layout of the modes and measured figures.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import (
+    InvalidParameterError,
+    NonFiniteWeightsError,
+    RankError,
+    RGAnalysisError,
+    TooFewRoundsError,
+)
+from .koopman import GramResult, KoopmanDMD, snapshot_gram
+from .state import resolve_device
+from .store import ParameterSet, _Ref, load
+from .tensors import from_numpy
+
+__all__ = [
+    "SCALES",
+    "SUBSETS",
+    "BlockSpec",
+    "StoreInUseError",
+    "StoreSnapshots",
+    "format_koopman",
+    "koopman_fit",
+    "koopman_json",
+    "mode_groups",
+    "select_names",
+    "snapshot_provider",
+    "write_modes",
+]
+
+SUBSETS = ("prunable", "all")
+"""Named subsets; anything else is read as comma-separated ``fnmatch`` globs over tensor names."""
+SCALES = ("none", "layer-std")
+
+#: Largest block handed to the DMD core, in elements (``T x columns``): 2**25 float32 = 128 MiB.
+#: Tensors with more elements over all rounds are cut into slabs of rows (first tensor axis).
+DEFAULT_BLOCK_ELEMENTS = 1 << 25
+
+_EPS64 = float(np.finfo(np.float64).eps)
+
+MODES_GROUP = "koopman"
+_PARTIAL = "partial_"
+_MODE = "mode_"
+
+
+class StoreInUseError(RGAnalysisError):
+    """The flow file is open elsewhere in this process (read-only), so modes cannot be written into it."""
+
+
+# ------------------------------------------------------------------------------------------------
+# which tensors
+# ------------------------------------------------------------------------------------------------
+def select_names(pset: ParameterSet, subset: str = "prunable") -> list[str]:
+    """Names of the tensors a snapshot covers, in model (depth) order.
+
+    Parameters
+    ----------
+    pset : ParameterSet
+    subset : str
+        ``"prunable"``: the tensors IMP acts on (:meth:`ParameterSet.pruned_names`: the masked
+        ones, else the prunable conv / linear weights); ``"all"``: every floating-point model
+        tensor (norms, biases, embeddings, buffers such as running means); otherwise one or more
+        comma-separated ``fnmatch`` globs over the names (``"layer1.*,fc.weight"``), matched
+        against the floating-point tensors.
+
+    Raises
+    ------
+    InvalidParameterError
+        When nothing matches.
+    """
+    if not isinstance(subset, str) or not subset.strip():
+        raise InvalidParameterError(f"subset must be 'prunable', 'all' or name globs, got {subset!r}")
+    floating = [n for n in pset.names if pset.info[n].dtype.is_floating_point]
+    if subset == "prunable":
+        names = [n for n in pset.pruned_names() if pset.info[n].dtype.is_floating_point]
+    elif subset == "all":
+        names = floating
+    else:
+        globs = [g.strip() for g in subset.split(",") if g.strip()]
+        names = [n for n in floating if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+    names = [n for n in names if pset.info[n].numel > 0]
+    if not names:
+        some = ", ".join(floating[:5])
+        raise InvalidParameterError(
+            f"subset {subset!r} matches no floating-point tensor of this store (it has {len(floating)}, e.g. {some})"
+        )
+    return names
+
+
+# ------------------------------------------------------------------------------------------------
+# the block provider
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockSpec:
+    """Where one block of the provider lies in the model: rows ``row_start:row_stop`` of tensor ``name``.
+
+    The block has shape ``(T, numel of those rows)``; a tensor small enough is one block with
+    ``row_start = 0``, ``row_stop = shape[0]`` (0-d tensors: ``0, 1``).
+    """
+
+    name: str
+    row_start: int
+    row_stop: int
+    shape: tuple[int, ...]
+    """Shape of this slab of the tensor, ``(row_stop - row_start, *tensor_shape[1:])``."""
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def _block_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Snapshot dtype of a stored tensor: float64 stays float64, everything else becomes float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+class StoreSnapshots:
+    """A block provider over the masked weights of a stored flow (see :func:`snapshot_provider`).
+
+    Calling the object returns a fresh iterator of blocks of shape ``(T, n_i)`` -- the snapshot
+    columns of one tensor (or of a slab of its rows), ``x_n = theta_n * m_n / s`` for rounds
+    ``n = 0 .. T-1`` -- in the order of :attr:`specs`.  ``s`` is the tensor's fixed scale (1, or its
+    round-0 std with ``scale="layer-std"``), the same in every round.
+
+    Attributes
+    ----------
+    names : list of str, the tensors covered, in model order
+    specs : list of BlockSpec, one per block, in the order blocks are yielded
+    n_rounds : int, ``T``
+    n_features : int, ``N`` (surviving or not: pruned entries are zeros of the snapshot)
+    scales : dict name -> float, each tensor's fixed divisor (filled as tensors are read)
+    """
+
+    def __init__(
+        self,
+        pset: ParameterSet,
+        subset: str = "prunable",
+        scale: str = "none",
+        block_elements: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        if scale not in SCALES:
+            raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale!r}")
+        self.block_elements = DEFAULT_BLOCK_ELEMENTS if block_elements is None else int(block_elements)
+        if self.block_elements < 1:
+            raise InvalidParameterError(f"block_elements must be >= 1, got {block_elements!r}")
+        self.pset = pset
+        self.subset = subset
+        self.scale = scale
+        self.progress = progress
+        self.n_rounds = int(pset.n_rounds)
+        self.names = select_names(pset, subset)
+        self.specs = [s for n in self.names for s in self._slabs(n)]
+        self.n_features = sum(pset.info[n].numel for n in self.names)
+        self.scales: dict[str, float] = {}
+
+    # -------------------------------------------------------------------------------------------
+    def _slabs(self, name: str) -> list[BlockSpec]:
+        shape = tuple(self.pset.info[name].shape)
+        if not shape:
+            return [BlockSpec(name, 0, 1, ())]
+        rows = shape[0]
+        inner = int(np.prod(shape[1:], dtype=np.int64))
+        per = max(1, self.block_elements // max(1, self.n_rounds * inner))
+        return [BlockSpec(name, a, min(rows, a + per), (min(rows, a + per) - a, *shape[1:]))
+                for a in range(0, rows, per)]
+
+    def _file(self):
+        return getattr(self.pset, "_file", None)
+
+    def _weight_runs(self, name: str) -> list[tuple[int, int, Any]]:
+        """Runs ``(first_round, stop_round, stored_object)`` of rounds sharing one stored weight."""
+        p = self.pset
+        runs: list[tuple[int, int, Any]] = []
+        for r in range(self.n_rounds):
+            src = p._latest(p._changed, p._weights, name, r)
+            if runs and runs[-1][2] is src:
+                runs[-1] = (runs[-1][0], r + 1, src)
+            else:
+                runs.append((r, r + 1, src))
+        return runs
+
+    def _read_weight(self, src: Any, spec: BlockSpec) -> torch.Tensor:
+        """Rows of one stored weight, flattened to (numel,) in its original dtype."""
+        f = self._file()
+        full = not spec.shape or (spec.row_start == 0 and spec.row_stop == self.pset.info[spec.name].shape[0])
+        if isinstance(src, _Ref) and f is not None and src.index is None:
+            ds = f[src.group][src.var]
+            arr = ds[()] if full else ds[spec.row_start : spec.row_stop]
+            return from_numpy(arr, src.dtype).reshape(-1)
+        t = self.pset._get(src)
+        return (t if full else t[spec.row_start : spec.row_stop]).reshape(-1)
+
+    def _read_masks(self, spec: BlockSpec) -> torch.Tensor | None:
+        """Masks of rows ``spec`` for all rounds, (T, numel) uint8 / bool, or None (no mask: all ones)."""
+        p = self.pset
+        refs = p._masks.get(spec.name)
+        if refs is None:
+            return None
+        full = not spec.shape or (spec.row_start == 0 and spec.row_stop == p.info[spec.name].shape[0])
+        f = self._file()
+        first = refs[0]
+        if (
+            f is not None
+            and isinstance(first, _Ref)
+            and all(isinstance(m, _Ref) and (m.group, m.var) == (first.group, first.var) and m.index == r
+                    for r, m in enumerate(refs))
+        ):  # the (round, ...) dataset of the store: one read for every round
+            ds = f[first.group][first.var]
+            arr = ds[()] if full else ds[:, spec.row_start : spec.row_stop]
+            arr = np.ascontiguousarray(arr)
+            if arr.dtype == np.bool_:
+                return torch.from_numpy(arr).reshape(self.n_rounds, -1)
+            return torch.from_numpy(arr.astype(np.uint8, copy=False)).reshape(self.n_rounds, -1)
+        rows = []
+        for r in range(self.n_rounds):
+            m = p.mask(spec.name, r)
+            rows.append((m if full else m[spec.row_start : spec.row_stop]).reshape(-1))
+        return torch.stack(rows)
+
+    def _compute_scale(self, name: str) -> float:
+        """Fixed per-tensor divisor: std of the round-0 survivors (RMS if they are constant; else 1)."""
+        if self.scale == "none":
+            return 1.0
+        w = self.pset.tensor(name, 0).to(torch.float64).reshape(-1)
+        m = self.pset.mask(name, 0).reshape(-1)
+        alive = w[m]
+        if alive.numel() == 0:
+            return 1.0
+        s = float(alive.std(unbiased=False)) if alive.numel() > 1 else 0.0
+        if not (s > 0 and math.isfinite(s)):
+            s = float(alive.square().mean().sqrt())
+        return s if s > 0 and math.isfinite(s) else 1.0
+
+    def scale_of(self, name: str) -> float:
+        """The fixed divisor of tensor ``name`` (computed on first use)."""
+        if name not in self.scales:
+            self.scales[name] = self._compute_scale(name)
+        return self.scales[name]
+
+    def read(self, spec: BlockSpec) -> tuple[list[tuple[int, int, torch.Tensor]], torch.Tensor | None]:
+        """What the block of ``spec`` is made of, read from the store once.
+
+        Returns
+        -------
+        runs : list of (first_round, stop_round, w)
+            ``w`` (numel,) the stored weights (original dtype, not scaled) of rounds
+            ``first_round .. stop_round - 1``: one run for a tensor whose weights never change (a
+            data-free flow); consecutive stored values with equal bits are merged.
+        masks : (T, numel) uint8 / bool tensor, or None (no mask: all ones)
+        """
+        runs: list[tuple[int, int, torch.Tensor]] = []
+        for a, b, src in self._weight_runs(spec.name):
+            w = self._read_weight(src, spec)
+            if runs and runs[-1][2].dtype == w.dtype and torch.equal(runs[-1][2], w):
+                runs[-1] = (runs[-1][0], b, runs[-1][2])
+            else:
+                runs.append((a, b, w))
+        return runs, self._read_masks(spec)
+
+    def assemble(
+        self,
+        spec: BlockSpec,
+        runs: list[tuple[int, int, torch.Tensor]],
+        masks: torch.Tensor | None,
+        dtype: torch.dtype | None = None,
+        buffer: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The block (T, spec.numel) from what :meth:`read` returned: ``theta_n * m_n / s`` per round.
+
+        ``dtype``: default float32 (float64 for float64 tensors); the Gram and mode passes ask for
+        float64, which the DMD core then uses without a strided conversion.  ``buffer``: a flat
+        tensor of that dtype with at least ``T * spec.numel`` elements to fill (reused across blocks
+        it saves the page faults of a fresh allocation); the block is then a view of it.
+        """
+        dt = dtype or _block_dtype(self.pset.info[spec.name].dtype)
+        inv = 1.0 / self.scale_of(spec.name)
+        size = self.n_rounds * spec.numel
+        if buffer is not None and buffer.dtype == dt and buffer.numel() >= size:
+            out = buffer[:size].view(self.n_rounds, spec.numel)
+        else:
+            out = torch.empty((self.n_rounds, spec.numel), dtype=dt)
+        for a, b, w in runs:
+            w = w.to(dt)
+            if inv != 1.0:
+                w = w * inv
+            part = out[a:b]
+            if masks is None:
+                part.copy_(w.expand_as(part))
+            else:  # the masks' 0/1 converted in place, then one multiply (5x faster than a mixed-type mul)
+                part.copy_(masks[a:b])
+                part.mul_(w)
+        return out
+
+    def block(self, spec: BlockSpec, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The block of ``spec``: (T, spec.numel), ``theta_n * m_n / s`` per round, float32 (float64
+        when the tensor is float64) unless ``dtype``."""
+        return self.assemble(spec, *self.read(spec), dtype=dtype)
+
+    def _structured_gram(
+        self, spec: BlockSpec, runs: list[tuple[int, int, torch.Tensor]], masks: torch.Tensor | None
+    ) -> np.ndarray | None:
+        """Exact partial Gram (T, T) of a block whose weights never change and whose masks are nested.
+
+        Then ``x_i . x_j = sum_p w_p^2 m_ip m_jp = S[max(i, j)]`` with ``S[n]`` = the sum of ``w_p^2``
+        over the weights alive at round ``n``: with ``d_p`` = number of rounds weight ``p`` survives,
+        ``S[n] = sum_{d_p > n} w_p^2`` (a float64 ``bincount`` of ``d`` weighted by ``w^2``).  Cost:
+        O(T numel) byte operations (eight masks per 64-bit word) instead of O(T^2 numel) flops.
+        Runs on the CPU (it is bound by reading the masks).  None when it does not apply.
+        """
+        if len(runs) != 1:
+            return None
+        T = self.n_rounds
+        w = runs[0][2].detach().cpu().to(torch.float64)
+        inv = 1.0 / self.scale_of(spec.name)
+        if inv != 1.0:
+            w = w * inv
+        w2 = np.square(w.numpy())
+        if masks is None:
+            return np.full((T, T), float(w2.sum()))
+        m = masks.detach().cpu().numpy()
+        if m.dtype == np.bool_:
+            m = m.view(np.uint8)
+        m = np.ascontiguousarray(m)
+        d = _alive_rounds(m)
+        if d is None:
+            return None  # a weight revived: not nested
+        cnt = np.bincount(d, weights=w2, minlength=T + 1)  # cnt[k]: weights alive in rounds 0 .. k-1
+        tail = np.cumsum(cnt[::-1])[::-1]  # tail[k] = sum_{j >= k} cnt[j]
+        s = tail[1 : T + 1]  # S[n] = tail[n + 1]
+        idx = np.arange(T)
+        return s[np.maximum(idx[:, None], idx[None, :])]
+
+    def gram(
+        self, device: str | torch.device | None = "auto", chunk_elements: int | None = None, shortcut: bool = True
+    ) -> GramResult:
+        """One pass over the store: the (T, T) float64 Gram ``Z Z^T`` of all snapshots.
+
+        Blocks of a data-free flow (weights constant over the rounds, nested masks) take the exact
+        shortcut of :meth:`_structured_gram`; any other block (weights that change between rounds,
+        masks that are not nested) goes through :func:`rganalysis.koopman.snapshot_gram`
+        (float64 column chunks).  Both are exact up to float64 rounding.  ``shortcut=False`` sends
+        every block through the dense path (for checks and benchmarks).
+
+        Returns
+        -------
+        GramResult
+            ``gram`` (T, T) float64 numpy, ``n_features``, ``n_blocks``, ``input_eps``.
+        """
+        dev = resolve_device(device)
+        T = self.n_rounds
+        k = torch.zeros((T, T), dtype=torch.float64, device=dev)
+        eps_in = _EPS64
+        specs = self.specs
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            specs = tqdm(specs, desc="koopman: Gram pass", unit="block", leave=False)
+        self.n_structured_ = 0
+        buffer: torch.Tensor | None = None
+        for spec in specs:
+            runs, masks = self.read(spec)
+            eps_in = max(eps_in, float(torch.finfo(_block_dtype(self.pset.info[spec.name].dtype)).eps))
+            part = self._structured_gram(spec, runs, masks) if shortcut else None
+            if part is not None:
+                k += torch.as_tensor(part, device=dev)
+                self.n_structured_ += 1
+                continue
+            if buffer is None:
+                buffer = torch.empty(max(self.n_rounds * sp.numel for sp in self.specs), dtype=torch.float64)
+            block = self.assemble(spec, runs, masks, dtype=torch.float64, buffer=buffer)
+            del runs, masks
+            ce = chunk_elements if chunk_elements is not None else (None if dev.type == "cuda" else block.numel())
+            k += torch.as_tensor(snapshot_gram([block], device=dev, chunk_elements=ce).gram, device=dev)
+            del block
+        g = k.cpu().numpy()
+        g = 0.5 * (g + g.T)
+        if not np.all(np.isfinite(g)):
+            raise NonFiniteWeightsError("the snapshots hold NaN or Inf (their Gram matrix is not finite)")
+        return GramResult(g, self.n_features, len(self.specs), eps_in)
+
+    def blocks(self, dtype: torch.dtype | None = None) -> Iterator[tuple[BlockSpec, torch.Tensor]]:
+        """(spec, block) pairs in order (blocks in ``dtype``, default as :meth:`block`)."""
+        specs = self.specs
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            specs = tqdm(specs, desc="koopman: reading tensors", unit="block", leave=False)
+        for spec in specs:
+            yield spec, self.block(spec, dtype)
+
+    def __call__(self) -> Iterator[torch.Tensor]:
+        return (blk for _, blk in self.blocks())
+
+    def float64(self) -> Callable[[], Iterator[torch.Tensor]]:
+        """The same provider with float64 blocks (what the Gram and mode passes use internally)."""
+        return lambda: (blk for _, blk in self.blocks(torch.float64))
+
+    def __repr__(self) -> str:
+        return (f"<StoreSnapshots subset={self.subset!r} scale={self.scale!r} tensors={len(self.names)} "
+                f"blocks={len(self.specs)} T={self.n_rounds} N={self.n_features}>")
+
+
+def _alive_rounds(m: np.ndarray) -> np.ndarray | None:
+    """Number of rounds each weight survives, ``d_p = sum_n m_np``, if the masks are nested, else None.
+
+    ``m`` : (T, n) uint8 0/1, C-contiguous.  Nested: ``m_{n+1} <= m_n`` (no weight revived).  When
+    ``n % 8 == 0`` and ``T < 256`` the rows are read as 64-bit words, eight masks at a time (the
+    byte-wise sums cannot carry since each byte stays <= T).  Returns (n,) uint8 / int64.
+    """
+    T, n = m.shape
+    if T < 256 and n % 8 == 0 and n > 0:
+        words = m.view(np.uint64)  # (T, n // 8)
+        acc = words[0].copy()
+        tmp = np.empty_like(acc)
+        for r in range(1, T):
+            np.invert(words[r - 1], out=tmp)
+            np.bitwise_and(tmp, words[r], out=tmp)
+            if tmp.any():
+                return None
+            acc += words[r]
+        return acc.view(np.uint8)
+    if T > 1 and np.any(m[1:] > m[:-1]):
+        return None
+    return m.sum(axis=0, dtype=np.uint8 if T < 256 else np.int64)
+
+
+def snapshot_provider(
+    pset: ParameterSet,
+    subset: str = "prunable",
+    scale: str = "none",
+    *,
+    block_elements: int | None = None,
+    progress: bool = False,
+) -> StoreSnapshots:
+    """A block provider for :class:`~rganalysis.koopman.KoopmanDMD` over a stored flow.
+
+    Parameters
+    ----------
+    pset : ParameterSet
+        A flow (``T = pset.n_rounds`` rounds), loaded (read from HDF5) or in memory.
+    subset : str
+        ``"prunable"`` (default), ``"all"`` or comma-separated name globs; see :func:`select_names`.
+    scale : {"none", "layer-std"}
+        ``layer-std`` divides each tensor, in every round, by the std of its round-0 survivors
+        (the RMS if they are all equal, 1 if zero); the scale is never recomputed per round, so the
+        map ``x_n -> x_{n+1}`` stays the same up to a fixed diagonal change of variables (the
+        eigenvalues are unchanged for an exactly linear flow; the singular values and the rank
+        truncation change, which is the point).
+    block_elements : int, optional
+        Largest block in elements (``T x columns``, default 2**25): larger tensors come as slabs
+        of rows.
+    progress : bool
+        Show a progress bar over the blocks.
+
+    Returns
+    -------
+    StoreSnapshots
+        ``provider()`` yields blocks of shape (T, n_i); ``provider.specs[i]`` says which tensor
+        rows block ``i`` holds.
+    """
+    return StoreSnapshots(pset, subset, scale, block_elements=block_elements, progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------
+# the fit
+# ------------------------------------------------------------------------------------------------
+def _flow_b(pset: ParameterSet) -> tuple[float | None, float | None, list[float], str | None]:
+    """(rate, b, b_n, note) of a flow; b is None (with a note) when the flow does not prune."""
+    from .analysis import flow_scale
+
+    try:
+        rate, b, b_n = flow_scale(pset)
+    except (InvalidParameterError, TooFewRoundsError) as e:
+        try:
+            b_n = [float(x) for x in pset.scale_factors()]
+        except Exception:  # noqa: BLE001 -- the note is informative only
+            b_n = []
+        return None, None, b_n, f"no scale factor b, so no exponents: {e}"
+    if not (b is not None and math.isfinite(b) and b > 1.0):
+        return rate, None, b_n, f"no exponents: scale factor b = {b}"
+    return rate, float(b), b_n, None
+
+
+def koopman_fit(
+    pset_or_path: ParameterSet | str | os.PathLike,
+    rank: int | None = None,
+    energy: float | None = None,
+    subset: str = "prunable",
+    scale: str = "none",
+    n_bags: int = 100,
+    device: str | torch.device | None = "auto",
+    random_state: int | None = 0,
+    *,
+    tol: float = 0.05,
+    block_elements: int | None = None,
+    shortcut: bool = True,
+    progress: bool = False,
+    **dmd_options: Any,
+) -> KoopmanDMD:
+    """Exact DMD (Koopman spectrum) of a stored flow, one streaming pass over the store.
+
+    Parameters
+    ----------
+    pset_or_path : ParameterSet or path of a flow store
+        A path is opened and closed here.
+    rank, energy : truncation (see :class:`~rganalysis.koopman.KoopmanDMD`); neither: ``T-1``,
+        lowered to the numerical rank with a :class:`~rganalysis.koopman.RankDeficiencyWarning`.
+    subset, scale : the snapshot (see :func:`snapshot_provider`).
+    n_bags : bags over snapshot pairs for the eigenvalue intervals (0: none).
+    device : where the Gram is accumulated ("auto": CUDA when available).
+    random_state : seed of the bagging.
+    tol : marginal band around the unit circle.
+    block_elements : largest block read at once (elements, default 2**25).
+    shortcut : use the exact O(T N) Gram of data-free blocks (:meth:`StoreSnapshots.gram`);
+        False sends every block through the dense O(T^2 N) path (same result, for checks and
+        benchmarks).
+    progress : progress bar over the tensors.
+    **dmd_options : passed to :class:`KoopmanDMD` (``bag_fraction``, ``rtol``, ``ci_method``, ...).
+
+    Returns
+    -------
+    KoopmanDMD
+        Fitted, with ``exponents_ = ln|lambda| / ln b`` when the flow prunes (``b`` from
+        :func:`rganalysis.analysis.flow_scale`: ``1/(1-p)`` for a computed flow, the geometric
+        mean of ``rho_n / rho_{n+1}`` for a recorded one).  Extra attributes: ``subset_``,
+        ``scale_``, ``tensor_names_`` (list), ``layer_scales_`` (dict name -> divisor), ``rate_``,
+        ``b_`` (None when the flow does not prune), ``b_n_``, ``scale_note_`` (why there are no
+        exponents, or None), ``source_`` (path or None), ``flow_name_``, ``modes_written_`` ([]).
+
+    Raises
+    ------
+    TooFewRoundsError : a single-round store (no flow).
+    RankError : ``rank`` above ``T-1`` or above the numerical rank of the snapshots.
+    InvalidParameterError : a subset that matches nothing, an unknown scale, bad options.
+    """
+    opened = not isinstance(pset_or_path, ParameterSet)
+    pset = load(pset_or_path) if opened else pset_or_path
+    try:
+        if pset.n_rounds < 2:
+            raise TooFewRoundsError(
+                f"a single-round store has no flow to analyse (T = {pset.n_rounds}): run `rganalysis flow` first"
+            )
+        dmd = KoopmanDMD(rank=rank, energy=energy, n_bags=n_bags, random_state=random_state, device=device,
+                         tol=tol, **dmd_options)
+        dmd._check_params()  # before the (long) pass
+        if rank is not None and int(rank) > pset.n_rounds - 1:
+            raise RankError(f"rank {rank} exceeds the number of snapshot pairs T-1 = {pset.n_rounds - 1}")
+        snaps = snapshot_provider(pset, subset, scale, block_elements=block_elements, progress=progress)
+        rate, b, b_n, note = _flow_b(pset)
+        res = snaps.gram(device, shortcut=shortcut)
+        dmd.fit_gram(res.gram, b=b, n_features=res.n_features, input_eps=res.input_eps)
+        dmd.subset_ = subset
+        dmd.scale_ = scale
+        dmd.tensor_names_ = list(snaps.names)
+        dmd.layer_scales_ = dict(snaps.scales)
+        dmd.rate_ = rate
+        dmd.b_ = b
+        dmd.b_n_ = b_n
+        dmd.scale_note_ = note
+        dmd.source_ = None if pset.path is None else str(pset.path)
+        dmd.flow_name_ = str(pset.attrs.get("name", ""))
+        dmd.modes_written_ = []
+        return dmd
+    finally:
+        if opened:
+            pset.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# modes into the store
+# ------------------------------------------------------------------------------------------------
+def mode_groups(path: str | os.PathLike) -> list[str]:
+    """Paths (``koopman/mode_000``, ...) of the mode groups in a flow file, sorted."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if MODES_GROUP not in f:
+            return []
+        return sorted(f"{MODES_GROUP}/{k}" for k in f[MODES_GROUP] if k.startswith(_MODE))
+
+
+def _open_rw(path: Path):
+    import h5py
+
+    try:
+        return h5py.File(path, "r+")
+    except OSError as e:
+        if "already open" in str(e):
+            raise StoreInUseError(
+                f"{path} is open read-only elsewhere in this process (close the ParameterSet first): {e}"
+            ) from None
+        raise
+
+
+def _remove_partial(path: Path) -> list[str]:
+    """Delete leftover ``koopman/partial_*`` groups (from an interrupted write); their names."""
+    with _open_rw(path) as f:
+        if MODES_GROUP not in f:
+            return []
+        g = f[MODES_GROUP]
+        stale = [k for k in g if k.startswith(_PARTIAL)]
+        for k in stale:
+            del g[k]
+        return stale
+
+
+def _mode_attrs(dmd: KoopmanDMD, i: int, pos: int) -> dict[str, Any]:
+    lam = complex(dmd.eigenvalues_[i])
+    amp = complex(dmd.amplitudes_[i])
+    out: dict[str, Any] = {
+        "index": int(pos),
+        "eigenvalue_index": int(i),
+        "eigenvalue_re": lam.real,
+        "eigenvalue_im": lam.imag,
+        "eigenvalue_abs": abs(lam),
+        "class": str(dmd.classes_[i]),
+        "amplitude_re": amp.real,
+        "amplitude_im": amp.imag,
+        "complex": int(lam.imag != 0.0),
+        "subset": str(getattr(dmd, "subset_", "")),
+        "scale": str(getattr(dmd, "scale_", "none")),
+        "units": "parameters (per-layer scales undone)",
+    }
+    if dmd.exponents_ is not None and math.isfinite(float(dmd.exponents_[i])):
+        out["exponent"] = float(dmd.exponents_[i])
+    return out
+
+
+def write_modes(
+    path: str | os.PathLike,
+    dmd: KoopmanDMD,
+    *,
+    limit: int | None = None,
+    indices: Sequence[int] | None = None,
+    dtype: str = "float32",
+    block_elements: int | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Write exact DMD modes into the flow file, one netCDF group per mode (a second streaming pass).
+
+    Mode ``j`` (the ``j``-th eigenvalue by descending ``|lambda|``) goes to group
+    ``koopman/mode_{j:03d}``: one variable per tensor under the model's name, shape and dimension
+    names, holding the real part, plus ``NAME.imag`` for the imaginary part when the eigenvalue is
+    complex (a real eigenvalue has a real mode).  Values are in parameter units: a per-layer scale
+    used by the fit is undone.  Group attributes: ``eigenvalue_re``, ``eigenvalue_im``,
+    ``eigenvalue_abs``, ``class``, ``amplitude_re``, ``amplitude_im``, ``exponent`` (when known),
+    ``index``, ``subset``, ``scale``.  ``amplitude * mode`` is that mode's component of ``x_0``
+    (PyDMD's normalisation).
+
+    Safety: groups are written as ``koopman/partial_mode_*`` and moved into place only when every
+    block is written; earlier ``mode_*`` groups (of an earlier fit) are deleted just before the
+    move, leftover ``partial_*`` groups first.  A failure leaves the earlier modes untouched.
+
+    Parameters
+    ----------
+    path : the flow store the fit read (it is opened for writing: close any ParameterSet on it)
+    dmd : a KoopmanDMD fitted by :func:`koopman_fit` on this flow
+    limit : write only the ``limit`` leading modes
+    indices : or exactly these eigenvalue positions
+    dtype : "float32" (default) or "float64" for the stored parts
+
+    Returns
+    -------
+    list of str
+        The group paths written, e.g. ``["koopman/mode_000", "koopman/mode_001"]``.
+    """
+    import h5netcdf
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    for attr in ("eigenvalues_", "subset_", "scale_", "tensor_names_"):
+        if not hasattr(dmd, attr):
+            raise InvalidParameterError("write_modes needs a KoopmanDMD fitted by koopman_fit (on a store)")
+    if dtype not in ("float32", "float64"):
+        raise InvalidParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    r = int(dmd.rank_)
+    if indices is not None and limit is not None:
+        raise InvalidParameterError("give either limit or indices, not both")
+    if indices is not None:
+        idx = [int(i) for i in indices]
+        if any(not 0 <= i < r for i in idx) or len(set(idx)) != len(idx):
+            raise InvalidParameterError(f"mode indices must be distinct and in [0, {r}), got {idx}")
+    else:
+        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+            raise InvalidParameterError(f"limit must be a positive integer, got {limit!r}")
+        idx = list(range(r if limit is None else min(int(limit), r)))
+    if not idx:
+        return []
+    np_dtype = np.float32 if dtype == "float32" else np.float64
+    tdtype = torch.complex64 if dtype == "float32" else torch.complex128
+
+    _remove_partial(path)
+    partial = [f"{_PARTIAL}{_MODE}{j:03d}" for j in range(len(idx))]
+    ok = False
+    try:
+        with h5netcdf.File(path, "r+") as nf:
+            with load(path) as pset:
+                snaps = snapshot_provider(pset, dmd.subset_, dmd.scale_, block_elements=block_elements,
+                                          progress=progress)
+                if snaps.names != list(dmd.tensor_names_) or pset.n_rounds != dmd.n_snapshots_:
+                    raise InvalidParameterError(
+                        f"{path} is not the flow this fit was made on (tensors or number of rounds differ)"
+                    )
+                root = nf[MODES_GROUP] if MODES_GROUP in nf.groups else nf.create_group(MODES_GROUP)
+                groups, variables = [], []
+                for pos, (name_g, i) in enumerate(zip(partial, idx, strict=True)):
+                    g = root.create_group(name_g)
+                    for k, v in _mode_attrs(dmd, i, pos).items():
+                        g.attrs[k] = v
+                    is_complex = dmd.eigenvalues_[i].imag != 0.0
+                    vs: dict[str, tuple[Any, Any]] = {}
+                    for name in snaps.names:
+                        info = pset.info[name]
+                        for d, s in zip(info.dims, info.shape, strict=True):
+                            if d not in g.dimensions:
+                                g.dimensions[d] = s
+                        re_v = g.create_variable(name, info.dims, dtype=np_dtype)
+                        im_v = g.create_variable(f"{name}.imag", info.dims, dtype=np_dtype) if is_complex else None
+                        vs[name] = (re_v, im_v)
+                    groups.append(g)
+                    variables.append(vs)
+                specs = iter(snaps.specs)
+                for phi in dmd.modes(snaps.float64(), indices=idx, dtype=tdtype):
+                    spec = next(specs)
+                    s = snaps.scale_of(spec.name)
+                    phi = phi.cpu()
+                    if s != 1.0:
+                        phi = phi * s
+                    re = phi.real.numpy()
+                    im = phi.imag.numpy()
+                    full = not spec.shape or (spec.row_start == 0
+                                              and spec.row_stop == pset.info[spec.name].shape[0])
+                    sel = (...,) if full else (slice(spec.row_start, spec.row_stop),)
+                    for j in range(len(idx)):
+                        re_v, im_v = variables[j][spec.name]
+                        re_v[sel] = re[:, j].reshape(spec.shape).astype(np_dtype, copy=False)
+                        if im_v is not None:
+                            im_v[sel] = im[:, j].reshape(spec.shape).astype(np_dtype, copy=False)
+        ok = True
+    finally:
+        if not ok:
+            _remove_partial(path)
+    final = [f"{_MODE}{j:03d}" for j in range(len(idx))]
+    with _open_rw(path) as f:
+        g = f[MODES_GROUP]
+        for k in [k for k in g if k.startswith(_MODE)]:
+            del g[k]
+        for a, b in zip(partial, final, strict=True):
+            g.move(a, b)
+        g.attrs["modes"] = json.dumps(final)
+        g.attrs["summary"] = json.dumps(koopman_json(dmd, modes=[f"{MODES_GROUP}/{b}" for b in final]),
+                                        allow_nan=False)
+    written = [f"{MODES_GROUP}/{b}" for b in final]
+    dmd.modes_written_ = written
+    return written
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON and text
+# ------------------------------------------------------------------------------------------------
+def koopman_json(dmd: KoopmanDMD, modes: Sequence[str] | None = None) -> dict[str, Any]:
+    """The JSON of ``rganalysis koopman``: :meth:`KoopmanDMD.to_json` plus where it comes from.
+
+    Keys of ``to_json`` (``snapshots``, ``features``, ``rank``, ``numerical_rank``,
+    ``singular_values``, ``tol``, ``ci_method``, ``n_bags_used``, ``scale_factor``, ``eigenvalues``
+    with ``re, im, abs, class, ci_low, ci_high[, exponent]``, ``amplitudes``) and ``flow`` (path),
+    ``name``, ``subset``, ``scale``, ``tensors`` (count), ``rate``, ``b``, ``b_n``, ``scale_note``,
+    ``modes`` (group paths written into the flow file, [] if none).
+    """
+    j = dmd.to_json()
+
+    def num(x: float | None) -> float | None:
+        return None if x is None or not math.isfinite(float(x)) else float(x)
+
+    j.update({
+        "flow": getattr(dmd, "source_", None),
+        "name": getattr(dmd, "flow_name_", ""),
+        "subset": getattr(dmd, "subset_", None),
+        "scale": getattr(dmd, "scale_", None),
+        "tensors": len(getattr(dmd, "tensor_names_", [])),
+        "rate": num(getattr(dmd, "rate_", None)),
+        "b": num(getattr(dmd, "b_", None)),
+        "b_n": [num(x) for x in getattr(dmd, "b_n_", [])],
+        "scale_note": getattr(dmd, "scale_note_", None),
+        "modes": list(modes if modes is not None else getattr(dmd, "modes_written_", [])),
+    })
+    return j
+
+
+def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
+    """Readable spectrum table of a :func:`koopman_json` result."""
+    head = (f"{j.get('flow') or j.get('name') or 'flow'}: {j['snapshots']} snapshots of "
+            f"{j['features']:,} parameters ({j['tensors']} tensors, subset {j['subset']}, scale {j['scale']})")
+    b = j.get("b")
+    lines = [
+        head,
+        f"  rank {j['rank']} (numerical rank {j['numerical_rank']}), "
+        + (f"b = {b:.4f}" + (f" (rate {j['rate']:.4g})" if j.get("rate") is not None else "")
+           if b is not None else (j.get("scale_note") or "no scale factor")),
+        "  singular values of X: " + " ".join(f"{s:.4g}" for s in j["singular_values"]),
+        f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'class':<10} "
+        f"{'95% CI of |lambda|':>20} {'|amplitude|':>12}",
+    ]
+    for i, e in enumerate(j["eigenvalues"][:max_rows]):
+        ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+        if "exponent" not in e:
+            y = "-"
+        else:
+            y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
+        amp = j["amplitudes"][i]["abs"]
+        lines.append(f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  {e['class']:<10} "
+                     f"{ci:>20} {amp:>12.4g}")
+    if len(j["eigenvalues"]) > max_rows:
+        lines.append(f"  ... {len(j['eigenvalues']) - max_rows} more eigenvalues (all in --json)")
+    if j.get("n_bags_used", 0) == 0:
+        lines.append("  (no bagging: no confidence intervals)")
+    if j.get("modes"):
+        lines.append(f"  modes written: {', '.join(j['modes'])}")
+    return "\n".join(lines)
+

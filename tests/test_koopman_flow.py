@@ -1,0 +1,404 @@
+"""Koopman / DMD of stored flows (rganalysis.koopman_flow, `rganalysis koopman`).
+
+Cross-checks: a flow built from a known linear map over a ResNet-18's weights, written as an IMP
+ticket series and ingested, gives back its eigenvalues and modes; a data-free IMP flow from the
+store gives PyDMD's exact-DMD eigenvalues; the shortcut Gram of data-free flows equals the dense one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from pydmd import DMD
+
+import rganalysis
+from rganalysis.checkpoint import make_parameter_set
+from rganalysis.cli import main
+from rganalysis.errors import InvalidParameterError, RankError, TooFewRoundsError
+from rganalysis.flow import compute_flow
+from rganalysis.koopman import KoopmanDMD, RankDeficiencyWarning, snapshot_gram
+from rganalysis.koopman_flow import (
+    StoreInUseError,
+    _alive_rounds,
+    format_koopman,
+    koopman_fit,
+    koopman_json,
+    mode_groups,
+    select_names,
+    snapshot_provider,
+    write_modes,
+)
+from rganalysis.spectra import match_eigenvalues
+from rganalysis.store import ParameterSet, RoundData
+
+# theta_n = sum_k lambda_k^n v_k: three real eigenvalues and a complex pair
+REAL = (0.9, 0.7, 0.5)
+PAIR = 0.8 * np.exp(0.6j)
+TRUE = np.array([0.9, PAIR, np.conj(PAIR), 0.7, 0.5])
+T_SERIES = 7
+
+
+def _coefficients(T: int) -> np.ndarray:
+    """(T, 5): x_n = sum_k c[n, k] v_k with v_0..v_2 real modes and v_3 + i v_4 the complex one."""
+    n = np.arange(T)
+    p = PAIR**n
+    return np.stack([REAL[0] ** n, REAL[1] ** n, REAL[2] ** n, 2 * p.real, -2 * p.imag], axis=1)
+
+
+def _rel_err(found: np.ndarray, true: np.ndarray) -> np.ndarray:
+    found = np.asarray(found)
+    return np.abs(found[match_eigenvalues(true, found)] - true) / np.abs(true)
+
+
+# ------------------------------------------------------------------------------------------------
+# the known linear map over ResNet-18, as a published IMP ticket series
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def series(tmp_path_factory, resnet18_sd):
+    """T = 7 states ``{k}model_SA_best.pth.tar`` of ResNet-18: every conv / linear weight follows
+    theta_n = sum_k c[n, k] v_k with v_0 = the initial weights; states k >= 1 hold
+    ``weight_orig`` + all-ones ``weight_mask`` for every conv but the stem (the published layout)."""
+    from rganalysis.adapters import ingest
+
+    d = tmp_path_factory.mktemp("ticket_series")
+    sd = resnet18_sd
+    coef = torch.from_numpy(_coefficients(T_SERIES))  # float64: float32 powers would not be a power law
+    g = torch.Generator().manual_seed(1)
+    lin = [k for k, v in sd.items() if k.endswith(".weight") and v.dim() in (2, 4)]
+    masked = [k for k in lin if v_is_conv(k, sd) and k != "conv1.weight"]
+    comps: dict[str, torch.Tensor] = {}
+    states: list[dict[str, torch.Tensor]] = [{} for _ in range(T_SERIES)]
+    for key, v in sd.items():
+        if key not in lin:
+            for st in states:
+                st["module." + key] = v
+            continue
+        s = float(v.std())
+        c = torch.stack([v] + [torch.randn(v.shape, generator=g) * s for _ in range(4)])  # (5, *shape)
+        comps[key] = c
+        c64 = c.reshape(5, -1).double()
+        for k in range(T_SERIES):
+            x = (coef[k] @ c64).float().reshape(v.shape)
+            if k > 0 and key in masked:
+                base = "module." + key.removesuffix("weight")
+                states[k][base + "weight_orig"] = x
+                states[k][base + "weight_mask"] = torch.ones_like(v)
+            else:
+                states[k]["module." + key] = x
+    init = {"module." + k: v for k, v in sd.items()}
+    for k in range(T_SERIES):
+        torch.save({"state": k, "state_dict": states[k], "init_weight": init, "epoch": 30 + k,
+                    "best_sa": 90.0 - k, "result": {"test_ta": [40.0 + k]},
+                    "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0]}]},
+                    "scheduler": {"milestones": {"91": 1}, "last_epoch": 30 + k}},
+                   d / f"{k}model_SA_best.pth.tar")
+    pset = ingest(d)
+    path = d / "series.h5"
+    pset.save(path, progress=False)
+    del states
+    return {"path": path, "pset": pset, "comps": comps, "masked": masked, "lin": lin}
+
+
+def v_is_conv(key: str, sd: dict) -> bool:
+    return sd[key].dim() == 4
+
+
+def test_ticket_series_gives_back_the_linear_map(series):
+    pset = rganalysis.load(series["path"])
+    assert pset.flow_attrs["layout"] == "imp-ticket-series" and pset.n_rounds == T_SERIES
+    assert pset.pruned_names() == series["masked"]  # 19 convs (the stem and fc are not masked)
+    with pytest.warns(RankDeficiencyWarning, match="numerical rank 5"):
+        dmd = koopman_fit(pset, n_bags=50)
+    pset.close()
+    assert dmd.rank_ == 5 and dmd.numerical_rank_ == 5
+    assert dmd.n_features_ == sum(series["comps"][k][0].numel() for k in series["masked"])
+    assert _rel_err(dmd.eigenvalues_, TRUE).max() < 1e-6
+    # the sixth singular value is float32 rounding, far below the fifth
+    assert dmd.singular_values_[5] < 1e-6 * dmd.singular_values_[0] < dmd.singular_values_[4]
+    # exact data: every bag finds the same eigenvalues, so the intervals are tight around them
+    assert dmd.n_bags_used_ == 50
+    assert np.all(dmd.eigenvalue_ci_[:, 1] - dmd.eigenvalue_ci_[:, 0] < 1e-5)
+    assert np.all(np.abs(dmd.eigenvalues_) >= dmd.eigenvalue_ci_[:, 0] - 1e-12)
+    assert list(dmd.classes_) == ["irrelevant"] * 5
+    # no pruning (all-ones masks): no scale factor, no exponents, said so
+    assert dmd.exponents_ is None and dmd.b_ is None and "does not prune" in dmd.scale_note_
+    # the store is read tensor by tensor through the generic (dense) path: weights change every round
+    snaps = snapshot_provider(series["pset"], "conv1.weight,layer1.*conv*")
+    g = snaps.gram("cpu")
+    assert snaps.n_structured_ == 0
+    z = np.concatenate([np.concatenate([
+        (series["pset"].tensor(n, r) * series["pset"].mask(n, r)).double().reshape(1, -1) for r in range(T_SERIES)])
+        for n in snaps.names], axis=1)
+    np.testing.assert_allclose(g.gram, z @ z.T, rtol=1e-12)
+
+
+def test_in_memory_and_layer_std_scaling(series):
+    """The ingested (in-memory) set gives what the file gives; a fixed per-layer scale keeps the
+    eigenvalues of a linear flow and changes its singular values."""
+    subset = "layer2.*conv*.weight,fc.weight"
+    a = koopman_fit(series["path"], rank=5, subset=subset, n_bags=0)
+    b = koopman_fit(series["pset"], rank=5, subset=subset, n_bags=0)
+    np.testing.assert_allclose(a.eigenvalues_, b.eigenvalues_, rtol=1e-12)
+    assert a.tensor_names_ == [k for k in series["lin"] if k.startswith("layer2.") and "conv" in k] + ["fc.weight"]
+    c = koopman_fit(series["path"], rank=5, subset=subset, scale="layer-std", n_bags=0)
+    assert _rel_err(c.eigenvalues_, TRUE).max() < 1e-6
+    assert not np.allclose(c.singular_values_, a.singular_values_, rtol=1e-3)
+    assert a.layer_scales_["fc.weight"] == 1.0
+    w = series["pset"].tensor("fc.weight", 0).double()  # theta_0 = v_0 + v_1 + v_2 + 2 v_3, fixed
+    assert c.layer_scales_["fc.weight"] == pytest.approx(float(w.std(unbiased=False)), rel=1e-12)
+
+
+def test_subsets(series):
+    """``all`` adds the constant tensors (batch norm, biases): eigenvalue 1; globs select by name."""
+    pset = series["pset"]
+    names = select_names(pset, "all")
+    assert "bn1.running_var" in names and "layer1.0.bn1.num_batches_tracked" not in names  # int64 skipped
+    dmd = koopman_fit(series["path"], rank=6, subset="all", n_bags=0)
+    assert dmd.n_features_ == sum(pset.info[n].numel for n in names)
+    # rank 6 = T-1: the fit is exactly determined, so the float32 rounding of the stored weights
+    # enters undamped (~5e-6 here; 1e-9 with one snapshot pair to spare, as in the first test)
+    assert _rel_err(dmd.eigenvalues_, np.r_[1.0, TRUE]).max() < 3e-5
+    assert select_names(pset, "layer4.1.conv2.weight, fc.*") == ["layer4.1.conv2.weight", "fc.weight", "fc.bias"]
+    with pytest.raises(InvalidParameterError, match="matches no floating-point tensor"):
+        select_names(pset, "decoder.*")
+    with pytest.raises(InvalidParameterError, match="matches no"):
+        koopman_fit(series["path"], subset="layer9.*")
+    with pytest.raises(InvalidParameterError, match="scale"):
+        koopman_fit(series["path"], scale="global-std")
+
+
+def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
+    path = series["path"]  # modes go into the flow file itself (loading it ignores /koopman)
+    out = tmp_path / "k.json"
+    assert main(["koopman", str(path), "--rank", "5", "--modes-limit", "2", "--bags", "20",
+                 "--json", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "7 snapshots of" in text and "rank 5 (numerical rank 5)" in text and "0.90000" in text
+    j = json.loads(out.read_text())
+    assert j["snapshots"] == T_SERIES and j["rank"] == 5 and len(j["singular_values"]) == T_SERIES - 1
+    assert j["subset"] == "prunable" and j["tensors"] == 19 and j["b"] is None
+    assert set(j["eigenvalues"][0]) == {"re", "im", "abs", "class", "ci_low", "ci_high"}  # no b: no exponent
+    assert [round(e["abs"], 6) for e in j["eigenvalues"]] == [0.9, 0.8, 0.8, 0.7, 0.5]
+    assert j["eigenvalues"][1]["im"] > 0 and j["eigenvalues"][2]["im"] == -j["eigenvalues"][1]["im"]
+    assert len(j["amplitudes"]) == 5 and j["modes"] == ["koopman/mode_000", "koopman/mode_001"]
+    assert mode_groups(path) == j["modes"]
+
+    # modes: amplitude * mode is the component of x_0 -- v_0 (the initial weights) for lambda = 0.9,
+    # v_3 + i v_4 for the pair 0.8 e^{+0.6i}; written under the model's names, shapes and dimensions
+    comps = series["comps"]
+    m0 = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_000")
+    m1 = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_001")
+    assert sorted(m0.data_vars) == sorted(series["masked"])  # a real eigenvalue: no imaginary parts
+    assert m0.attrs["eigenvalue_re"] == pytest.approx(0.9, rel=1e-6) and m0.attrs["class"] == "irrelevant"
+    assert m1.attrs["eigenvalue_im"] > 0 and "layer3.1.conv2.weight.imag" in m1.data_vars
+    a0 = complex(m0.attrs["amplitude_re"], m0.attrs["amplitude_im"])
+    a1 = complex(m1.attrs["amplitude_re"], m1.attrs["amplitude_im"])
+    with rganalysis.load(path) as p:
+        dims = {n: p.info[n].dims for n in p.names}
+    for name in ("layer1.0.conv1.weight", "layer4.1.conv2.weight"):
+        assert m0[name].dims == tuple(dims[name])
+        v0 = comps[name][0].double().numpy()
+        got0 = (a0 * m0[name].values.astype(np.complex128)).real
+        assert np.abs(got0 - v0).max() < 1e-5 * np.abs(v0).max()
+        u = comps[name][3].double().numpy() + 1j * comps[name][4].double().numpy()
+        got1 = a1 * (m1[name].values + 1j * m1[f"{name}.imag"].values)
+        assert np.abs(got1 - u).max() < 1e-5 * np.abs(u).max()
+    m0.close()
+    m1.close()
+    with h5py.File(path, "r") as f:
+        assert not [k for k in f["koopman"] if k.startswith("partial_")]
+        assert json.loads(f["koopman"].attrs["summary"])["rank"] == 5
+    # the store still loads as before
+    with rganalysis.load(path) as p:
+        assert p.n_rounds == T_SERIES and p.pruned_names() == series["masked"]
+
+
+# ------------------------------------------------------------------------------------------------
+# small stores
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def imp_flow(tmp_path_factory) -> dict:
+    """A data-free global IMP flow (9 rounds at rate 0.2) of three Gaussian layers, as a store."""
+    d = tmp_path_factory.mktemp("imp_flow")
+    g = torch.Generator().manual_seed(0)
+    sd = {"a.weight": torch.randn(60, 40, generator=g), "a.bias": torch.zeros(60),
+          "b.weight": torch.randn(30, 60, generator=g) * 0.5, "c.weight": torch.randn(10, 30, generator=g) * 2.0}
+    torch.save(sd, d / "gauss.pt")
+    assert main(["ingest", str(d / "gauss.pt"), "-o", str(d / "gauss.h5"), "-q"]) == 0
+    with rganalysis.load(d / "gauss.h5") as p:
+        compute_flow(p, 9, 0.2, device="cpu", progress=False).save(d / "flow.h5", progress=False)
+    return {"dir": d, "path": d / "flow.h5", "model": d / "gauss.h5"}
+
+
+def _dense_snapshots(pset: ParameterSet, names: list[str]) -> np.ndarray:
+    """(T, N) float64 snapshot matrix, built naively (small sets only)."""
+    return np.stack([np.concatenate([(pset.tensor(n, r) * pset.mask(n, r)).double().reshape(-1).numpy()
+                                     for n in names]) for r in range(pset.n_rounds)])
+
+
+def test_imp_flow_matches_pydmd_through_the_store(imp_flow):
+    with rganalysis.load(imp_flow["path"]) as pset:
+        z = _dense_snapshots(pset, pset.pruned_names())
+        snaps = snapshot_provider(pset)
+        g = snaps.gram("cpu")
+        assert snaps.n_structured_ == 3  # data-free, nested masks: the shortcut Gram
+        np.testing.assert_allclose(g.gram, z @ z.T, rtol=1e-13)
+        np.testing.assert_allclose(g.gram, snapshot_gram(snaps, device="cpu").gram, rtol=1e-13)
+        dmd = koopman_fit(pset, rank=4, n_bags=30)
+    ref = DMD(svd_rank=4, exact=True)
+    ref.fit(z.T)
+    assert _rel_err(dmd.eigenvalues_, ref.eigs).max() < 1e-6
+    # the flow as compute_flow returns it (in memory, masks derived lazily) gives the same fit
+    with rganalysis.load(imp_flow["model"]) as model:
+        mem = koopman_fit(compute_flow(model, 9, 0.2, device="cpu", progress=False), rank=4, n_bags=0)
+    np.testing.assert_allclose(mem.eigenvalues_, dmd.eigenvalues_, rtol=1e-12)
+    # exponents with the flow's b = 1/(1-p)
+    assert dmd.b_ == pytest.approx(1.25) and dmd.rate_ == pytest.approx(0.2)
+    np.testing.assert_allclose(dmd.exponents_, np.log(np.abs(dmd.eigenvalues_)) / np.log(1.25), rtol=1e-12)
+    j = koopman_json(dmd)
+    assert all("exponent" in e for e in j["eigenvalues"]) and len(j["b_n"]) == 9
+    assert "b = 1.2500 (rate 0.2)" in format_koopman(j)
+    json.dumps(j, allow_nan=False)
+
+
+def test_slabs_give_the_same_gram_and_modes(imp_flow, tmp_path):
+    path = tmp_path / "flow.h5"
+    shutil.copy(imp_flow["path"], path)
+    whole = koopman_fit(path, rank=3, n_bags=0, scale="layer-std")
+    sliced = koopman_fit(path, rank=3, n_bags=0, scale="layer-std", block_elements=10 * 7)
+    np.testing.assert_allclose(sliced.gram_, whole.gram_, rtol=1e-13)
+    with rganalysis.load(path) as p:
+        assert len(snapshot_provider(p, block_elements=10 * 7).specs) == 60 + 30 + 10  # one row per slab
+        z = _dense_snapshots(p, p.pruned_names())
+    assert whole.tensor_names_ == ["a.weight", "b.weight", "c.weight"]
+    write_modes(path, whole)
+    with xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_001") as ds:
+        ref = {k: v.values.copy() for k, v in ds.items()}
+    write_modes(path, sliced, block_elements=10 * 7, dtype="float64")
+    with xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_001") as ds:
+        assert ds["a.weight"].dtype == np.float64
+        for k, v in ref.items():
+            np.testing.assert_allclose(ds[k].values, v, rtol=1e-5, atol=1e-6 * np.abs(v).max())
+        got = np.concatenate([ds[n].values.reshape(-1) for n in whole.tensor_names_]).astype(np.complex128)
+        if whole.eigenvalues_[1].imag != 0:
+            got += 1j * np.concatenate([ds[f"{n}.imag"].values.reshape(-1) for n in whole.tensor_names_])
+    # modes in parameter units (the per-layer scale undone): Phi = D (Z/D)^T coef for the scaled fit
+    sizes = [int(np.prod(ref[n].shape)) for n in whole.tensor_names_]
+    scales = np.concatenate([np.full(k, whole.layer_scales_[n]) for k, n in zip(sizes, whole.tensor_names_, strict=True)])
+    phi = ((z / scales).T @ whole.mode_coef_[:, 1]) * scales
+    np.testing.assert_allclose(got, phi, rtol=1e-9, atol=1e-12 * np.abs(phi).max())
+
+
+def test_modes_are_written_safely(imp_flow, tmp_path, monkeypatch):
+    path = tmp_path / "flow.h5"
+    shutil.copy(imp_flow["path"], path)
+    dmd = koopman_fit(path, rank=4, n_bags=0)
+    with h5py.File(path, "r+") as f:  # a leftover of an interrupted write
+        f.create_group("koopman/partial_mode_007")
+    assert write_modes(path, dmd, limit=2) == ["koopman/mode_000", "koopman/mode_001"]
+    assert mode_groups(path) == ["koopman/mode_000", "koopman/mode_001"]
+    with h5py.File(path, "r") as f:
+        assert sorted(f["koopman"]) == ["mode_000", "mode_001"]
+        before = f["koopman/mode_000/a.weight"][()]
+
+    # a failure half-way leaves the earlier modes as they were and no partial group
+    calls = {"n": 0}
+    real_modes = KoopmanDMD.modes
+
+    def failing(self, *a, **k):
+        for blk in real_modes(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("disk full")
+            yield blk
+
+    monkeypatch.setattr(KoopmanDMD, "modes", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_modes(path, dmd)
+    monkeypatch.undo()
+    with h5py.File(path, "r") as f:
+        assert sorted(f["koopman"]) == ["mode_000", "mode_001"]
+        np.testing.assert_array_equal(f["koopman/mode_000/a.weight"][()], before)
+
+    # a new write replaces every earlier mode group
+    assert write_modes(path, dmd, indices=[3]) == ["koopman/mode_000"]
+    ds = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_000")
+    assert ds.attrs["eigenvalue_index"] == 3 and ds.attrs["eigenvalue_abs"] == pytest.approx(abs(dmd.eigenvalues_[3]))
+    ds.close()
+    assert mode_groups(path) == ["koopman/mode_000"]
+    # the file open read-only elsewhere in this process: a named error, nothing written
+    with rganalysis.load(path):
+        with pytest.raises(StoreInUseError, match="close the ParameterSet"):
+            write_modes(path, dmd)
+    with pytest.raises(InvalidParameterError, match="fitted by koopman_fit"):
+        write_modes(path, KoopmanDMD(rank=2).fit(np.random.default_rng(0).standard_normal((5, 20))))
+
+
+def _linear_flow(T: int, n_comp: int) -> ParameterSet:
+    """A recorded flow of T rounds whose two layers follow n_comp real modes (no masks)."""
+    rng = np.random.default_rng(3)
+    lam = np.array([0.95, 0.6, 0.3][:n_comp])
+    shapes = {"l1.weight": (12, 8), "l1.bias": (12,), "l2.weight": (5, 12)}
+    v = {k: rng.standard_normal((n_comp, *s)) for k, s in shapes.items()}
+    rounds = [RoundData({k: torch.from_numpy(np.tensordot(lam**n, v[k], axes=1)) for k in shapes})
+              for n in range(T)]
+    return make_parameter_set(rounds, adapter="generic", architecture="generic", sources=[])
+
+
+def test_rank_errors_and_warnings(imp_flow, tmp_path):
+    pset = _linear_flow(6, 2)  # float64 weights: numerical rank 2
+    with pytest.raises(RankError, match="exceeds the numerical rank 2"):
+        koopman_fit(pset, rank=3)
+    with pytest.raises(RankError, match="T-1 = 5"):
+        koopman_fit(pset, rank=6)
+    with pytest.warns(RankDeficiencyWarning, match="rank-deficient flow"):
+        dmd = koopman_fit(pset, n_bags=10)
+    assert dmd.rank_ == 2 and _rel_err(dmd.eigenvalues_, np.array([0.95, 0.6])).max() < 1e-9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = koopman_fit(pset, energy=0.999, n_bags=0)
+    assert e.rank_ <= 2
+    with pytest.raises(InvalidParameterError, match="either rank or energy"):
+        koopman_fit(pset, rank=1, energy=0.9)
+    # a plain model: one round, no flow
+    with pytest.raises(TooFewRoundsError, match="single-round"):
+        koopman_fit(imp_flow["model"])
+
+
+def test_alive_rounds_and_unnested_masks():
+    rng = np.random.default_rng(0)
+    for n in (64, 13):  # the 64-bit word path and the byte path
+        d = rng.integers(0, 6, n)
+        m = (np.arange(5)[:, None] < d[None, :]).astype(np.uint8)
+        np.testing.assert_array_equal(_alive_rounds(m), d)
+        m[3, 0], m[2, 0] = 1, 0  # weight 0 revived at round 3
+        assert _alive_rounds(m) is None
+    # a set with masks that are not nested (as some recorded flows are) takes the dense path
+    info_set = _linear_flow(5, 2)
+    masks = {"l1.weight": [torch.from_numpy(rng.random((12, 8)) < 0.6) for _ in range(5)]}
+    p = ParameterSet(info_set.info, info_set._weights, masks, n_rounds=5, validate=False)
+    snaps = snapshot_provider(p, "all")
+    g = snaps.gram("cpu").gram
+    z = _dense_snapshots(p, snaps.names)
+    np.testing.assert_allclose(g, z @ z.T, rtol=1e-13)
+
+
+def test_cli_named_errors(imp_flow, capsys):
+    assert main(["koopman", str(imp_flow["model"]), "-q"]) == 2
+    assert "[TooFewRoundsError]" in capsys.readouterr().err
+    assert main(["koopman", str(imp_flow["path"]), "--rank", "10", "-q"]) == 2
+    assert "[RankError]" in capsys.readouterr().err
+    assert main(["koopman", str(imp_flow["path"]), "--subset", "nothing.*", "-q"]) == 2
+    assert "[InvalidParameterError]" in capsys.readouterr().err
+    assert main(["koopman", str(imp_flow["path"]), "--modes-limit", "0", "-q"]) == 2
+    assert main(["koopman", str(imp_flow["dir"] / "missing.h5"), "-q"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["koopman", str(imp_flow["path"]), "--rank", "2", "--energy", "0.9"])

@@ -27,7 +27,7 @@ maps every element to a bin with a few in-place integer ops on a reusable chunk 
     bin = clamp((key - prefix) >> shift, -1, 2**16) + 1      # times the mask: pruned -> bin 0
 
 so bins 1..2**16 count the survivors whose higher digits equal ``prefix`` and everything else falls
-in the two end bins (no boolean indexing, no gather):
+in the two end bins (no boolean indexing):
 
 1. the high 16 bits of every survivor (which also counts the survivors) pick the digit holding the
    ``k``-th key;
@@ -56,7 +56,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -285,7 +285,7 @@ def _select(
 
 @dataclass
 class _Plan:
-    """Flattened inputs, their chunking and the work buffers of one selection."""
+    """Flattened inputs and their chunking, for one selection."""
 
     weights: list[torch.Tensor]  # 1-D views (copies only where a layer cannot be viewed flat)
     masks: list[torch.Tensor]  # 1-D contiguous bool
@@ -293,6 +293,13 @@ class _Plan:
     chunks: list[Chunk]  # in (layer, start) order
     wide: bool  # 64-bit keys (some layer is float64)
     buf_len: int  # longest chunk
+    spaces: list[_Workspace] = field(default_factory=list)  # one per concurrent group, kept across passes
+
+    def workspace(self, g: int) -> _Workspace:
+        """Buffers of group ``g`` (reused by every pass of this selection)."""
+        while len(self.spaces) <= g:
+            self.spaces.append(_Workspace(self.buf_len, self.weights[0].device, self.wide))
+        return self.spaces[g]
 
     @classmethod
     def make(
@@ -318,7 +325,7 @@ class _Plan:
 
 
 class _Workspace:
-    """Reusable chunk buffers (no allocation per chunk)."""
+    """Chunk buffers of one worker for one pass (no allocation per chunk)."""
 
     def __init__(self, n: int, device: torch.device, wide: bool):
         self.n, self.device, self.wide = -(-n // 8) * 8, device, wide  # multiple of 8: int64 views
@@ -460,8 +467,8 @@ def _write_masks(plan: _Plan, threshold: int, ties: int, n_equal: int, out: list
     if ties == n_equal:  # all ties go: "key > T" is the whole rule and the chunks are independent
         _run(plan, partial(_write_gt, plan, threshold=threshold, out=out))
         return
-    ws = _Workspace(plan.buf_len, plan.weights[0].device, plan.wide)
-    left = ties  # ties still to remove, walking the chunks in order  # ties still to remove walking in order (0: "key > T" only)
+    ws = plan.workspace(0)
+    left = ties  # ties still to remove, walking the chunks in order
     for i, s, n in plan.chunks:
         k = ws.keys(plan.weights[i][s : s + n])
         m = plan.masks[i][s : s + n].view(torch.uint8)
@@ -536,13 +543,12 @@ def _run(plan: _Plan, fn: Callable[[list[Chunk], _Workspace], object]) -> list:
     workers = min(torch.get_num_threads(), len(plan.chunks)) if device.type == "cpu" else 1
     pool = _pool(workers) if workers > 1 else None
     if pool is None:
-        return [fn(plan.chunks, _Workspace(plan.buf_len, device, plan.wide))]
+        return [fn(plan.chunks, plan.workspace(0))]
     total = sum(c[2] for c in plan.chunks)
     groups: list[list[Chunk]] = [[] for _ in range(workers)]
     done = 0
     for c in plan.chunks:
         groups[min(workers - 1, (2 * done + c[2]) * workers // (2 * total))].append(c)
         done += c[2]
-    return list(
-        pool.map(lambda g: fn(g, _Workspace(plan.buf_len, device, plan.wide)), [g for g in groups if g])
-    )
+    spaces = [plan.workspace(g) for g in range(workers)]  # created here, not in the threads
+    return list(pool.map(fn, [g for g in groups if g], [w for g, w in zip(groups, spaces, strict=True) if g]))

@@ -301,3 +301,17 @@ def test_nothing_to_remove_gives_fresh_equal_masks():
     m = torch.tensor([True, False, False, False])
     new = coarse_grain(State({"w": torch.ones(4)}, {"w": m}), 0.4)  # round(0.4) = 0
     assert torch.equal(new.masks["w"], m) and new.masks["w"] is not m
+
+
+def test_many_exact_zeros_take_the_histogram_path_and_go_in_flat_order():
+    # 210,000 exact zeros in a 300,000-weight layer: the threshold bucket is too big to gather
+    gen = torch.Generator().manual_seed(11)
+    w = torch.randn(300_000, generator=gen)
+    zeros = torch.randperm(300_000, generator=gen)[:210_000]
+    w[zeros] = 0.0
+    w[zeros[:1000]] = -0.0
+    assert 210_000 > cg.GATHER_MIN and 210_000 > 300_000 // cg.GATHER_FRACTION
+    out = remove_smallest([w], [torch.ones(300_000, dtype=torch.bool)], 150_000)[0]
+    expect = torch.ones(300_000, dtype=torch.bool)
+    expect[torch.sort(zeros).values[:150_000]] = False  # the first 150,000 zeros in flat order
+    assert torch.equal(out, expect)

@@ -59,6 +59,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
 import torch
 
 from rganalysis.errors import (
@@ -289,7 +290,7 @@ class _Plan:
 
     weights: list[torch.Tensor]  # 1-D views (copies only where a layer cannot be viewed flat)
     masks: list[torch.Tensor]  # 1-D contiguous bool
-    full: list[bool]  # mask all True: skip the masking ops
+    full: dict[tuple[int, int], bool]  # (layer, start) -> chunk's mask all True (set by the first pass)
     chunks: list[Chunk]  # in (layer, start) order
     wide: bool  # 64-bit keys (some layer is float64)
     buf_len: int  # longest chunk
@@ -313,7 +314,7 @@ class _Plan:
         return cls(
             [w.reshape(-1) for w in weights],
             flat_masks,
-            [m.numel() == 0 or bool(m.view(torch.uint8).amin() == 1) for m in flat_masks],
+            {},
             [
                 (i, s, min(chunk_size, w.numel() - s))
                 for i, w in enumerate(weights)
@@ -372,21 +373,22 @@ def _check_mask(name: str, w: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def _pick(hist: torch.Tensor, r: int) -> tuple[int, int]:
+def _pick(hist: np.ndarray, r: int) -> tuple[int, int]:
     """Digit (bin of ``hist``) holding the ``r``-th (1-based) smallest key, and ``r`` within it."""
-    cum = hist.cpu().cumsum(0)
-    d = int(torch.searchsorted(cum, torch.tensor([r], dtype=cum.dtype)).item())
+    cum = np.cumsum(hist)
+    d = int(np.searchsorted(cum, r))
     below = int(cum[d - 1]) if d > 0 else 0
     return d, r - below
 
 
-def _histogram(plan: _Plan, shift: int, prefix: int | None) -> torch.Tensor:
+def _histogram(plan: _Plan, shift: int, prefix: int | None) -> np.ndarray:
     """Counts of the survivors' digit at ``shift`` (16 bits; 15 for the top digit, whose sign bit is
     clear), in bin ``1 + digit``.  With ``prefix``: only survivors whose bits above ``shift + 16``
     equal ``prefix``'s; the others land in bin 0 or the last bin (2**16 + 1).  Bin 0 also takes
     the pruned entries."""
     nbins = (1 << (_DIGIT - 1)) + 1 if prefix is None else (1 << _DIGIT) + 2
-    return sum(_run(plan, partial(_histogram_part, plan, shift=shift, prefix=prefix, nbins=nbins)))
+    parts = _run(plan, partial(_histogram_part, plan, shift=shift, prefix=prefix, nbins=nbins))
+    return np.sum([h.cpu().numpy() for h in parts], axis=0)  # numpy: no torch thread team here
 
 
 def _histogram_part(
@@ -394,17 +396,21 @@ def _histogram_part(
 ) -> torch.Tensor:
     hist = torch.zeros(nbins, dtype=torch.int64, device=ws.device)
     for i, s, n in chunks:
+        m = plan.masks[i][s : s + n].view(torch.uint8)
+        if prefix is None:  # the first pass: note which chunks have no pruned entry
+            plan.full[(i, s)] = bool(m.amin() == 1)
+        full = plan.full[(i, s)]
         b = ws.keys(plan.weights[i][s : s + n])
         if prefix is None:
             b.bitwise_right_shift_(shift)
         else:  # in the prefix's bucket iff 0 <= (key - prefix) >> shift < 2**16
             b.sub_(prefix).bitwise_right_shift_(shift).clamp_(-1, 1 << _DIGIT)
-        if plan.full[i] and prefix is None:
+        if full and prefix is None:
             hist[1:] += torch.bincount(b, minlength=nbins - 1)
             continue
         b.add_(1)
-        if not plan.full[i]:  # pruned -> bin 0
-            b.mul_(ws.buf(ws.itype, n, slot=1).copy_(plan.masks[i][s : s + n].view(torch.uint8)))
+        if not full:  # pruned -> bin 0
+            b.mul_(ws.buf(ws.itype, n, slot=1).copy_(m))
         hist += torch.bincount(b, minlength=nbins)
     return hist
 
@@ -419,7 +425,7 @@ def _finish_by_gather(plan: _Plan, digit: int, r: int, out: list[torch.Tensor]) 
     found = [c for part in _run(plan, partial(_write_gather, plan, digit=digit, out=out)) for c in part]
     keys = torch.cat([plan.weights[i][idx].float().view(torch.int32) for i, idx in found])
     low = keys & 0xFFFF  # the bits below the top digit (which holds the sign bit)
-    cut, r = _pick(torch.bincount(low, minlength=1 << _DIGIT), r)
+    cut, r = _pick(torch.bincount(low, minlength=1 << _DIGIT).cpu().numpy(), r)
     tie = low == cut
     keep = (low > cut) | (tie & (tie.cumsum(0) > r))
     for (i, idx), kept in zip(found, torch.split(keep, [len(idx) for _, idx in found]), strict=True):
@@ -441,7 +447,7 @@ def _write_gather(
         if n % 8:
             e[n:].zero_()
         torch.eq(k.bitwise_right_shift_(_DIGIT), digit, out=e[:n])
-        if not plan.full[i]:
+        if not plan.full[(i, s)]:
             m = plan.masks[i][s : s + n].view(torch.uint8)
             o &= m
             e[:n] &= m
@@ -495,7 +501,7 @@ def _write_gt(
     for i, s, n in chunks:
         o = out[i][s : s + n].view(torch.uint8)
         torch.gt(ws.keys(plan.weights[i][s : s + n]), threshold, out=o)
-        if not plan.full[i]:
+        if not plan.full[(i, s)]:
             o &= plan.masks[i][s : s + n].view(torch.uint8)
 
 

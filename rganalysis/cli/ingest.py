@@ -10,7 +10,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="read a checkpoint (file or folder) into an HDF5 parameter store")
     p.add_argument("source", type=Path, help="checkpoint file or folder")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .h5 file")
-    p.add_argument("--adapter", help="force an adapter (default: detect); see `rganalysis info --adapters`")
+    from rganalysis.adapters import available
+
+    p.add_argument("--adapter", choices=available(), metavar="NAME",
+                   help="force an adapter instead of detecting one: " + ", ".join(available()))
     p.add_argument("--name", help="label of the model in reports (default: the source's name)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("--mask", action="append", type=Path, default=None, dest="masks",

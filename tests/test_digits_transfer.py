@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_transfer.py
 def _load_example():
     spec = importlib.util.spec_from_file_location("digits_transfer", EXAMPLE)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
     spec.loader.exec_module(mod)
     return mod
 

@@ -63,15 +63,15 @@ class State:
 
     def survivors(self) -> dict[str, int]:
         """Number of surviving (unmasked) weights per layer."""
-        return {k: int(m.sum()) for k, m in self.masks.items()}
+        return {k: int(torch.count_nonzero(m)) for k, m in self.masks.items()}
 
     def densities(self) -> dict[str, float]:
         """Per-layer density rho_l = survivors / size."""
-        return {k: int(m.sum()) / m.numel() for k, m in self.masks.items()}
+        return {k: int(torch.count_nonzero(m)) / m.numel() for k, m in self.masks.items()}
 
     def global_density(self) -> float:
         tot = sum(m.numel() for m in self.masks.values())
-        return sum(int(m.sum()) for m in self.masks.values()) / tot
+        return sum(int(torch.count_nonzero(m)) for m in self.masks.values()) / tot
 
     def with_masks(self, masks: Mapping[str, torch.Tensor]) -> State:
         """Same weights, new masks (a coarse-grained state)."""

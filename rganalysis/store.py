@@ -290,7 +290,7 @@ class ParameterSet:
                 if n in self._masks:
                     for r in range(self.n_rounds):
                         m = self.mask(n, r)
-                        d[r, j] = float(m.sum()) / m.numel()
+                        d[r, j] = int(torch.count_nonzero(m)) / m.numel()
             self._density_cache = d
         return xr.DataArray(
             self._density_cache,

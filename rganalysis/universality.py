@@ -18,9 +18,12 @@ Components (all symmetric, 0 for a flow and itself; see docs/universality.md)
     RMS over couplings of ``(K*_A - K*_B) / s``, the fixed points of the two fits in their shared
     coupling space, each coupling in units of its RMS value over all rounds of both flows,
     ``s_c = sqrt((mean_n K_A[n,c]^2 + mean_n K_B[n,c]^2) / 2)``.  Dimensionless (0.1 = the fixed
-    points differ by 10 % of a typical coupling value).  A fit whose ``I - J`` is singular has no
-    unique fixed point; its minimum-norm least-squares fixed point is used and flagged
-    (``fixed_point_method == "lstsq"``).
+    points differ by 10 % of a typical coupling value).  ``K*`` is :func:`ridge_fixed_point`: the
+    point that one step of the fitted map ``K -> J K + c`` moves least, with a ridge penalty
+    (default ``0.05``, standardised couplings) on its distance from the flow's last round.  Exactly
+    FlowFit's ``(I - J)^{-1} c`` with ``fixed_point_ridge=0``; with the ridge, a direction whose
+    eigenvalue is within ~0.05 of 1 (where ``(I - J)^{-1} c`` runs off to infinity, e.g. ResNet-50's
+    data-free flow) keeps its fixed point near the data instead of far outside the coupling domain.
 ``subspace``
     ``||P_A - P_B||_F / sqrt(d_A + d_B)`` for the orthogonal projectors on the retained
     eigen-subspaces (real span of the eigenvectors; ``d`` = their dimensions) in the shared coupling
@@ -60,6 +63,7 @@ from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, 
 __all__ = [
     "COMPONENTS",
     "DEFAULT_DEPTH_POINTS",
+    "DEFAULT_FIXED_POINT_RIDGE",
     "DEFAULT_THRESHOLD",
     "DEFAULT_WEIGHTS",
     "FlowDistance",
@@ -78,6 +82,7 @@ __all__ = [
     "koopman_eigenvalues",
     "largest_gap_threshold",
     "principal_angles",
+    "ridge_fixed_point",
     "spectrum_distance",
     "subspace_distance",
 ]
@@ -90,7 +95,10 @@ COMPONENTS = ("spectrum", "fixed_point", "subspace", "koopman")
 DEFAULT_WEIGHTS: dict[str, float] = {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0, "koopman": 0.0}
 
 #: Default class threshold on the total distance (see docs/universality.md for its calibration).
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.3
+
+#: Default ridge of :func:`ridge_fixed_point` (standardised couplings; 0: FlowFit's exact fixed point).
+DEFAULT_FIXED_POINT_RIDGE = 0.05
 
 #: Default number of normalised depths of the coupling space used to compare architectures.
 DEFAULT_DEPTH_POINTS = 8
@@ -108,6 +116,50 @@ DEFAULT_MAX_RANK = 3
 # ====================================================================================================
 # signatures
 # ====================================================================================================
+def ridge_fixed_point(jacobian: np.ndarray, offset: np.ndarray, anchor: np.ndarray,
+                      scale: np.ndarray | None = None, ridge: float = DEFAULT_FIXED_POINT_RIDGE
+                      ) -> tuple[np.ndarray, str]:
+    """Fixed point of the affine map ``K -> J K + c``, regularised towards ``anchor``.
+
+    In standardised couplings ``y = K / scale`` (``scale``: the estimator's ``coupling_scale_``;
+    default 1), with ``M = I - S^-1 J S`` and ``y0 = anchor / scale``::
+
+        y* = argmin_y  ||M y - c / scale||^2 + ridge^2 ||y - y0||^2
+
+    i.e. the point that one step of the map moves least, penalised by its distance from ``anchor``
+    (the flow's last round).  ``ridge = 0`` gives ``(I - J)^{-1} c`` exactly when ``I - J`` is
+    invertible, else the least-squares solution nearest ``anchor``.  With ``ridge > 0`` a component
+    along an eigen-direction with ``|1 - lambda| >> ridge`` is (nearly) exact, one with
+    ``|1 - lambda| << ridge`` (marginal: a line of fixed points, or none, far away) stays near the data.
+
+    Parameters
+    ----------
+    jacobian : (C, C); offset : (C,); anchor : (C,) coupling units; scale : (C,) or None; ridge : >= 0
+
+    Returns
+    -------
+    (K* (C,) in coupling units, method: ``"ridge=<ridge>"``, ``"exact"`` or ``"lstsq"``)
+    """
+    J = np.asarray(jacobian, dtype=np.float64)
+    c = np.asarray(offset, dtype=np.float64).reshape(-1)
+    y0 = np.asarray(anchor, dtype=np.float64).reshape(-1)
+    ridge = float(ridge)
+    if not (math.isfinite(ridge) and ridge >= 0):
+        raise InvalidParameterError(f"fixed_point_ridge must be a finite number >= 0, got {ridge}")
+    s = np.ones(c.size) if scale is None else np.asarray(scale, dtype=np.float64).reshape(-1)
+    s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+    M = np.eye(c.size) - J * (1.0 / s)[:, None] * s[None, :]
+    rhs = c / s - M @ (y0 / s)
+    if ridge > 0:
+        A = np.vstack([M, ridge * np.eye(c.size)])
+        d = np.linalg.lstsq(A, np.concatenate([rhs, np.zeros(c.size)]), rcond=None)[0]
+        return s * (y0 / s + d), f"ridge={ridge:g}"
+    if np.linalg.cond(M) < 1e12:
+        return s * np.linalg.solve(M, c / s), "exact"
+    d = np.linalg.lstsq(M, rhs, rcond=None)[0]
+    return s * (y0 / s + d), "lstsq"
+
+
 @dataclass
 class FlowSignature:
     """What a distance needs from one fitted flow (small, picklable, JSON-able).
@@ -120,8 +172,9 @@ class FlowSignature:
     eigenvectors : (C, r) complex128, unit columns in coupling coordinates
     b : effective scale factor of the flow (``1 / (1 - p)``, or the geometric mean of ``b_n``)
     tol : marginal band half-width around ``|lambda| = 1``
-    fixed_point : (C,) float64, ``K*`` in coupling units
-    fixed_point_method : ``"fit"`` (``(I - J)^-1 c``) or ``"lstsq"`` (minimum-norm, I - J singular)
+    fixed_point : (C,) float64, ``K*`` in coupling units (:func:`ridge_fixed_point`)
+    fixed_point_method : ``"ridge=<value>"``, ``"exact"`` (``(I - J)^-1 c``, ridge 0) or ``"lstsq"``
+        (ridge 0 and ``I - J`` singular: least squares nearest the last round)
     coupling_ms : (C,) float64, mean over the flow's rounds of ``K[n, c]^2`` (sets the units ``s``)
     rank : trajectory rank of the fit
     n_rounds : rounds of the flow (pairs = n_rounds - 1)
@@ -180,22 +233,24 @@ class FlowSignature:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_fit(cls, fit: Any, name: str | None = None, *, koopman: np.ndarray | None = None,
-                 meta: Mapping[str, Any] | None = None) -> FlowSignature:
+                 meta: Mapping[str, Any] | None = None, fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE
+                 ) -> FlowSignature:
         """The signature of a fitted :class:`~rganalysis.analysis.FlowFit` (trajectory estimator).
 
-        ``coupling_ms`` pools all rounds of all the fit's flows.
+        ``coupling_ms`` pools all rounds of all the fit's flows; the fixed point is
+        :func:`ridge_fixed_point` anchored at the last round of the first flow (FlowFit's exact one is
+        kept in ``meta["fixed_point_exact"]``).
         """
         est = getattr(fit, "estimator_", None)
         if est is None:
             raise InvalidParameterError("FlowSignature.from_fit needs a fitted FlowFit")
         K = np.concatenate([np.asarray(k.transpose("round", "coupling").values, dtype=np.float64)
                             for k in fit.couplings_], axis=0)
-        fp = np.asarray(fit.fixed_point_, dtype=np.float64)
-        method = "fit"
-        if not np.isfinite(fp).all():
-            J = np.asarray(est.jacobian_, dtype=np.float64)
-            fp = np.linalg.lstsq(np.eye(J.shape[0]) - J, np.asarray(est.offset_, dtype=np.float64), rcond=None)[0]
-            method = "lstsq"
+        anchor = np.asarray(fit.couplings_[0].transpose("round", "coupling").values[-1], dtype=np.float64)
+        fp, method = ridge_fixed_point(est.jacobian_, est.offset_, anchor, getattr(est, "coupling_scale_", None),
+                                       fixed_point_ridge)
+        meta = {"fixed_point_exact": [float(x) if math.isfinite(x) else None
+                                      for x in np.asarray(fit.fixed_point_, dtype=np.float64)], **(meta or {})}
         names = list(getattr(fit, "names_", None) or [""])
         return cls(
             name=str(name if name is not None else (names[0] or "model")),
@@ -210,7 +265,7 @@ class FlowSignature:
             rank=int(getattr(est, "rank_", len(est.eigenvalues_))),
             n_rounds=int(K.shape[0] // max(1, len(fit.couplings_))),
             koopman_eigenvalues=koopman,
-            meta=dict(meta or {}),
+            meta=meta,
         )
 
     # ------------------------------------------------------------------ JSON
@@ -663,6 +718,7 @@ def flow_signature(
     rate: float = 0.2,
     koopman: bool = False,
     koopman_rank: int | None = None,
+    fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
     device: str = "cpu",
 ) -> FlowSignature:
     """Fit one flow and reduce it to a :class:`FlowSignature` (picklable: runs on dask workers).
@@ -678,6 +734,7 @@ def flow_signature(
         (global, no rescaling) of ``rounds`` rounds at ``rate`` is computed in memory first;
         without, :class:`~rganalysis.errors.TooFewRoundsError`
     koopman, koopman_rank : also compute :func:`koopman_eigenvalues`
+    fixed_point_ridge : ridge of :func:`ridge_fixed_point` (0: FlowFit's exact fixed point)
     """
     from rganalysis.parallel import stream_flow_couplings
     from rganalysis.store import ParameterSet, load
@@ -715,7 +772,7 @@ def flow_signature(
         meta["couplings_sets"] = list(couplings)
         meta["depth_points"] = depth_points
         eig = koopman_eigenvalues(flow, rank=koopman_rank, device=device) if koopman else None
-        return FlowSignature.from_fit(fit, label, koopman=eig, meta=meta)
+        return FlowSignature.from_fit(fit, label, koopman=eig, meta=meta, fixed_point_ridge=fixed_point_ridge)
     finally:
         if own:
             pset.close()
@@ -750,6 +807,7 @@ class UniversalityAnalysis:
     linkage : scipy linkage method of the hierarchical clustering (default ``"average"``)
     rounds, rate : data-free flow computed for single-round model stores (see :func:`flow_signature`)
     koopman_rank : DMD rank (default ``T - 1``)
+    fixed_point_ridge : ridge of :func:`ridge_fixed_point` (default 0.05; 0: FlowFit's exact fixed point)
     scheduler, n_workers : where signatures are computed: ``"sync"`` (default: this process), None /
         ``"processes"`` (local dask processes) or a dask.distributed address / Client
         (:func:`rganalysis.parallel.map_flows`)
@@ -779,6 +837,7 @@ class UniversalityAnalysis:
         rounds: int | None = None,
         rate: float = 0.2,
         koopman_rank: int | None = None,
+        fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
         scheduler: Any = "sync",
         n_workers: int | None = None,
         device: str = "cpu",
@@ -797,6 +856,7 @@ class UniversalityAnalysis:
         self.rounds = rounds
         self.rate = rate
         self.koopman_rank = koopman_rank
+        self.fixed_point_ridge = fixed_point_ridge
         self.scheduler = scheduler
         self.n_workers = n_workers
         self.device = device
@@ -805,7 +865,8 @@ class UniversalityAnalysis:
         return dict(couplings=tuple([self.couplings] if isinstance(self.couplings, str) else self.couplings),
                     depth_points=self.depth_points, rank=self.rank, rank_rtol=self.rank_rtol,
                     max_rank=self.max_rank, rank_gain=self.rank_gain, tol=self.tol, rounds=self.rounds, rate=self.rate,
-                    koopman=self.spectrum == "koopman", koopman_rank=self.koopman_rank, device=self.device)
+                    koopman=self.spectrum == "koopman", koopman_rank=self.koopman_rank,
+                    fixed_point_ridge=self.fixed_point_ridge, device=self.device)
 
     def fit(self, flows: Sequence[Any], names: Sequence[str] | None = None) -> UniversalityAnalysis:
         """Fit every flow (store paths, ParameterSets or ready :class:`FlowSignature` objects),
@@ -886,6 +947,7 @@ class UniversalityAnalysis:
                          "depth_points": self.depth_points, "rank": self.rank, "rank_rtol": self.rank_rtol,
                          "max_rank": self.max_rank, "rank_gain": self.rank_gain, "tol": self.tol, "spectrum": self.spectrum, "p": 1,
                          "linkage": self.linkage, "rounds": self.rounds,
+                         "fixed_point_ridge": self.fixed_point_ridge,
                          "rate": self.rate if self.rounds else None, "scheduler": self.scheduler_},
         }
 

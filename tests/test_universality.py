@@ -31,6 +31,7 @@ from rganalysis.universality import (
     koopman_eigenvalues,
     largest_gap_threshold,
     principal_angles,
+    ridge_fixed_point,
     spectrum_distance,
     subspace_distance,
 )
@@ -75,6 +76,30 @@ def test_fixed_point_distance_units():
     assert fixed_point_distance(a, b) == pytest.approx(expect, rel=1e-12)
     assert fixed_point_distance(b, a) == pytest.approx(expect, rel=1e-12)
     assert fixed_point_distance(a, a) == 0.0
+
+
+def test_ridge_fixed_point():
+    J = np.diag([0.5, 0.99])
+    c = np.array([1.0, 1.0])
+    last = np.array([1.5, 0.5])
+    fp, how = ridge_fixed_point(J, c, last, ridge=0.0)
+    np.testing.assert_allclose(fp, [2.0, 100.0], rtol=1e-12)  # (I - J)^-1 c: the marginal direction runs off
+    assert how == "exact"
+    fp, how = ridge_fixed_point(J, c, last, ridge=0.05)
+    # per eigen-direction m = 1 - lambda: y = y0 + m (c - m y0) / (m^2 + ridge^2)
+    expect = [1.5 + 0.5 * (1 - 0.5 * 1.5) / (0.25 + 0.0025), 0.5 + 0.01 * (1 - 0.01 * 0.5) / (1e-4 + 0.0025)]
+    np.testing.assert_allclose(fp, expect, rtol=1e-12)
+    assert how == "ridge=0.05"
+    # standardised couplings: the same point for the same map written in other units
+    S = np.array([10.0, 0.1])
+    fp_s, _ = ridge_fixed_point(S[:, None] * J / S[None, :], S * c, S * last, scale=S, ridge=0.05)
+    np.testing.assert_allclose(fp_s, S * np.array(expect), rtol=1e-12)
+    # a singular I - J (an eigenvalue exactly 1) without ridge: least squares nearest the last round
+    fp, how = ridge_fixed_point(np.diag([1.0, 0.5]), np.array([0.0, 1.0]), np.array([3.0, 0.0]), ridge=0.0)
+    np.testing.assert_allclose(fp, [3.0, 2.0], atol=1e-12)
+    assert how == "lstsq"
+    with pytest.raises(InvalidParameterError):
+        ridge_fixed_point(J, c, last, ridge=-1.0)
 
 
 def test_principal_angles_and_subspace_distance_of_known_subspaces():
@@ -251,6 +276,11 @@ def test_auto_rank_and_model_store_needs_a_flow(stores):
     assert auto_rank(K) == 1  # no second direction halves the residual of a random-init MLP's flow
     with pytest.raises(TooFewRoundsError):
         auto_rank(K.isel(round=slice(0, 2)))
+    # ridge 0: the exact fixed point of rganalysis fit
+    s_exact = flow_signature(stores["cnn0"], fixed_point_ridge=0.0)
+    assert s_exact.fixed_point_method in ("exact", "lstsq")
+    np.testing.assert_allclose(s_exact.fixed_point, s.meta["fixed_point_exact"], rtol=1e-9, atol=1e-12)
+    assert s.fixed_point_method == "ridge=0.05"
     with pytest.raises(TooFewRoundsError, match="--rounds"):
         flow_signature(stores["model"])
     s = flow_signature(stores["model"], rounds=6, rate=0.25)

@@ -37,7 +37,7 @@ def _rank(text: str) -> int | str | None:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from rganalysis.universality import DEFAULT_DEPTH_POINTS, DEFAULT_THRESHOLD
+    from rganalysis.universality import DEFAULT_DEPTH_POINTS, DEFAULT_FIXED_POINT_RIDGE, DEFAULT_THRESHOLD
 
     p = sub.add_parser(
         "compare",
@@ -61,6 +61,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="spectrum entering the total: coupling-space RG exponents (default) or the Koopman/DMD "
                    "eigenvalues of the parameter snapshots (both reported)")
     p.add_argument("--koopman-rank", type=int, default=None, help="DMD rank (default T-1)")
+    p.add_argument("--fixed-point-ridge", type=float, default=DEFAULT_FIXED_POINT_RIDGE,
+                   help=f"ridge of the fixed point towards the flow's last round, standardised couplings (default "
+                   f"{DEFAULT_FIXED_POINT_RIDGE}; 0: the exact (I - J)^-1 c of rganalysis fit)")
     p.add_argument("--weights", default=None,
                    help="component weights, e.g. spectrum=1,fixed_point=1,subspace=1 (the default)")
     p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         [c.strip() for c in args.couplings.split(",") if c.strip()], args.depth_points or None,
         rank=_rank(args.rank), tol=args.tol, weights=_weights(args.weights), spectrum=args.spectrum,
         threshold=threshold, linkage=args.linkage, rounds=args.rounds, rate=args.rate,
-        koopman_rank=args.koopman_rank, scheduler=scheduler, n_workers=args.workers, device=args.device,
+        koopman_rank=args.koopman_rank, fixed_point_ridge=args.fixed_point_ridge, scheduler=scheduler, n_workers=args.workers, device=args.device,
     ).fit([str(f) for f in args.flows], names)
     j = ua.to_json()
     if args.json_out:

@@ -27,7 +27,13 @@ ESTIMATORS = ("trajectory", "response")
 
 
 def check_nested(pset: ParameterSet) -> None:
-    """Raise :class:`MasksNotNestedError` unless every round's masks are subsets of the previous round's."""
+    """Raise :class:`MasksNotNestedError` unless every round's masks are subsets of the previous round's.
+
+    Stores record whether their masks are nested when they are written (``masks_nested``); only a
+    store that does not know is checked mask by mask.
+    """
+    if pset.masks_nested is True:
+        return
     for name in pset.masked_names():
         prev = pset.mask(name, 0)
         for r in range(1, pset.n_rounds):
@@ -38,6 +44,8 @@ def check_nested(pset: ParameterSet) -> None:
                     f"the masks of this flow are not nested: {name!r} revives {revived} weights at round {r}"
                 )
             prev = m
+    if pset.masks_nested is False:
+        raise MasksNotNestedError("the masks of this flow are not nested (recorded when the store was written)")
 
 
 def flow_scale(pset: ParameterSet) -> tuple[float | None, float, list[float]]:

@@ -14,8 +14,8 @@ from .state import resolve_device
 from .store import ParameterSet
 
 
-def _mask_at(death: torch.Tensor, r: int) -> torch.Tensor:
-    return death > r
+def _mask_at(alive_rounds: torch.Tensor, r: int) -> torch.Tensor:
+    return alive_rounds > r
 
 
 def compute_flow(
@@ -34,7 +34,7 @@ def compute_flow(
     the flow as a ParameterSet of ``rounds + 1`` rounds (round 0 = the starting state).
 
     IMP acts on ``pset.pruned_names()``: the tensors masked in the source, else the prunable ones.
-    Masks are kept as the round at which each weight was pruned (one int16 per weight), so a long
+    Masks are kept as the number of rounds each weight survives (one int16 per weight), so a long
     flow costs no more memory than two copies of the masks.  With ``rescaling="rewind"`` (and an
     optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
     """
@@ -47,21 +47,19 @@ def compute_flow(
     if rescaling == "rewind":
         stored = pset.rewind_state()
         rewind = {k: stored[k].to(dev) for k in state.names} if stored and set(state.names) <= set(stored) else None
-    never = rounds + 1
-    death = {k: torch.where(m, never, 0).to(torch.int16).cpu() for k, m in state.masks.items()}
+    # masks are nested, so the number of rounds a weight is alive in is the first round it is dead in
+    alive_rounds = {k: torch.zeros(m.shape, dtype=torch.int16) for k, m in state.masks.items()}
     weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
     sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
     dens = np.empty((rounds + 1, len(state.names)))
     for r, st in enumerate(imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)):
         for j, (k, m) in enumerate(st.masks.items()):
-            if r > 0:
-                d = death[k]
-                d[(d == never) & ~m.cpu()] = r
+            alive_rounds[k].add_(m.cpu())
             dens[r, j] = float(torch.count_nonzero(m)) / sizes[j]
         if r > 0 and rescaling != "none":
             weights[r] = {k: w.detach().cpu().to(pset.info[k].dtype) for k, w in st.weights.items()}
     masks: Mapping[str, list] = {
-        k: [partial(_mask_at, death[k], r) for r in range(rounds + 1)] for k in state.names
+        k: [partial(_mask_at, alive_rounds[k], r) for r in range(rounds + 1)] for k in state.names
     }
     for k in pset.masked_names():  # masked in the source but outside the flow: keep the start mask
         if k not in masks:
@@ -76,6 +74,7 @@ def compute_flow(
         rewind={k: partial(lambda n: pset.rewind_state()[n], k) for k in (pset.rewind_state() or {})} or None,
         rewind_layout=pset.rewind_layout, attrs=attrs, flow_attrs=flow, validate=False,
     )
+    out.masks_nested = True  # by construction: coarse-graining only removes weights
     if set(out.pruned_names()) == set(state.names):
         out._density_cache = dens[:, [state.names.index(n) for n in out.pruned_names()]]
     return out

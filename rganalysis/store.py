@@ -156,6 +156,8 @@ class ParameterSet:
         self._changed = {r: set(w) for r, w in self._weights.items()}
         self._extra_changed = {r: set(e) for r, e in self._extras.items()}
         self.path: Path | None = None
+        #: True/False when known (validated on creation, or recorded in the file), else None
+        self.masks_nested: bool | None = None
         if self._file is None and validate:
             self._validate()
 
@@ -195,6 +197,7 @@ class ParameterSet:
                         f"masks of {name!r} are not nested: round {r} revives {revived} weights pruned at round {r - 1}"
                     )
                 prev = mb
+        self.masks_nested = True
 
     # ------------------------------------------------------------------ reading
     def _get(self, v: torch.Tensor | _Ref | Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -488,6 +491,7 @@ def save(
                      {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)
             v[...] = to_numpy(t)
 
+        nested = True
         if pset._masks:
             mg = f.create_group("masks")
             mg.dimensions["round"] = R
@@ -496,8 +500,13 @@ def save(
                 i = pset.info[name]
                 v = _put(mg, name, torch.ones((), dtype=torch.bool).expand(i.shape), i.dims,
                          {"torch_dtype": "bool"}, compress, lead=("round", R))
+                prev = None
                 for r in range(R):
-                    v[r] = to_numpy(pset.mask(name, r))
+                    m = pset.mask(name, r)
+                    v[r] = to_numpy(m)
+                    if nested and prev is not None and bool((m & ~prev).any()):
+                        nested = False  # recorded so that readers need not re-read every mask
+                    prev = m
                 bar.update()
 
         for r in range(1, R):
@@ -537,6 +546,7 @@ def save(
             rg.create_variable(mname, ("round",), dtype="f8")[...] = np.asarray(vals, dtype=np.float64)
         rg.attrs["layouts"] = _json([[e.__dict__ for e in lay] for lay in pset.layouts])
         rg.attrs["metrics"] = _json(list(pset.metrics))
+        f.attrs["masks_nested"] = int(nested)
     return path
 
 
@@ -613,7 +623,7 @@ def load(path: str | os.PathLike) -> ParameterSet:
     rg = f["rounds"]
     layouts = [[LayoutEntry(**e) for e in lay] for lay in json.loads(s(rg.attrs["layouts"]))]
     metrics = {m: rg[m][()] for m in json.loads(s(rg.attrs["metrics"]))}
-    skip = {"format", "format_version", "rounds", "flow", "created", "package_versions"}
+    skip = {"format", "format_version", "rounds", "flow", "created", "package_versions", "masks_nested"}
     attrs = {k: s(v) for k, v in f.attrs.items() if k not in skip and not k.startswith("_")}
     attrs["created"] = s(f.attrs.get("created"))
     attrs["package_versions"] = s(f.attrs.get("package_versions"))
@@ -635,6 +645,8 @@ def load(path: str | os.PathLike) -> ParameterSet:
     )
     if layer_names != pset._density_names():
         pset._density_cache = None
+    if "masks_nested" in f.attrs:
+        pset.masks_nested = bool(s(f.attrs["masks_nested"]))
     pset.path = path
     return pset
 

@@ -130,7 +130,7 @@ def stream_flow_couplings(
     sets: str | Sequence[str] = ("density",),
     *,
     names: Sequence[str] | None = None,
-    device: str | None = "cpu",
+    device: str | None = "auto",
 ) -> xr.DataArray:
     """Couplings of every round of a flow, one tensor at a time.
 
@@ -139,7 +139,7 @@ def stream_flow_couplings(
     source : path of a store, or a :class:`~rganalysis.store.ParameterSet` (read lazily)
     sets : registered per-layer coupling-set names (``density``, ``magnitude``, ``spectral``, ...)
     names : layers, in depth order (default ``pset.pruned_names()``, as :meth:`ParameterSet.state`)
-    device : where each tensor's couplings are computed (``"cpu"`` default; ``"auto"`` = CUDA if present)
+    device : where each tensor's couplings are computed (``"auto"`` default: CUDA when present, else CPU)
 
     Returns
     -------

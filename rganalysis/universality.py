@@ -631,7 +631,7 @@ def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank
 
 
 def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None = None,
-                        device: str = "cpu") -> np.ndarray:
+                        device: str = "auto") -> np.ndarray:
     """Eigenvalues of exact DMD (:class:`rganalysis.koopman.KoopmanDMD`) of a flow's parameter
     snapshots ``theta_n * m_n`` over its pruned tensors, streamed one tensor at a time.
 
@@ -643,7 +643,7 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
     ----------
     pset : a flow :class:`~rganalysis.store.ParameterSet` (T = ``n_rounds`` >= 2 snapshots)
     rank, energy : DMD truncation (default rank ``T - 1``, lowered to the numerical rank)
-    device : where the Gram is accumulated
+    device : where the Gram is accumulated ("auto": CUDA when present)
 
     Returns
     -------
@@ -719,7 +719,7 @@ def flow_signature(
     koopman: bool = False,
     koopman_rank: int | None = None,
     fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> FlowSignature:
     """Fit one flow and reduce it to a :class:`FlowSignature` (picklable: runs on dask workers).
 
@@ -811,7 +811,7 @@ class UniversalityAnalysis:
     scheduler, n_workers : where signatures are computed: ``"sync"`` (default: this process), None /
         ``"processes"`` (local dask processes) or a dask.distributed address / Client
         (:func:`rganalysis.parallel.map_flows`)
-    device : where couplings are computed
+    device : where couplings and DMD Grams are computed ("auto" default: CUDA when present)
 
     Fitted attributes: ``signatures_`` (list of :class:`FlowSignature`), ``names_``, ``distance_``
     (DataArray (model, model_other)), ``components_`` (DataArray (component, model, model_other)),
@@ -840,7 +840,7 @@ class UniversalityAnalysis:
         fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
         scheduler: Any = "sync",
         n_workers: int | None = None,
-        device: str = "cpu",
+        device: str = "auto",
     ):
         self.couplings = couplings
         self.depth_points = depth_points

@@ -76,7 +76,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="fit flows on N local dask worker processes (default 1: in this process)")
     p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to fit flows on")
-    p.add_argument("--device", default="cpu", help="where couplings are computed: cpu (default), auto or cuda")
+    p.add_argument("--device", default="auto", help="where couplings and DMD Grams are computed: auto (CUDA when present; default), cpu or cuda")
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
     return p
 

@@ -236,9 +236,7 @@ def make_parameter_set(
     )
 
 
-def single_round(
-    sd: Mapping[str, torch.Tensor], prefix: str = "", wrapper: str | None = None
-) -> RoundData:
+def single_round(sd: Mapping[str, torch.Tensor], prefix: str = "") -> RoundData:
     """RoundData of one state dict: prefix stripped, prune re-parametrisation split."""
     tensors, masks, layout = split_pruned(sd, prefix)
     return RoundData(tensors, masks, {}, layout, {})

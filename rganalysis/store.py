@@ -43,7 +43,7 @@ from .errors import (
 )
 from .layers import dim_names
 from .state import State, resolve_device
-from .tensors import dtype_name, from_numpy, stored_dtype, to_numpy
+from .tensors import dtype_name, from_numpy, stored_dtype, to_numpy, torch_dtype
 
 FORMAT = "rganalysis-store"
 FORMAT_VERSION = 1
@@ -338,8 +338,6 @@ class ParameterSet:
                 if apply_masks and e.name in self._masks:
                     t = t * self.mask(e.name, round).to(t.dtype)
             elif e.role == MASK:
-                from .tensors import torch_dtype
-
                 t = self.mask(e.name, round).to(torch_dtype(e.dtype))
             elif e.role == EXTRA:
                 t = self.extra(e.name, round)
@@ -585,8 +583,6 @@ def load(path: str | os.PathLike) -> ParameterSet:
         if s(a.get("role", "model")) == "extra":
             extras[0][name] = _Ref("parameters", name, dt)
             continue
-        from .tensors import torch_dtype
-
         info[name] = TensorInfo(
             name=name,
             shape=tuple(ds.shape),

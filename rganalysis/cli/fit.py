@@ -13,6 +13,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--estimator", default="trajectory", choices=("trajectory", "response"))
     p.add_argument("--depth-points", type=int, default=None,
                    help="resample per-layer couplings onto N normalised depths (cross-architecture space)")
+    add_estimator_options(p)
+    p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
+    return p
+
+
+def add_estimator_options(p: argparse.ArgumentParser) -> None:
+    """The estimator options shared by ``fit`` and ``report`` (which must fit exactly as ``fit`` does)."""
     p.add_argument("--rank", type=int, default=None, help="trajectory: truncate the fit to this rank (exact DMD)")
     p.add_argument("--ridge", type=float, default=0.0, help="trajectory: ridge penalty (standardised units)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for eigenvalue intervals")
@@ -21,8 +28,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=64, help="response: number of perturbed states")
     p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rganalysis.cli.fit import add_estimator_options
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -23,14 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="resample per-layer couplings onto N normalised depths; 'auto' (default): 8, fewer when "
                    "the shortest flow has under 2 (couplings + 1) one-step pairs or fewer layers (none with "
                    "--estimator response); 'none': per-layer couplings. The report prints the value used")
-    p.add_argument("--rank", type=int, default=None, help="trajectory: truncate the fit to this rank (exact DMD)")
-    p.add_argument("--ridge", type=float, default=0.0, help="trajectory: ridge penalty (standardised units)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for eigenvalue intervals")
-    p.add_argument("--round", type=int, default=None, help="response: the round linearised (default: last)")
-    p.add_argument("--perturbation", default="threshold", help="response: threshold (default), random, rescale")
-    p.add_argument("--samples", type=int, default=64, help="response: number of perturbed states")
-    p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_estimator_options(p)
     kp = p.add_mutually_exclusive_group()
     kp.add_argument("--koopman", action="store_true",
                     help="add each flow's Koopman/DMD spectrum in parameter space (as `rganalysis koopman` computes "

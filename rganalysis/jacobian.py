@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from scipy.optimize import linear_sum_assignment
 
 from rganalysis.couplings import compute_couplings, coupling_values
 from rganalysis.errors import (
@@ -54,6 +53,7 @@ from rganalysis.errors import (
     RankError,
     TooFewRoundsError,
 )
+from rganalysis.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
 from rganalysis.state import State, resolve_device
 
 __all__ = [
@@ -146,7 +146,10 @@ def _affine_fit(
     r = c if rank is None else int(rank)
     r = min(r, s.size)
     s_r = s[:r]
-    cond = float(s_r[0] / s_r[-1]) if s_r[-1] > 0 else math.inf
+    # below numpy's matrix_rank tolerance a singular value is round-off: the design is rank-deficient
+    # and its condition number is infinite, whatever the BLAS returned for it
+    tiny = s_r[0] * max(m, c) * np.finfo(np.float64).eps
+    cond = float(s_r[0] / s_r[-1]) if s_r[-1] > tiny else math.inf
     if ridge == 0 and not cond <= max_condition:
         v_min = Vt[r - 1]
         raise DegenerateRegressionError(
@@ -173,7 +176,7 @@ def _affine_fit(
         small = np.linalg.norm(vecs_s, axis=0) <= 1e-12 * max(1.0, np.abs(lam).max())
         if small.any():
             vecs_s[:, small] = (Vr @ W)[:, small]
-    order = np.argsort(-np.abs(lam), kind="stable")
+    order = sort_eigenvalues(lam)
     lam = lam[order]
     vecs = _normalise_columns(scale[:, None] * vecs_s[:, order])
     J = scale[:, None] * A / scale[None, :]
@@ -234,11 +237,7 @@ def _bootstrap(
         mu = f.eigenvalues
         if mu.size != r:
             continue
-        cost = np.abs(ref[:, None] - mu[None, :])
-        rows, cols = linear_sum_assignment(cost)
-        matched = np.empty(r)
-        matched[rows] = np.abs(mu[cols])
-        samples.append(matched)
+        samples.append(np.abs(mu[match_eigenvalues(ref, mu)]))
     if not samples:
         if n_bootstrap > 0:
             warnings.warn(f"{what}: no bootstrap resample gave a usable fit; eigenvalue_ci_ is NaN",
@@ -249,7 +248,7 @@ def _bootstrap(
         warnings.warn(f"{what}: only {S.shape[0]} of {n_bootstrap} bootstrap resamples gave a usable fit; "
                       "eigenvalue_ci_ is unreliable", IllConditionedWarning, stacklevel=3)
     a = (1.0 - ci_level) / 2.0
-    ci = np.stack([np.quantile(S, a, axis=0), np.quantile(S, 1.0 - a, axis=0)], axis=1)
+    ci = np.array([np.quantile(v, [a, 1.0 - a]) for v in pooled_columns(S, ref)])  # conjugate pairs pooled
     return ci, S, S.shape[0]
 
 

@@ -63,7 +63,7 @@ from rganalysis.errors import (
     RankError,
     TooFewRoundsError,
 )
-from rganalysis.spectra import match_eigenvalues
+from rganalysis.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
 from rganalysis.state import State, resolve_device
 
 __all__ = [
@@ -303,11 +303,6 @@ def _dmd_reduced(
     return lam, w, coef, s, atilde
 
 
-def _sort_order(lam: np.ndarray) -> np.ndarray:
-    """Descending |lambda|, then descending imaginary part (conjugate pairs: +im first)."""
-    return np.lexsort((-np.round(lam.imag, 12), -np.round(np.abs(lam), 12)))
-
-
 def _none_if_nan(x: float) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
@@ -498,7 +493,7 @@ class KoopmanDMD:
         r = self._choose_rank(singular_values, num_rank, m)
 
         lam, w, coef, _, atilde = _dmd_reduced(xt, yt, r)
-        order = _sort_order(lam)
+        order = sort_eigenvalues(lam)
         lam, w, coef = lam[order], w[:, order], coef[:, order]
 
         phit = yt @ coef  # exact modes in the Zt coordinates, (k, r)
@@ -596,15 +591,17 @@ class KoopmanDMD:
         self.bag_eigenvalues_ = bags
         factor = 1.0 if self.ci_method == "percentile" else math.sqrt(size / (m - size))
 
-        def ci(values: np.ndarray, centre: np.ndarray) -> np.ndarray:
-            q = np.percentile(values, [2.5, 97.5], axis=0).T  # (r, 2)
+        pooled = pooled_columns(bags, lam, conjugate=True)  # a conjugate pair's members share their bags
+
+        def ci(part: Callable[[np.ndarray], np.ndarray], centre: np.ndarray) -> np.ndarray:
+            q = np.array([np.percentile(part(v), [2.5, 97.5]) for v in pooled])  # (r, 2)
             return centre[:, None] + factor * (q - centre[:, None])
 
-        self.eigenvalue_ci_ = ci(np.abs(bags), np.abs(lam))
+        self.eigenvalue_ci_ = ci(np.abs, np.abs(lam))
         if self.ci_method == "subsampling":
             self.eigenvalue_ci_[:, 0] = np.maximum(self.eigenvalue_ci_[:, 0], 0.0)
-        self.eigenvalue_ci_re_ = ci(bags.real, lam.real)
-        self.eigenvalue_ci_im_ = ci(bags.imag, lam.imag)
+        self.eigenvalue_ci_re_ = ci(np.real, lam.real)
+        self.eigenvalue_ci_im_ = ci(np.imag, lam.imag)
 
     def compute_exponents(self, b: float | ArrayLike) -> np.ndarray:
         """Set (and return) ``exponents_ = ln|lambda| / ln b`` for a new scale factor, no refit.

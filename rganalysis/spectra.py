@@ -12,7 +12,7 @@ from scipy.optimize import linear_sum_assignment
 
 from rganalysis.errors import InvalidParameterError
 
-__all__ = ["match_eigenvalues", "spectral_wasserstein"]
+__all__ = ["conjugate_pairs", "match_eigenvalues", "pooled_columns", "sort_eigenvalues", "spectral_wasserstein"]
 
 
 def _as_eigs(values: ArrayLike, what: str) -> np.ndarray:
@@ -33,6 +33,29 @@ def _check_p(p: float) -> float:
     if not np.isfinite(p) or p < 1:
         raise InvalidParameterError(f"p must be a finite number >= 1, got {p}")
     return p
+
+
+def sort_eigenvalues(values: ArrayLike, rtol: float = 1e-9) -> np.ndarray:
+    """Order of ``values`` by descending ``|lambda|``, ties broken by descending imaginary, then real part.
+
+    Moduli within ``rtol * max(1, max |lambda|)`` of each other count as equal, so two runs whose
+    eigenvalues differ by round-off (another BLAS, another thread count) give the same order; a
+    conjugate pair comes ``+im`` first.  Returns the (k,) int permutation.
+    """
+    lam = _as_eigs(values, "values")
+    if lam.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    mods = np.abs(lam)
+    tol = float(rtol) * max(1.0, float(mods.max()))
+    by_mod = np.argsort(-mods, kind="stable")
+    out: list[int] = []
+    start = 0
+    for i in range(1, lam.size + 1):
+        if i == lam.size or mods[by_mod[i - 1]] - mods[by_mod[i]] > tol:
+            group = by_mod[start:i]
+            out.extend(group[np.lexsort((-lam[group].real, -lam[group].imag))])
+            start = i
+    return np.asarray(out, dtype=np.int64)
 
 
 def match_eigenvalues(reference: ArrayLike, other: ArrayLike, p: float = 1) -> np.ndarray:
@@ -56,6 +79,11 @@ def match_eigenvalues(reference: ArrayLike, other: ArrayLike, p: float = 1) -> n
         ``other[idx[i]]`` is the partner of ``reference[i]``; ``-1`` where ``reference[i]`` is left
         unmatched (only possible when ``l < k``).  ``other[idx]`` (for ``l >= k``) is ``other``
         reordered like ``reference``.
+
+    When ``reference`` and ``other`` are both symmetric about the real axis (spectra of real maps),
+    an optimal matching and its mirror image tie; which one is returned is a round-off accident.
+    Statistics over matchings should pool the partners of each conjugate pair
+    (:func:`conjugate_pairs`, :func:`pooled_columns`).
     """
     p = _check_p(p)
     ref = _as_eigs(reference, "reference")
@@ -67,6 +95,41 @@ def match_eigenvalues(reference: ArrayLike, other: ArrayLike, p: float = 1) -> n
     rows, cols = linear_sum_assignment(cost)
     idx[rows] = cols
     return idx
+
+
+def conjugate_pairs(values: ArrayLike, rtol: float = 1e-9) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)`` with ``lam[j] = conj(lam[i])`` (to ``rtol``) and ``lam[i].imag > 0``."""
+    lam = _as_eigs(values, "values")
+    tol = float(rtol) * max(1.0, float(np.abs(lam).max(initial=0.0)))
+    pairs: list[tuple[int, int]] = []
+    used: set[int] = set()
+    for i in np.flatnonzero(lam.imag > tol):
+        d = np.abs(lam - np.conj(lam[i]))
+        d[list(used | {int(i)})] = np.inf
+        j = int(np.argmin(d))
+        if d[j] <= tol:
+            pairs.append((int(i), j))
+            used.add(j)
+    return pairs
+
+
+def pooled_columns(samples: np.ndarray, reference: ArrayLike, conjugate: bool = False) -> list[np.ndarray]:
+    """Per reference eigenvalue, the samples of its matched partners, a conjugate pair's pooled.
+
+    ``samples`` (n, k) holds, per resample, the partner of each of the k ``reference`` eigenvalues.
+    A conjugate pair ``(i, j)`` of the reference is one real mode: whether a resample's partners land
+    on ``i`` or on ``j`` is decided by a tie (see :func:`match_eigenvalues`), so both members get the
+    pooled ``2n`` values: column i with ``conj`` of column j, and the mirror for j (``conjugate``:
+    the samples are complex and the mirror conjugates them; otherwise they are real, e.g. moduli).
+    Returns a list of k 1-D arrays.
+    """
+    s = np.asarray(samples)
+    cols = [s[:, k] for k in range(s.shape[1])]
+    mirror = np.conj if conjugate else (lambda x: x)
+    for i, j in conjugate_pairs(reference):
+        cols[i], cols[j] = (np.concatenate([s[:, i], mirror(s[:, j])]),
+                            np.concatenate([s[:, j], mirror(s[:, i])]))
+    return cols
 
 
 def spectral_wasserstein(

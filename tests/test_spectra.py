@@ -111,3 +111,29 @@ def test_bad_input() -> None:
         spectral_wasserstein(np.ones((2, 2)), [0.5])
     with pytest.raises(InvalidParameterError):
         match_eigenvalues([1.0], [np.inf])
+
+
+def test_sort_eigenvalues_ignores_round_off_in_the_modulus() -> None:
+    from rganalysis.spectra import sort_eigenvalues
+
+    lam = np.array([0.5 - 0.3j, 0.9, 0.5 + 0.3j, -0.9 + 1e-13j])
+    assert sort_eigenvalues(lam).tolist() == [3, 1, 2, 0]  # |0.9| tie -> larger im (1e-13) first; +im first
+    # a modulus perturbed by round-off does not flip the order of a conjugate pair
+    noisy = lam.copy()
+    noisy[0] = noisy[0] * (1 + 1e-14)
+    assert sort_eigenvalues(noisy).tolist() == [3, 1, 2, 0]
+
+
+def test_pooled_columns_make_a_conjugate_pair_independent_of_mirror_ties() -> None:
+    from rganalysis.spectra import conjugate_pairs, pooled_columns
+
+    ref = np.array([0.5 + 0.1j, 0.5 - 0.1j, 0.2])
+    assert conjugate_pairs(ref) == [(0, 1)]
+    # two resamples whose matchings are mirror images of each other (a tie of match_eigenvalues)
+    a = np.array([[-0.4 + 0j, 0.01 - 0.2j, 0.2], [0.3, 0.6, 0.1]])
+    b = np.array([[0.01 + 0.2j, -0.4 + 0j, 0.2], [0.6, 0.3, 0.1]])
+    pa, pb = pooled_columns(a, ref, conjugate=True), pooled_columns(b, ref, conjugate=True)
+    for i in range(2):
+        assert sorted(np.abs(pa[i])) == sorted(np.abs(pb[i]))
+        assert sorted(pa[i].imag) == sorted(pb[i].imag)
+    np.testing.assert_array_equal(pa[2], a[:, 2])  # a real eigenvalue keeps its own samples

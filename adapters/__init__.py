@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import torch
 
 from rganalysis.errors import AdapterDeclined, AdapterNotFoundError, RGAnalysisError
-from rganalysis.store import ParameterSet
+from rganalysis.store.parameter_set import ParameterSet
 
 
 class Adapter(Protocol):

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from rganalysis.checkpoint import common_prefix, find_state_dict, load_checkpoint
 from rganalysis.errors import (
     AdapterDeclined,
     CorruptCheckpointError,
@@ -19,7 +18,8 @@ from rganalysis.errors import (
     MaskMismatchError,
     PickleRefusedError,
 )
-from rganalysis.store import PARAM, LayoutEntry, ParameterSet
+from rganalysis.store.checkpoint import common_prefix, find_state_dict, load_checkpoint
+from rganalysis.store.parameter_set import PARAM, LayoutEntry, ParameterSet
 
 _last: list = [None, None]  # (key, object) of the last checkpoint read
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -208,7 +208,7 @@ def mask_file_dict(pset: ParameterSet, round: int) -> dict[str, torch.Tensor]:
     ``open-lth``: ``mask.pth``; ``ticket-series``: a checkpoint's ``mask`` entry).  Rounds without a
     mask file (round 0 of a BERT flow) raise :class:`InvalidParameterError`.
     """
-    from rganalysis.tensors import torch_dtype
+    from rganalysis.store.tensors import torch_dtype
 
     files = _json_attr(pset, "mask_files")
     if files is None:

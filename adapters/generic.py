@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rganalysis.checkpoint import make_parameter_set, single_round
+from rganalysis.adapters import register
+from rganalysis.adapters._common import checkpoint_attrs, read_state_dict_file
 from rganalysis.errors import AdapterDeclined, UnknownArchitectureError
-from rganalysis.layers import classify
-from rganalysis.store import ParameterSet
-
-from . import register
-from ._common import checkpoint_attrs, read_state_dict_file
+from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.store.layers import classify
+from rganalysis.store.parameter_set import ParameterSet
 
 
 @register

@@ -20,19 +20,18 @@ from typing import Any
 
 import torch
 
-from rganalysis.checkpoint import (
+from rganalysis.adapters import register
+from rganalysis.adapters._common import mask_file_dict, mask_file_entry
+from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, MasksNotNestedError, NonBinaryMaskError
+from rganalysis.store.checkpoint import (
     check_masks,
     find_state_dict,
     load_checkpoint,
     make_parameter_set,
     single_round,
 )
-from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, MasksNotNestedError, NonBinaryMaskError
-from rganalysis.layers import natural_key
-from rganalysis.store import ParameterSet, RoundData
-
-from . import register
-from ._common import mask_file_dict, mask_file_entry
+from rganalysis.store.layers import natural_key
+from rganalysis.store.parameter_set import ParameterSet, RoundData
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 __all__ = ["HFBert", "mask_file_dict", "read_mask_files"]

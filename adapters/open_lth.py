@@ -28,18 +28,23 @@ from typing import Any
 
 import torch
 
-from rganalysis.checkpoint import (
+from rganalysis.adapters import register
+from rganalysis.adapters._common import (
+    compare_masks,
+    mask_file_dict,
+    mask_file_entry,
+    rewind_from_state_dict,
+    rewind_state_dict,
+)
+from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, SparsityReportMismatchError
+from rganalysis.store.checkpoint import (
     check_masks,
     is_state_dict,
     load_checkpoint,
     make_parameter_set,
     split_pruned,
 )
-from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, SparsityReportMismatchError
-from rganalysis.store import MASK, PARAM, LayoutEntry, ParameterSet, RoundData
-
-from . import register
-from ._common import compare_masks, mask_file_dict, mask_file_entry, rewind_from_state_dict, rewind_state_dict
+from rganalysis.store.parameter_set import MASK, PARAM, LayoutEntry, ParameterSet, RoundData
 
 LEVEL_RE = re.compile(r"^level_(\d+)$")
 MODEL_RE = re.compile(r"^model_ep(\d+)_it(\d+)\.pth$")

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 
-from rganalysis.checkpoint import make_parameter_set, single_round
+from rganalysis.adapters import register
+from rganalysis.adapters._common import build_resnet, checkpoint_attrs, match_resnet, read_state_dict_file
 from rganalysis.errors import AdapterDeclined
-from rganalysis.store import ParameterSet
-
-from . import register
-from ._common import build_resnet, checkpoint_attrs, match_resnet, read_state_dict_file
+from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.store.parameter_set import ParameterSet
 
 
 @register

@@ -22,12 +22,8 @@ from typing import Any
 
 import torch
 
-from rganalysis.checkpoint import make_parameter_set
-from rganalysis.errors import AdapterDeclined, MissingTensorError
-from rganalysis.store import EXTRA, PARAM, LayoutEntry, ParameterSet, RoundData
-
-from . import register
-from ._common import (
+from rganalysis.adapters import register
+from rganalysis.adapters._common import (
     as_float,
     build_resnet_backbone,
     head_spec,
@@ -35,6 +31,9 @@ from ._common import (
     read_checkpoint_object,
     read_state_dict_file,
 )
+from rganalysis.errors import AdapterDeclined, MissingTensorError
+from rganalysis.store.checkpoint import make_parameter_set
+from rganalysis.store.parameter_set import EXTRA, PARAM, LayoutEntry, ParameterSet, RoundData
 
 log = logging.getLogger(__name__)
 

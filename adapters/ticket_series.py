@@ -22,18 +22,8 @@ from typing import Any
 
 import torch
 
-from rganalysis.checkpoint import (
-    common_prefix,
-    is_state_dict,
-    load_checkpoint,
-    make_parameter_set,
-    split_pruned,
-)
-from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, MaskShapeError, MissingTensorError
-from rganalysis.store import ParameterSet, RoundData
-
-from . import register
-from ._common import (
+from rganalysis.adapters import register
+from rganalysis.adapters._common import (
     as_float,
     build_resnet_backbone,
     compare_masks,
@@ -45,6 +35,15 @@ from ._common import (
     rewind_from_state_dict,
     rewind_state_dict,
 )
+from rganalysis.errors import AdapterDeclined, CorruptCheckpointError, MaskShapeError, MissingTensorError
+from rganalysis.store.checkpoint import (
+    common_prefix,
+    is_state_dict,
+    load_checkpoint,
+    make_parameter_set,
+    split_pruned,
+)
+from rganalysis.store.parameter_set import ParameterSet, RoundData
 
 log = logging.getLogger(__name__)
 

@@ -55,8 +55,8 @@ import time
 import torch
 from torch.nn.utils import prune
 
-from rganalysis.coarse_grain import coarse_grain
-from rganalysis.state import State
+from rganalysis.rg.coarse_graining import coarse_grain
+from rganalysis.store.state import State
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -62,7 +62,7 @@ TARGET_BYTES = 2 * 10**9
 def build_flow(name: str, workdir: Path, rounds: int = 19, rate: float = 0.2) -> Path:
     """Ingest ``name`` (random init) and record ``rounds`` data-free IMP rounds; the flow's path."""
     from rganalysis.adapters import ingest
-    from rganalysis.flow import compute_flow
+    from rganalysis.rg.flow import compute_flow
 
     out = workdir / f"{name}-flow.h5"
     if out.exists():
@@ -107,8 +107,8 @@ def child(path: str, subset: str, rank: int, bags: int, gram: str = "shortcut") 
     import numpy as np
 
     import rganalysis
-    from rganalysis.koopman import KoopmanDMD
-    from rganalysis.koopman_flow import koopman_fit
+    from rganalysis.koopman.dmd import KoopmanDMD
+    from rganalysis.koopman.snapshots import koopman_fit
 
     torch.set_num_threads(torch.get_num_threads())
     # warm-up: imports, thread pool, LAPACK on a tiny problem

@@ -177,8 +177,8 @@ def imp_flow_store(arch: str, theta0: dict[str, torch.Tensor], task: Task, round
 
     Returns the per-round test accuracies, global densities and the last round's masks.
     """
-    from rganalysis.checkpoint import make_parameter_set, single_round
-    from rganalysis.flow import compute_flow
+    from rganalysis.rg.flow import compute_flow
+    from rganalysis.store.checkpoint import make_parameter_set, single_round
 
     model = ARCHS[arch]()
     dense, acc0 = train_masked(model, theta0, {}, task, cfg, seed)
@@ -232,7 +232,7 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
     random masks of the tickets' layer densities clearly lose to the tickets; training
     :class:`TrainConfig` (``quick``: 10 epochs).
     """
-    from rganalysis.universality import UniversalityAnalysis
+    from rganalysis.universality.analysis import UniversalityAnalysis
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)

@@ -1,13 +1,58 @@
-"""rganalysis: iterative magnitude pruning as a renormalization-group flow.
+"""rganalysis: iterative magnitude pruning as a renormalization-group flow, measured on checkpoints.
 
-Measure the flow that IMP induces on saved checkpoints, fit its linearisation, classify fixed
-points and compare models by universality class.
+The public verbs are importable from here; each is loaded on first use, so ``import rganalysis`` stays
+cheap (the command line imports only what a command needs).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import RGAnalysisError  # noqa: E402
-from .state import State  # noqa: E402
-from .store import ParameterSet, load, save  # noqa: E402
+#: public name -> module that defines it
+_PUBLIC = {
+    "ParameterSet": "rganalysis.store",
+    "State": "rganalysis.store",
+    "load": "rganalysis.store",
+    "save": "rganalysis.store",
+    "ingest": "rganalysis.adapters",
+    "compute_flow": "rganalysis.rg",
+    "FlowFit": "rganalysis.fit",
+    "KoopmanDMD": "rganalysis.koopman",
+    "UniversalityAnalysis": "rganalysis.universality",
+    "write_report": "rganalysis.report",
+    "RGAnalysisError": "rganalysis.errors",
+}
+_MODULES = {"plot": "rganalysis.report.plot", "errors": "rganalysis.errors"}
 
-__all__ = ["ParameterSet", "RGAnalysisError", "State", "__version__", "load", "save"]
+__all__ = ["FlowFit", "KoopmanDMD", "ParameterSet", "RGAnalysisError", "State", "UniversalityAnalysis", "__version__",
+           "compute_flow", "errors", "ingest", "load", "plot", "save", "write_report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    else:
+        raise AttributeError(f"module 'rganalysis' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rganalysis import errors
+    from rganalysis.adapters import ingest
+    from rganalysis.errors import RGAnalysisError
+    from rganalysis.fit import FlowFit
+    from rganalysis.koopman import KoopmanDMD
+    from rganalysis.report import plot, write_report
+    from rganalysis.rg import compute_flow
+    from rganalysis.store import ParameterSet, State, load, save
+    from rganalysis.universality import UniversalityAnalysis

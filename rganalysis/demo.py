@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from .errors import RGAnalysisError
+from rganalysis.errors import RGAnalysisError
+
+__all__ = ["DemoDataMissingError", "DemoResult", "minilm_path", "run_demo", "write_resnet_checkpoint"]
 
 
 class DemoDataMissingError(RGAnalysisError):
@@ -92,9 +94,9 @@ def run_demo(
     """Ingest MiniLM, ResNet-18 and ResNet-50, run data-free IMP flows, fit, compare and report."""
     from tqdm.auto import tqdm
 
-    from .adapters import ingest
-    from .flow import compute_flow
-    from .report import write_report
+    from rganalysis.adapters import ingest
+    from rganalysis.report.build import write_report
+    from rganalysis.rg.flow import compute_flow
 
     t0 = time.perf_counter()
     out = Path(output)

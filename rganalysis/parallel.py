@@ -23,20 +23,13 @@ Two independent tools.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
-import xarray as xr
-
-from rganalysis.couplings import _normalise_sets, coupling_name, get_coupling_set
 from rganalysis.errors import InvalidParameterError
-from rganalysis.state import State, resolve_device
 
-__all__ = ["map_flows", "resolve_scheduler", "stream_flow_couplings"]
+__all__ = ["map_flows", "resolve_scheduler"]
 
 
 # ====================================================================================================
@@ -109,119 +102,3 @@ def map_flows(
         raise InvalidParameterError(f"unknown scheduler {scheduler!r}: give None, 'sync', an address or a Client")
     with Client(addr, set_as_default=False) as client:
         return list(client.gather(client.compute(tasks)))
-
-
-# ====================================================================================================
-# streaming couplings
-# ====================================================================================================
-def _weight_versions(pset: Any, name: str) -> list[int] | None:
-    """Rounds at which the stored weights of ``name`` change (0 first), or None if unknown.
-
-    Uses the store's change table, so an unchanged tensor (a data-free flow: all rounds) is read once.
-    """
-    changed = getattr(pset, "_changed", None)
-    if not isinstance(changed, dict):
-        return None
-    return sorted(r for r, names in changed.items() if name in names and 0 <= r < pset.n_rounds)
-
-
-def stream_flow_couplings(
-    source: str | os.PathLike | Any,
-    sets: str | Sequence[str] = ("density",),
-    *,
-    names: Sequence[str] | None = None,
-    device: str | None = "auto",
-) -> xr.DataArray:
-    """Couplings of every round of a flow, one tensor at a time.
-
-    Parameters
-    ----------
-    source : path of a store, or a :class:`~rganalysis.store.ParameterSet` (read lazily)
-    sets : registered per-layer coupling-set names (``density``, ``magnitude``, ``spectral``, ...)
-    names : layers, in depth order (default ``pset.pruned_names()``, as :meth:`ParameterSet.state`)
-    device : where each tensor's couplings are computed (``"auto"`` default: CUDA when present, else CPU)
-
-    Returns
-    -------
-    xarray.DataArray, shape (n_rounds, n_couplings), float64
-        Exactly what ``flow_couplings(pset, sets)`` returns (dims ``(round, coupling)``; coordinates
-        ``coupling``, ``layer``, ``set``, ``statistic``, ``depth``).
-
-    Memory
-    ------
-    Holds one weight tensor (re-read only when the store records a new value for it), one mask,
-    and the coupling set's working copies of that one layer; per-layer results are scalars.
-    """
-    from rganalysis.store import load
-
-    own = not hasattr(source, "n_rounds")
-    pset = load(Path(source)) if own else source
-    try:
-        return _stream(pset, _normalise_sets(sets), names, resolve_device(device))
-    finally:
-        if own:
-            pset.close()
-
-
-def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: Any) -> xr.DataArray:
-    layers = list(names) if names is not None else list(pset.pruned_names())
-    if not layers:
-        raise InvalidParameterError("the store has no prunable tensors to compute couplings of")
-    n_layers = len(layers)
-    depth = {k: (i / (n_layers - 1) if n_layers > 1 else 0.0) for i, k in enumerate(layers)}
-    R = int(pset.n_rounds)
-    fns = [get_coupling_set(s) for s in set_names]
-    # values[set][stat][layer] = list over rounds
-    values: dict[str, dict[str, dict[str, list[float]]]] = {s: {} for s in set_names}
-    for layer in layers:
-        versions = _weight_versions(pset, layer)
-        w = None
-        w_round = -1
-        for r in range(R):
-            if w is None or versions is None or (r in versions and r != w_round):
-                w = pset.tensor(layer, r, dev)
-                w_round = r
-            m = pset.mask(layer, r, dev)
-            st = State({layer: w}, {layer: m}, depth={layer: depth[layer]}, kinds={layer: pset.info[layer].kind})
-            for s, fn in zip(set_names, fns, strict=True):
-                raw = fn(st)
-                extra = [k for k in raw if k != layer]
-                if extra:
-                    raise InvalidParameterError(
-                        f"coupling set {s!r} yields couplings not tied to one layer ({extra[:3]}); "
-                        "it cannot be streamed tensor by tensor: use rganalysis.couplings.flow_couplings"
-                    )
-                if layer not in raw:
-                    continue  # e.g. spectral skips 1-d tensors
-                val = raw[layer]
-                items = list(val.items()) if hasattr(val, "items") else [(s, val)]
-                for stat, v in items:
-                    per_layer = values[s].setdefault(str(stat), {})
-                    per_layer.setdefault(layer, [math.nan] * R)[r] = float(v)
-            del m, st
-        del w
-    rows: list[tuple[str, str, str, str, float]] = []
-    cols: list[list[float]] = []
-    for s in set_names:
-        for stat, per_layer in values[s].items():
-            for layer in layers:
-                if layer in per_layer:
-                    rows.append((coupling_name(s, stat, layer), layer, s, stat, float(depth[layer])))
-                    cols.append(per_layer[layer])
-    if not rows:
-        raise InvalidParameterError(f"coupling sets {set_names} gave no couplings for these layers")
-    arr = np.asarray(cols, dtype=np.float64).T.reshape(R, len(rows))
-    return xr.DataArray(
-        arr,
-        dims=("round", "coupling"),
-        coords={
-            "round": np.arange(R),
-            "coupling": [r[0] for r in rows],
-            "layer": ("coupling", [r[1] for r in rows]),
-            "set": ("coupling", [r[2] for r in rows]),
-            "statistic": ("coupling", [r[3] for r in rows]),
-            "depth": ("coupling", np.asarray([r[4] for r in rows], dtype=np.float64)),
-        },
-        name="couplings",
-        attrs={"sets": ",".join(set_names)},
-    )

@@ -117,7 +117,7 @@ def test_existing_output_needs_force(tmp_path, resnet18_sd, capsys):
 
 
 def test_failure_during_write_leaves_nothing(tmp_path, resnet18_sd, monkeypatch):
-    import rganalysis.store as store
+    import rganalysis.store.hdf5 as store
 
     torch.save(resnet18_sd, tmp_path / "r18.pth")
     pset = ingest(tmp_path / "r18.pth")

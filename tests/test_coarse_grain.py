@@ -7,8 +7,14 @@ import zlib
 import pytest
 import torch
 
-import rganalysis.coarse_grain as cg
-from rganalysis.coarse_grain import (
+import rganalysis.rg.coarse_graining as cg
+from rganalysis.errors import (
+    InvalidParameterError,
+    MaskShapeError,
+    MissingTensorError,
+    NonBinaryMaskError,
+)
+from rganalysis.rg.coarse_graining import (
     SCOPES,
     coarse_grain,
     layer_scope,
@@ -16,13 +22,7 @@ from rganalysis.coarse_grain import (
     register_scope,
     remove_smallest,
 )
-from rganalysis.errors import (
-    InvalidParameterError,
-    MaskShapeError,
-    MissingTensorError,
-    NonBinaryMaskError,
-)
-from rganalysis.state import State
+from rganalysis.store.state import State
 
 AWKWARD = [(7,), (3, 5), (2, 3, 11), (1, 1, 1, 13), (17, 1), (1,)]
 

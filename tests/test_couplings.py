@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from rganalysis.coarse_grain import coarse_grain
-from rganalysis.couplings import (
+from rganalysis.errors import InvalidParameterError
+from rganalysis.fit.couplings import (
     available_coupling_sets,
     compute_couplings,
     coupling_values,
@@ -19,8 +19,8 @@ from rganalysis.couplings import (
     resample_depth,
     unregister_coupling_set,
 )
-from rganalysis.errors import InvalidParameterError
-from rganalysis.state import State
+from rganalysis.rg.coarse_graining import coarse_grain
+from rganalysis.store.state import State
 
 
 @pytest.fixture

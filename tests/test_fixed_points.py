@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
-from rganalysis.fixed_points import (
+from rganalysis.fit.fixed_points import (
     classify_eigenvalues,
     distance_to_fixed_point,
     effective_scale_factor,
@@ -21,7 +21,7 @@ from rganalysis.fixed_points import (
     scale_factor,
     spectrum_json,
 )
-from rganalysis.jacobian import TrajectoryEstimator
+from rganalysis.fit.jacobian import TrajectoryEstimator
 
 
 def test_scale_factors() -> None:

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import rganalysis
-from rganalysis.analysis import FlowFit, check_nested
 from rganalysis.cli import main
 from rganalysis.errors import MasksNotNestedError, TooFewRoundsError
-from rganalysis.flow import compute_flow
-from rganalysis.store import ParameterSet
+from rganalysis.fit.flowfit import FlowFit
+from rganalysis.rg.flow import compute_flow
+from rganalysis.store.checks import check_nested
+from rganalysis.store.parameter_set import ParameterSet
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rganalysis.errors import InvalidParameterError, MissingTensorError
-from rganalysis.imp import imp_flow
-from rganalysis.rescale import RESCALINGS, register_rescaling, rescale
-from rganalysis.state import State
+from rganalysis.rg.imp import imp_flow
+from rganalysis.rg.rescaling import RESCALINGS, register_rescaling, rescale
+from rganalysis.store.state import State
 
 
 def make_state(seed=0, shapes=((31, 17), (13, 7, 3, 3), (1001,))):

@@ -12,24 +12,24 @@ import numpy as np
 import pytest
 import torch
 
-from rganalysis.coarse_grain import coarse_grain
-from rganalysis.couplings import flow_couplings
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, RankError, TooFewRoundsError
-from rganalysis.jacobian import (
+from rganalysis.fit.couplings import flow_couplings
+from rganalysis.fit.jacobian import (
     IllConditionedWarning,
     ResponseEstimator,
     TrajectoryEstimator,
     flow_pairs,
     perturb_state,
 )
-from rganalysis.state import State
-from rganalysis.theory import (
+from rganalysis.fit.theory import (
     density_jacobian_from_state,
     gaussian_density_jacobian,
     gaussian_random_jacobian,
     gaussian_survival_prime,
     global_threshold,
 )
+from rganalysis.rg.coarse_graining import coarse_grain
+from rganalysis.store.state import State
 
 SIGMAS = (0.5, 1.0, 2.0)
 SIZES = (100_000, 300_000, 600_000)

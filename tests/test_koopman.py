@@ -17,15 +17,15 @@ from rganalysis.errors import (
     RankError,
     TooFewRoundsError,
 )
-from rganalysis.koopman import (
+from rganalysis.fit.spectra import match_eigenvalues
+from rganalysis.koopman.dmd import (
     KoopmanDMD,
     RankDeficiencyWarning,
     blocks_from_arrays,
     blocks_from_states,
     snapshot_gram,
 )
-from rganalysis.spectra import match_eigenvalues
-from rganalysis.state import State
+from rganalysis.store.state import State
 
 # ------------------------------------------------------------------------------------------------
 # a flow built from a known linear map: theta_n = sum_k lambda_k^n v_k  (+ a complex pair)

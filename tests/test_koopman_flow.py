@@ -19,24 +19,16 @@ import xarray as xr
 from pydmd import DMD
 
 import rganalysis
-from rganalysis.checkpoint import make_parameter_set
 from rganalysis.cli import main
 from rganalysis.errors import InvalidParameterError, RankError, TooFewRoundsError
-from rganalysis.flow import compute_flow
-from rganalysis.koopman import KoopmanDMD, RankDeficiencyWarning, snapshot_gram
-from rganalysis.koopman_flow import (
-    StoreInUseError,
-    _alive_rounds,
-    format_koopman,
-    koopman_fit,
-    koopman_json,
-    mode_groups,
-    select_names,
-    snapshot_provider,
-    write_modes,
-)
-from rganalysis.spectra import match_eigenvalues
-from rganalysis.store import ParameterSet, RoundData
+from rganalysis.fit.spectra import match_eigenvalues
+from rganalysis.koopman.dmd import KoopmanDMD, RankDeficiencyWarning, snapshot_gram
+from rganalysis.koopman.modes import StoreInUseError, mode_groups, write_modes
+from rganalysis.koopman.snapshots import _alive_rounds, koopman_fit, select_names, snapshot_provider
+from rganalysis.koopman.summary import format_koopman, koopman_json
+from rganalysis.rg.flow import compute_flow
+from rganalysis.store.checkpoint import make_parameter_set
+from rganalysis.store.parameter_set import ParameterSet, RoundData
 
 # theta_n = sum_k lambda_k^n v_k: three real eigenvalues and a complex pair
 REAL = (0.9, 0.7, 0.5)

@@ -14,13 +14,14 @@ import torch
 import xarray as xr
 
 import rganalysis
-from rganalysis.checkpoint import make_parameter_set, single_round
-from rganalysis.couplings import flow_couplings, register_coupling_set, unregister_coupling_set
 from rganalysis.errors import InvalidParameterError
-from rganalysis.flow import compute_flow
-from rganalysis.parallel import map_flows, resolve_scheduler, stream_flow_couplings
-from rganalysis.store import ParameterSet, build_info
-from rganalysis.universality import UniversalityAnalysis
+from rganalysis.fit.couplings import flow_couplings, register_coupling_set, unregister_coupling_set
+from rganalysis.fit.streaming import stream_flow_couplings
+from rganalysis.parallel import map_flows, resolve_scheduler
+from rganalysis.rg.flow import compute_flow
+from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.store.parameter_set import ParameterSet, build_info
+from rganalysis.universality.analysis import UniversalityAnalysis
 
 
 def _pset(sd: dict, name: str):
@@ -97,8 +98,8 @@ _CHILD = textwrap.dedent("""
     import gc, json, re, sys, threading, time
     import psutil
     import rganalysis
-    from rganalysis.couplings import flow_couplings
-    from rganalysis.parallel import stream_flow_couplings
+    from rganalysis.fit.couplings import flow_couplings
+    from rganalysis.fit.streaming import stream_flow_couplings
 
     path = sys.argv[1]
     proc = psutil.Process()

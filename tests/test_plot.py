@@ -13,8 +13,8 @@ import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from rganalysis import plot  # noqa: E402
-from rganalysis.store import ParameterSet, build_info  # noqa: E402
+from rganalysis.report import plot  # noqa: E402
+from rganalysis.store.parameter_set import ParameterSet, build_info  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

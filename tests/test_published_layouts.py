@@ -21,7 +21,6 @@ from torch import nn
 import rganalysis
 from rganalysis.adapters import ingest
 from rganalysis.adapters._common import MaskMismatchError, mask_file_dict, rewind_state_dict
-from rganalysis.checkpoint import load_checkpoint
 from rganalysis.errors import (
     InvalidParameterError,
     MaskShapeError,
@@ -31,6 +30,7 @@ from rganalysis.errors import (
     SparsityReportMismatchError,
     UnknownArchitectureError,
 )
+from rganalysis.store.checkpoint import load_checkpoint
 
 from conftest import assert_state_dicts_equal
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
@@ -18,13 +17,12 @@ import torch  # noqa: E402
 
 import rganalysis  # noqa: E402
 from rganalysis.cli import main  # noqa: E402
-from rganalysis.report import ReportOptions, build_report, write_report  # noqa: E402
+from rganalysis.report.build import build_report, write_report  # noqa: E402
+from rganalysis.report.options import ReportOptions  # noqa: E402
 
 FIGURES_PER_MODEL = ("density", "magnitudes", "projection", "spectrum", "distance")
 TABLES_PER_MODEL = ("summary", "exponents", "fixedpoint", "distance")
 FAST = ["--bootstrap", "20", "--dpi", "40", "--magnitude-samples", "5000", "-q"]
-# `rganalysis koopman` (rganalysis.koopman_flow) is what --koopman calls
-HAVE_KOOPMAN = all(importlib.util.find_spec(m) for m in ("rganalysis.koopman_flow", "rganalysis.cli.koopman"))
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +158,7 @@ def _pdf_pages(path) -> int:
 
 def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     html, pdf = tmp_path / "r.html", tmp_path / "r.pdf"
-    koopman = ["--koopman"] if HAVE_KOOPMAN else []
-    assert main(["report", str(flows["alpha"]), "-o", str(html), "--pdf", str(pdf), *koopman, *FAST]) == 0
+    assert main(["report", str(flows["alpha"]), "-o", str(html), "--pdf", str(pdf), "--koopman", *FAST]) == 0
     assert "5 figures" in capsys.readouterr().out
     page, text = _parse(html)
     _assert_self_contained(page, text)
@@ -190,14 +187,14 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     # ... and every number in the tables is that JSON's number
     assert _check_tables_equal_json(page, {"summary-": fit_json, "exponents-": fit_json, "fixedpoint-": fit_json,
                                            "distance-": fit_json}) >= 4 * 8 + 4 + 3
-    if HAVE_KOOPMAN:  # the Koopman spectrum is what `rganalysis koopman` writes, with the command printed
-        kcmd = shlex.split(unescape(re.search(r"</code> and <code>([^<]+)</code>", text).group(1)))
-        assert kcmd[:3] == ["rganalysis", "koopman", str(flows["alpha"])]
-        args = kcmd[1:]
-        args[args.index("--json") + 1] = str(tmp_path / "koopman.json")
-        assert main([*args, "-q"]) == 0
-        assert json.loads(page.scripts["koopman-alpha"]) == json.loads((tmp_path / "koopman.json").read_text())
-        assert "Koopman" in page.figures["fig-spectrum-alpha"]["caption"]
+    # the Koopman spectrum is what `rganalysis koopman` writes, with the command printed
+    kcmd = shlex.split(unescape(re.search(r"</code> and <code>([^<]+)</code>", text).group(1)))
+    assert kcmd[:3] == ["rganalysis", "koopman", str(flows["alpha"])]
+    args = kcmd[1:]
+    args[args.index("--json") + 1] = str(tmp_path / "koopman.json")
+    assert main([*args, "-q"]) == 0
+    assert json.loads(page.scripts["koopman-alpha"]) == json.loads((tmp_path / "koopman.json").read_text())
+    assert "Koopman" in page.figures["fig-spectrum-alpha"]["caption"]
     exp_rows = page.tables["exponents-alpha"]
     assert len(exp_rows) == len(fit_json["eigenvalues"])
     assert [r[5]["text"] for r in exp_rows] == [e["class"] for e in fit_json["eigenvalues"]]
@@ -210,7 +207,7 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
 def test_several_models_report(flows, tmp_path):
     """Two flows: a section each, one shared coupling space, the joint projection; the comparison when the
     universality module is there, with its JSON and tables equal to `rganalysis compare`."""
-    from rganalysis.koopman import KoopmanDMD, blocks_from_states
+    from rganalysis.koopman.dmd import KoopmanDMD, blocks_from_states
 
     with rganalysis.load(flows["beta"]) as p:
         states = [p.state(r, "cpu") for r in range(p.n_rounds)]
@@ -238,9 +235,6 @@ def test_several_models_report(flows, tmp_path):
     assert len(page.images) == n_figs
     assert _pdf_pages(pdf) == rep.pdf_pages() == n_figs + 2 + 1
 
-    if importlib.util.find_spec("rganalysis.universality") is None:
-        assert rep.compare_json is None and "No distance matrix" in text
-        return
     cj = json.loads(page.scripts["compare"])
     for f in ("distance-matrix", "dendrogram"):
         fig = page.figures[f"fig-{f}"]

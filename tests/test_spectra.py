@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.spectra import match_eigenvalues, spectral_wasserstein
+from rganalysis.fit.spectra import match_eigenvalues, spectral_wasserstein
 
 
 def _brute_force(a: np.ndarray, b: np.ndarray, p: float) -> float:
@@ -114,7 +114,7 @@ def test_bad_input() -> None:
 
 
 def test_sort_eigenvalues_ignores_round_off_in_the_modulus() -> None:
-    from rganalysis.spectra import sort_eigenvalues
+    from rganalysis.fit.spectra import sort_eigenvalues
 
     lam = np.array([0.5 - 0.3j, 0.9, 0.5 + 0.3j, -0.9 + 1e-13j])
     assert sort_eigenvalues(lam).tolist() == [3, 1, 2, 0]  # |0.9| tie -> larger im (1e-13) first; +im first
@@ -125,7 +125,7 @@ def test_sort_eigenvalues_ignores_round_off_in_the_modulus() -> None:
 
 
 def test_pooled_columns_make_a_conjugate_pair_independent_of_mirror_ties() -> None:
-    from rganalysis.spectra import conjugate_pairs, pooled_columns
+    from rganalysis.fit.spectra import conjugate_pairs, pooled_columns
 
     ref = np.array([0.5 + 0.1j, 0.5 - 0.1j, 0.2])
     assert conjugate_pairs(ref) == [(0, 1)]

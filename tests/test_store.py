@@ -180,8 +180,8 @@ def test_compression_option(tmp_path, resnet18_sd):
 
 def test_flow_with_changing_weights_and_rewind_roundtrip(tmp_path):
     """Weights that change per round (/weights/round_NNNN) and a rewind point survive save + load."""
-    from rganalysis.checkpoint import make_parameter_set
-    from rganalysis.store import PARAM, LayoutEntry, RoundData
+    from rganalysis.store.checkpoint import make_parameter_set
+    from rganalysis.store.parameter_set import PARAM, LayoutEntry, RoundData
 
     torch.manual_seed(0)
     w0 = {"l1.weight": torch.randn(4, 3), "l1.bias": torch.randn(4), "l2.weight": torch.randn(2, 4)}

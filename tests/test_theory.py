@@ -7,11 +7,9 @@ import pytest
 import sympy as sp
 import torch
 
-from rganalysis.coarse_grain import coarse_grain
-from rganalysis.couplings import flow_couplings
 from rganalysis.errors import InvalidParameterError
-from rganalysis.state import State
-from rganalysis.theory import (
+from rganalysis.fit.couplings import flow_couplings
+from rganalysis.fit.theory import (
     density_jacobian_from_state,
     density_jacobian_symbolic,
     empirical_survival,
@@ -25,6 +23,8 @@ from rganalysis.theory import (
     global_threshold,
     rank_one_density_jacobian,
 )
+from rganalysis.rg.coarse_graining import coarse_grain
+from rganalysis.store.state import State
 
 SIGMAS = (0.5, 1.0, 2.0)
 SIZES = (100_000, 300_000, 600_000)

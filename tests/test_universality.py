@@ -12,28 +12,32 @@ import pytest
 import torch
 
 import rganalysis
-from rganalysis.checkpoint import make_parameter_set, single_round
 from rganalysis.cli import main
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
-from rganalysis.flow import compute_flow
-from rganalysis.universality import (
+from rganalysis.rg.flow import compute_flow
+from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.universality.analysis import UniversalityAnalysis
+from rganalysis.universality.classes import (
     DEFAULT_THRESHOLD,
-    FlowSignature,
-    UniversalityAnalysis,
-    _koopman_local,
-    auto_rank,
     classes_from_distance,
+    hierarchical_clustering,
+    largest_gap_threshold,
+)
+from rganalysis.universality.distances import (
     distance_matrix,
     fixed_point_distance,
     flow_distance,
-    flow_signature,
-    hierarchical_clustering,
-    koopman_eigenvalues,
-    largest_gap_threshold,
     principal_angles,
-    ridge_fixed_point,
     spectrum_distance,
     subspace_distance,
+)
+from rganalysis.universality.signature import (
+    FlowSignature,
+    _koopman_local,
+    auto_rank,
+    flow_signature,
+    koopman_eigenvalues,
+    ridge_fixed_point,
 )
 
 B = 1.25  # scale factor of a flow at rate 0.2
@@ -266,7 +270,7 @@ def test_auto_rank_and_model_store_needs_a_flow(stores):
     s = flow_signature(stores["cnn0"])
     assert 1 <= s.rank <= 3 and s.meta["warnings"] is not None
     with rganalysis.load(stores["mlp0"]) as p:
-        from rganalysis.couplings import flow_couplings, resample_depth
+        from rganalysis.fit.couplings import flow_couplings, resample_depth
 
         K = resample_depth(flow_couplings(p), 8)
     # 3 layers interpolated onto 8 depths: the design has numerical rank 3
@@ -289,7 +293,7 @@ def test_auto_rank_and_model_store_needs_a_flow(stores):
 
 def test_koopman_eigenvalues_of_a_known_linear_flow():
     """Weights that evolve as sum_k c_k lambda_k^n v_k: the DMD eigenvalues are the lambda_k."""
-    from rganalysis.store import ParameterSet, build_info
+    from rganalysis.store.parameter_set import ParameterSet, build_info
 
     g = torch.Generator().manual_seed(0)
     lam = np.array([1.1, 0.9, 0.5])

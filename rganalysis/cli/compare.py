@@ -37,7 +37,8 @@ def _rank(text: str) -> int | str | None:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from rganalysis.universality import DEFAULT_DEPTH_POINTS, DEFAULT_FIXED_POINT_RIDGE, DEFAULT_THRESHOLD
+    from rganalysis.universality.classes import DEFAULT_THRESHOLD
+    from rganalysis.universality.signature import DEFAULT_DEPTH_POINTS, DEFAULT_FIXED_POINT_RIDGE
 
     p = sub.add_parser(
         "compare",
@@ -83,7 +84,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from rganalysis.errors import InvalidParameterError
-    from rganalysis.universality import UniversalityAnalysis, format_comparison
+    from rganalysis.universality.analysis import UniversalityAnalysis
+    from rganalysis.universality.text import format_comparison
 
     for f in args.flows:
         if not f.exists():
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     ).fit([str(f) for f in args.flows], names)
     j = ua.to_json()
     if args.json_out:
-        from rganalysis.jsonio import write_json
+        from rganalysis.store.output import write_json
 
         write_json(j, args.json_out)
     print(format_comparison(j))

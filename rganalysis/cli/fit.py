@@ -32,7 +32,7 @@ def add_estimator_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import rganalysis
-    from rganalysis.analysis import FlowFit, format_spectrum
+    from rganalysis.fit.flowfit import FlowFit, format_spectrum
 
     psets = [rganalysis.load(f) for f in args.flows]
     try:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             p.close()
     j = fit.to_json()
     if args.json_out:
-        from rganalysis.jsonio import write_json
+        from rganalysis.store.output import write_json
 
         write_json(j, args.json_out)
     print(format_spectrum(j))

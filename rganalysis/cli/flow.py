@@ -24,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import rganalysis
     from rganalysis.errors import InvalidParameterError, OutputExistsError
-    from rganalysis.flow import compute_flow
+    from rganalysis.rg.flow import compute_flow
 
     if args.output.exists() and not args.force:
         raise OutputExistsError(f"{args.output} exists; pass --force to overwrite it")

@@ -17,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import rganalysis
-    from rganalysis.summary import format_summary, summarize
+    from rganalysis.store.summary import format_summary, summarize
 
     with rganalysis.load(args.store) as pset:
         s = summarize(pset)

@@ -38,7 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from rganalysis.errors import InvalidParameterError
-    from rganalysis.koopman_flow import format_koopman, koopman_fit, koopman_json, write_modes
+    from rganalysis.koopman.modes import write_modes
+    from rganalysis.koopman.snapshots import koopman_fit
+    from rganalysis.koopman.summary import format_koopman, koopman_json
 
     if args.modes_limit is not None and args.modes_limit < 1:
         raise InvalidParameterError(f"--modes-limit must be >= 1, got {args.modes_limit}")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         write_modes(args.flow, dmd, limit=args.modes_limit, progress=not args.quiet)
     j = koopman_json(dmd)
     if args.json_out:
-        from rganalysis.jsonio import write_json
+        from rganalysis.store.output import write_json
 
         write_json(j, args.json_out)
     print(format_koopman(j))

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from rganalysis.errors import InvalidParameterError
-    from rganalysis.report import ReportOptions, write_report
+    from rganalysis.report.build import write_report
+    from rganalysis.report.options import ReportOptions
 
     koopman = None
     if args.koopman_json:

@@ -14,6 +14,11 @@ Eigenvalue classes (``tol`` default 0.05): relevant ``|lambda| > 1 + tol``, irre
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rganalysis.store.parameter_set import ParameterSet
+
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,18 +29,7 @@ import xarray as xr
 
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
 
-__all__ = [
-    "scale_factor",
-    "per_round_scale_factors",
-    "effective_scale_factor",
-    "exponents",
-    "classify_eigenvalues",
-    "fixed_point_type",
-    "distance_to_fixed_point",
-    "near_fixed_point",
-    "NearFixedPoint",
-    "spectrum_json",
-]
+__all__ = ["classify_eigenvalues", "distance_to_fixed_point", "effective_scale_factor", "exponents", "fixed_point_type", "flow_scale", "near_fixed_point", "NearFixedPoint", "per_round_scale_factors", "scale_factor", "spectrum_json"]
 
 
 def scale_factor(rate: float) -> float:
@@ -325,3 +319,22 @@ def spectrum_json(
     if extra:
         out.update(extra)
     return out
+
+
+def flow_scale(pset: ParameterSet) -> tuple[float | None, float, list[float]]:
+    """(rate, b, b_n) of a flow.
+
+    A flow computed at a fixed rate p has b = 1/(1-p); a recorded flow takes its scale factors from
+    the measured global densities, b_n = rho_n / rho_{n+1}, and b is their geometric mean.
+    """
+    b_n = [float(x) for x in pset.scale_factors()] if pset.n_rounds > 1 else []
+    rate = pset.flow_attrs.get("rate")
+    if pset.flow_attrs.get("kind") == "computed" and rate:
+        return float(rate), scale_factor(float(rate)), b_n
+    if not b_n:
+        raise TooFewRoundsError("a single-round store has no flow: run `rganalysis flow` first")
+    if any(not math.isfinite(b) or b <= 1.0 for b in b_n):
+        raise InvalidParameterError(f"the recorded flow does not prune every round (b_n = {b_n})")
+    b = effective_scale_factor(b_n)
+    return 1.0 - 1.0 / b, b, b_n
+

@@ -31,21 +31,9 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-    from rganalysis.store import ParameterSet
+    from rganalysis.store.parameter_set import ParameterSet
 
-__all__ = [
-    "CLASS_STYLE",
-    "density_heatmap",
-    "magnitude_distributions",
-    "flow_projection",
-    "project_flow",
-    "spectrum",
-    "distance_curve",
-    "distance_matrix",
-    "dendrogram",
-    "linkage_from_distance",
-    "short_layer_name",
-]
+__all__ = ["CLASS_STYLE", "dendrogram", "density_heatmap", "distance_curve", "distance_matrix", "flow_projection", "linkage_from_distance", "magnitude_distributions", "project_flow", "short_layer_name", "spectrum"]
 
 #: Colour and marker of each eigenvalue class (shared by every spectrum figure).
 CLASS_STYLE: dict[str, dict[str, str]] = {

@@ -8,10 +8,12 @@ from functools import partial
 import numpy as np
 import torch
 
-from .errors import InvalidParameterError
-from .imp import imp_flow
-from .state import resolve_device
-from .store import ParameterSet
+from rganalysis.errors import InvalidParameterError
+from rganalysis.rg.imp import imp_flow
+from rganalysis.store.parameter_set import ParameterSet
+from rganalysis.store.state import resolve_device
+
+__all__ = ["compute_flow"]
 
 
 def _mask_at(alive_rounds: torch.Tensor, r: int) -> torch.Tensor:

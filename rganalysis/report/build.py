@@ -17,9 +17,7 @@ atomically (a temporary file renamed at the end).
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import io
 import json
 import math
@@ -28,319 +26,25 @@ import re
 import shlex
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import InvalidParameterError
-from .store import AtomicOutput, ParameterSet
+from rganalysis.errors import InvalidParameterError
+from rganalysis.report.model import Cell, Figure, ModelSection, Report, Table, format_value, new_figure
+from rganalysis.report.options import ReportOptions
+from rganalysis.store.parameter_set import ParameterSet
 
-__all__ = [
-    "ReportOptions",
-    "Report",
-    "ModelSection",
-    "Figure",
-    "Table",
-    "Cell",
-    "build_report",
-    "write_report",
-    "DEFAULT_DEPTH_POINTS",
-]
-
-#: Default number of normalised depths the per-layer couplings are resampled onto (lowered so a short
-#: flow stays fittable, see :meth:`ReportOptions.resolve_depth_points`).
-DEFAULT_DEPTH_POINTS = 8
-
-#: Couplings per layer of the built-in coupling sets (used to size the automatic depth resampling).
-_STATS_PER_LAYER = {"density": 1, "magnitude": 6, "spectral": 2}
-
-
-# ============================================================================================ options
-@dataclass
-class ReportOptions:
-    """The fit options of a report, the same as ``rganalysis fit`` (see :class:`~rganalysis.analysis.FlowFit`).
-
-    ``depth_points`` is ``"auto"`` (default), an integer >= 2, or None (no resampling: per-layer
-    couplings).  ``"auto"`` resamples onto ``min(8, well determined, fewest layers)`` depths (at
-    least 2).  *Well determined* is the most depths for which the trajectory estimator has, from the
-    shortest flow, at least twice as many one-step pairs as parameters per row of the Jacobian
-    (pairs >= 2 (couplings + 1)): the bare minimum (pairs = couplings + 1) gives an exactly
-    determined fit with zero residual, no usable bootstrap and arbitrary eigenvalues.  *Fewest
-    layers* is the smallest number of pruned layers of the flows (more depths than layers would be
-    collinear).  With ``rank`` or ``ridge`` the first bound is dropped; with the response estimator
-    there is no resampling.  All flows of a report share the value, so they live in one coupling
-    space.  The value used is recorded in the report together with the
-    ``rganalysis fit`` command that reproduces the numbers.
-
-    ``koopman`` adds, per flow, the Koopman/DMD spectrum of ``rganalysis koopman`` (its defaults, with
-    this ``tol`` and ``device``).  ``threshold`` (None: the module's default, or ``"auto"``) and
-    ``compare_rank`` (``"auto"``, an int, or None for a full fit) are the options of ``rganalysis compare`` that
-    ``fit`` does not have; ``couplings``, ``tol`` and the depth points are shared with it.
-    """
-
-    couplings: tuple[str, ...] = ("density",)
-    estimator: str = "trajectory"
-    depth_points: int | str | None = "auto"
-    rank: int | None = None
-    ridge: float = 0.0
-    n_bootstrap: int = 200
-    round: int | None = None
-    perturbation: str = "threshold"
-    n_samples: int = 64
-    tol: float = 0.05
-    device: str = "auto"
-    koopman: bool = False
-    threshold: float | str | None = None
-    compare_rank: int | str | None = "auto"
-    magnitude_samples: int = 200_000
-    dpi: int = 100
-
-    def __post_init__(self) -> None:
-        if isinstance(self.couplings, str):
-            self.couplings = tuple(c.strip() for c in self.couplings.split(",") if c.strip())
-        self.couplings = tuple(self.couplings)
-        dp = self.depth_points
-        if isinstance(dp, str) and dp != "auto":
-            dp = dp.strip().lower()
-            if dp in ("none", "0", "off"):
-                dp = None
-            elif dp.isdigit():
-                dp = int(dp)
-            elif dp != "auto":
-                raise InvalidParameterError(f"depth_points must be 'auto', 'none' or an integer, got {dp!r}")
-        if isinstance(dp, int) and dp == 0:
-            dp = None
-        self.depth_points = dp
-
-    def resolve_depth_points(self, flows: Sequence[ParameterSet]) -> int | None:
-        """The number of depths actually used for ``flows`` (one value for all, so they share one space)."""
-        if self.depth_points != "auto":
-            return self.depth_points
-        if self.estimator == "response":
-            return None
-        layers = min(len(p.pruned_names()) for p in flows)  # more depths than layers are collinear
-        if self.rank is not None or self.ridge:
-            return max(2, min(DEFAULT_DEPTH_POINTS, layers))
-        n_stats, n_global = _coupling_groups(self.couplings, flows[0])
-        pairs = min(p.n_rounds for p in flows) - 1
-        # at least as many one-step pairs as twice the parameters per row (couplings + 1): an exactly
-        # determined fit has zero residual, no usable bootstrap and arbitrary eigenvalues
-        fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)
-        return max(2, min(DEFAULT_DEPTH_POINTS, fittable, layers))
-
-    def flowfit(self, depth_points: int | None):
-        """The :class:`~rganalysis.analysis.FlowFit` that ``rganalysis fit`` builds from these options."""
-        from .analysis import FlowFit
-
-        return FlowFit(
-            list(self.couplings), self.estimator, depth_points=depth_points, rank=self.rank, ridge=self.ridge,
-            n_bootstrap=self.n_bootstrap, round=self.round, perturbation=self.perturbation,
-            n_samples=self.n_samples, tol=self.tol, device=self.device,
-        )
-
-    def koopman_args(self) -> list[str]:
-        """The ``rganalysis koopman`` options (non-default ones only) of the report's Koopman spectra."""
-        a: list[str] = []
-        if self.tol != 0.05:
-            a += ["--tol", repr(float(self.tol))]
-        if self.device != "auto":
-            a += ["--device", self.device]
-        return a
-
-    def compare_args(self, depth_points: int | None) -> list[str]:
-        """The ``rganalysis compare`` options (non-default ones only) of the report's comparison."""
-        a: list[str] = []
-        if list(self.couplings) != ["density"]:
-            a += ["--couplings", ",".join(self.couplings)]
-        a += ["--depth-points", "0" if depth_points is None else str(depth_points)]
-        if self.compare_rank != "auto":
-            a += ["--rank", "full" if self.compare_rank is None else str(self.compare_rank)]
-        if self.tol != 0.05:
-            a += ["--tol", repr(float(self.tol))]
-        if self.threshold is not None:
-            a += ["--threshold", str(self.threshold)]
-        return a
-
-    def fit_args(self, depth_points: int | None) -> list[str]:
-        """The ``rganalysis fit`` options (non-default ones only) that give the same fit."""
-        a: list[str] = []
-        if list(self.couplings) != ["density"]:
-            a += ["--couplings", ",".join(self.couplings)]
-        if self.estimator != "trajectory":
-            a += ["--estimator", self.estimator]
-        if depth_points is not None:
-            a += ["--depth-points", str(depth_points)]
-        if self.rank is not None:
-            a += ["--rank", str(self.rank)]
-        if self.ridge:
-            a += ["--ridge", repr(float(self.ridge))]
-        if self.n_bootstrap != 200:
-            a += ["--bootstrap", str(self.n_bootstrap)]
-        if self.estimator == "response":
-            if self.round is not None:
-                a += ["--round", str(self.round)]
-            if self.perturbation != "threshold":
-                a += ["--perturbation", self.perturbation]
-            if self.n_samples != 64:
-                a += ["--samples", str(self.n_samples)]
-            if self.device != "auto":
-                a += ["--device", self.device]
-        if self.tol != 0.05:
-            a += ["--tol", repr(float(self.tol))]
-        return a
-
-
-def _coupling_groups(sets: Sequence[str], pset: ParameterSet) -> tuple[int, int]:
-    """(number of per-layer statistics, number of whole-network couplings) of the coupling sets."""
-    n_stats = n_global = 0
-    unknown = [s for s in sets if s not in _STATS_PER_LAYER]
-    for s in sets:
-        n_stats += _STATS_PER_LAYER.get(s, 0)
-    if unknown:  # a registered set: look at what it gives on round 0
-        from .couplings import compute_couplings
-
-        k = compute_couplings(pset.state(0, "cpu"), unknown)
-        depth = np.asarray(k["depth"].values, dtype=np.float64)
-        keys = {(s, st) for s, st, d in zip(k["set"].values, k["statistic"].values, depth, strict=True)
-                if np.isfinite(d)}
-        n_stats += len(keys)
-        n_global += int((~np.isfinite(depth)).sum())
-    return n_stats, n_global
-
-
-# ============================================================================================ content
-@dataclass
-class Cell:
-    """A table cell: display ``text``; ``value`` the exact JSON number behind it (None for text cells)."""
-
-    text: str
-    value: float | int | None = None
-    key: str | None = None  # JSON path of the value, e.g. "eigenvalues[0].abs"
-
-
-@dataclass
-class Table:
-    """A table rendered from a JSON object."""
-
-    id: str
-    title: str
-    caption: str
-    header: list[str]
-    rows: list[list[Cell]]
-
-
-@dataclass
-class Figure:
-    """A figure: an ``id``, a title, a caption that says how to read it, and the matplotlib figure."""
-
-    id: str
-    title: str
-    caption: str
-    figure: Any  # matplotlib.figure.Figure
-    png: bytes = b""
-
-
-@dataclass
-class ModelSection:
-    """Everything the report shows for one flow."""
-
-    label: str
-    slug: str
-    path: str
-    fit_json: dict[str, Any]
-    command: str
-    info: dict[str, Any]
-    koopman_json: dict[str, Any] | None = None
-    koopman_command: str | None = None
-    warnings: list[str] = field(default_factory=list)  # what the fit warned about (also re-emitted)
-    figures: list[Figure] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-
-
-@dataclass
-class Report:
-    """A built report; write it with :meth:`write_html` / :meth:`write_pdf`, then :meth:`close`."""
-
-    options: ReportOptions
-    depth_points: int | None
-    models: list[ModelSection]
-    compare_json: dict[str, Any] | None = None
-    compare_command: str | None = None
-    compare_note: str | None = None
-    figures: list[Figure] = field(default_factory=list)  # the comparison section
-    tables: list[Table] = field(default_factory=list)
-    created: str = ""
-
-    # ------------------------------------------------------------------ html
-    def to_html(self) -> str:
-        """The whole report as one self-contained HTML page."""
-        return _render_html(self)
-
-    def write_html(self, path: str | os.PathLike) -> Path:
-        """Write the HTML page atomically (overwrites)."""
-        text = self.to_html()
-        with AtomicOutput(path, force=True) as tmp:
-            tmp.write_text(text, encoding="utf-8")
-            _umask_mode(tmp)
-        return Path(path)
-
-    # ------------------------------------------------------------------ pdf
-    def pdf_pages(self) -> int:
-        """Pages of :meth:`write_pdf`: one per figure, plus one page of tables per model and for the comparison."""
-        return (sum(len(m.figures) + 1 for m in self.models)
-                + (len(self.figures) + 1 if (self.figures or self.tables) else 0))
-
-    def write_pdf(self, path: str | os.PathLike) -> Path:
-        """Write a PDF atomically: one page per figure (caption below it) and a page of tables per section."""
-        from matplotlib.backends.backend_pdf import PdfPages
-
-        with AtomicOutput(path, force=True) as tmp:
-            with PdfPages(tmp, metadata={"Creator": f"rganalysis {__version__}", "Title": "rganalysis report"}) as pdf:
-                for m in self.models:
-                    for f in m.figures:
-                        _pdf_figure_page(pdf, f, m.label)
-                    _pdf_tables_page(pdf, m.tables, f"{m.label}: tables", m.command, m.warnings)
-                if self.figures or self.tables:
-                    for f in self.figures:
-                        _pdf_figure_page(pdf, f, "comparison")
-                    _pdf_tables_page(pdf, self.tables, "Comparison: tables", self.compare_command or "")
-            _umask_mode(tmp)
-        return Path(path)
-
-    def close(self) -> None:
-        """Release the matplotlib figures."""
-        for f in [f for m in self.models for f in m.figures] + self.figures:
-            f.figure = None
-
-
-def _umask_mode(path: Path) -> None:
-    """Give a finished temporary file the mode a plain ``open`` would (mkstemp makes it owner-only)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+__all__ = ["build_report", "write_report"]
 
 
 # ============================================================================================ building
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
 def _num(x: Any, key: str | None = None) -> Cell:
     """A cell holding a JSON number (``value`` exact, text rounded)."""
     if x is None or isinstance(x, (int, float)) and not isinstance(x, bool):
-        return Cell(_fmt(x), x, key)
-    return Cell(_fmt(x), None, key)
+        return Cell(format_value(x), x, key)
+    return Cell(format_value(x), None, key)
 
 
 def _slug(label: str, taken: set[str]) -> str:
@@ -363,15 +67,6 @@ def _labels(psets: Sequence[ParameterSet], paths: Sequence[str]) -> list[str]:
         seen[n] = seen.get(n, 0) + 1
         out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return out
-
-
-def _new_figure(size: tuple[float, float]):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    fig = MplFigure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _png(fig, dpi: int) -> bytes:
@@ -401,7 +96,7 @@ def _model_info(pset: ParameterSet) -> dict[str, Any]:
 
 
 def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: ReportOptions) -> None:
-    from . import plot
+    from rganalysis.report import plot
 
     j = sec.fit_json
     s = sec.slug
@@ -410,7 +105,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     dp = ("resampled onto " + f"{len(j['couplings'])} couplings") if fit.depth_points else \
         f"{len(j['couplings'])} couplings"
 
-    fig = _new_figure((max(6.0, 1.6 + 0.5 * n_rounds), min(16.0, max(3.5, 1.3 + 0.22 * n_layers))))
+    fig = new_figure((max(6.0, 1.6 + 0.5 * n_rounds), min(16.0, max(3.5, 1.3 + 0.22 * n_layers))))
     plot.density_heatmap(pset, ax=fig.subplots())
     sec.figures.append(Figure(
         f"fig-density-{s}", "Per-layer density over rounds",
@@ -421,7 +116,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
         f"These per-layer densities are the couplings of the fit ({dp}).", fig))
 
     rounds = sorted({int(round(x)) for x in np.linspace(0, n_rounds - 1, min(n_rounds, 9))})
-    fig = _new_figure((7.5, max(4.0, 1.6 + 0.55 * len(rounds))))
+    fig = new_figure((7.5, max(4.0, 1.6 + 0.55 * len(rounds))))
     total = sum(pset.info[n].numel for n in pset.pruned_names())
     stride = max(1, math.ceil(total / max(1, opts.magnitude_samples)))
     plot.magnitude_distributions(pset, rounds, ax=fig.subplots(), max_samples=opts.magnitude_samples)
@@ -440,7 +135,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
 
     fp = j["fixed_point"]
     fp_ok = all(v is not None for v in fp)
-    fig = _new_figure((6.4, 5.0))
+    fig = new_figure((6.4, 5.0))
     plot.flow_projection(fit.couplings_[0], ax=fig.subplots(), fixed_point=fp if fp_ok else None)
     sec.figures.append(Figure(
         f"fig-projection-{s}", "Flow in coupling space",
@@ -463,9 +158,9 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
         "95% bootstrap interval of |λ|: a bar that crosses the band means the class is not resolved. Complex "
         f"pairs rotate the flow. Here: {cnt['relevant']} relevant, {cnt['marginal']} marginal, "
         f"{cnt['irrelevant']} irrelevant; fixed point type {j['fixed_point_type']}"
-        + (f"; leading |λ| = {_fmt(lead['abs'])} ({lead['class']})." if lead else "."))
+        + (f"; leading |λ| = {format_value(lead['abs'])} ({lead['class']})." if lead else "."))
     if sec.koopman_json is not None:
-        fig = _new_figure((11.0, 5.4))
+        fig = new_figure((11.0, 5.4))
         a1, a2 = fig.subplots(1, 2)
         plot.spectrum(j, ax=a1, title="coupling space (rganalysis fit)")
         plot.spectrum(sec.koopman_json, ax=a2, tol=float(sec.koopman_json.get("tol", j["tol"])),
@@ -477,16 +172,16 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
             f"{kc['relevant']} relevant, {kc['marginal']} marginal, {kc['irrelevant']} irrelevant. "
             "Directions that agree between the panels are properties of the flow, not of the chosen couplings.")
     else:
-        fig = _new_figure((6.0, 6.2))
+        fig = new_figure((6.0, 6.2))
         plot.spectrum(j, ax=fig.subplots())
     sec.figures.append(Figure(f"fig-spectrum-{s}", "Eigenvalue spectrum", spec_caption, fig))
 
     near = j["near_fixed_point"]
-    fig = _new_figure((6.4, 4.4))
+    fig = new_figure((6.4, 4.4))
     plot.distance_curve(j, ax=fig.subplots())
     verdict = ("The fit found no finite fixed point (I − J singular), so there is no distance." if near is None else
                f"Verdict at round {near['round']}: {'near' if near['near'] else 'not near'} the fixed point "
-               f"({near['measure']} distance {_fmt(near['distance'])} "
+               f"({near['measure']} distance {format_value(near['distance'])} "
                f"{'≤' if near['near'] else '>'} tol {near['tol']:g}).")
     sec.figures.append(Figure(
         f"fig-distance-{s}", "Distance to the fixed point",
@@ -527,7 +222,7 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
                      _num(e["ci_high"], f"eigenvalues[{i}].ci_high")])
     sec.tables.append(Table(
         f"exponents-{s}", "Eigenvalues and exponents",
-        f"One row per eigenvalue λ of the Jacobian, in the order of the JSON; y = ln|λ| / ln b with b = {_fmt(j['b'])} "
+        f"One row per eigenvalue λ of the Jacobian, in the order of the JSON; y = ln|λ| / ln b with b = {format_value(j['b'])} "
         "(y = — for λ = 0); the class compares |λ| with 1 ± tol; the last columns are the 95% bootstrap interval "
         "of |λ|.", ["#", "Re λ", "Im λ", "|λ|", "exponent y", "class", "CI low", "CI high"], rows))
 
@@ -555,7 +250,8 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
 def _koopman_json(pset: ParameterSet, opts: ReportOptions) -> dict[str, Any]:
     """The JSON of ``rganalysis koopman`` for one flow (its defaults, with the report's tol and device)."""
     try:
-        from .koopman_flow import koopman_fit, koopman_json
+        from rganalysis.koopman.snapshots import koopman_fit
+        from rganalysis.koopman.summary import koopman_json
     except ImportError as e:  # pragma: no cover - the module ships with the package
         raise InvalidParameterError(f"Koopman spectra need rganalysis.koopman_flow: {e}") from None
     return koopman_json(koopman_fit(pset, tol=opts.tol, device=opts.device))
@@ -565,7 +261,7 @@ def _compare(flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_poi
              ) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """The JSON of ``rganalysis compare`` for the flows and its command, or (None, None, why not)."""
     try:
-        from .universality import UniversalityAnalysis
+        from rganalysis.universality.analysis import UniversalityAnalysis
     except ImportError:
         return None, None, "the universality module (rganalysis compare) is not available in this installation"
     kw: dict[str, Any] = {"rank": opts.compare_rank}
@@ -579,7 +275,7 @@ def _compare(flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_poi
 
 
 def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
-    from . import plot
+    from rganalysis.report import plot
 
     j = rep.compare_json
     labels = [m.label for m in rep.models]
@@ -593,7 +289,7 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
         weights = j.get("weights") or {}
         n = len(names)
         wtxt = " + ".join(f"{v:g} × {k}" for k, v in weights.items() if v)
-        fig = _new_figure((max(5.0, 2.0 + 0.65 * n), max(4.2, 1.6 + 0.55 * n)))
+        fig = new_figure((max(5.0, 2.0 + 0.65 * n), max(4.2, 1.6 + 0.55 * n)))
         plot.distance_matrix(dist, names, ax=fig.subplots(), label="total distance")
         rep.figures.append(Figure(
             "fig-distance-matrix", "Distance matrix",
@@ -601,8 +297,8 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
             + (f" ({wtxt}; the components are in the tables below)" if wtxt else "")
             + ": 0 on the diagonal; light cells are models whose flows are close (same fixed point and relevant "
             "spectrum), dark cells models far apart. Blocks of light cells along the diagonal are candidate "
-            f"universality classes; two models whose distance is at most {_fmt(threshold)} share a class.", fig))
-        fig = _new_figure((max(5.5, 2.0 + 0.65 * n), 4.4))
+            f"universality classes; two models whose distance is at most {format_value(threshold)} share a class.", fig))
+        fig = new_figure((max(5.5, 2.0 + 0.65 * n), 4.4))
         z = linkage if linkage else plot.linkage_from_distance(dist)
         plot.dendrogram(z, names, ax=fig.subplots(), threshold=threshold)
         rep.figures.append(Figure(
@@ -611,7 +307,7 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
             + (f"{hier.get('method', 'average')} linkage, as computed by rganalysis compare" if linkage else
                "average linkage")
             + "): leaves are models, and two groups join at the height of their (average) distance. Groups that "
-            f"join below the dashed threshold line ({_fmt(threshold)}) are one class of the clustering; the "
+            f"join below the dashed threshold line ({format_value(threshold)}) are one class of the clustering; the "
             "universality classes listed below are the connected groups of the graph whose edges are the pairs "
             "at most the threshold apart, which can join a chain of models the average linkage keeps apart.", fig))
         rows = [[Cell(names[i])] + [_num(dist[i][k], f"distance[{i}][{k}]") for k in range(n)] for i in range(n)]
@@ -624,12 +320,12 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
             w = weights.get(cname)
             rep.tables.append(Table(
                 f"compare-component-{_slug(cname, set())}", f"Component: {cname}",
-                f"The {cname} distance, pair by pair (weight {_fmt(w)} in the total; — where undefined).",
+                f"The {cname} distance, pair by pair (weight {format_value(w)} in the total; — where undefined).",
                 ["model", *names], rows))
         rows = [[Cell(str(i + 1)), Cell(", ".join(map(str, c)))] for i, c in enumerate(classes)]
         rep.tables.append(Table(
             "compare-classes", "Universality classes",
-            f"Models joined by distances of at most {_fmt(threshold)} "
+            f"Models joined by distances of at most {format_value(threshold)} "
             f"({j.get('threshold_rule', 'fixed')} threshold) share a class.", ["class", "models"], rows))
         cfits = j.get("fits") or {}
         if cfits:
@@ -650,7 +346,7 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
                 ["model", "rank", "b", "retained exponents y", "fixed point", "warnings"], rows))
     spaces = {tuple(m.fit_json["couplings"]) for m in rep.models}
     if len(spaces) == 1:
-        fig = _new_figure((7.0, 5.2))
+        fig = new_figure((7.0, 5.2))
         plot.flow_projection([f.couplings_[0] for f in fits], ax=fig.subplots(), labels=labels,
                              title="All flows projected on their two leading directions")
         rep.figures.append(Figure(
@@ -778,201 +474,3 @@ def write_report(flows: Sequence[str | os.PathLike | ParameterSet], html_path: s
     finally:
         rep.close()
     return rep
-
-
-# ============================================================================================ rendering
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;
- padding:1.5em 2em;color:#222;line-height:1.45}
-h1{border-bottom:2px solid #444;padding-bottom:.2em}
-h2{border-bottom:1px solid #bbb;margin-top:2.2em;padding-bottom:.15em}
-h3{margin-top:1.6em}
-figure{margin:1.2em 0 1.8em;padding:0}
-figure img{max-width:100%;height:auto;border:1px solid #e4e4e4}
-figcaption{font-size:.92em;color:#333;max-width:60em;margin-top:.4em}
-figcaption b{color:#000}
-table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.88em}
-th,td{border:1px solid #d0d0d0;padding:.2em .55em;text-align:right}
-th{background:#f2f2f2}
-td:first-child,th:first-child{text-align:left}
-caption{caption-side:bottom;text-align:left;font-size:.9em;color:#444;padding-top:.3em;max-width:60em}
-code,pre{background:#f6f6f6;padding:.1em .3em;font-size:.9em}
-pre{padding:.6em;overflow-x:auto}
-nav ul{columns:2}
-.meta td{text-align:left}
-.note{background:#fff6e0;border-left:4px solid #f0b400;padding:.5em .8em}
-td.relevant{color:#b71c1c;font-weight:600} td.marginal{color:#c15a00;font-weight:600} td.irrelevant{color:#0d47a1}
-"""
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
-
-
-def _json_script(id_: str, obj: Any) -> str:
-    text = json.dumps(obj, allow_nan=False, sort_keys=False).replace("</", "<\\/")
-    return f'<script type="application/json" id="{_e(id_)}">{text}</script>'
-
-
-def _table_html(t: Table) -> str:
-    out = [f'<h3>{_e(t.title)}</h3>', f'<table id="{_e(t.id)}">',
-           f"<caption>{_e(t.caption)}</caption>",
-           "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in t.header) + "</tr></thead><tbody>"]
-    for row in t.rows:
-        cells = []
-        for c in row:
-            attrs = ""
-            if c.text in ("relevant", "marginal", "irrelevant"):
-                attrs += f' class="{c.text}"'
-            if c.key is not None:
-                attrs += f' data-key="{_e(c.key)}"'
-            if c.value is not None or c.key is not None:
-                attrs += f' data-value="{_e(json.dumps(c.value))}"'
-            cells.append(f"<td{attrs}>{_e(c.text)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
-
-
-def _figure_html(f: Figure) -> str:
-    b64 = base64.b64encode(f.png).decode("ascii")
-    return (f'<figure id="{_e(f.id)}"><img src="data:image/png;base64,{b64}" alt="{_e(f.title)}">'
-            f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>")
-
-
-def _render_html(rep: Report) -> str:
-    o = rep.options
-    dp = "none (per-layer couplings)" if rep.depth_points is None else str(rep.depth_points)
-    opt_rows = [("coupling sets", ", ".join(o.couplings)), ("estimator", o.estimator),
-                ("depth points", dp + (" (auto)" if o.depth_points == "auto" else "")),
-                ("rank", _fmt(o.rank)), ("ridge", _fmt(o.ridge)), ("bootstrap resamples", _fmt(o.n_bootstrap)),
-                ("tol (marginal band)", _fmt(o.tol))]
-    if o.estimator == "response":
-        opt_rows += [("round", _fmt(o.round)), ("perturbation", o.perturbation), ("samples", _fmt(o.n_samples))]
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>rganalysis report: {_e(', '.join(m.label for m in rep.models))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>rganalysis report</h1>",
-        f"<p>IMP flows read as renormalization-group flows: {len(rep.models)} model(s), created {_e(rep.created)} "
-        f"by rganalysis {_e(__version__)}. Every number in the tables comes from the JSON object embedded in "
-        "this page, which is exactly what <code>rganalysis fit --json</code> (and <code>rganalysis compare "
-        "--json</code>) write for the options below; the command that reproduces each model's numbers is "
-        "given in its section.</p>",
-        '<table class="meta" id="report-options"><thead><tr><th>option</th><th>value</th></tr></thead><tbody>'
-        + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in opt_rows) + "</tbody></table>",
-        _json_script("report-options-json", {**asdict(o), "depth_points_used": rep.depth_points,
-                                             "couplings": list(o.couplings)}),
-        "<nav><h2>Contents</h2><ul>"
-        + "".join(f'<li><a href="#model-{_e(m.slug)}">{_e(m.label)}</a></li>' for m in rep.models)
-        + ('<li><a href="#comparison">Comparison</a></li>' if (rep.figures or rep.tables or rep.compare_note) else "")
-        + "</ul></nav>",
-    ]
-    for m in rep.models:
-        info = m.info
-        flow = info["flow"]
-        desc = (f"{_e(info['architecture'] or 'model')} <code>{_e(m.path)}</code>: {info['rounds']} rounds, "
-                f"{info['layers']} pruned layers, {info['parameters']:,} prunable weights; flow "
-                f"{_e(flow.get('kind', ''))}"
-                + (f", rate {_e(flow['rate'])}" if flow.get("rate") is not None else "")
-                + (f", scope {_e(flow['scope'])}" if flow.get("scope") else "")
-                + (f", rescaling {_e(flow['rescaling'])}" if flow.get("rescaling") else "")
-                + f"; global density {info['global_density'][0]:.4g} → {info['global_density'][-1]:.4g}.")
-        parts += [f'<section id="model-{_e(m.slug)}">', f"<h2>Model {_e(m.label)}</h2>", f"<p>{desc}</p>",
-                  f"<p>Reproduce the numbers of this section: <code>{_e(m.command)}</code>"
-                  + (f" and <code>{_e(m.koopman_command)}</code>" if m.koopman_command else "") + "</p>"]
-        if m.warnings:
-            parts.append('<div class="note"><p>The fit warned (read the intervals and the classes with care):</p>'
-                         "<ul>" + "".join(f"<li>{_e(w)}</li>" for w in m.warnings) + "</ul></div>")
-        for f in m.figures:
-            parts.append(_figure_html(f))
-        for t in m.tables:
-            parts.append(_table_html(t))
-        parts.append(_json_script(f"fit-{m.slug}", m.fit_json))
-        if m.koopman_json is not None:
-            parts.append(_json_script(f"koopman-{m.slug}", m.koopman_json))
-        parts.append("</section>")
-    if rep.figures or rep.tables or rep.compare_note:
-        parts += ['<section id="comparison">', "<h2>Comparison</h2>"]
-        if rep.compare_command:
-            parts.append(f"<p>Reproduce the numbers of this section: <code>{_e(rep.compare_command)}</code></p>")
-        if rep.compare_note:
-            parts.append(f'<p class="note">No distance matrix, dendrogram or classes: {_e(rep.compare_note)}.</p>')
-        for f in rep.figures:
-            parts.append(_figure_html(f))
-        for t in rep.tables:
-            parts.append(_table_html(t))
-        if rep.compare_json is not None:
-            parts.append(_json_script("compare", rep.compare_json))
-        parts.append("</section>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-# ============================================================================================ pdf pages
-def _pdf_figure_page(pdf: Any, f: Figure, section: str) -> None:
-    """The figure with its title and caption below it, on one page."""
-    import textwrap
-
-    fig = f.figure
-    w, h = fig.get_size_inches()
-    lines = textwrap.wrap(f"{f.title} ({section}). {f.caption}", width=int(w * 16.5))
-    extra = 0.16 * len(lines) + 0.3
-    fig.set_size_inches(w, h + extra)
-    fig.get_layout_engine().set(rect=(0, extra / (h + extra), 1, 1 - extra / (h + extra)))
-    txt = fig.text(0.02, (extra - 0.12) / (h + extra), "\n".join(lines), fontsize=8, va="top", ha="left", wrap=False)
-    pdf.savefig(fig)
-    txt.remove()
-    fig.get_layout_engine().set(rect=(0, 0, 1, 1))
-    fig.set_size_inches(w, h)
-
-
-def _table_text(t: Table, max_rows: int) -> str:
-    cols = [t.header] + [[c.text for c in r] for r in t.rows[:max_rows]]
-    widths = [min(44, max(len(str(row[i])) for row in cols)) for i in range(len(t.header))]
-    lines = []
-    for k, row in enumerate(cols):
-        cells = []
-        for i, x in enumerate(row):
-            x = str(x)
-            x = x if len(x) <= widths[i] else x[: widths[i] - 1] + "…"
-            cells.append(x.ljust(widths[i]) if i == 0 else x.rjust(widths[i]))
-        lines.append("  ".join(cells))
-        if k == 0:
-            lines.append("  ".join("-" * wd for wd in widths))
-    if len(t.rows) > max_rows:
-        lines.append(f"... {len(t.rows) - max_rows} more rows in the HTML report")
-    return "\n".join(lines)
-
-
-def _pdf_tables_page(pdf: Any, tables: Sequence[Table], title: str, command: str,
-                     notes: Sequence[str] = ()) -> None:
-    """One A4 page with the section's tables as monospaced text (the same cell texts as the HTML)."""
-    import textwrap
-
-    fig = _new_figure((8.27, 11.69))
-    fig.set_layout_engine(None)
-    fig.text(0.05, 0.97, title, fontsize=13, weight="bold", va="top")
-    y = 0.94
-    budget = 108  # lines of 6.5 pt text on the page
-    if command:
-        fig.text(0.05, y, command, fontsize=6.5, family="monospace", va="top")
-        y -= 0.025
-    for note in notes:
-        lines = textwrap.wrap(note, 150)[:4]
-        fig.text(0.05, y, "\n".join(lines), fontsize=6, va="top", color="#8a5a00")
-        y -= 0.0095 * len(lines) + 0.006
-        budget -= len(lines) + 1
-    for t in tables:
-        if budget <= 4:
-            fig.text(0.05, y, f"({t.title} and the remaining tables: see the HTML report)", fontsize=7, va="top")
-            break
-        body = _table_text(t, max_rows=max(1, min(len(t.rows), budget - 5)))
-        fig.text(0.05, y, t.title, fontsize=9, weight="bold", va="top")
-        y -= 0.016
-        fig.text(0.05, y, body, fontsize=6.5, family="monospace", va="top")
-        n = body.count("\n") + 1
-        y -= 0.0098 * n + 0.02
-        budget -= n + 3
-    pdf.savefig(fig)

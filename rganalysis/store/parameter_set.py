@@ -18,10 +18,8 @@ A model with no mask has an implicit all-ones mask and one round.  Per round, th
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,22 +29,19 @@ import h5py
 import numpy as np
 import torch
 
-from . import __version__
-from .errors import (
+from rganalysis.errors import (
     MaskShapeError,
     MasksNotNestedError,
     MissingTensorError,
     NonBinaryMaskError,
     NonFiniteWeightsError,
-    OutputExistsError,
     StoreFormatError,
 )
-from .layers import dim_names
-from .state import State, resolve_device
-from .tensors import dtype_name, from_numpy, stored_dtype, to_numpy, torch_dtype
+from rganalysis.store.layers import dim_names
+from rganalysis.store.state import State, resolve_device
+from rganalysis.store.tensors import from_numpy, torch_dtype
 
-FORMAT = "rganalysis-store"
-FORMAT_VERSION = 1
+__all__ = ["build_info", "EXTRA", "LayoutEntry", "MASK", "PARAM", "ParameterSet", "RoundData", "TensorInfo"]
 
 # Roles of a key in a source state dict (see LayoutEntry).
 PARAM, MASK, EXTRA = "param", "mask", "extra"
@@ -101,8 +96,9 @@ class RoundData:
 
 
 @dataclass
-class _Ref:
-    """A tensor still on disk: variable ``var`` of group ``group``, optionally one ``index`` of its first dim."""
+class DiskRef:
+    """A tensor still on disk: variable ``var`` of group ``group`` of the store, optionally one ``index`` of its
+    first dimension (what :func:`rganalysis.store.load` puts in a ParameterSet instead of a tensor)."""
 
     group: str
     var: str
@@ -110,7 +106,8 @@ class _Ref:
     index: int | None = None
 
 
-def _json(obj: Any) -> str:
+def json_text(obj: Any) -> str:
+    """Canonical JSON of an attribute value (sorted keys; anything else as ``str``)."""
     return json.dumps(obj, sort_keys=True, default=str)
 
 
@@ -123,14 +120,14 @@ class ParameterSet:
     def __init__(
         self,
         info: Mapping[str, TensorInfo],
-        weights: Mapping[int, Mapping[str, torch.Tensor | _Ref]],
-        masks: Mapping[str, Sequence[torch.Tensor | _Ref]] | None = None,
+        weights: Mapping[int, Mapping[str, torch.Tensor | DiskRef]],
+        masks: Mapping[str, Sequence[torch.Tensor | DiskRef]] | None = None,
         *,
         n_rounds: int = 1,
-        extras: Mapping[int, Mapping[str, torch.Tensor | _Ref]] | None = None,
+        extras: Mapping[int, Mapping[str, torch.Tensor | DiskRef]] | None = None,
         layouts: Sequence[Sequence[LayoutEntry]] | None = None,
         metrics: Mapping[str, Sequence[float]] | None = None,
-        rewind: Mapping[str, torch.Tensor | _Ref] | None = None,
+        rewind: Mapping[str, torch.Tensor | DiskRef] | None = None,
         rewind_layout: Sequence[LayoutEntry] | None = None,
         attrs: Mapping[str, Any] | None = None,
         flow_attrs: Mapping[str, Any] | None = None,
@@ -200,7 +197,7 @@ class ParameterSet:
         self.masks_nested = True
 
     # ------------------------------------------------------------------ reading
-    def _get(self, v: torch.Tensor | _Ref | Callable[[], torch.Tensor]) -> torch.Tensor:
+    def _get(self, v: torch.Tensor | DiskRef | Callable[[], torch.Tensor]) -> torch.Tensor:
         if isinstance(v, torch.Tensor):
             return v
         if callable(v):  # derived lazily, e.g. a computed flow's mask from its pruning rounds
@@ -348,7 +345,7 @@ class ParameterSet:
 
     def to_module(self, round: int = 0, apply_masks: bool = True) -> torch.nn.Module:
         """The architecture built by the adapter, with this round's weights loaded."""
-        from .adapters import build_module
+        from rganalysis.adapters import build_module
 
         module = build_module(self)
         own = module.state_dict()
@@ -359,6 +356,8 @@ class ParameterSet:
 
     def save(self, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True) -> Path:
         """Write the set to ``path`` (atomically: a temporary file renamed at the end)."""
+        from rganalysis.store.hdf5 import save
+
         return save(self, path, force=force, compress=compress, progress=progress)
 
     def close(self) -> None:
@@ -380,273 +379,6 @@ class ParameterSet:
         )
 
 
-# ====================================================================== writing
-def _versions() -> dict[str, str]:
-    import sys
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0], "rganalysis": __version__}
-    for pkg in ("torch", "numpy", "h5py", "h5netcdf", "xarray", "torchvision", "transformers", "safetensors"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-class AtomicOutput:
-    """Context manager that yields a temporary path beside ``path`` and renames it over ``path`` on
-    success; on any error the temporary file is removed and ``path`` is left untouched."""
-
-    def __init__(self, path: str | os.PathLike, force: bool = False):
-        self.path = Path(path)
-        self.force = force
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        if self.path.exists() and not self.force:
-            raise OutputExistsError(f"{self.path} exists; pass force=True (--force) to overwrite it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        assert self.tmp is not None
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
-def _put(group, name: str, t: torch.Tensor, dims: Sequence[str], attrs: Mapping[str, Any], compress: bool,
-         lead: tuple[str, int] | None = None):
-    """Create variable ``name`` in ``group`` (h5netcdf) from tensor ``t``."""
-    all_dims = ((lead[0],) if lead else ()) + tuple(dims)
-    shape = ((lead[1],) if lead else ()) + tuple(t.shape)
-    for d, s in zip(all_dims, shape, strict=True):
-        if d not in group.dimensions:
-            group.dimensions[d] = s
-    kw: dict[str, Any] = {}
-    if compress and t.numel() > 0 and t.dim() > 0:
-        kw.update(compression="gzip", compression_opts=4, shuffle=True)
-    if lead and t.dim() > 0:
-        kw["chunks"] = (1, *t.shape)
-    v = group.create_variable(name, all_dims, dtype=stored_dtype(t.dtype), **kw)
-    for k, a in attrs.items():
-        v.attrs[k] = a
-    return v
-
-
-def _tensor_attrs(i: TensorInfo, role: str = "model") -> dict[str, Any]:
-    return {
-        "kind": i.kind,
-        "module": i.module,
-        "depth": i.depth,
-        "prunable": int(i.prunable),
-        "torch_dtype": dtype_name(i.dtype),
-        "role": role,
-    }
-
-
-def save(
-    pset: ParameterSet, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True
-) -> Path:
-    """Write ``pset`` to ``path``, tensor by tensor, atomically.  Returns the path."""
-    import h5netcdf
-    from tqdm.auto import tqdm
-
-    path = Path(path)
-    R = pset.n_rounds
-    steps = len(pset.names) * (1 + (R > 1)) + sum(len(w) for r, w in pset._weights.items() if r > 0)
-    with AtomicOutput(path, force) as tmp, h5netcdf.File(tmp, "w") as f, tqdm(
-        total=steps, desc=f"writing {path.name}", unit="tensor", disable=not progress, leave=False
-    ) as bar:
-        f.attrs.update(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "package_versions": _json(_versions()),
-                "flow": _json(pset.flow_attrs),
-                "rounds": R,
-            }
-        )
-        for k, v in pset.attrs.items():
-            f.attrs[k] = v if isinstance(v, (str, int, float)) else _json(v)
-
-        params = f.create_group("parameters")
-        params.attrs["order"] = _json(pset.names)
-        for name in pset.names:
-            i = pset.info[name]
-            v = _put(params, name, pset.tensor(name, 0), i.dims, _tensor_attrs(i), compress)
-            v[...] = to_numpy(pset.tensor(name, 0))
-            bar.update()
-        for key, t in pset._extras.get(0, {}).items():
-            t = pset._get(t)
-            v = _put(params, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
-                     {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)
-            v[...] = to_numpy(t)
-
-        nested = True
-        if pset._masks:
-            mg = f.create_group("masks")
-            mg.dimensions["round"] = R
-            mg.create_variable("round", ("round",), dtype="i8")[...] = np.arange(R)
-            for name in pset.masked_names():
-                i = pset.info[name]
-                v = _put(mg, name, torch.ones((), dtype=torch.bool).expand(i.shape), i.dims,
-                         {"torch_dtype": "bool"}, compress, lead=("round", R))
-                prev = None
-                for r in range(R):
-                    m = pset.mask(name, r)
-                    v[r] = to_numpy(m)
-                    if nested and prev is not None and bool((m & ~prev).any()):
-                        nested = False  # recorded so that readers need not re-read every mask
-                    prev = m
-                bar.update()
-
-        for r in range(1, R):
-            ws, es = pset._weights.get(r, {}), pset._extras.get(r, {})
-            if not ws and not es:
-                continue
-            g = f.create_group(f"weights/round_{r:04d}")
-            for name, t in ws.items():
-                t = pset._get(t)
-                i = pset.info[name]
-                _put(g, name, t, i.dims, _tensor_attrs(i), compress)[...] = to_numpy(t)
-                bar.update()
-            for key, t in es.items():
-                t = pset._get(t)
-                _put(g, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
-                     {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)[...] = to_numpy(t)
-
-        rewind = pset.rewind_state()
-        if rewind is not None:
-            g = f.create_group("rewind")
-            g.attrs["layout"] = _json([e.__dict__ for e in pset.rewind_layout])
-            for name, t in rewind.items():
-                i = pset.info.get(name)
-                dims = i.dims if i is not None and tuple(t.shape) == i.shape else [f"dim{j}_{s}" for j, s in enumerate(t.shape)]
-                _put(g, name, t, dims, {"torch_dtype": dtype_name(t.dtype)}, compress)[...] = to_numpy(t)
-
-        rg = f.create_group("rounds")
-        rg.dimensions["round"] = R
-        rg.create_variable("round", ("round",), dtype="i8")[...] = np.arange(R)
-        dens = pset.densities()
-        rg.dimensions["layer"] = dens.sizes["layer"]
-        lv = rg.create_variable("layer", ("layer",), dtype=h5py.string_dtype())
-        lv[...] = np.array(dens.layer.values, dtype=object)
-        rg.create_variable("density", ("round", "layer"), dtype="f8")[...] = dens.values
-        rg.create_variable("global_density", ("round",), dtype="f8")[...] = pset.global_density().values
-        for mname, vals in pset.metrics.items():
-            rg.create_variable(mname, ("round",), dtype="f8")[...] = np.asarray(vals, dtype=np.float64)
-        rg.attrs["layouts"] = _json([[e.__dict__ for e in lay] for lay in pset.layouts])
-        rg.attrs["metrics"] = _json(list(pset.metrics))
-        f.attrs["masks_nested"] = int(nested)
-    return path
-
-
-# ====================================================================== reading
-def load(path: str | os.PathLike) -> ParameterSet:
-    """Open a store lazily: tensors are read from disk when asked for."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise StoreFormatError(f"{path} is not a readable HDF5 file: {e}") from None
-    def s(x):
-        if isinstance(x, np.ndarray) and x.size == 1:
-            x = x.reshape(()).item()
-        return x.decode() if isinstance(x, bytes) else x
-
-    if s(f.attrs.get("format")) != FORMAT:
-        f.close()
-        raise StoreFormatError(f"{path} is not an rganalysis store (no format={FORMAT!r} attribute)")
-    if int(s(f.attrs.get("format_version", -1))) > FORMAT_VERSION:
-        f.close()
-        raise StoreFormatError(f"{path} has a format version newer than this rganalysis")
-
-    R = int(s(f.attrs["rounds"]))
-    info: dict[str, TensorInfo] = {}
-    weights: dict[int, dict] = {0: {}}
-    extras: dict[int, dict] = {0: {}}
-    params = f["parameters"]
-    for name, ds in params.items():
-        a = ds.attrs
-        if name in ("round",) or not isinstance(ds, h5py.Dataset) or "torch_dtype" not in a:
-            continue
-        dt = s(a["torch_dtype"])
-        if s(a.get("role", "model")) == "extra":
-            extras[0][name] = _Ref("parameters", name, dt)
-            continue
-        info[name] = TensorInfo(
-            name=name,
-            shape=tuple(ds.shape),
-            dtype=torch_dtype(dt),
-            kind=s(a["kind"]),
-            module=s(a["module"]),
-            depth=int(s(a["depth"])),
-            prunable=bool(s(a["prunable"])),
-            dims=tuple(dim_names(s(a["kind"]), tuple(ds.shape))),
-        )
-        weights[0][name] = _Ref("parameters", name, dt)
-    # h5py lists variables alphabetically; the stored order restores the model's.
-    info = {n: info[n] for n in json.loads(s(params.attrs["order"]))}
-    masks: dict[str, list] = {}
-    if "masks" in f:
-        for name in f["masks"]:
-            if name == "round":
-                continue
-            masks[name] = [_Ref("masks", name, "bool", r) for r in range(R)]
-    if "weights" in f:
-        for gname, g in f["weights"].items():
-            r = int(gname.split("_")[1])
-            for name, ds in g.items():
-                if "torch_dtype" not in ds.attrs:  # a netCDF dimension scale, not a tensor
-                    continue
-                dt = s(ds.attrs["torch_dtype"])
-                target = extras if s(ds.attrs.get("role", "model")) == "extra" else weights
-                target.setdefault(r, {})[name] = _Ref(f"weights/{gname}", name, dt)
-    rewind = rewind_layout = None
-    if "rewind" in f:
-        rewind = {n: _Ref("rewind", n, s(ds.attrs["torch_dtype"])) for n, ds in f["rewind"].items()
-                  if "torch_dtype" in ds.attrs}
-        rewind_layout = [LayoutEntry(**e) for e in json.loads(s(f["rewind"].attrs["layout"]))]
-    rg = f["rounds"]
-    layouts = [[LayoutEntry(**e) for e in lay] for lay in json.loads(s(rg.attrs["layouts"]))]
-    metrics = {m: rg[m][()] for m in json.loads(s(rg.attrs["metrics"]))}
-    skip = {"format", "format_version", "rounds", "flow", "created", "package_versions", "masks_nested"}
-    attrs = {k: s(v) for k, v in f.attrs.items() if k not in skip and not k.startswith("_")}
-    attrs["created"] = s(f.attrs.get("created"))
-    attrs["package_versions"] = s(f.attrs.get("package_versions"))
-    layer_names = [s(x) for x in rg["layer"][()]]
-    pset = ParameterSet(
-        info,
-        weights,
-        masks,
-        n_rounds=R,
-        extras=extras,
-        layouts=layouts,
-        metrics=metrics,
-        rewind=rewind,
-        rewind_layout=rewind_layout,
-        attrs=attrs,
-        flow_attrs=json.loads(s(f.attrs["flow"])),
-        densities=np.asarray(rg["density"][()]),
-        file=f,
-    )
-    if layer_names != pset._density_names():
-        pset._density_cache = None
-    if "masks_nested" in f.attrs:
-        pset.masks_nested = bool(s(f.attrs["masks_nested"]))
-    pset.path = path
-    return pset
-
-
 def build_info(
     tensors: Mapping[str, torch.Tensor],
     *,
@@ -655,7 +387,7 @@ def build_info(
     prunable: Iterable[str] | None = None,
 ) -> dict[str, TensorInfo]:
     """TensorInfo for each tensor, in the given (depth) order; kinds from names and shapes unless given."""
-    from .layers import classify, is_prunable, module_path
+    from rganalysis.store.layers import classify, is_prunable, module_path
 
     modules: dict[str, int] = {}
     out = {}

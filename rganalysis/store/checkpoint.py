@@ -19,8 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CorruptCheckpointError, MaskShapeError, MissingTensorError, PickleRefusedError
-from .store import EXTRA, MASK, PARAM, LayoutEntry, ParameterSet, RoundData, build_info
+from rganalysis.errors import CorruptCheckpointError, MaskShapeError, MissingTensorError, PickleRefusedError
+from rganalysis.store.parameter_set import (
+    MASK,
+    PARAM,
+    LayoutEntry,
+    ParameterSet,
+    RoundData,
+    build_info,
+)
+
+__all__ = ["check_masks", "CHECKPOINT_SUFFIXES", "common_prefix", "find_state_dict", "is_state_dict", "load_checkpoint", "make_parameter_set", "sha256", "single_round", "split_pruned", "WRAPPER_KEYS"]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -242,13 +251,3 @@ def single_round(sd: Mapping[str, torch.Tensor], prefix: str = "") -> RoundData:
     return RoundData(tensors, masks, {}, layout, {})
 
 
-__all__ = [
-    "EXTRA",
-    "check_masks",
-    "find_state_dict",
-    "load_checkpoint",
-    "make_parameter_set",
-    "sha256",
-    "single_round",
-    "split_pruned",
-]

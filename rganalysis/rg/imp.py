@@ -13,10 +13,10 @@ from numbers import Integral
 import torch
 from tqdm.auto import tqdm
 
-from rganalysis.coarse_grain import SCOPES, _check_rate, coarse_grain
 from rganalysis.errors import InvalidParameterError
-from rganalysis.rescale import RESCALINGS, TrainFn, rescale
-from rganalysis.state import State
+from rganalysis.rg.coarse_graining import SCOPES, _check_rate, coarse_grain
+from rganalysis.rg.rescaling import RESCALINGS, TrainFn, rescale
+from rganalysis.store.state import State
 
 __all__ = ["imp_flow"]
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import StoreFormatError
+from rganalysis.errors import StoreFormatError
+
+__all__ = ["dtype_name", "from_numpy", "stored_dtype", "to_numpy", "torch_dtype"]
 
 # torch dtype -> (numpy dtype stored on disk, how it is stored)
 _STORED: dict[torch.dtype, str] = {

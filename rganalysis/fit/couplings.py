@@ -36,20 +36,9 @@ import torch
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.state import State
+from rganalysis.store.state import State
 
-__all__ = [
-    "CouplingFunction",
-    "register_coupling_set",
-    "unregister_coupling_set",
-    "available_coupling_sets",
-    "get_coupling_set",
-    "compute_couplings",
-    "flow_couplings",
-    "resample_depth",
-    "coupling_name",
-    "coupling_values",
-]
+__all__ = ["available_coupling_sets", "compute_couplings", "coupling_name", "coupling_values", "CouplingFunction", "flow_couplings", "get_coupling_set", "register_coupling_set", "resample_depth", "unregister_coupling_set"]
 
 #: A coupling set: ``state -> {layer: value}`` or ``state -> {layer: {statistic: value}}``.
 #: Values may be Python numbers or 0-d tensors.  A key that is not a layer of the state is kept,

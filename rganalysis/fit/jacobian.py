@@ -46,24 +46,17 @@ import numpy as np
 import torch
 import xarray as xr
 
-from rganalysis.couplings import compute_couplings, coupling_values
 from rganalysis.errors import (
     DegenerateRegressionError,
     InvalidParameterError,
     RankError,
     TooFewRoundsError,
 )
-from rganalysis.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
-from rganalysis.state import State, resolve_device
+from rganalysis.fit.couplings import compute_couplings, coupling_values
+from rganalysis.fit.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
+from rganalysis.store.state import State, resolve_device
 
-__all__ = [
-    "IllConditionedWarning",
-    "TrajectoryEstimator",
-    "ResponseEstimator",
-    "PERTURBATION_FAMILIES",
-    "perturb_state",
-    "flow_pairs",
-]
+__all__ = ["flow_pairs", "IllConditionedWarning", "perturb_state", "PERTURBATION_FAMILIES", "ResponseEstimator", "TrajectoryEstimator"]
 
 #: Perturbation families of :class:`ResponseEstimator`.
 PERTURBATION_FAMILIES = ("threshold", "random", "rescale")
@@ -536,7 +529,7 @@ def _manifold_report(state: State, rate: float) -> dict[str, Any]:
     Threshold-shaped masks (no pruned weight larger than a survivor, per layer) and every layer's
     own threshold below the round's global threshold.
     """
-    from rganalysis.theory import global_threshold
+    from rganalysis.fit.theory import global_threshold
 
     T = global_threshold(state, rate)
     layer_t: dict[str, float] = {}
@@ -607,7 +600,7 @@ class ResponseEstimator(_LinearisedMap):
     def _map(self) -> Callable[[State], State]:
         if self.rg_map is not None:
             return self.rg_map
-        from rganalysis.coarse_grain import coarse_grain
+        from rganalysis.rg.coarse_graining import coarse_grain
 
         rate, scope = float(self.rate), self.scope
         return lambda st: coarse_grain(st, rate, scope=scope)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+__all__ = ["classify", "dim_names", "dim_roles", "is_prunable", "KINDS", "leaf", "module_path", "natural_key"]
+
 KINDS = ("conv", "linear", "embedding", "norm", "bias", "other")
 
 _NORM_RE = re.compile(r"(^|[._])(bn\d*|batchnorm|layernorm|layer_norm|ln(_?\d+|f)?|norm\d*|downsample\.1|shortcut\.1|gn\d*)([._]|$)", re.I)

@@ -63,18 +63,10 @@ from rganalysis.errors import (
     RankError,
     TooFewRoundsError,
 )
-from rganalysis.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
-from rganalysis.state import State, resolve_device
+from rganalysis.fit.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
+from rganalysis.store.state import State, resolve_device
 
-__all__ = [
-    "BlockProvider",
-    "GramResult",
-    "KoopmanDMD",
-    "RankDeficiencyWarning",
-    "blocks_from_arrays",
-    "blocks_from_states",
-    "snapshot_gram",
-]
+__all__ = ["Block", "BlockProvider", "blocks_from_arrays", "blocks_from_states", "DEFAULT_CHUNK_ELEMENTS", "DEFAULT_CHUNK_ELEMENTS_CUDA", "GramResult", "KoopmanDMD", "RankDeficiencyWarning", "snapshot_gram", "SnapshotsLike"]
 
 Block = torch.Tensor | np.ndarray
 BlockProvider = Callable[[], Iterable[Block]]

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 import torch
 
 from rganalysis.errors import InvalidParameterError, MissingTensorError
-from rganalysis.state import State
+from rganalysis.store.state import State
 
-__all__ = ["RESCALINGS", "RescaleFn", "TrainFn", "register_rescaling", "rescale"]
+__all__ = ["register_rescaling", "rescale", "RescaleFn", "RESCALINGS", "TrainFn"]
 
 #: A rescaling method: ``(state, rewind) -> state`` with the same masks.
 RescaleFn = Callable[[State, "Mapping[str, torch.Tensor] | None"], State]

@@ -41,23 +41,9 @@ import torch
 from scipy.optimize import brentq
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.state import State
+from rganalysis.store.state import State
 
-__all__ = [
-    "gaussian_survival_symbolic",
-    "density_jacobian_symbolic",
-    "gaussian_survival",
-    "gaussian_survival_prime",
-    "rank_one_density_jacobian",
-    "gaussian_density_jacobian",
-    "gaussian_threshold",
-    "gaussian_trajectory",
-    "random_perturbation_jacobian",
-    "gaussian_random_jacobian",
-    "global_threshold",
-    "empirical_survival",
-    "density_jacobian_from_state",
-]
+__all__ = ["density_jacobian_from_state", "density_jacobian_symbolic", "empirical_survival", "gaussian_density_jacobian", "gaussian_random_jacobian", "gaussian_survival", "gaussian_survival_prime", "gaussian_survival_symbolic", "gaussian_threshold", "gaussian_trajectory", "global_threshold", "random_perturbation_jacobian", "rank_one_density_jacobian"]
 
 
 # --- symbolic derivation -----------------------------------------------------------------------------

@@ -22,43 +22,28 @@ See docs/koopman.md for the layout of the modes and measured figures.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import (
+from rganalysis.errors import (
     InvalidParameterError,
     NonFiniteWeightsError,
     RankError,
-    RGAnalysisError,
     TooFewRoundsError,
 )
-from .koopman import GramResult, KoopmanDMD, snapshot_gram
-from .state import resolve_device
-from .store import ParameterSet, _Ref, load
-from .tensors import from_numpy
+from rganalysis.koopman.dmd import GramResult, KoopmanDMD, snapshot_gram
+from rganalysis.store.hdf5 import load
+from rganalysis.store.parameter_set import DiskRef, ParameterSet
+from rganalysis.store.state import resolve_device
+from rganalysis.store.tensors import from_numpy
 
-__all__ = [
-    "SCALES",
-    "SUBSETS",
-    "BlockSpec",
-    "StoreInUseError",
-    "StoreSnapshots",
-    "format_koopman",
-    "koopman_fit",
-    "koopman_json",
-    "mode_groups",
-    "select_names",
-    "snapshot_provider",
-    "write_modes",
-]
+__all__ = ["BlockSpec", "DEFAULT_BLOCK_ELEMENTS", "koopman_fit", "SCALES", "select_names", "snapshot_provider", "StoreSnapshots", "SUBSETS"]
 
 SUBSETS = ("prunable", "all")
 """Named subsets; anything else is read as comma-separated ``fnmatch`` globs over tensor names."""
@@ -69,14 +54,6 @@ SCALES = ("none", "layer-std")
 DEFAULT_BLOCK_ELEMENTS = 1 << 25
 
 _EPS64 = float(np.finfo(np.float64).eps)
-
-MODES_GROUP = "koopman"
-_PARTIAL = "partial_"
-_MODE = "mode_"
-
-
-class StoreInUseError(RGAnalysisError):
-    """The flow file is open elsewhere in this process (read-only), so modes cannot be written into it."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,7 +193,7 @@ class StoreSnapshots:
         """Rows of one stored weight, flattened to (numel,) in its original dtype."""
         f = self._file()
         full = not spec.shape or (spec.row_start == 0 and spec.row_stop == self.pset.info[spec.name].shape[0])
-        if isinstance(src, _Ref) and f is not None and src.index is None:
+        if isinstance(src, DiskRef) and f is not None and src.index is None:
             ds = f[src.group][src.var]
             arr = ds[()] if full else ds[spec.row_start : spec.row_stop]
             return from_numpy(arr, src.dtype).reshape(-1)
@@ -234,8 +211,8 @@ class StoreSnapshots:
         first = refs[0]
         if (
             f is not None
-            and isinstance(first, _Ref)
-            and all(isinstance(m, _Ref) and (m.group, m.var) == (first.group, first.var) and m.index == r
+            and isinstance(first, DiskRef)
+            and all(isinstance(m, DiskRef) and (m.group, m.var) == (first.group, first.var) and m.index == r
                     for r, m in enumerate(refs))
         ):  # the (round, ...) dataset of the store: one read for every round
             ds = f[first.group][first.var]
@@ -499,7 +476,7 @@ def snapshot_provider(
 # ------------------------------------------------------------------------------------------------
 def _flow_b(pset: ParameterSet) -> tuple[float | None, float | None, list[float], str | None]:
     """(rate, b, b_n, note) of a flow; b is None (with a note) when the flow does not prune."""
-    from .analysis import flow_scale
+    from rganalysis.fit.fixed_points import flow_scale
 
     try:
         rate, b, b_n = flow_scale(pset)
@@ -597,258 +574,4 @@ def koopman_fit(
     finally:
         if opened:
             pset.close()
-
-
-# ------------------------------------------------------------------------------------------------
-# modes into the store
-# ------------------------------------------------------------------------------------------------
-def mode_groups(path: str | os.PathLike) -> list[str]:
-    """Paths (``koopman/mode_000``, ...) of the mode groups in a flow file, sorted."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if MODES_GROUP not in f:
-            return []
-        return sorted(f"{MODES_GROUP}/{k}" for k in f[MODES_GROUP] if k.startswith(_MODE))
-
-
-def _open_rw(path: Path):
-    import h5py
-
-    try:
-        return h5py.File(path, "r+")
-    except OSError as e:
-        if "already open" in str(e):
-            raise StoreInUseError(
-                f"{path} is open read-only elsewhere in this process (close the ParameterSet first): {e}"
-            ) from None
-        raise
-
-
-def _remove_partial(path: Path) -> list[str]:
-    """Delete leftover ``koopman/partial_*`` groups (from an interrupted write); their names."""
-    with _open_rw(path) as f:
-        if MODES_GROUP not in f:
-            return []
-        g = f[MODES_GROUP]
-        stale = [k for k in g if k.startswith(_PARTIAL)]
-        for k in stale:
-            del g[k]
-        return stale
-
-
-def _mode_attrs(dmd: KoopmanDMD, i: int, pos: int) -> dict[str, Any]:
-    lam = complex(dmd.eigenvalues_[i])
-    amp = complex(dmd.amplitudes_[i])
-    out: dict[str, Any] = {
-        "index": int(pos),
-        "eigenvalue_index": int(i),
-        "eigenvalue_re": lam.real,
-        "eigenvalue_im": lam.imag,
-        "eigenvalue_abs": abs(lam),
-        "class": str(dmd.classes_[i]),
-        "amplitude_re": amp.real,
-        "amplitude_im": amp.imag,
-        "complex": int(lam.imag != 0.0),
-        "subset": str(getattr(dmd, "subset_", "")),
-        "scale": str(getattr(dmd, "scale_", "none")),
-        "units": "parameters (per-layer scales undone)",
-    }
-    if dmd.exponents_ is not None and math.isfinite(float(dmd.exponents_[i])):
-        out["exponent"] = float(dmd.exponents_[i])
-    return out
-
-
-def write_modes(
-    path: str | os.PathLike,
-    dmd: KoopmanDMD,
-    *,
-    limit: int | None = None,
-    indices: Sequence[int] | None = None,
-    dtype: str = "float32",
-    block_elements: int | None = None,
-    progress: bool = False,
-) -> list[str]:
-    """Write exact DMD modes into the flow file, one netCDF group per mode (a second streaming pass).
-
-    Mode ``j`` (the ``j``-th eigenvalue by descending ``|lambda|``) goes to group
-    ``koopman/mode_{j:03d}``: one variable per tensor under the model's name, shape and dimension
-    names, holding the real part, plus ``NAME.imag`` for the imaginary part when the eigenvalue is
-    complex (a real eigenvalue has a real mode).  Values are in parameter units: a per-layer scale
-    used by the fit is undone.  Group attributes: ``eigenvalue_re``, ``eigenvalue_im``,
-    ``eigenvalue_abs``, ``class``, ``amplitude_re``, ``amplitude_im``, ``exponent`` (when known),
-    ``index``, ``subset``, ``scale``.  ``amplitude * mode`` is that mode's component of ``x_0``
-    (PyDMD's normalisation).
-
-    Safety: groups are written as ``koopman/partial_mode_*`` and moved into place only when every
-    block is written; earlier ``mode_*`` groups (of an earlier fit) are deleted just before the
-    move, leftover ``partial_*`` groups first.  A failure leaves the earlier modes untouched.
-
-    Parameters
-    ----------
-    path : the flow store the fit read (it is opened for writing: close any ParameterSet on it)
-    dmd : a KoopmanDMD fitted by :func:`koopman_fit` on this flow
-    limit : write only the ``limit`` leading modes
-    indices : or exactly these eigenvalue positions
-    dtype : "float32" (default) or "float64" for the stored parts
-
-    Returns
-    -------
-    list of str
-        The group paths written, e.g. ``["koopman/mode_000", "koopman/mode_001"]``.
-    """
-    import h5netcdf
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    for attr in ("eigenvalues_", "subset_", "scale_", "tensor_names_"):
-        if not hasattr(dmd, attr):
-            raise InvalidParameterError("write_modes needs a KoopmanDMD fitted by koopman_fit (on a store)")
-    if dtype not in ("float32", "float64"):
-        raise InvalidParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    r = int(dmd.rank_)
-    if indices is not None and limit is not None:
-        raise InvalidParameterError("give either limit or indices, not both")
-    if indices is not None:
-        idx = [int(i) for i in indices]
-        if any(not 0 <= i < r for i in idx) or len(set(idx)) != len(idx):
-            raise InvalidParameterError(f"mode indices must be distinct and in [0, {r}), got {idx}")
-    else:
-        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-            raise InvalidParameterError(f"limit must be a positive integer, got {limit!r}")
-        idx = list(range(r if limit is None else min(int(limit), r)))
-    if not idx:
-        return []
-    np_dtype = np.float32 if dtype == "float32" else np.float64
-    tdtype = torch.complex64 if dtype == "float32" else torch.complex128
-
-    _remove_partial(path)
-    partial = [f"{_PARTIAL}{_MODE}{j:03d}" for j in range(len(idx))]
-    ok = False
-    try:
-        with h5netcdf.File(path, "r+") as nf:
-            with load(path) as pset:
-                snaps = snapshot_provider(pset, dmd.subset_, dmd.scale_, block_elements=block_elements,
-                                          progress=progress)
-                if snaps.names != list(dmd.tensor_names_) or pset.n_rounds != dmd.n_snapshots_:
-                    raise InvalidParameterError(
-                        f"{path} is not the flow this fit was made on (tensors or number of rounds differ)"
-                    )
-                root = nf[MODES_GROUP] if MODES_GROUP in nf.groups else nf.create_group(MODES_GROUP)
-                groups, variables = [], []
-                for pos, (name_g, i) in enumerate(zip(partial, idx, strict=True)):
-                    g = root.create_group(name_g)
-                    for k, v in _mode_attrs(dmd, i, pos).items():
-                        g.attrs[k] = v
-                    is_complex = dmd.eigenvalues_[i].imag != 0.0
-                    vs: dict[str, tuple[Any, Any]] = {}
-                    for name in snaps.names:
-                        info = pset.info[name]
-                        for d, s in zip(info.dims, info.shape, strict=True):
-                            if d not in g.dimensions:
-                                g.dimensions[d] = s
-                        re_v = g.create_variable(name, info.dims, dtype=np_dtype)
-                        im_v = g.create_variable(f"{name}.imag", info.dims, dtype=np_dtype) if is_complex else None
-                        vs[name] = (re_v, im_v)
-                    groups.append(g)
-                    variables.append(vs)
-                specs = iter(snaps.specs)
-                for phi in dmd.modes(snaps.float64(), indices=idx, dtype=tdtype):
-                    spec = next(specs)
-                    s = snaps.scale_of(spec.name)
-                    phi = phi.cpu()
-                    if s != 1.0:
-                        phi = phi * s
-                    re = phi.real.numpy()
-                    im = phi.imag.numpy()
-                    full = not spec.shape or (spec.row_start == 0
-                                              and spec.row_stop == pset.info[spec.name].shape[0])
-                    sel = (...,) if full else (slice(spec.row_start, spec.row_stop),)
-                    for j in range(len(idx)):
-                        re_v, im_v = variables[j][spec.name]
-                        re_v[sel] = re[:, j].reshape(spec.shape).astype(np_dtype, copy=False)
-                        if im_v is not None:
-                            im_v[sel] = im[:, j].reshape(spec.shape).astype(np_dtype, copy=False)
-        ok = True
-    finally:
-        if not ok:
-            _remove_partial(path)
-    final = [f"{_MODE}{j:03d}" for j in range(len(idx))]
-    with _open_rw(path) as f:
-        g = f[MODES_GROUP]
-        for k in [k for k in g if k.startswith(_MODE)]:
-            del g[k]
-        for a, b in zip(partial, final, strict=True):
-            g.move(a, b)
-        g.attrs["modes"] = json.dumps(final)
-        g.attrs["summary"] = json.dumps(koopman_json(dmd, modes=[f"{MODES_GROUP}/{b}" for b in final]),
-                                        allow_nan=False)
-    written = [f"{MODES_GROUP}/{b}" for b in final]
-    dmd.modes_written_ = written
-    return written
-
-
-# ------------------------------------------------------------------------------------------------
-# JSON and text
-# ------------------------------------------------------------------------------------------------
-def koopman_json(dmd: KoopmanDMD, modes: Sequence[str] | None = None) -> dict[str, Any]:
-    """The JSON of ``rganalysis koopman``: :meth:`KoopmanDMD.to_json` plus where it comes from.
-
-    Keys of ``to_json`` (``snapshots``, ``features``, ``rank``, ``numerical_rank``,
-    ``singular_values``, ``tol``, ``ci_method``, ``n_bags_used``, ``scale_factor``, ``eigenvalues``
-    with ``re, im, abs, class, ci_low, ci_high[, exponent]``, ``amplitudes``) and ``flow`` (path),
-    ``name``, ``subset``, ``scale``, ``tensors`` (count), ``rate``, ``b``, ``b_n``, ``scale_note``,
-    ``modes`` (group paths written into the flow file, [] if none).
-    """
-    j = dmd.to_json()
-
-    def num(x: float | None) -> float | None:
-        return None if x is None or not math.isfinite(float(x)) else float(x)
-
-    j.update({
-        "flow": getattr(dmd, "source_", None),
-        "name": getattr(dmd, "flow_name_", ""),
-        "subset": getattr(dmd, "subset_", None),
-        "scale": getattr(dmd, "scale_", None),
-        "tensors": len(getattr(dmd, "tensor_names_", [])),
-        "rate": num(getattr(dmd, "rate_", None)),
-        "b": num(getattr(dmd, "b_", None)),
-        "b_n": [num(x) for x in getattr(dmd, "b_n_", [])],
-        "scale_note": getattr(dmd, "scale_note_", None),
-        "modes": list(modes if modes is not None else getattr(dmd, "modes_written_", [])),
-    })
-    return j
-
-
-def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
-    """Readable spectrum table of a :func:`koopman_json` result."""
-    head = (f"{j.get('flow') or j.get('name') or 'flow'}: {j['snapshots']} snapshots of "
-            f"{j['features']:,} parameters ({j['tensors']} tensors, subset {j['subset']}, scale {j['scale']})")
-    b = j.get("b")
-    lines = [
-        head,
-        f"  rank {j['rank']} (numerical rank {j['numerical_rank']}), "
-        + (f"b = {b:.4f}" + (f" (rate {j['rate']:.4g})" if j.get("rate") is not None else "")
-           if b is not None else (j.get("scale_note") or "no scale factor")),
-        "  singular values of X: " + " ".join(f"{s:.4g}" for s in j["singular_values"]),
-        f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'class':<10} "
-        f"{'95% CI of |lambda|':>20} {'|amplitude|':>12}",
-    ]
-    for i, e in enumerate(j["eigenvalues"][:max_rows]):
-        ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
-        if "exponent" not in e:
-            y = "-"
-        else:
-            y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
-        amp = j["amplitudes"][i]["abs"]
-        lines.append(f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  {e['class']:<10} "
-                     f"{ci:>20} {amp:>12.4g}")
-    if len(j["eigenvalues"]) > max_rows:
-        lines.append(f"  ... {len(j['eigenvalues']) - max_rows} more eigenvalues (all in --json)")
-    if j.get("n_bags_used", 0) == 0:
-        lines.append("  (no bagging: no confidence intervals)")
-    if j.get("modes"):
-        lines.append(f"  modes written: {', '.join(j['modes'])}")
-    return "\n".join(lines)
 

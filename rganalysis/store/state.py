@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+__all__ = ["resolve_device", "State"]
+
 
 @dataclass
 class State:

@@ -6,7 +6,9 @@ import json
 import math
 from typing import Any
 
-from .store import ParameterSet
+from rganalysis.store.parameter_set import ParameterSet
+
+__all__ = ["format_summary", "summarize"]
 
 
 def summarize(pset: ParameterSet) -> dict[str, Any]:

@@ -10,60 +10,23 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .couplings import compute_couplings, flow_couplings, resample_depth
-from .errors import InvalidParameterError, MasksNotNestedError, TooFewRoundsError
-from .fixed_points import (
+from rganalysis.errors import InvalidParameterError
+from rganalysis.fit.couplings import flow_couplings, resample_depth
+from rganalysis.fit.fixed_points import (
     distance_to_fixed_point,
     effective_scale_factor,
     fixed_point_type,
+    flow_scale,
     near_fixed_point,
-    scale_factor,
     spectrum_json,
 )
-from .jacobian import ResponseEstimator, TrajectoryEstimator
-from .store import ParameterSet
+from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
+from rganalysis.store.checks import check_nested
+from rganalysis.store.parameter_set import ParameterSet
+
+__all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]
 
 ESTIMATORS = ("trajectory", "response")
-
-
-def check_nested(pset: ParameterSet) -> None:
-    """Raise :class:`MasksNotNestedError` unless every round's masks are subsets of the previous round's.
-
-    Stores record whether their masks are nested when they are written (``masks_nested``); only a
-    store that does not know is checked mask by mask.
-    """
-    if pset.masks_nested is True:
-        return
-    for name in pset.masked_names():
-        prev = pset.mask(name, 0)
-        for r in range(1, pset.n_rounds):
-            m = pset.mask(name, r)
-            revived = int((m & ~prev).sum())
-            if revived:
-                raise MasksNotNestedError(
-                    f"the masks of this flow are not nested: {name!r} revives {revived} weights at round {r}"
-                )
-            prev = m
-    if pset.masks_nested is False:
-        raise MasksNotNestedError("the masks of this flow are not nested (recorded when the store was written)")
-
-
-def flow_scale(pset: ParameterSet) -> tuple[float | None, float, list[float]]:
-    """(rate, b, b_n) of a flow.
-
-    A flow computed at a fixed rate p has b = 1/(1-p); a recorded flow takes its scale factors from
-    the measured global densities, b_n = rho_n / rho_{n+1}, and b is their geometric mean.
-    """
-    b_n = [float(x) for x in pset.scale_factors()] if pset.n_rounds > 1 else []
-    rate = pset.flow_attrs.get("rate")
-    if pset.flow_attrs.get("kind") == "computed" and rate:
-        return float(rate), scale_factor(float(rate)), b_n
-    if not b_n:
-        raise TooFewRoundsError("a single-round store has no flow: run `rganalysis flow` first")
-    if any(not math.isfinite(b) or b <= 1.0 for b in b_n):
-        raise InvalidParameterError(f"the recorded flow does not prune every round (b_n = {b_n})")
-    b = effective_scale_factor(b_n)
-    return 1.0 - 1.0 / b, b, b_n
 
 
 class FlowFit:
@@ -225,4 +188,3 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FlowFit", "check_nested", "compute_couplings", "flow_scale", "format_spectrum"]

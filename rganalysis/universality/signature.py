@@ -1,0 +1,457 @@
+"""Universality classes: distances between fitted IMP flows, and the classes they imply.
+
+Two models are in one universality class when their RG flows share a fixed point and the spectrum
+of relevant directions there.  This module reduces each fitted flow to a small
+:class:`FlowSignature`, measures three separate distances between two signatures, combines them
+into one total with explicit weights, and groups models into classes.
+
+Components (all symmetric, 0 for a flow and itself; see docs/universality.md)
+---------------------------------------------------------------------------
+``spectrum``
+    Optimal matching of the RG exponents ``y = ln|lambda| / ln b`` of the *retained* eigenvalues
+    (relevant and marginal, ``|lambda| >= 1 - tol``) of the two fits:
+    :func:`rganalysis.spectra.spectral_wasserstein` with ``p = 1`` on the exponents, i.e. the mean
+    ``|y_i - y'_pi(i)|`` over ``n = max(k, k')`` pairs, where the shorter list is padded with
+    ``y = 0``: an unmatched exponent is penalised by its distance to marginality ``|y|``.  Units:
+    exponent units (dimensionless); exponents are comparable across rates (``lambda = b^y``).
+``fixed_point``
+    RMS over couplings of ``(K*_A - K*_B) / s``, the fixed points of the two fits in their shared
+    coupling space, each coupling in units of its RMS value over all rounds of both flows,
+    ``s_c = sqrt((mean_n K_A[n,c]^2 + mean_n K_B[n,c]^2) / 2)``.  Dimensionless (0.1 = the fixed
+    points differ by 10 % of a typical coupling value).  ``K*`` is :func:`ridge_fixed_point`: the
+    point that one step of the fitted map ``K -> J K + c`` moves least, with a ridge penalty
+    (default ``0.05``, standardised couplings) on its distance from the flow's last round.  Exactly
+    FlowFit's ``(I - J)^{-1} c`` with ``fixed_point_ridge=0``; with the ridge, a direction whose
+    eigenvalue is within ~0.05 of 1 (where ``(I - J)^{-1} c`` runs off to infinity, e.g. ResNet-50's
+    data-free flow) keeps its fixed point near the data instead of far outside the coupling domain.
+``subspace``
+    ``||P_A - P_B||_F / sqrt(d_A + d_B)`` for the orthogonal projectors on the retained
+    eigen-subspaces (real span of the eigenvectors; ``d`` = their dimensions) in the shared coupling
+    space scaled by ``s``: 0 for equal subspaces, 1 for orthogonal ones or when one is empty (0 when
+    both are).  For ``d_A = d_B`` it is the RMS of ``sin`` of the principal angles
+    (:func:`principal_angles`).
+``koopman`` (optional)
+    :func:`~rganalysis.spectra.spectral_wasserstein` (``p = 1``) between the eigenvalues of exact DMD
+    of each flow's parameter snapshots ``theta_n * m_n`` (:func:`koopman_eigenvalues`).
+
+The ``fixed_point`` and ``subspace`` components need the same coupling names (fit both flows on
+normalised-depth couplings, ``depth_points=N``, to compare different architectures).
+
+Total: ``sum_k weights[k] * component[k]`` over :data:`DEFAULT_WEIGHTS` (1 each), all components
+reported separately; a component with weight 0 is reported and not summed.
+
+Classes: a :mod:`networkx` graph with the models as nodes and an edge wherever the total distance is
+``<= threshold``; its connected components are the classes.  Hierarchical clustering
+(:func:`scipy.cluster.hierarchy.linkage`, ``average``) is reported beside it, with its dendrogram.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, TooFewRoundsError
+
+__all__ = ["auto_rank", "DEFAULT_DEPTH_POINTS", "DEFAULT_FIXED_POINT_RIDGE", "DEFAULT_MAX_RANK", "DEFAULT_RANK_GAIN", "DEFAULT_RANK_RTOL", "flow_signature", "FlowSignature", "koopman_eigenvalues", "ridge_fixed_point"]
+
+#: Default ridge of :func:`ridge_fixed_point` (standardised couplings; 0: FlowFit's exact fixed point).
+DEFAULT_FIXED_POINT_RIDGE = 0.05
+
+#: Default number of normalised depths of the coupling space used to compare architectures.
+DEFAULT_DEPTH_POINTS = 8
+
+#: Default relative singular-value cut of the automatic trajectory rank (:func:`auto_rank`).
+DEFAULT_RANK_RTOL = 0.02
+
+#: Default factor by which each extra direction of the automatic rank must divide the residual.
+DEFAULT_RANK_GAIN = 2.0
+
+#: Default most directions the automatic rank keeps.
+DEFAULT_MAX_RANK = 3
+
+
+# ====================================================================================================
+# signatures
+# ====================================================================================================
+def ridge_fixed_point(jacobian: np.ndarray, offset: np.ndarray, anchor: np.ndarray,
+                      scale: np.ndarray | None = None, ridge: float = DEFAULT_FIXED_POINT_RIDGE
+                      ) -> tuple[np.ndarray, str]:
+    """Fixed point of the affine map ``K -> J K + c``, regularised towards ``anchor``.
+
+    In standardised couplings ``y = K / scale`` (``scale``: the estimator's ``coupling_scale_``;
+    default 1), with ``M = I - S^-1 J S`` and ``y0 = anchor / scale``::
+
+        y* = argmin_y  ||M y - c / scale||^2 + ridge^2 ||y - y0||^2
+
+    i.e. the point that one step of the map moves least, penalised by its distance from ``anchor``
+    (the flow's last round).  ``ridge = 0`` gives ``(I - J)^{-1} c`` exactly when ``I - J`` is
+    invertible, else the least-squares solution nearest ``anchor``.  With ``ridge > 0`` a component
+    along an eigen-direction with ``|1 - lambda| >> ridge`` is (nearly) exact, one with
+    ``|1 - lambda| << ridge`` (marginal: a line of fixed points, or none, far away) stays near the data.
+
+    Parameters
+    ----------
+    jacobian : (C, C); offset : (C,); anchor : (C,) coupling units; scale : (C,) or None; ridge : >= 0
+
+    Returns
+    -------
+    (K* (C,) in coupling units, method: ``"ridge=<ridge>"``, ``"exact"`` or ``"lstsq"``)
+    """
+    J = np.asarray(jacobian, dtype=np.float64)
+    c = np.asarray(offset, dtype=np.float64).reshape(-1)
+    y0 = np.asarray(anchor, dtype=np.float64).reshape(-1)
+    ridge = float(ridge)
+    if not (math.isfinite(ridge) and ridge >= 0):
+        raise InvalidParameterError(f"fixed_point_ridge must be a finite number >= 0, got {ridge}")
+    s = np.ones(c.size) if scale is None else np.asarray(scale, dtype=np.float64).reshape(-1)
+    s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+    M = np.eye(c.size) - J * (1.0 / s)[:, None] * s[None, :]
+    rhs = c / s - M @ (y0 / s)
+    if ridge > 0:
+        A = np.vstack([M, ridge * np.eye(c.size)])
+        d = np.linalg.lstsq(A, np.concatenate([rhs, np.zeros(c.size)]), rcond=None)[0]
+        return s * (y0 / s + d), f"ridge={ridge:g}"
+    if np.linalg.cond(M) < 1e12:
+        return s * np.linalg.solve(M, c / s), "exact"
+    d = np.linalg.lstsq(M, rhs, rcond=None)[0]
+    return s * (y0 / s + d), "lstsq"
+
+
+@dataclass
+class FlowSignature:
+    """What a distance needs from one fitted flow (small, picklable, JSON-able).
+
+    Attributes
+    ----------
+    name : model label
+    couplings : (C,) coupling names of the fit
+    eigenvalues : (r,) complex128, the linearised RG map's eigenvalues, decreasing ``|lambda|``
+    eigenvectors : (C, r) complex128, unit columns in coupling coordinates
+    b : effective scale factor of the flow (``1 / (1 - p)``, or the geometric mean of ``b_n``)
+    tol : marginal band half-width around ``|lambda| = 1``
+    fixed_point : (C,) float64, ``K*`` in coupling units (:func:`ridge_fixed_point`)
+    fixed_point_method : ``"ridge=<value>"``, ``"exact"`` (``(I - J)^-1 c``, ridge 0) or ``"lstsq"``
+        (ridge 0 and ``I - J`` singular: least squares nearest the last round)
+    coupling_ms : (C,) float64, mean over the flow's rounds of ``K[n, c]^2`` (sets the units ``s``)
+    rank : trajectory rank of the fit
+    n_rounds : rounds of the flow (pairs = n_rounds - 1)
+    koopman_eigenvalues : (k,) complex128 or None, DMD eigenvalues of the parameter snapshots
+    meta : free-form provenance (source path, architecture, warnings of the fit, ...)
+    """
+
+    name: str
+    couplings: list[str]
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    b: float
+    tol: float
+    fixed_point: np.ndarray
+    fixed_point_method: str
+    coupling_ms: np.ndarray
+    rank: int
+    n_rounds: int
+    koopman_eigenvalues: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.couplings = [str(c) for c in self.couplings]
+        self.eigenvalues = np.asarray(self.eigenvalues, dtype=np.complex128).reshape(-1)
+        self.eigenvectors = np.asarray(self.eigenvectors, dtype=np.complex128).reshape(len(self.couplings), -1)
+        self.fixed_point = np.asarray(self.fixed_point, dtype=np.float64).reshape(-1)
+        self.coupling_ms = np.asarray(self.coupling_ms, dtype=np.float64).reshape(-1)
+        if self.koopman_eigenvalues is not None:
+            self.koopman_eigenvalues = np.asarray(self.koopman_eigenvalues, dtype=np.complex128).reshape(-1)
+        c = len(self.couplings)
+        if self.eigenvectors.shape[1] != self.eigenvalues.size:
+            raise InvalidParameterError(f"{self.name}: {self.eigenvalues.size} eigenvalues but "
+                                        f"{self.eigenvectors.shape[1]} eigenvectors")
+        if self.fixed_point.size != c or self.coupling_ms.size != c:
+            raise InvalidParameterError(f"{self.name}: fixed point / coupling scale must have {c} entries")
+        if not (math.isfinite(self.b) and self.b > 1.0):
+            raise InvalidParameterError(f"{self.name}: scale factor b must be > 1, got {self.b}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def retained(self) -> np.ndarray:
+        """(r,) bool: relevant or marginal eigenvalues, ``|lambda| >= 1 - tol``."""
+        return np.abs(self.eigenvalues) >= 1.0 - self.tol
+
+    @property
+    def exponents(self) -> np.ndarray:
+        """(r,) RG exponents ``y = ln|lambda| / ln b`` (``-inf`` for ``lambda = 0``)."""
+        with np.errstate(divide="ignore"):
+            return np.log(np.abs(self.eigenvalues)) / math.log(self.b)
+
+    @property
+    def retained_exponents(self) -> np.ndarray:
+        """Exponents of the retained eigenvalues, decreasing."""
+        return np.sort(self.exponents[self.retained])[::-1]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_fit(cls, fit: Any, name: str | None = None, *, koopman: np.ndarray | None = None,
+                 meta: Mapping[str, Any] | None = None, fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE
+                 ) -> FlowSignature:
+        """The signature of a fitted :class:`~rganalysis.analysis.FlowFit` (trajectory estimator).
+
+        ``coupling_ms`` pools all rounds of all the fit's flows; the fixed point is
+        :func:`ridge_fixed_point` anchored at the last round of the first flow (FlowFit's exact one is
+        kept in ``meta["fixed_point_exact"]``).
+        """
+        est = getattr(fit, "estimator_", None)
+        if est is None:
+            raise InvalidParameterError("FlowSignature.from_fit needs a fitted FlowFit")
+        K = np.concatenate([np.asarray(k.transpose("round", "coupling").values, dtype=np.float64)
+                            for k in fit.couplings_], axis=0)
+        anchor = np.asarray(fit.couplings_[0].transpose("round", "coupling").values[-1], dtype=np.float64)
+        fp, method = ridge_fixed_point(est.jacobian_, est.offset_, anchor, getattr(est, "coupling_scale_", None),
+                                       fixed_point_ridge)
+        meta = {"fixed_point_exact": [float(x) if math.isfinite(x) else None
+                                      for x in np.asarray(fit.fixed_point_, dtype=np.float64)], **(meta or {})}
+        names = list(getattr(fit, "names_", None) or [""])
+        return cls(
+            name=str(name if name is not None else (names[0] or "model")),
+            couplings=list(est.couplings_),
+            eigenvalues=est.eigenvalues_,
+            eigenvectors=est.eigenvectors_,
+            b=float(fit.b_),
+            tol=float(fit.tol),
+            fixed_point=fp,
+            fixed_point_method=method,
+            coupling_ms=np.mean(K**2, axis=0),
+            rank=int(getattr(est, "rank_", len(est.eigenvalues_))),
+            n_rounds=int(K.shape[0] // max(1, len(fit.couplings_))),
+            koopman_eigenvalues=koopman,
+            meta=meta,
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able summary (no eigenvectors: they are in ``rganalysis fit --json``)."""
+
+        def num(x: float) -> float | None:
+            x = float(x)
+            return x if math.isfinite(x) else None
+
+        y = self.exponents
+        out: dict[str, Any] = {
+            "name": self.name,
+            "n_rounds": self.n_rounds,
+            "b": self.b,
+            "rank": self.rank,
+            "tol": self.tol,
+            "couplings": self.couplings,
+            "eigenvalues": [{"re": float(z.real), "im": float(z.imag), "abs": float(abs(z)),
+                             "exponent": num(y[i]), "retained": bool(self.retained[i])}
+                            for i, z in enumerate(self.eigenvalues)],
+            "fixed_point": [num(x) for x in self.fixed_point],
+            "fixed_point_method": self.fixed_point_method,
+        }
+        if self.koopman_eigenvalues is not None:
+            out["koopman_eigenvalues"] = [{"re": float(z.real), "im": float(z.imag), "abs": float(abs(z))}
+                                          for z in self.koopman_eigenvalues]
+        out.update({k: v for k, v in self.meta.items() if k not in out})
+        return out
+
+
+# ====================================================================================================
+# from stores to signatures
+# ====================================================================================================
+def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank: int = DEFAULT_MAX_RANK,
+              gain: float = DEFAULT_RANK_GAIN) -> int:
+    """Trajectory rank suited to a short flow.
+
+    Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
+    centred one-step design (as :class:`~rganalysis.jacobian.TrajectoryEstimator` builds it) is at
+    least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
+    ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).
+
+    On short data-free flows the first direction is the common decay of all densities, the second
+    (on ResNets) the redistribution of density between depths: it divides the residual by ~8.
+    Further directions explain little (residual / 1.1 to 1.9 on the flows in docs/universality.md)
+    and their eigenvalues are unstable; (b) keeps them out.
+    """
+    from rganalysis.fit.jacobian import TrajectoryEstimator
+
+    K = couplings.transpose("round", "coupling")
+    m = int(K.sizes["round"]) - 1
+    if m < 2:
+        raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
+    cap = max(1, min(int(max_rank), m - 1, int(K.sizes["coupling"])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
+        s = fit.singular_values_
+        r, res = 1, fit.residual_
+        while r < cap and s.size > r and s[0] > 0 and s[r] >= float(rtol) * s[0]:
+            try:
+                nxt = TrajectoryEstimator(rank=r + 1, n_bootstrap=0).fit(K).residual_
+            except DegenerateRegressionError:  # the next direction is numerically empty
+                break
+            if not nxt * float(gain) <= res:
+                break
+            r, res = r + 1, nxt
+    return r
+
+
+def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None = None,
+                        device: str = "auto") -> np.ndarray:
+    """Eigenvalues of exact DMD (:class:`rganalysis.koopman.KoopmanDMD`) of a flow's parameter
+    snapshots ``theta_n * m_n`` over its pruned tensors, streamed one tensor at a time.
+
+    Uses the store-level :func:`rganalysis.koopman_flow.koopman_fit` (subset ``prunable``, no
+    rescaling, no bagging) when that module is installed, else streams the same snapshots into
+    :class:`~rganalysis.koopman.KoopmanDMD` here.
+
+    Parameters
+    ----------
+    pset : a flow :class:`~rganalysis.store.ParameterSet` (T = ``n_rounds`` >= 2 snapshots)
+    rank, energy : DMD truncation (default rank ``T - 1``, lowered to the numerical rank)
+    device : where the Gram is accumulated ("auto": CUDA when present)
+
+    Returns
+    -------
+    (r,) complex128, sorted by decreasing modulus.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from rganalysis.koopman.snapshots import koopman_fit
+        except ImportError:
+            dmd = _koopman_local(pset, rank, energy, device)
+        else:
+            dmd = koopman_fit(pset, rank=rank, energy=energy, subset="prunable", scale="none", n_bags=0,
+                              device=device)
+    return np.asarray(dmd.eigenvalues_, dtype=np.complex128)
+
+
+def _koopman_local(pset: Any, rank: int | None, energy: float | None, device: str) -> Any:
+    """KoopmanDMD fitted on the masked weights of ``pset.pruned_names()``, one (T, numel) block per tensor."""
+    import torch
+
+    from rganalysis.fit.streaming import _weight_versions
+    from rganalysis.koopman.dmd import KoopmanDMD
+
+    names = list(pset.pruned_names())
+    T = int(pset.n_rounds)
+    if T < 2:
+        raise TooFewRoundsError(f"a DMD needs at least 2 rounds, the flow has {T}")
+
+    def blocks():
+        for name in names:
+            versions = _weight_versions(pset, name)
+            out = None
+            for r in range(T):
+                if r == 0 or versions is None or r in versions:
+                    w = pset.tensor(name, r).to(torch.float32).reshape(-1)
+                if out is None:
+                    out = torch.empty((T, w.numel()), dtype=torch.float32)
+                torch.mul(w, pset.mask(name, r).reshape(-1), out=out[r])
+            yield out
+
+    return KoopmanDMD(rank=rank, energy=energy, n_bags=0, device=device).fit(blocks)
+
+
+class _PrecomputedFlowFit:
+    """Factory of a FlowFit subclass that takes its couplings from a dict (computed once, streamed)."""
+
+    @staticmethod
+    def make(precomputed: Mapping[int, xr.DataArray], **kw: Any):
+        from rganalysis.fit.flowfit import FlowFit
+
+        class _Fit(FlowFit):
+            def _couplings(self, pset):  # noqa: D401 - override of FlowFit's hook
+                return precomputed[id(pset)]
+
+        return _Fit(**kw)
+
+
+def flow_signature(
+    source: str | os.PathLike | Any,
+    *,
+    name: str | None = None,
+    couplings: Sequence[str] = ("density",),
+    depth_points: int | None = DEFAULT_DEPTH_POINTS,
+    rank: int | str | None = "auto",
+    rank_rtol: float = DEFAULT_RANK_RTOL,
+    max_rank: int = DEFAULT_MAX_RANK,
+    rank_gain: float = DEFAULT_RANK_GAIN,
+    ridge: float = 0.0,
+    tol: float = 0.05,
+    rounds: int | None = None,
+    rate: float = 0.2,
+    koopman: bool = False,
+    koopman_rank: int | None = None,
+    fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
+    device: str = "auto",
+) -> FlowSignature:
+    """Fit one flow and reduce it to a :class:`FlowSignature` (picklable: runs on dask workers).
+
+    Parameters
+    ----------
+    source : path of a flow store, or an open flow ParameterSet
+    name : label (default: the store's ``name`` attribute, else the file stem)
+    couplings, depth_points : coupling sets and normalised depths of the coupling space
+        (``depth_points=None``: per-layer couplings, same architecture only)
+    rank : ``"auto"`` (:func:`auto_rank`), an int, or None (full least squares)
+    rounds, rate : a single-round *model* store needs a flow: with ``rounds`` a data-free flow
+        (global, no rescaling) of ``rounds`` rounds at ``rate`` is computed in memory first;
+        without, :class:`~rganalysis.errors.TooFewRoundsError`
+    koopman, koopman_rank : also compute :func:`koopman_eigenvalues`
+    fixed_point_ridge : ridge of :func:`ridge_fixed_point` (0: FlowFit's exact fixed point)
+    """
+    from rganalysis.fit.streaming import stream_flow_couplings
+    from rganalysis.store.hdf5 import load
+    from rganalysis.store.parameter_set import ParameterSet
+
+    own = not isinstance(source, ParameterSet)
+    pset = load(Path(source)) if own else source
+    try:
+        label = name or str(pset.attrs.get("name") or "") or (Path(source).stem if own else "model")
+        meta: dict[str, Any] = {"architecture": str(pset.attrs.get("architecture", "")),
+                                "source": str(source) if own else str(getattr(pset, "path", "") or "")}
+        flow = pset
+        if pset.n_rounds < 2:
+            if rounds is None:
+                raise TooFewRoundsError(
+                    f"{label}: a single-round model store has no flow; record one with `rganalysis flow` "
+                    "or pass rounds= (CLI: --rounds N --rate P) to compute a data-free flow here"
+                )
+            from rganalysis.rg.flow import compute_flow
+
+            flow = compute_flow(pset, int(rounds), float(rate), device=device, progress=False)
+            meta["flow"] = {"computed": True, "rounds": int(rounds), "rate": float(rate), "rescaling": "none"}
+        K = stream_flow_couplings(flow, couplings, device=device)
+        if depth_points:
+            from rganalysis.fit.couplings import resample_depth
+
+            K = resample_depth(K, int(depth_points))
+        r = auto_rank(K, rank_rtol, max_rank, rank_gain) if rank == "auto" else rank
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = _PrecomputedFlowFit.make(
+                {id(flow): K}, couplings=tuple(couplings), estimator="trajectory", depth_points=None,
+                rank=r, ridge=ridge, n_bootstrap=0, tol=tol, device=device,
+            ).fit(flow)
+        meta["warnings"] = sorted({str(w.message) for w in caught})
+        meta["couplings_sets"] = list(couplings)
+        meta["depth_points"] = depth_points
+        eig = koopman_eigenvalues(flow, rank=koopman_rank, device=device) if koopman else None
+        return FlowSignature.from_fit(fit, label, koopman=eig, meta=meta, fixed_point_ridge=fixed_point_ridge)
+    finally:
+        if own:
+            pset.close()
+
+
+def signature_task(args: tuple[Any, dict[str, Any]]) -> FlowSignature:
+    """dask task: (source, options) -> signature (module level, so it pickles)."""
+    source, kw = args
+    return flow_signature(source, **kw)

@@ -5,10 +5,10 @@ is ingested (``rganalysis.adapters.ingest``: ResNet-50 from a ``.pt`` state dict
 ``save_pretrained`` folder), ``compute_flow(pset, 19, 0.2)`` runs 19 data-free global IMP rounds
 (20 snapshots) and the flow is saved as an HDF5 store in a temporary folder.
 
-Then it *times* ``koopman_fit(flow.h5, rank=10, n_bags=100, device="cpu")`` -- opening the store,
+Then it *times* ``KoopmanDMD(rank=10, n_bags=100, device="cpu").fit(flow.h5)`` -- opening the store,
 the streaming Gram pass that reads every tensor and its ``(round, ...)`` mask dataset from HDF5,
 the DMD, and the 100 bags -- with both Gram passes (``--grams``): ``shortcut`` (the default of
-``koopman_fit``: a data-free flow's weights never change and its masks are nested, so each
+``KoopmanDMD.fit``: a data-free flow's weights never change and its masks are nested, so each
 tensor's Gram is a weighted histogram of how many rounds each weight survives, O(T N) byte
 operations) and ``dense`` (``shortcut=False``: every tensor's (T, numel) float64 block is built and
 multiplied out, O(T^2 N) flops -- what a flow whose weights change between rounds costs per
@@ -103,12 +103,11 @@ def _status(field: str) -> int:
 
 
 def child(path: str, subset: str, rank: int, bags: int, gram: str = "shortcut") -> dict:
-    """Time koopman_fit on ``path`` and measure its peak extra RSS (this process must be fresh)."""
+    """Time KoopmanDMD.fit on ``path`` and measure its peak extra RSS (this process must be fresh)."""
     import numpy as np
 
     import rganalysis
     from rganalysis.koopman.dmd import KoopmanDMD
-    from rganalysis.koopman.snapshots import koopman_fit
 
     torch.set_num_threads(torch.get_num_threads())
     # warm-up: imports, thread pool, LAPACK on a tiny problem
@@ -121,7 +120,7 @@ def child(path: str, subset: str, rank: int, bags: int, gram: str = "shortcut") 
         f.write("5")
     before = _status("VmRSS")
     t = time.perf_counter()
-    dmd = koopman_fit(path, rank=rank, subset=subset, n_bags=bags, device="cpu", shortcut=gram == "shortcut")
+    dmd = KoopmanDMD(rank=rank, subset=subset, n_bags=bags, device="cpu", shortcut=gram == "shortcut").fit(path)
     dt = time.perf_counter() - t
     peak = _status("VmHWM")
     return {

@@ -1,24 +1,5 @@
-"""Scale-out: many flows at once on dask, and couplings that stream one tensor at a time.
-
-Two independent tools.
-
-:func:`map_flows`
-    Run a picklable function over many items (store paths, typically: a sweep of dozens of IMP
-    flows) on dask.  ``scheduler=None`` runs on local worker processes (dask's multiprocessing
-    scheduler); an address ``"tcp://host:port"`` (or a :class:`distributed.Client`) runs on a
-    ``dask.distributed`` cluster; ``"sync"`` runs serially in this process.  Results come back in
-    input order and are the same objects, bit for bit, as the serial run: each item is computed by
-    the same code on one worker, and nothing is reduced across workers.
-
-:func:`stream_flow_couplings`
-    The per-layer couplings of every round of a stored flow, equal to
-    :func:`rganalysis.couplings.flow_couplings` (same values, names, order and coordinates), but
-    computed layer by layer: one weight tensor (read once per stored version) and, for each
-    round, its mask are in memory at a time, never the whole :class:`~rganalysis.state.State`.  Peak
-    memory is therefore that of the largest single tensor (times the working copies of the coupling
-    set: about 1 byte per weight for ``density``, ~50 bytes per weight for ``magnitude``), not of the
-    model.  Works for per-layer coupling sets (all built-in ones); a set that yields whole-network
-    couplings cannot be streamed and raises :class:`~rganalysis.errors.InvalidParameterError`.
+"""Scale-out: a picklable function over many items (flow stores) on local dask processes or a
+``dask.distributed`` cluster, results in input order and equal to the serial run.
 """
 
 from __future__ import annotations

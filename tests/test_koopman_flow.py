@@ -24,7 +24,7 @@ from rganalysis.errors import InvalidParameterError, RankError, TooFewRoundsErro
 from rganalysis.fit.spectra import match_eigenvalues
 from rganalysis.koopman.dmd import KoopmanDMD, RankDeficiencyWarning, snapshot_gram
 from rganalysis.koopman.modes import StoreInUseError, mode_groups, write_modes
-from rganalysis.koopman.snapshots import _alive_rounds, koopman_fit, select_names, snapshot_provider
+from rganalysis.koopman.snapshots import _alive_rounds, select_names, snapshot_provider
 from rganalysis.koopman.summary import format_koopman, koopman_json
 from rganalysis.rg.flow import compute_flow
 from rganalysis.store.checkpoint import make_parameter_set
@@ -107,7 +107,7 @@ def test_ticket_series_gives_back_the_linear_map(series):
     assert pset.flow_attrs["layout"] == "imp-ticket-series" and pset.n_rounds == T_SERIES
     assert pset.pruned_names() == series["masked"]  # 19 convs (the stem and fc are not masked)
     with pytest.warns(RankDeficiencyWarning, match="numerical rank 5"):
-        dmd = koopman_fit(pset, n_bags=50)
+        dmd = KoopmanDMD(n_bags=50).fit(pset)
     pset.close()
     assert dmd.rank_ == 5 and dmd.numerical_rank_ == 5
     assert dmd.n_features_ == sum(series["comps"][k][0].numel() for k in series["masked"])
@@ -135,11 +135,11 @@ def test_in_memory_and_layer_std_scaling(series):
     """The ingested (in-memory) set gives what the file gives; a fixed per-layer scale keeps the
     eigenvalues of a linear flow and changes its singular values."""
     subset = "layer2.*conv*.weight,fc.weight"
-    a = koopman_fit(series["path"], rank=5, subset=subset, n_bags=0)
-    b = koopman_fit(series["pset"], rank=5, subset=subset, n_bags=0)
+    a = KoopmanDMD(rank=5, subset=subset, n_bags=0).fit(series["path"])
+    b = KoopmanDMD(rank=5, subset=subset, n_bags=0).fit(series["pset"])
     np.testing.assert_allclose(a.eigenvalues_, b.eigenvalues_, rtol=1e-12)
     assert a.tensor_names_ == [k for k in series["lin"] if k.startswith("layer2.") and "conv" in k] + ["fc.weight"]
-    c = koopman_fit(series["path"], rank=5, subset=subset, scale="layer-std", n_bags=0)
+    c = KoopmanDMD(rank=5, subset=subset, scale="layer-std", n_bags=0).fit(series["path"])
     assert _rel_err(c.eigenvalues_, TRUE).max() < 1e-6
     assert not np.allclose(c.singular_values_, a.singular_values_, rtol=1e-3)
     assert a.layer_scales_["fc.weight"] == 1.0
@@ -153,7 +153,7 @@ def test_subsets(series):
     names = select_names(pset, "all")
     assert "bn1.running_var" in names and "layer1.0.bn1.num_batches_tracked" not in names  # int64 skipped
     assert len(names) == 102 and sum(pset.info[n].numel for n in names) == 11_689_512 + 9_600  # + BN buffers
-    dmd = koopman_fit(series["path"], rank=6, subset="layer1.0.*", n_bags=0)  # convs + constant batch norms
+    dmd = KoopmanDMD(rank=6, subset="layer1.0.*", n_bags=0).fit(series["path"])  # convs + constant batch norms
     assert dmd.tensor_names_[:3] == ["layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias"]
     assert dmd.n_features_ == 2 * (36_864 + 4 * 64)
     # rank 6 = T-1: the fit is exactly determined, so the float32 rounding of the stored weights
@@ -163,9 +163,9 @@ def test_subsets(series):
     with pytest.raises(InvalidParameterError, match="matches no floating-point tensor"):
         select_names(pset, "decoder.*")
     with pytest.raises(InvalidParameterError, match="matches no"):
-        koopman_fit(series["path"], subset="layer9.*")
+        KoopmanDMD(subset="layer9.*").fit(series["path"])
     with pytest.raises(InvalidParameterError, match="scale"):
-        koopman_fit(series["path"], scale="global-std")
+        KoopmanDMD(scale="global-std").fit(series["path"])
 
 
 def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
@@ -247,13 +247,13 @@ def test_imp_flow_matches_pydmd_through_the_store(imp_flow):
         assert snaps.n_structured_ == 3  # data-free, nested masks: the shortcut Gram
         np.testing.assert_allclose(g.gram, z @ z.T, rtol=1e-13)
         np.testing.assert_allclose(g.gram, snapshot_gram(snaps, device="cpu").gram, rtol=1e-13)
-        dmd = koopman_fit(pset, rank=4, n_bags=30)
+        dmd = KoopmanDMD(rank=4, n_bags=30).fit(pset)
     ref = DMD(svd_rank=4, exact=True)
     ref.fit(z.T)
     assert _rel_err(dmd.eigenvalues_, ref.eigs).max() < 1e-6
     # the flow as compute_flow returns it (in memory, masks derived lazily) gives the same fit
     with rganalysis.load(imp_flow["model"]) as model:
-        mem = koopman_fit(compute_flow(model, 9, 0.2, device="cpu", progress=False), rank=4, n_bags=0)
+        mem = KoopmanDMD(rank=4, n_bags=0).fit(compute_flow(model, 9, 0.2, device="cpu", progress=False))
     np.testing.assert_allclose(mem.eigenvalues_, dmd.eigenvalues_, rtol=1e-12)
     # exponents with the flow's b = 1/(1-p)
     assert dmd.b_ == pytest.approx(1.25) and dmd.rate_ == pytest.approx(0.2)
@@ -267,8 +267,8 @@ def test_imp_flow_matches_pydmd_through_the_store(imp_flow):
 def test_slabs_give_the_same_gram_and_modes(imp_flow, tmp_path):
     path = tmp_path / "flow.h5"
     shutil.copy(imp_flow["path"], path)
-    whole = koopman_fit(path, rank=3, n_bags=0, scale="layer-std")
-    sliced = koopman_fit(path, rank=3, n_bags=0, scale="layer-std", block_elements=10 * 7)
+    whole = KoopmanDMD(rank=3, n_bags=0, scale="layer-std").fit(path)
+    sliced = KoopmanDMD(rank=3, n_bags=0, scale="layer-std", block_elements=10 * 7).fit(path)
     np.testing.assert_allclose(sliced.gram_, whole.gram_, rtol=1e-13)
     with rganalysis.load(path) as p:
         assert len(snapshot_provider(p, block_elements=10 * 7).specs) == 60 + 30 + 10  # one row per slab
@@ -295,7 +295,7 @@ def test_slabs_give_the_same_gram_and_modes(imp_flow, tmp_path):
 def test_modes_are_written_safely(imp_flow, tmp_path, monkeypatch):
     path = tmp_path / "flow.h5"
     shutil.copy(imp_flow["path"], path)
-    dmd = koopman_fit(path, rank=4, n_bags=0)
+    dmd = KoopmanDMD(rank=4, n_bags=0).fit(path)
     with h5py.File(path, "r+") as f:  # a leftover of an interrupted write
         f.create_group("koopman/partial_mode_007")
     assert write_modes(path, dmd, limit=2) == ["koopman/mode_000", "koopman/mode_001"]
@@ -333,7 +333,7 @@ def test_modes_are_written_safely(imp_flow, tmp_path, monkeypatch):
     with rganalysis.load(path):
         with pytest.raises(StoreInUseError, match="close the ParameterSet"):
             write_modes(path, dmd)
-    with pytest.raises(InvalidParameterError, match="fitted by koopman_fit"):
+    with pytest.raises(InvalidParameterError, match="fitted on a flow store"):
         write_modes(path, KoopmanDMD(rank=2).fit(np.random.default_rng(0).standard_normal((5, 20))))
 
 
@@ -351,21 +351,21 @@ def _linear_flow(T: int, n_comp: int) -> ParameterSet:
 def test_rank_errors_and_warnings(imp_flow, tmp_path):
     pset = _linear_flow(6, 2)  # float64 weights: numerical rank 2
     with pytest.raises(RankError, match="exceeds the numerical rank 2"):
-        koopman_fit(pset, rank=3)
+        KoopmanDMD(rank=3).fit(pset)
     with pytest.raises(RankError, match="T-1 = 5"):
-        koopman_fit(pset, rank=6)
+        KoopmanDMD(rank=6).fit(pset)
     with pytest.warns(RankDeficiencyWarning, match="rank-deficient flow"):
-        dmd = koopman_fit(pset, n_bags=10)
+        dmd = KoopmanDMD(n_bags=10).fit(pset)
     assert dmd.rank_ == 2 and _rel_err(dmd.eigenvalues_, np.array([0.95, 0.6])).max() < 1e-9
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        e = koopman_fit(pset, energy=0.999, n_bags=0)
+        e = KoopmanDMD(energy=0.999, n_bags=0).fit(pset)
     assert e.rank_ <= 2
     with pytest.raises(InvalidParameterError, match="either rank or energy"):
-        koopman_fit(pset, rank=1, energy=0.9)
+        KoopmanDMD(rank=1, energy=0.9).fit(pset)
     # a plain model: one round, no flow
     with pytest.raises(TooFewRoundsError, match="single-round"):
-        koopman_fit(imp_flow["model"])
+        KoopmanDMD().fit(imp_flow["model"])
 
 
 def test_alive_rounds_and_unnested_masks():

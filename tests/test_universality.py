@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -33,7 +32,6 @@ from rganalysis.universality.distances import (
 )
 from rganalysis.universality.signature import (
     FlowSignature,
-    _koopman_local,
     auto_rank,
     flow_signature,
     koopman_eigenvalues,
@@ -308,11 +306,6 @@ def test_koopman_eigenvalues_of_a_known_linear_flow():
     ev = koopman_eigenvalues(p)  # default rank T - 1 = 8 is lowered to the numerical rank 3
     np.testing.assert_allclose(np.sort(ev.real)[::-1], lam, rtol=1e-6)
     np.testing.assert_allclose(ev.imag, 0.0, atol=1e-6)
-    # the local streaming fallback (used without rganalysis.koopman_flow) agrees
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        local = _koopman_local(p, None, None, "cpu").eigenvalues_
-    np.testing.assert_allclose(local, ev, rtol=1e-7)  # float32 snapshots here
 
 
 # --- the command line -----------------------------------------------------------------------------------------

@@ -26,13 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rganalysis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(commands=sub.choices)  # name -> sub-parser, for the generated reference
     for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if m.name.startswith("_"):
             continue
         mod = importlib.import_module(f"{__name__}.{m.name}")
         p = mod.add_parser(sub)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(run_command=mod.run)
     return parser
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         warnings.filterwarnings("ignore", category=UserWarning, module="rganalysis")
     try:
-        return int(args._run(args) or 0)
+        return int(args.run_command(args) or 0)
     except (RGAnalysisError, FileNotFoundError) as e:
         msg = f"no such file or directory: {e.filename or e}" if isinstance(e, FileNotFoundError) else str(e)
         print(f"rganalysis {args.command}: error: [{type(e).__name__}] {msg}", file=sys.stderr)

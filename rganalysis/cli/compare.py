@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rganalysis.cli._options import add_options, options_from_args
+from rganalysis.fit.options import FitOptions
+
 
 def _weights(text: str | None) -> dict[str, float] | None:
     from rganalysis.errors import InvalidParameterError
@@ -25,17 +28,6 @@ def _weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def _rank(text: str) -> int | str | None:
-    from rganalysis.errors import InvalidParameterError
-
-    if text in ("auto", "full"):
-        return "auto" if text == "auto" else None
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidParameterError(f"--rank must be 'auto', 'full' or an integer, got {text!r}") from None
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
     from rganalysis.universality.classes import DEFAULT_THRESHOLD
     from rganalysis.universality.signature import DEFAULT_DEPTH_POINTS, DEFAULT_FIXED_POINT_RIDGE
@@ -50,14 +42,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("flows", type=Path, nargs="+", help="flow stores (a single-round model store needs --rounds)")
     p.add_argument("--names", default=None, help="comma-separated labels, one per store (default: the stores' names)")
-    p.add_argument("--couplings", default="density", help="comma-separated coupling sets (default: density)")
-    p.add_argument("--depth-points", type=int, default=DEFAULT_DEPTH_POINTS,
-                   help=f"normalised depths of the shared coupling space (default {DEFAULT_DEPTH_POINTS}; 0: per-layer couplings, same architecture only)")
-    p.add_argument("--rank", default="auto",
-                   help="trajectory rank: auto (default: each extra direction must have a singular value >= 2%% of "
-                   "the largest and halve the one-step residual; at most 3), full, or an integer")
-    p.add_argument("--tol", type=float, default=0.05,
-                   help="marginal band: eigenvalues with |lambda| >= 1 - tol are compared (default 0.05)")
+    add_options(p, FitOptions, only=("couplings", "depth_points", "rank", "tol"),
+                defaults={"depth_points": DEFAULT_DEPTH_POINTS, "rank": "auto"})
     p.add_argument("--spectrum", choices=("coupling", "koopman"), default="coupling",
                    help="spectrum entering the total: coupling-space RG exponents (default) or the Koopman/DMD "
                    "eigenvalues of the parameter snapshots (both reported)")
@@ -77,7 +63,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="fit flows on N local dask worker processes (default 1: in this process)")
     p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to fit flows on")
-    p.add_argument("--device", default="auto", help="where couplings and DMD Grams are computed: auto (CUDA when present; default), cpu or cuda")
+    add_options(p, FitOptions, only=("device",))
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
     return p
 
@@ -103,11 +89,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--workers must be >= 1, got {args.workers}")
     threshold: float | str = "auto" if args.threshold == "auto" else _float(args.threshold, "--threshold")
     scheduler = args.scheduler or ("processes" if args.workers > 1 else "sync")
+    fit_opts = options_from_args(FitOptions, args)
     ua = UniversalityAnalysis(
-        [c.strip() for c in args.couplings.split(",") if c.strip()], args.depth_points or None,
-        rank=_rank(args.rank), tol=args.tol, weights=_weights(args.weights), spectrum=args.spectrum,
+        list(fit_opts.couplings), fit_opts.depth_points, rank=fit_opts.rank, tol=fit_opts.tol, weights=_weights(args.weights), spectrum=args.spectrum,
         threshold=threshold, linkage=args.linkage, rounds=args.rounds, rate=args.rate,
-        koopman_rank=args.koopman_rank, fixed_point_ridge=args.fixed_point_ridge, scheduler=scheduler, n_workers=args.workers, device=args.device,
+        koopman_rank=args.koopman_rank, fixed_point_ridge=args.fixed_point_ridge, scheduler=scheduler, n_workers=args.workers, device=fit_opts.device,
     ).fit([str(f) for f in args.flows], names)
     j = ua.to_json()
     if args.json_out:

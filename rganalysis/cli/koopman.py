@@ -38,8 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from rganalysis.errors import InvalidParameterError
+    from rganalysis.koopman.dmd import KoopmanDMD
     from rganalysis.koopman.modes import write_modes
-    from rganalysis.koopman.snapshots import koopman_fit
     from rganalysis.koopman.summary import format_koopman, koopman_json
 
     if args.modes_limit is not None and args.modes_limit < 1:
@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--bags must be >= 0, got {args.bags}")
     if not args.flow.exists():
         raise FileNotFoundError(2, "no such file", str(args.flow))
-    dmd = koopman_fit(args.flow, rank=args.rank, energy=args.energy, subset=args.subset, scale=args.scale,
-                      n_bags=args.bags, device=args.device, random_state=args.seed, tol=args.tol,
-                      progress=not args.quiet)
+    dmd = KoopmanDMD(rank=args.rank, energy=args.energy, subset=args.subset, scale=args.scale, n_bags=args.bags, device=args.device, random_state=args.seed, tol=args.tol, progress=not args.quiet).fit(args.flow)
     if args.modes or args.modes_limit is not None:
         write_modes(args.flow, dmd, limit=args.modes_limit, progress=not args.quiet)
     j = koopman_json(dmd)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rganalysis.cli.fit import add_estimator_options
+from rganalysis.cli._options import add_options, options_from_args
+from rganalysis.report.options import ReportOptions
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -19,13 +20,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("flows", type=Path, nargs="+", help="flow store(s) written by `rganalysis flow`")
     p.add_argument("-o", "--output", type=Path, required=True, help="the HTML report (overwritten)")
     p.add_argument("--pdf", type=Path, default=None, help="also write a PDF: one page per figure, plus tables")
-    p.add_argument("--couplings", default="density", help="comma-separated coupling sets (default: density)")
-    p.add_argument("--estimator", default="trajectory", choices=("trajectory", "response"))
-    p.add_argument("--depth-points", default="auto",
-                   help="resample per-layer couplings onto N normalised depths; 'auto' (default): 8, fewer when "
-                   "the shortest flow has under 2 (couplings + 1) one-step pairs or fewer layers (none with "
-                   "--estimator response); 'none': per-layer couplings. The report prints the value used")
-    add_estimator_options(p)
+    add_options(p, ReportOptions)
     kp = p.add_mutually_exclusive_group()
     kp.add_argument("--koopman", action="store_true",
                     help="add each flow's Koopman/DMD spectrum in parameter space (as `rganalysis koopman` computes "
@@ -52,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     from rganalysis.errors import InvalidParameterError
     from rganalysis.report.build import write_report
-    from rganalysis.report.options import ReportOptions
 
     koopman = None
     if args.koopman_json:
@@ -66,20 +60,8 @@ def run(args: argparse.Namespace) -> int:
             threshold = float(threshold)
         except ValueError:
             raise InvalidParameterError(f"--threshold must be a number or 'auto', got {threshold!r}") from None
-    crank = args.compare_rank
-    if crank != "auto":
-        if crank == "full":
-            crank = None
-        elif crank.isdigit():
-            crank = int(crank)
-        else:
-            raise InvalidParameterError(f"--compare-rank must be 'auto', 'full' or an integer, got {crank!r}")
-    opts = ReportOptions(
-        couplings=args.couplings, estimator=args.estimator, depth_points=args.depth_points, rank=args.rank,
-        ridge=args.ridge, n_bootstrap=args.bootstrap, round=args.round, perturbation=args.perturbation,
-        n_samples=args.samples, tol=args.tol, device=args.device, koopman=args.koopman, threshold=threshold,
-        compare_rank=crank, magnitude_samples=args.magnitude_samples, dpi=args.dpi,
-    )
+    opts = options_from_args(ReportOptions, args, koopman=args.koopman, threshold=threshold,
+                             compare_rank=args.compare_rank, magnitude_samples=args.magnitude_samples, dpi=args.dpi)
     rep = write_report(args.flows, args.output, args.pdf, opts, koopman=koopman, compare=not args.no_compare,
                        progress=not args.quiet)
     figs = sum(len(m.figures) for m in rep.models) + len(rep.figures)

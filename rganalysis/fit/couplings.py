@@ -1,28 +1,6 @@
-"""Couplings: the numbers that describe a pruned network at one IMP round.
-
-In the RG picture a state is a point ``K`` in coupling space and one IMP round is the map
-``K_{n+1} = R(K_n)``.  This module turns a :class:`~rganalysis.state.State` into such a point.
-
-A *coupling set* is a function ``state -> {layer: value}`` or ``state -> {layer: {statistic: value}}``
-registered under a name with :func:`register_coupling_set`.  Built-in sets:
-
-``density``
-    per layer: surviving fraction ``rho_l = survivors / size`` (dimensionless, in [0, 1]).
-``magnitude``
-    per layer, over the surviving weights: ``mean`` |w|, ``std`` of |w|, quantiles ``q25``, ``q50``,
-    ``q75`` of |w| (all in weight units) and ``kurtosis`` (Pearson, m4 / m2^2 about the mean, of the
-    signed surviving weights; a Gaussian gives 3).  NaN for a layer without survivors.
-``spectral``
-    per layer with a weight matrix (conv weights reshaped to ``(out, -1)``), on the masked weights:
-    ``top_sv`` (largest singular value, weight units) and ``stable_rank`` = ||W||_F^2 / ||W||_2^2
-    (dimensionless, in [1, min(shape)]; NaN for an all-zero matrix).  Layers with fewer than two
-    dimensions are skipped.
-
-:func:`compute_couplings` returns an :class:`xarray.DataArray` with dimension ``coupling``; its
-index coordinate names each coupling (``"density[layer1.0.conv1.weight]"`` for one-statistic sets,
-``"magnitude.mean[layer1.0.conv1.weight]"`` otherwise) and non-index coordinates ``layer``, ``set``,
-``statistic`` and ``depth`` (normalised depth in [0, 1]; NaN for a coupling not tied to a layer).
-:func:`resample_depth` puts per-layer couplings of networks of different depth into one space.
+"""Couplings: the numbers that describe a pruned network at one IMP round, as registered coupling sets
+(:func:`register_coupling_set`), and the resampling onto normalised depth that puts networks of
+different depth into one space.  The built-in sets and the naming of couplings: docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,15 +1,5 @@
-"""Fixed points of the RG flow: eigenvalue classes, exponents, distances and JSON spectra.
-
-Scale factor.  One IMP round at rate p keeps a fraction ``1 - p`` of the weights, so it coarse-grains
-by ``b = 1/(1 - p)`` (:func:`scale_factor`).  For a recorded flow with uneven rounds the per-round
-factor is ``b_n = rho_n / rho_{n+1}`` from the measured global densities
-(:func:`per_round_scale_factors`); a single exponent then uses the *geometric mean* of the ``b_n``
-(:func:`effective_scale_factor`), i.e. ``ln b = mean_n ln b_n`` -- the scale factor of the average
-round, which makes ``lambda^n = b_eff^(n y)`` hold over the whole flow.
-
-Eigenvalue classes (``tol`` default 0.05): relevant ``|lambda| > 1 + tol``, irrelevant
-``|lambda| < 1 - tol``, otherwise marginal; exponent ``y = ln|lambda| / ln b`` (``-inf`` for
-``lambda = 0``).
+"""Fixed points of the RG flow: scale factors ``b``, eigenvalue classes, exponents, distances to a
+fixed point and the JSON of a spectrum.  Conventions: docs/concepts.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""From a stored flow to its fitted RG spectrum: couplings per round, a Jacobian fit, the fixed point,
-its eigenvalue classes and exponents, and the JSON that ``rganalysis fit`` writes."""
+"""From a stored flow to its fitted RG spectrum: :class:`FlowFit` (couplings per round, a Jacobian
+fit, the fixed point, eigenvalue classes and exponents) and the JSON and text of ``rganalysis fit``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.couplings import flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
@@ -29,7 +31,7 @@ __all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]
 ESTIMATORS = ("trajectory", "response")
 
 
-class FlowFit:
+class FlowFit(Estimator):
     """Fit the linearised RG map of one or more stored flows (scikit-learn style).
 
     Parameters
@@ -84,7 +86,14 @@ class FlowFit:
         k = flow_couplings(pset, self.couplings)
         return resample_depth(k, self.depth_points) if self.depth_points else k
 
-    def fit(self, flows: ParameterSet | Sequence[ParameterSet]) -> FlowFit:
+    def fit(self, flows: ParameterSet | Sequence[ParameterSet],
+            couplings: xr.DataArray | Sequence[xr.DataArray] | None = None) -> FlowFit:
+        """Fit the flow(s); returns self.
+
+        ``couplings``: the flows' couplings, already computed (one ``(round, coupling)`` DataArray per
+        flow, e.g. streamed by :func:`~rganalysis.fit.streaming.stream_flow_couplings` and resampled):
+        used as they are instead of being computed from ``couplings`` and ``depth_points``.
+        """
         if self.estimator not in ESTIMATORS:
             raise InvalidParameterError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         flows = [flows] if isinstance(flows, ParameterSet) else list(flows)
@@ -97,7 +106,12 @@ class FlowFit:
         self.b_n_ = [b for s in scales for b in s[2]]
         if len(flows) > 1:
             self.b_ = effective_scale_factor([s[1] for s in scales])
-        self.couplings_ = [self._couplings(p) for p in flows]
+        if couplings is None:
+            self.couplings_ = [self._couplings(p) for p in flows]
+        else:
+            self.couplings_ = [couplings] if isinstance(couplings, xr.DataArray) else list(couplings)
+            if len(self.couplings_) != len(flows):
+                raise InvalidParameterError(f"{len(self.couplings_)} coupling arrays for {len(flows)} flows")
         if self.estimator == "trajectory":
             est = TrajectoryEstimator(rank=self.rank, ridge=self.ridge, n_bootstrap=self.n_bootstrap,
                                       random_state=self.random_state)

@@ -1,37 +1,6 @@
-"""Linearising the RG map ``K_{n+1} = R(K_n)``: two estimators of its Jacobian.
-
-:class:`TrajectoryEstimator`
-    fits the affine map ``K_{n+1} = J K_n + c`` by least squares over all one-step pairs of one or
-    more recorded flows (exact DMD when ``rank`` is set, optional ridge), with a bootstrap over pairs.
-:class:`ResponseEstimator`
-    linearises R at one state, as Monte Carlo RG does: apply R to an ensemble of small perturbations
-    of the state and regress ``dK' = R(K + dK) - R(K)`` on ``dK``.
-
-Both are sklearn-style (``fit`` returns ``self``; results in attributes ending in ``_``) and share
-one regression core.  Couplings are standardised (divided by their spread over the regression's
-inputs) before fitting: the unregularised, untruncated answer does not depend on this (``J`` is
-equivariant under rescaling), but conditioning diagnostics, rank truncation and ridge are then
-dimensionless.  A design with no information in some direction raises
-:class:`~rganalysis.errors.DegenerateRegressionError` (naming the couplings or the direction); an
-ill-conditioned one warns with :class:`IllConditionedWarning`.  Nothing returns silently.
-
-Fitted attributes (both estimators)
------------------------------------
-couplings_ : list[str], (C,) coupling names
-jacobian_ : (C, C) float64, ``dK_out / dK_in`` in coupling units
-offset_ : (C,) float64, ``c`` of the affine map (response: the mean second-order shift)
-eigenvalues_ : (r,) complex128, sorted by decreasing modulus (r = C unless ``rank`` truncates)
-eigenvectors_ : (C, r) complex128, unit columns in coupling coordinates (exact DMD modes when truncated)
-fixed_point_ : (C,) float64, ``(I - J)^{-1} c`` (NaN, with a warning, where ``I - J`` is singular)
-residual_ : float, RMS one-step residual in coupling units
-r2_ : float, R^2 of the regression in standardised coordinates (1 = the linear map explains all)
-condition_number_ : float, ratio of largest to smallest (retained) singular value of the standardised,
-    centred design
-singular_values_ : (min(M, C),) singular values of the standardised, centred design
-rank_ : int, number of retained directions
-eigenvalue_ci_ : (r, 2) float64, bootstrap (low, high) of ``|lambda|`` (``ci_level`` interval), NaN if
-    ``n_bootstrap=0``
-n_bootstrap_ : int, bootstrap resamples that gave a usable fit
+"""Linearising the RG map ``K_{n+1} = R(K_n)``: :class:`TrajectoryEstimator` (affine fit over the
+one-step pairs of recorded flows) and :class:`ResponseEstimator` (Monte Carlo RG: the response of one
+step to perturbations of a state), sharing one regression core.  Conventions: docs/design.md.
 """
 
 from __future__ import annotations
@@ -46,6 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from rganalysis.base import Estimator
 from rganalysis.errors import (
     DegenerateRegressionError,
     InvalidParameterError,
@@ -257,7 +227,7 @@ def _warn_wide_ci(ci: np.ndarray, lam: np.ndarray, width: float, what: str, hint
                       f"{width:g}): {txt}. {hint}", IllConditionedWarning, stacklevel=3)
 
 
-class _LinearisedMap:
+class _LinearisedMap(Estimator):
     """Shared fitted attributes and helpers."""
 
     couplings_: list[str]
@@ -276,16 +246,6 @@ class _LinearisedMap:
     eigenvalue_ci_: np.ndarray
     eigenvalue_bootstrap_: np.ndarray
     n_bootstrap_: int
-
-    _param_names: tuple[str, ...] = ()
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters (sklearn convention)."""
-        return {k: getattr(self, k) for k in self._param_names}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     def _store(self, f: _Fit, names: Sequence[str]) -> None:
         self.couplings_ = list(names)
@@ -385,8 +345,6 @@ class TrajectoryEstimator(_LinearisedMap):
     from perturbed states to pin down the other directions (see docs/theory.md).
     """
 
-    _param_names = ("rank", "ridge", "n_bootstrap", "random_state", "ci_level", "max_condition",
-                    "warn_condition", "ci_warn_width")
 
     def __init__(self, rank: int | None = None, ridge: float = 0.0, n_bootstrap: int = 200,
                  random_state: int | None = 0, ci_level: float = 0.95, max_condition: float = 1e10,
@@ -578,8 +536,6 @@ class ResponseEstimator(_LinearisedMap):
     fixed_point_ : fixed point of the linearised map ``K -> R(K0) + c + J (K - K0)``
     """
 
-    _param_names = ("rate", "scope", "couplings", "perturbation", "n_samples", "epsilon", "random_state",
-                    "device", "n_bootstrap", "ci_level", "rg_map")
 
     def __init__(self, rate: float, scope: str = "global", couplings: str | Sequence[str] = ("density",),
                  perturbation: str = "threshold", n_samples: int = 64, epsilon: float = 0.02,

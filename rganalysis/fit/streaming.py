@@ -1,24 +1,5 @@
-"""Scale-out: many flows at once on dask, and couplings that stream one tensor at a time.
-
-Two independent tools.
-
-:func:`map_flows`
-    Run a picklable function over many items (store paths, typically: a sweep of dozens of IMP
-    flows) on dask.  ``scheduler=None`` runs on local worker processes (dask's multiprocessing
-    scheduler); an address ``"tcp://host:port"`` (or a :class:`distributed.Client`) runs on a
-    ``dask.distributed`` cluster; ``"sync"`` runs serially in this process.  Results come back in
-    input order and are the same objects, bit for bit, as the serial run: each item is computed by
-    the same code on one worker, and nothing is reduced across workers.
-
-:func:`stream_flow_couplings`
-    The per-layer couplings of every round of a stored flow, equal to
-    :func:`rganalysis.couplings.flow_couplings` (same values, names, order and coordinates), but
-    computed layer by layer: one weight tensor (read once per stored version) and, for each
-    round, its mask are in memory at a time, never the whole :class:`~rganalysis.state.State`.  Peak
-    memory is therefore that of the largest single tensor (times the working copies of the coupling
-    set: about 1 byte per weight for ``density``, ~50 bytes per weight for ``magnitude``), not of the
-    model.  Works for per-layer coupling sets (all built-in ones); a set that yields whole-network
-    couplings cannot be streamed and raises :class:`~rganalysis.errors.InvalidParameterError`.
+"""The per-layer couplings of every round of a stored flow, computed tensor by tensor (one weight
+tensor and its masks in memory at a time), equal to :func:`~rganalysis.fit.couplings.flow_couplings`.
 """
 
 from __future__ import annotations
@@ -42,17 +23,6 @@ __all__ = ["stream_flow_couplings"]
 # ====================================================================================================
 # streaming couplings
 # ====================================================================================================
-def _weight_versions(pset: Any, name: str) -> list[int] | None:
-    """Rounds at which the stored weights of ``name`` change (0 first), or None if unknown.
-
-    Uses the store's change table, so an unchanged tensor (a data-free flow: all rounds) is read once.
-    """
-    changed = getattr(pset, "_changed", None)
-    if not isinstance(changed, dict):
-        return None
-    return sorted(r for r, names in changed.items() if name in names and 0 <= r < pset.n_rounds)
-
-
 def stream_flow_couplings(
     source: str | os.PathLike | Any,
     sets: str | Sequence[str] = ("density",),
@@ -102,11 +72,11 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
     # values[set][stat][layer] = list over rounds
     values: dict[str, dict[str, dict[str, list[float]]]] = {s: {} for s in set_names}
     for layer in layers:
-        versions = _weight_versions(pset, layer)
+        versions = {a for a, _ in pset.weight_runs(layer)}
         w = None
         w_round = -1
         for r in range(R):
-            if w is None or versions is None or (r in versions and r != w_round):
+            if w is None or (r in versions and r != w_round):
                 w = pset.tensor(layer, r, dev)
                 w_round = r
             m = pset.mask(layer, r, dev)

@@ -1,32 +1,6 @@
-"""Closed-form theory of the data-free global IMP flow of per-layer densities.
-
-Setting: a fixed checkpoint, layers l = 1..L with N_l weights; ``g_l(T)`` = fraction of layer l's
-weights with magnitude above ``T`` (decreasing, ``g_l' < 0``).  On the states IMP produces, every
-layer keeps exactly its weights above its own threshold ``t_l`` (``rho_l = g_l(t_l)``), and one global
-round at rate ``p`` cuts at a threshold ``T >= max_l t_l``.  Then
-
-    rho'_l = g_l(T),      sum_l N_l g_l(T) = (1 - p) sum_l N_l rho_l,
-
-and by the implicit-function theorem the exact density Jacobian is
-
-    J_lk = d rho'_l / d rho_k = (1 - p) N_k g_l'(T) / sum_m N_m g_m'(T),
-
-rank one: eigenvalue ``1 - p`` (right eigenvector ``g'(T)``, left eigenvector ``N``), 0 elsewhere.
-With ``b = 1/(1-p)`` the density mode has exponent ``y = ln(1-p)/ln b = -1`` exactly.
-
-For i.i.d. Gaussian layers, ``g_l(T) = erfc(T / (sigma_l sqrt 2))`` and the whole trajectory follows
-from one 1-d root per round (:func:`gaussian_trajectory`).
-
-The formulas are derived with sympy (:func:`density_jacobian_symbolic`, :func:`gaussian_survival_symbolic`)
-and the numeric survival functions are built from those expressions with ``lambdify``.
-
-For *random* (not magnitude) extra pruning of a fraction f_k of layer k's survivors, the map is
-``rho'_l = (1-f_l) g_l(T')``, which gives (see :func:`random_perturbation_jacobian`)
-
-    J = diag(s) - g'(T) a^T / (N . g'(T)),   s_l = g_l(T)/rho_l,  a_k = N_k (s_k - (1 - p)),
-
-whose eigenvalues are ``1 - p`` (left eigenvector N again) and values near the per-layer survival
-fractions ``s_l``.
+"""Closed-form theory of the data-free global IMP flow of per-layer densities (derived with sympy):
+the rank-one density Jacobian, Gaussian layers, random-pruning perturbations.  Derivation:
+docs/theory.md and docs/design.md.
 """
 
 from __future__ import annotations

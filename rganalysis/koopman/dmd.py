@@ -1,54 +1,12 @@
-"""The Koopman (DMD) view of the IMP flow in parameter space.
-
-IMP maps the whole parameter vector ``theta_n`` to ``theta_{n+1}``.  Dynamic mode decomposition
-(DMD) approximates the Koopman operator of that flow by a linear map fitted to consecutive
-snapshots; its spectrum classifies the flow: eigenvalues outside the unit circle are *relevant*
-directions (they grow under the flow), inside are *irrelevant*, on it *marginal*.
-
-Snapshots
----------
-``x_n`` = surviving parameters at round ``n`` (pruned entries zero, ``theta_n * m_n``), over a set
-of tensors, ``n = 0 .. T-1``.  The snapshot matrix ``Z`` (``T x N``, one row per round) is never
-built: :class:`KoopmanDMD` takes a *block provider*, a callable that returns a fresh iterator of
-column blocks of ``Z`` -- tensors of shape ``(T, n_i)`` (or ``(T, *shape)``, flattened to
-``(T, prod(shape))``), e.g. one tensor's masked weights for all rounds.  Small problems may pass a
-plain ``(T, N)`` array or tensor, or a list of blocks.
-
-Algorithm (exact DMD by the method of snapshots, one pass over the data)
------------------------------------------------------------------------
-1. Accumulate the full ``T x T`` Gram matrix ``K = Z Z^T = sum_i B_i B_i^T`` over blocks ``B_i``
-   in float64 on the device (blocks are cut into column chunks of bounded size, so the extra
-   memory is a few MB whatever the block size).  With ``X = [x_0 .. x_{T-2}]`` and
-   ``Y = [x_1 .. x_{T-1}]`` (``N x (T-1)``, snapshots as columns): ``X^T X = K[:-1, :-1]`` and
-   ``X^T Y = K[:-1, 1:]``.
-2. Factor ``K = E D E^T`` (eigh) and set ``Zt = D^{1/2} E^T`` (``k x T``, ``k <= T``): the
-   coordinates of the snapshots in an orthonormal basis ``Q = Z^T E D^{-1/2}`` of their span,
-   ``Z^T = Q Zt``.  Every DMD quantity that is invariant under an orthogonal change of basis of
-   parameter space (singular values, reduced operator, eigenvalues, amplitudes) is computed
-   exactly on ``Xt = Zt[:, :-1]``, ``Yt = Zt[:, 1:]``, whose Gram entries are those of ``K``.
-3. ``Xt = U S V^T`` truncated to rank ``r``; ``A~ = U_r^T Yt V_r S_r^{-1}`` (the same
-   ``r x r`` reduced operator as ``U_r^T Y V_r S_r^{-1}`` of the full problem); ``A~ W = W Lambda``.
-4. Exact DMD modes ``Phi = Y V_r S_r^{-1} W`` (PyDMD's ``exact=True`` modes) are built in a second
-   streaming pass, :meth:`KoopmanDMD.modes`, block by block; amplitudes are PyDMD's
-   ``b = argmin ||Phi b - x_0||``, solved in the ``Zt`` coordinates.
-
-Uncertainty (bagging over snapshot pairs, the BOP-DMD idea): each bag is a random subset (without
-replacement) of the ``T-1`` pairs ``(x_j, x_{j+1})``; it is refitted from the already factored
-Gram (index selection, no new pass over the data), its eigenvalues are matched to the full fit with
-``linear_sum_assignment``, and the 2.5 / 97.5 percentiles of ``|lambda|`` (and of re, im) over the
-bags give ``eigenvalue_ci_`` -- by default (``ci_method="subsampling"``) widened around the full
-fit by ``sqrt(b / (m - b))`` (``b`` pairs per bag out of ``m``), without which subsets of 80% of
-the pairs understate the sampling spread about twofold (coverage ~65% instead of ~93% in a
-noisy-flow study); ``ci_method="percentile"`` gives the raw bag percentiles.
-
-Accuracy: the Gram squares the condition number, so a singular value ``s_i`` is resolved down to
-about ``sqrt(eps64) * s_max ~ 1.5e-8 s_max``; components below the numerical-rank threshold (see
-``rtol``) are treated as zero.  Eigenvalues of well-separated modes come out to ~1e-8 relative.
+"""Exact DMD of a (huge) snapshot sequence from its streamed ``T x T`` Gram, bagged eigenvalue
+intervals and modes block by block: the numerical core of the Koopman view.  Algorithm, uncertainty
+and accuracy: docs/design.md.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -57,6 +15,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from rganalysis.base import Estimator
 from rganalysis.errors import (
     InvalidParameterError,
     NonFiniteWeightsError,
@@ -300,7 +259,7 @@ def _none_if_nan(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-class KoopmanDMD:
+class KoopmanDMD(Estimator):
     """Exact DMD of a (huge) snapshot sequence, streamed in column blocks, with bagged CIs.
 
     Parameters
@@ -337,6 +296,11 @@ class KoopmanDMD:
     chunk_elements : int, optional
         Column chunk size of the streaming passes, in elements (default 2**19 on CPU, 2**24 on
         CUDA).
+    subset, scale, block_elements, shortcut, progress
+        How a flow *store* given to :meth:`fit` is read: the tensors (``"prunable"``, ``"all"`` or
+        name globs), their fixed scaling (``"none"`` or ``"layer-std"``), the largest block in elements,
+        the exact O(T N) Gram of data-free blocks (False: the dense path, for checks), a progress bar.
+        See :class:`~rganalysis.koopman.snapshots.StoreSnapshots`.
 
     Attributes (after ``fit``)
     --------------------------
@@ -375,6 +339,11 @@ class KoopmanDMD:
         rtol: float | None = None,
         ci_method: str = "subsampling",
         chunk_elements: int | None = None,
+        subset: str = "prunable",
+        scale: str = "none",
+        block_elements: int | None = None,
+        shortcut: bool = True,
+        progress: bool = False,
     ) -> None:
         self.rank = rank
         self.energy = energy
@@ -386,13 +355,11 @@ class KoopmanDMD:
         self.rtol = rtol
         self.ci_method = ci_method
         self.chunk_elements = chunk_elements
-
-    def __repr__(self) -> str:
-        return (
-            f"KoopmanDMD(rank={self.rank!r}, energy={self.energy!r}, n_bags={self.n_bags!r}, "
-            f"bag_fraction={self.bag_fraction!r}, random_state={self.random_state!r}, "
-            f"device={self.device!r}, tol={self.tol!r})"
-        )
+        self.subset = subset
+        self.scale = scale
+        self.block_elements = block_elements
+        self.shortcut = shortcut
+        self.progress = progress
 
     # --------------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -417,13 +384,17 @@ class KoopmanDMD:
         if self.chunk_elements is not None and int(self.chunk_elements) < 1:
             raise InvalidParameterError(f"chunk_elements must be >= 1, got {self.chunk_elements!r}")
 
-    def fit(self, snapshots: SnapshotsLike, b: float | ArrayLike | None = None) -> KoopmanDMD:
+    def fit(self, snapshots: SnapshotsLike | Any, b: float | ArrayLike | None = None) -> KoopmanDMD:
         """Fit exact DMD to the snapshots (one streaming pass).
 
         Parameters
         ----------
-        snapshots : block provider, (T, N) array/tensor, or list of (T, n_i) blocks
-            Rows are rounds ``0 .. T-1``; columns parameters (pruned entries zero).
+        snapshots : a flow store (path or :class:`~rganalysis.store.ParameterSet`), a block provider,
+            a (T, N) array/tensor, or a list of (T, n_i) blocks
+            Rows are rounds ``0 .. T-1``; columns parameters (pruned entries zero).  A store is read
+            tensor by tensor (``subset``, ``scale``, ``block_elements``, ``shortcut``: see
+            :class:`~rganalysis.koopman.snapshots.StoreSnapshots`), and its scale factor ``b`` is the
+            flow's (:func:`~rganalysis.fit.fixed_points.flow_scale`).
         b : float or array_like of shape (T-1,), optional
             RG scale factor per step (IMP: ``b_n = rho_n / rho_{n+1}``).  A per-round array is
             reduced to its geometric mean ``exp(mean(ln b_n))`` -- the constant factor with the
@@ -433,13 +404,61 @@ class KoopmanDMD:
         -------
         self
         """
+        from rganalysis.store.parameter_set import ParameterSet
+
         self._check_params()
+        if isinstance(snapshots, (ParameterSet, str, os.PathLike)):
+            if b is not None:
+                raise InvalidParameterError("a flow store has its own scale factor: do not pass b")
+            return self._fit_store(snapshots)
         if b is not None:  # fail before the (long) pass; the length is checked after it
             b_arr = np.asarray(b, dtype=np.float64)
             if b_arr.ndim > 1 or not np.all(np.isfinite(b_arr)) or np.any(b_arr <= 0):
                 raise InvalidParameterError("scale factors b must be finite and positive, scalar or 1-D")
         res = snapshot_gram(snapshots, device=self.device, chunk_elements=self.chunk_elements)
         return self.fit_gram(res.gram, b=b, n_features=res.n_features, input_eps=res.input_eps)
+
+    def _fit_store(self, flow: Any) -> KoopmanDMD:
+        """:meth:`fit` on a flow store: one streaming pass over its tensors (see :meth:`fit`).
+
+        Sets, besides the attributes of :meth:`fit_gram`: ``subset_``, ``scale_``, ``tensor_names_``,
+        ``layer_scales_`` (name -> divisor), ``rate_``, ``b_`` (None when the flow does not prune),
+        ``b_n_``, ``scale_note_`` (why there are no exponents, or None), ``source_`` (path or None),
+        ``flow_name_``, ``modes_written_`` ([]).
+        """
+        from rganalysis.koopman.snapshots import flow_scale_or_note, snapshot_provider
+        from rganalysis.store.hdf5 import load
+        from rganalysis.store.parameter_set import ParameterSet
+
+        opened = not isinstance(flow, ParameterSet)
+        pset = load(flow) if opened else flow
+        try:
+            if pset.n_rounds < 2:
+                raise TooFewRoundsError(
+                    f"a single-round store has no flow to analyse (T = {pset.n_rounds}): run `rganalysis flow` first"
+                )
+            if self.rank is not None and int(self.rank) > pset.n_rounds - 1:
+                raise RankError(f"rank {self.rank} exceeds the number of snapshot pairs T-1 = {pset.n_rounds - 1}")
+            snaps = snapshot_provider(pset, self.subset, self.scale, block_elements=self.block_elements,
+                                      progress=self.progress)
+            rate, b, b_n, note = flow_scale_or_note(pset)
+            res = snaps.gram(self.device, shortcut=self.shortcut)
+            self.fit_gram(res.gram, b=b, n_features=res.n_features, input_eps=res.input_eps)
+            self.subset_ = self.subset
+            self.scale_ = self.scale
+            self.tensor_names_ = list(snaps.names)
+            self.layer_scales_ = dict(snaps.scales)
+            self.rate_ = rate
+            self.b_ = b
+            self.b_n_ = b_n
+            self.scale_note_ = note
+            self.source_ = None if pset.path is None else str(pset.path)
+            self.flow_name_ = str(pset.attrs.get("name", ""))
+            self.modes_written_ = []
+            return self
+        finally:
+            if opened:
+                pset.close()
 
     def fit_gram(
         self,

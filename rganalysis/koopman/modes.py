@@ -1,4 +1,6 @@
-"""TODO"""
+"""Exact DMD modes written back into the flow file, one group per mode (``/koopman/mode_NNN``),
+atomically (partial groups moved into place at the end).
+"""
 
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ def write_modes(
     Parameters
     ----------
     path : the flow store the fit read (it is opened for writing: close any ParameterSet on it)
-    dmd : a KoopmanDMD fitted by :func:`koopman_fit` on this flow
+    dmd : a KoopmanDMD fitted on this flow store (:meth:`KoopmanDMD.fit` given the store)
     limit : write only the ``limit`` leading modes
     indices : or exactly these eigenvalue positions
     dtype : "float32" (default) or "float64" for the stored parts
@@ -142,7 +144,7 @@ def write_modes(
         raise FileNotFoundError(path)
     for attr in ("eigenvalues_", "subset_", "scale_", "tensor_names_"):
         if not hasattr(dmd, attr):
-            raise InvalidParameterError("write_modes needs a KoopmanDMD fitted by koopman_fit (on a store)")
+            raise InvalidParameterError("write_modes needs a KoopmanDMD fitted on a flow store (KoopmanDMD().fit(flow))")
     if dtype not in ("float32", "float64"):
         raise InvalidParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     r = int(dmd.rank_)

@@ -1,32 +1,14 @@
-"""Koopman (DMD) analysis of a stored IMP flow, streamed tensor by tensor from the HDF5 store.
-
-:mod:`rganalysis.koopman` holds the numerical core (:class:`~rganalysis.koopman.KoopmanDMD`: exact
-DMD from a streamed ``T x T`` snapshot Gram, bagged eigenvalue intervals, modes block by block).
-This module connects it to the store:
-
-* :func:`snapshot_provider` -- a block provider over a :class:`~rganalysis.store.ParameterSet`:
-  one ``(T, numel)`` block per tensor (slabs of rows for very large tensors), the masked weights
-  ``theta_n * m_n`` of every round, read straight from HDF5 (a tensor whose weights never change is
-  read once, its ``(round, ...)`` mask dataset in one call);
-* :func:`koopman_fit` -- the fitted :class:`KoopmanDMD` of a flow, with exponents from the flow's
-  scale factor ``b`` (:func:`rganalysis.analysis.flow_scale`);
-* :func:`write_modes` -- exact DMD modes written back into the flow file, one group per mode
-  (``/koopman/mode_000``, ...), tensors under the model's names and shapes;
-* :func:`koopman_json` / :func:`format_koopman` -- the JSON of ``rganalysis koopman`` and its table.
-
-Peak memory of a pass is about one block (``T x`` the largest tensor, float32, capped by
-``block_elements``) plus its uint8 masks; the ``N x T`` snapshot matrix is never built.
-See docs/koopman.md for the layout of the modes and measured figures.
+"""Snapshots of a stored flow for the DMD: one ``(T, numel)`` block of masked weights per tensor (slabs
+of rows for very large tensors), read from the store through its public reader, and the exact
+O(T N) Gram of data-free blocks.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,16 +16,13 @@ import torch
 from rganalysis.errors import (
     InvalidParameterError,
     NonFiniteWeightsError,
-    RankError,
     TooFewRoundsError,
 )
-from rganalysis.koopman.dmd import GramResult, KoopmanDMD, snapshot_gram
-from rganalysis.store.hdf5 import load
-from rganalysis.store.parameter_set import DiskRef, ParameterSet
+from rganalysis.koopman.dmd import GramResult, snapshot_gram
+from rganalysis.store.parameter_set import ParameterSet
 from rganalysis.store.state import resolve_device
-from rganalysis.store.tensors import from_numpy
 
-__all__ = ["BlockSpec", "DEFAULT_BLOCK_ELEMENTS", "koopman_fit", "SCALES", "select_names", "snapshot_provider", "StoreSnapshots", "SUBSETS"]
+__all__ = ["BlockSpec", "DEFAULT_BLOCK_ELEMENTS", "SCALES", "select_names", "snapshot_provider", "StoreSnapshots", "SUBSETS"]
 
 SUBSETS = ("prunable", "all")
 """Named subsets; anything else is read as comma-separated ``fnmatch`` globs over tensor names."""
@@ -174,58 +153,10 @@ class StoreSnapshots:
         return [BlockSpec(name, a, min(rows, a + per), (min(rows, a + per) - a, *shape[1:]))
                 for a in range(0, rows, per)]
 
-    def _file(self):
-        return getattr(self.pset, "_file", None)
-
-    def _weight_runs(self, name: str) -> list[tuple[int, int, Any]]:
-        """Runs ``(first_round, stop_round, stored_object)`` of rounds sharing one stored weight."""
-        p = self.pset
-        runs: list[tuple[int, int, Any]] = []
-        for r in range(self.n_rounds):
-            src = p._latest(p._changed, p._weights, name, r)
-            if runs and runs[-1][2] is src:
-                runs[-1] = (runs[-1][0], r + 1, src)
-            else:
-                runs.append((r, r + 1, src))
-        return runs
-
-    def _read_weight(self, src: Any, spec: BlockSpec) -> torch.Tensor:
-        """Rows of one stored weight, flattened to (numel,) in its original dtype."""
-        f = self._file()
+    def _rows(self, spec: BlockSpec) -> slice | None:
+        """The row slice of ``spec``, or None for the whole tensor."""
         full = not spec.shape or (spec.row_start == 0 and spec.row_stop == self.pset.info[spec.name].shape[0])
-        if isinstance(src, DiskRef) and f is not None and src.index is None:
-            ds = f[src.group][src.var]
-            arr = ds[()] if full else ds[spec.row_start : spec.row_stop]
-            return from_numpy(arr, src.dtype).reshape(-1)
-        t = self.pset._get(src)
-        return (t if full else t[spec.row_start : spec.row_stop]).reshape(-1)
-
-    def _read_masks(self, spec: BlockSpec) -> torch.Tensor | None:
-        """Masks of rows ``spec`` for all rounds, (T, numel) uint8 / bool, or None (no mask: all ones)."""
-        p = self.pset
-        refs = p._masks.get(spec.name)
-        if refs is None:
-            return None
-        full = not spec.shape or (spec.row_start == 0 and spec.row_stop == p.info[spec.name].shape[0])
-        f = self._file()
-        first = refs[0]
-        if (
-            f is not None
-            and isinstance(first, DiskRef)
-            and all(isinstance(m, DiskRef) and (m.group, m.var) == (first.group, first.var) and m.index == r
-                    for r, m in enumerate(refs))
-        ):  # the (round, ...) dataset of the store: one read for every round
-            ds = f[first.group][first.var]
-            arr = ds[()] if full else ds[:, spec.row_start : spec.row_stop]
-            arr = np.ascontiguousarray(arr)
-            if arr.dtype == np.bool_:
-                return torch.from_numpy(arr).reshape(self.n_rounds, -1)
-            return torch.from_numpy(arr.astype(np.uint8, copy=False)).reshape(self.n_rounds, -1)
-        rows = []
-        for r in range(self.n_rounds):
-            m = p.mask(spec.name, r)
-            rows.append((m if full else m[spec.row_start : spec.row_stop]).reshape(-1))
-        return torch.stack(rows)
+        return None if full else slice(spec.row_start, spec.row_stop)
 
     def _compute_scale(self, name: str) -> float:
         """Fixed per-tensor divisor: std of the round-0 survivors (RMS if they are constant; else 1)."""
@@ -259,13 +190,15 @@ class StoreSnapshots:
         masks : (T, numel) uint8 / bool tensor, or None (no mask: all ones)
         """
         runs: list[tuple[int, int, torch.Tensor]] = []
-        for a, b, src in self._weight_runs(spec.name):
-            w = self._read_weight(src, spec)
+        rows = self._rows(spec)
+        for a, b in self.pset.weight_runs(spec.name):
+            w = self.pset.tensor(spec.name, a, rows=rows).reshape(-1)
             if runs and runs[-1][2].dtype == w.dtype and torch.equal(runs[-1][2], w):
                 runs[-1] = (runs[-1][0], b, runs[-1][2])
             else:
                 runs.append((a, b, w))
-        return runs, self._read_masks(spec)
+        masks = self.pset.read_masks(spec.name, rows)
+        return runs, None if masks is None else masks.reshape(self.n_rounds, -1)
 
     def assemble(
         self,
@@ -474,7 +407,7 @@ def snapshot_provider(
 # ------------------------------------------------------------------------------------------------
 # the fit
 # ------------------------------------------------------------------------------------------------
-def _flow_b(pset: ParameterSet) -> tuple[float | None, float | None, list[float], str | None]:
+def flow_scale_or_note(pset: ParameterSet) -> tuple[float | None, float | None, list[float], str | None]:
     """(rate, b, b_n, note) of a flow; b is None (with a note) when the flow does not prune."""
     from rganalysis.fit.fixed_points import flow_scale
 
@@ -489,89 +422,3 @@ def _flow_b(pset: ParameterSet) -> tuple[float | None, float | None, list[float]
     if not (b is not None and math.isfinite(b) and b > 1.0):
         return rate, None, b_n, f"no exponents: scale factor b = {b}"
     return rate, float(b), b_n, None
-
-
-def koopman_fit(
-    pset_or_path: ParameterSet | str | os.PathLike,
-    rank: int | None = None,
-    energy: float | None = None,
-    subset: str = "prunable",
-    scale: str = "none",
-    n_bags: int = 100,
-    device: str | torch.device | None = "auto",
-    random_state: int | None = 0,
-    *,
-    tol: float = 0.05,
-    block_elements: int | None = None,
-    shortcut: bool = True,
-    progress: bool = False,
-    **dmd_options: Any,
-) -> KoopmanDMD:
-    """Exact DMD (Koopman spectrum) of a stored flow, one streaming pass over the store.
-
-    Parameters
-    ----------
-    pset_or_path : ParameterSet or path of a flow store
-        A path is opened and closed here.
-    rank, energy : truncation (see :class:`~rganalysis.koopman.KoopmanDMD`); neither: ``T-1``,
-        lowered to the numerical rank with a :class:`~rganalysis.koopman.RankDeficiencyWarning`.
-    subset, scale : the snapshot (see :func:`snapshot_provider`).
-    n_bags : bags over snapshot pairs for the eigenvalue intervals (0: none).
-    device : where the Gram is accumulated ("auto": CUDA when available).
-    random_state : seed of the bagging.
-    tol : marginal band around the unit circle.
-    block_elements : largest block read at once (elements, default 2**25).
-    shortcut : use the exact O(T N) Gram of data-free blocks (:meth:`StoreSnapshots.gram`);
-        False sends every block through the dense O(T^2 N) path (same result, for checks and
-        benchmarks).
-    progress : progress bar over the tensors.
-    **dmd_options : passed to :class:`KoopmanDMD` (``bag_fraction``, ``rtol``, ``ci_method``, ...).
-
-    Returns
-    -------
-    KoopmanDMD
-        Fitted, with ``exponents_ = ln|lambda| / ln b`` when the flow prunes (``b`` from
-        :func:`rganalysis.analysis.flow_scale`: ``1/(1-p)`` for a computed flow, the geometric
-        mean of ``rho_n / rho_{n+1}`` for a recorded one).  Extra attributes: ``subset_``,
-        ``scale_``, ``tensor_names_`` (list), ``layer_scales_`` (dict name -> divisor), ``rate_``,
-        ``b_`` (None when the flow does not prune), ``b_n_``, ``scale_note_`` (why there are no
-        exponents, or None), ``source_`` (path or None), ``flow_name_``, ``modes_written_`` ([]).
-
-    Raises
-    ------
-    TooFewRoundsError : a single-round store (no flow).
-    RankError : ``rank`` above ``T-1`` or above the numerical rank of the snapshots.
-    InvalidParameterError : a subset that matches nothing, an unknown scale, bad options.
-    """
-    opened = not isinstance(pset_or_path, ParameterSet)
-    pset = load(pset_or_path) if opened else pset_or_path
-    try:
-        if pset.n_rounds < 2:
-            raise TooFewRoundsError(
-                f"a single-round store has no flow to analyse (T = {pset.n_rounds}): run `rganalysis flow` first"
-            )
-        dmd = KoopmanDMD(rank=rank, energy=energy, n_bags=n_bags, random_state=random_state, device=device,
-                         tol=tol, **dmd_options)
-        dmd._check_params()  # before the (long) pass
-        if rank is not None and int(rank) > pset.n_rounds - 1:
-            raise RankError(f"rank {rank} exceeds the number of snapshot pairs T-1 = {pset.n_rounds - 1}")
-        snaps = snapshot_provider(pset, subset, scale, block_elements=block_elements, progress=progress)
-        rate, b, b_n, note = _flow_b(pset)
-        res = snaps.gram(device, shortcut=shortcut)
-        dmd.fit_gram(res.gram, b=b, n_features=res.n_features, input_eps=res.input_eps)
-        dmd.subset_ = subset
-        dmd.scale_ = scale
-        dmd.tensor_names_ = list(snaps.names)
-        dmd.layer_scales_ = dict(snaps.scales)
-        dmd.rate_ = rate
-        dmd.b_ = b
-        dmd.b_n_ = b_n
-        dmd.scale_note_ = note
-        dmd.source_ = None if pset.path is None else str(pset.path)
-        dmd.flow_name_ = str(pset.attrs.get("name", ""))
-        dmd.modes_written_ = []
-        return dmd
-    finally:
-        if opened:
-            pset.close()
-

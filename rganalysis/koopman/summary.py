@@ -1,4 +1,4 @@
-"""TODO"""
+"""The JSON of ``rganalysis koopman`` and its text table."""
 
 from __future__ import annotations
 

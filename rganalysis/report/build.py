@@ -1,18 +1,5 @@
-"""``rganalysis report``: one self-contained HTML file (and optionally a PDF) of the RG analysis of flows.
-
-The report never computes a number of its own: per model it runs the very function behind
-``rganalysis fit`` -- ``FlowFit(...).fit(flow).to_json()`` with the options of :class:`ReportOptions`,
-which mirror the ``fit`` options one to one -- embeds that JSON object verbatim in the page
-(``<script type="application/json" id="fit-MODEL">``) and renders its tables from it; with several
-models it does the same with the JSON of ``rganalysis compare`` (:mod:`rganalysis.universality`,
-``id="compare"``).  Every table cell holding a number carries the exact JSON value in ``data-value``
-(the text is that value rounded to 4 significant digits), so a reader can check a table against
-``rganalysis fit --json`` output, and the tests do.  The page also states, per model, the ``fit``
-command that reproduces its numbers.
-
-Figures are drawn by :mod:`rganalysis.plot` on the Agg canvas (no display needed) and embedded as
-base64 PNG data URIs; the CSS is inline; the page loads nothing from anywhere.  Files are written
-atomically (a temporary file renamed at the end).
+"""Building a report: per flow the fit of ``rganalysis fit`` (its JSON embedded verbatim, tables
+rendered from it), figures, and with several flows the comparison of ``rganalysis compare``.
 """
 
 from __future__ import annotations
@@ -249,12 +236,10 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
 
 def _koopman_json(pset: ParameterSet, opts: ReportOptions) -> dict[str, Any]:
     """The JSON of ``rganalysis koopman`` for one flow (its defaults, with the report's tol and device)."""
-    try:
-        from rganalysis.koopman.snapshots import koopman_fit
-        from rganalysis.koopman.summary import koopman_json
-    except ImportError as e:  # pragma: no cover - the module ships with the package
-        raise InvalidParameterError(f"Koopman spectra need rganalysis.koopman_flow: {e}") from None
-    return koopman_json(koopman_fit(pset, tol=opts.tol, device=opts.device))
+    from rganalysis.koopman.dmd import KoopmanDMD
+    from rganalysis.koopman.summary import koopman_json
+
+    return koopman_json(KoopmanDMD(tol=opts.tol, device=opts.device).fit(pset))
 
 
 def _compare(flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_points: int | None

@@ -1,4 +1,4 @@
-"""TODO"""
+"""Rendering a report as one self-contained HTML page (figures as PNG data URIs, CSS inline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO"""
+"""The report as data: sections, figures, tables and cells (each cell keeps the exact JSON value)."""
 
 from __future__ import annotations
 

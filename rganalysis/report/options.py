@@ -1,13 +1,13 @@
-"""TODO"""
+"""The options of ``rganalysis report``: the fit options plus the comparison's and the figures'."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from rganalysis.errors import InvalidParameterError
+from rganalysis.fit.options import FitOptions, command_args, option, parse_depth_points, parse_rank
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["DEFAULT_DEPTH_POINTS", "ReportOptions"]
@@ -22,10 +22,10 @@ DEFAULT_DEPTH_POINTS = 8
 _STATS_PER_LAYER = {"density": 1, "magnitude": 6, "spectral": 2}
 
 
-# ============================================================================================ options
 @dataclass
-class ReportOptions:
-    """The fit options of a report, the same as ``rganalysis fit`` (see :class:`~rganalysis.analysis.FlowFit`).
+class ReportOptions(FitOptions):
+    """The options of a report: :class:`~rganalysis.fit.options.FitOptions` (the fit of each flow, as
+    ``rganalysis fit`` does it) plus what the comparison and the figures need.
 
     ``depth_points`` is ``"auto"`` (default), an integer >= 2, or None (no resampling: per-layer
     couplings).  ``"auto"`` resamples onto ``min(8, well determined, fewest layers)`` depths (at
@@ -45,17 +45,11 @@ class ReportOptions:
     ``fit`` does not have; ``couplings``, ``tol`` and the depth points are shared with it.
     """
 
-    couplings: tuple[str, ...] = ("density",)
-    estimator: str = "trajectory"
-    depth_points: int | str | None = "auto"
-    rank: int | None = None
-    ridge: float = 0.0
-    n_bootstrap: int = 200
-    round: int | None = None
-    perturbation: str = "threshold"
-    n_samples: int = 64
-    tol: float = 0.05
-    device: str = "auto"
+    depth_points: int | str | None = field(default="auto", metadata=option(
+        "resample per-layer couplings onto N normalised depths; auto: 8, fewer when the shortest flow has under "
+        "2 (couplings + 1) one-step pairs or fewer layers (none with --estimator response); 0: per-layer "
+        "couplings. The report prints the value used", parse=parse_depth_points, metavar="N",
+        show=lambda v: "0" if v is None else str(v)))
     koopman: bool = False
     threshold: float | str | None = None
     compare_rank: int | str | None = "auto"
@@ -63,21 +57,8 @@ class ReportOptions:
     dpi: int = 100
 
     def __post_init__(self) -> None:
-        if isinstance(self.couplings, str):
-            self.couplings = tuple(c.strip() for c in self.couplings.split(",") if c.strip())
-        self.couplings = tuple(self.couplings)
-        dp = self.depth_points
-        if isinstance(dp, str) and dp != "auto":
-            dp = dp.strip().lower()
-            if dp in ("none", "0", "off"):
-                dp = None
-            elif dp.isdigit():
-                dp = int(dp)
-            elif dp != "auto":
-                raise InvalidParameterError(f"depth_points must be 'auto', 'none' or an integer, got {dp!r}")
-        if isinstance(dp, int) and dp == 0:
-            dp = None
-        self.depth_points = dp
+        super().__post_init__()
+        self.compare_rank = parse_rank(self.compare_rank)
 
     def resolve_depth_points(self, flows: Sequence[ParameterSet]) -> int | None:
         """The number of depths actually used for ``flows`` (one value for all, so they share one space)."""
@@ -95,66 +76,25 @@ class ReportOptions:
         fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)
         return max(2, min(DEFAULT_DEPTH_POINTS, fittable, layers))
 
-    def flowfit(self, depth_points: int | None):
-        """The :class:`~rganalysis.analysis.FlowFit` that ``rganalysis fit`` builds from these options."""
-        from rganalysis.fit.flowfit import FlowFit
-
-        return FlowFit(
-            list(self.couplings), self.estimator, depth_points=depth_points, rank=self.rank, ridge=self.ridge,
-            n_bootstrap=self.n_bootstrap, round=self.round, perturbation=self.perturbation,
-            n_samples=self.n_samples, tol=self.tol, device=self.device,
-        )
-
     def koopman_args(self) -> list[str]:
         """The ``rganalysis koopman`` options (non-default ones only) of the report's Koopman spectra."""
-        a: list[str] = []
-        if self.tol != 0.05:
-            a += ["--tol", repr(float(self.tol))]
-        if self.device != "auto":
-            a += ["--device", self.device]
-        return a
+        return command_args(FitOptions(tol=self.tol, device=self.device), FitOptions(), only=("tol", "device"))
 
     def compare_args(self, depth_points: int | None) -> list[str]:
         """The ``rganalysis compare`` options (non-default ones only) of the report's comparison."""
-        a: list[str] = []
-        if list(self.couplings) != ["density"]:
-            a += ["--couplings", ",".join(self.couplings)]
+        mine = FitOptions(couplings=self.couplings, depth_points=depth_points, rank=self.compare_rank, tol=self.tol)
+        a = command_args(mine, FitOptions(), only=("couplings",))
         a += ["--depth-points", "0" if depth_points is None else str(depth_points)]
-        if self.compare_rank != "auto":
-            a += ["--rank", "full" if self.compare_rank is None else str(self.compare_rank)]
-        if self.tol != 0.05:
-            a += ["--tol", repr(float(self.tol))]
+        a += command_args(mine, FitOptions(rank="auto"), only=("rank", "tol"))
         if self.threshold is not None:
             a += ["--threshold", str(self.threshold)]
         return a
 
     def fit_args(self, depth_points: int | None) -> list[str]:
         """The ``rganalysis fit`` options (non-default ones only) that give the same fit."""
-        a: list[str] = []
-        if list(self.couplings) != ["density"]:
-            a += ["--couplings", ",".join(self.couplings)]
-        if self.estimator != "trajectory":
-            a += ["--estimator", self.estimator]
-        if depth_points is not None:
-            a += ["--depth-points", str(depth_points)]
-        if self.rank is not None:
-            a += ["--rank", str(self.rank)]
-        if self.ridge:
-            a += ["--ridge", repr(float(self.ridge))]
-        if self.n_bootstrap != 200:
-            a += ["--bootstrap", str(self.n_bootstrap)]
-        if self.estimator == "response":
-            if self.round is not None:
-                a += ["--round", str(self.round)]
-            if self.perturbation != "threshold":
-                a += ["--perturbation", self.perturbation]
-            if self.n_samples != 64:
-                a += ["--samples", str(self.n_samples)]
-            if self.device != "auto":
-                a += ["--device", self.device]
-        if self.tol != 0.05:
-            a += ["--tol", repr(float(self.tol))]
-        return a
+        mine = FitOptions(**{f.name: getattr(self, f.name) for f in fields(FitOptions)})
+        mine.depth_points = depth_points
+        return command_args(mine, FitOptions())
 
 
 def _coupling_groups(sets: Sequence[str], pset: ParameterSet) -> tuple[int, int]:

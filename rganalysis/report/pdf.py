@@ -1,4 +1,4 @@
-"""TODO"""
+"""Rendering a report as a PDF: one page per figure with its caption, a page of tables per section."""
 
 from __future__ import annotations
 

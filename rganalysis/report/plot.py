@@ -1,23 +1,8 @@
 """Figures of an IMP flow and its RG analysis, for notebooks and for ``rganalysis report``.
 
-Every function takes the data and an optional matplotlib ``Axes`` (``ax=None`` makes a new figure)
-and returns the ``Axes`` it drew on, so figures compose::
-
-    import matplotlib.pyplot as plt
-    import rganalysis
-    from rganalysis import plot
-    from rganalysis.analysis import FlowFit
-
-    flow = rganalysis.load("flow.h5")
-    fit = FlowFit(depth_points=8).fit(flow)
-    j = fit.to_json()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    plot.density_heatmap(flow, ax=axes[0])
-    plot.flow_projection(fit.couplings_[0], ax=axes[1], fixed_point=j["fixed_point"])
-    plot.spectrum(j, ax=axes[2])
-
-Nothing here selects a backend: scripts without a display should use Agg
-(``MPLBACKEND=Agg`` or ``matplotlib.use("Agg")``); :mod:`rganalysis.report` does so itself.
+Every function takes a fitted object (FlowFit, KoopmanDMD, UniversalityAnalysis) or its JSON, and an
+optional matplotlib ``Axes`` (``ax=None`` makes a new figure); it returns the ``Axes`` it drew on, so
+figures compose.  Nothing here selects a backend: scripts without a display use Agg.
 """
 
 from __future__ import annotations
@@ -41,6 +26,13 @@ CLASS_STYLE: dict[str, dict[str, str]] = {
     "marginal": {"color": "#ff7f0e", "marker": "s"},
     "irrelevant": {"color": "#1f77b4", "marker": "o"},
 }
+
+
+def _fitted_json(obj: Any) -> Any:
+    """A fitted estimator (FlowFit, KoopmanDMD, UniversalityAnalysis) as its JSON; anything else unchanged."""
+    if not isinstance(obj, Mapping) and hasattr(obj, "to_json") and callable(obj.to_json):
+        return obj.to_json()
+    return obj
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.8)) -> Axes:
@@ -293,8 +285,9 @@ def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequ
 
     Parameters
     ----------
-    couplings : (round, coupling) couplings of a flow (``FlowFit.couplings_[0]``, an array), or a list
-        of such flows in one coupling space (projected on their pooled principal directions)
+    couplings : a fitted :class:`~rganalysis.fit.flowfit.FlowFit` (its flows and fixed point), the
+        (round, coupling) couplings of a flow (``FlowFit.couplings_[0]``, an array), or a list of such flows
+        in one coupling space (projected on their pooled principal directions)
     ax : Axes to draw on
     fixed_point : optional (coupling,) fixed point ``K*`` of the fit, projected into the same plane (a star)
     labels : legend label per flow
@@ -302,6 +295,11 @@ def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequ
     """
     import matplotlib as mpl
 
+    if hasattr(couplings, "couplings_") and hasattr(couplings, "fixed_point_"):  # a fitted FlowFit
+        fit = couplings
+        couplings = fit.couplings_ if len(fit.couplings_) > 1 else fit.couplings_[0]
+        if fixed_point is None and np.isfinite(fit.fixed_point_).all():
+            fixed_point = list(fit.fixed_point_)
     ax = _axes(ax)
     proj, mean, comps, ratio = project_flow(couplings)
     colours = mpl.colormaps["tab10"](np.arange(len(proj)) % 10)
@@ -374,7 +372,8 @@ def spectrum(eigenvalues_json_or_array: Any, ax: Axes | None = None, ci: Any = N
 
     Parameters
     ----------
-    eigenvalues_json_or_array : a fit JSON (``FlowFit.to_json()``, uses its ``eigenvalues`` and ``tol``), a
+    eigenvalues_json_or_array : a fitted FlowFit or KoopmanDMD, a fit JSON (``FlowFit.to_json()``, uses its
+        ``eigenvalues`` and ``tol``), a
         list of ``{re, im, abs, class, ci_low, ci_high}`` records (``rganalysis fit``, Koopman DMD), or an
         array of complex eigenvalues (classes from ``tol``)
     ax : Axes to draw on
@@ -382,6 +381,7 @@ def spectrum(eigenvalues_json_or_array: Any, ax: Axes | None = None, ci: Any = N
     tol : marginal half-width, when the input does not carry classes
     title : axes title (None: none)
     """
+    eigenvalues_json_or_array = _fitted_json(eigenvalues_json_or_array)
     ax = _axes(ax, (5.6, 5.4))
     if isinstance(eigenvalues_json_or_array, Mapping):
         tol = float(eigenvalues_json_or_array.get("tol", tol))
@@ -430,13 +430,14 @@ def distance_curve(distances: Any, ax: Axes | None = None, *, label: str | None 
 
     Parameters
     ----------
-    distances : per-round distances (list, array, (round,) DataArray), a fit JSON (its
+    distances : per-round distances (list, array, (round,) DataArray), a fitted FlowFit or its JSON (its
         ``distance_to_fixed_point``), or a mapping label -> any of these (one curve each)
     ax : Axes to draw on
     label : legend label of a single curve
     log : log y axis (default: when all distances are positive and span more than a factor 1.5; a geometric
         approach to the fixed point is then a straight line of slope ln|lambda| per round)
     """
+    distances = _fitted_json(distances)
     ax = _axes(ax)
     if isinstance(distances, Mapping) and "distance_to_fixed_point" not in distances:
         series = dict(distances)
@@ -478,21 +479,27 @@ def distance_curve(distances: Any, ax: Axes | None = None, *, label: str | None 
     return ax
 
 
-def distance_matrix(matrix: Any, names: Sequence[str], ax: Axes | None = None, *, annotate: bool | None = None,
-                    cmap: str = "magma_r", label: str = "distance") -> Axes:
+def distance_matrix(matrix: Any, names: Sequence[str] | None = None, ax: Axes | None = None, *,
+                    annotate: bool | None = None, cmap: str = "magma_r", label: str = "distance") -> Axes:
     """A symmetric distance matrix between models as a heatmap (dark = far, light = close).
 
     Parameters
     ----------
-    matrix : (n, n) distances (list of lists or array; None / NaN cells are left blank)
-    names : n model names (tick labels)
+    matrix : a fitted UniversalityAnalysis (its total distance and model names), or (n, n) distances (list
+        of lists or array; None / NaN cells are left blank)
+    names : n model names (tick labels; taken from the analysis when one is given)
     ax : Axes to draw on
     annotate : write the values in the cells (default: n <= 12)
     cmap : colour map
     label : colour bar label
     """
+    if hasattr(matrix, "distance_") and hasattr(matrix, "names_"):
+        names = list(matrix.names_) if names is None else names
+        matrix = matrix.distance_.values
     m = np.asarray([[np.nan if v is None else v for v in row] for row in matrix], dtype=np.float64)
     n = m.shape[0]
+    if names is None:
+        raise ValueError("names are needed with a plain distance matrix")
     if m.shape != (n, n) or len(names) != n:
         raise ValueError(f"distance matrix must be square with one name per row, got {m.shape} and {len(names)}")
     ax = _axes(ax, (max(4.5, 1.5 + 0.6 * n), max(3.8, 1.2 + 0.55 * n)))
@@ -540,21 +547,29 @@ def _as_linkage(linkage_or_distance: Any, n: int) -> np.ndarray:
                      f"got shape {a.shape}")
 
 
-def dendrogram(linkage_or_distance: Any, names: Sequence[str], ax: Axes | None = None, *,
+def dendrogram(linkage_or_distance: Any, names: Sequence[str] | None = None, ax: Axes | None = None, *,
                threshold: float | None = None) -> Axes:
     """Hierarchical clustering of the models: leaves are models, the height of a join is the distance
     at which two groups merge.
 
     Parameters
     ----------
-    linkage_or_distance : a SciPy linkage matrix ((n-1, 4), e.g. the ``linkage`` of ``rganalysis compare``)
-        or an (n, n) distance matrix (clustered here with average linkage)
-    names : n leaf labels
+    linkage_or_distance : a fitted UniversalityAnalysis (its linkage, names and threshold), a SciPy linkage
+        matrix ((n-1, 4), e.g. the ``linkage`` of ``rganalysis compare``) or an (n, n) distance matrix
+        (clustered here with average linkage)
+    names : n leaf labels (taken from the analysis when one is given)
     ax : Axes to draw on
     threshold : the distance below which models share a class (a dashed line; joins below it coloured)
     """
     from scipy.cluster.hierarchy import dendrogram as _dendrogram
 
+    if hasattr(linkage_or_distance, "hierarchy_") and hasattr(linkage_or_distance, "names_"):
+        ua = linkage_or_distance
+        names = list(ua.names_) if names is None else names
+        threshold = ua.threshold_ if threshold is None else threshold
+        linkage_or_distance = ua.hierarchy_["linkage"] or ua.distance_.values
+    if names is None:
+        raise ValueError("names are needed with a plain linkage or distance matrix")
     z = _as_linkage(linkage_or_distance, len(names))
     ax = _axes(ax, (max(5.0, 1.5 + 0.6 * len(names)), 4.0))
     kw: dict[str, Any] = {"labels": list(names), "ax": ax, "leaf_rotation": 45}

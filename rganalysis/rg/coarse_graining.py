@@ -1,52 +1,6 @@
-"""Coarse-graining: one IMP pruning step, as exact magnitude selection by radix select.
-
-One coarse-graining step removes the fraction ``rate`` of the smallest-magnitude *surviving* weights,
-either across all prunable layers at once (scope ``"global"``) or within each layer (``"layer"``).
-The weights are not touched; only the masks lose entries, so the masks of successive steps are
-nested.
-
-Selection order (the tie rule)
-------------------------------
-Surviving weights are ranked by the key ``(|w|, layer position, flat index)``, ascending, and the
-first ``k`` are removed.  ``layer position`` is the order of the layers in the :class:`State`
-(restricted to ``prunable``) and ``flat index`` is the row-major (C-order) index within the layer.
-So among weights of equal magnitude the one in the earlier layer, then at the smaller flat index,
-goes first.  ``+0.0`` and ``-0.0`` have equal magnitude; NaN ranks above every number (it is never
-removed before a finite weight).  Magnitudes are compared exactly in the weights' own precision:
-float16 and bfloat16 are widened exactly to float32, and if any layer is float64 all keys are
-float64.
-
-How it is computed
-------------------
-No sort and no concatenation of the model.  For non-negative IEEE floats the integer bit pattern of
-``|w|`` (the sign bit cleared) is monotone in ``|w|``, so the ``k``-th smallest surviving magnitude
-is found digit by digit (16 bits at a time, most significant first) with histogram passes
-(``torch.bincount``) over the layers, chunk by chunk, summing the counts across layers.  Each pass
-maps every element to a bin with a few in-place integer ops on a reusable chunk buffer::
-
-    bin = clamp((key - prefix) >> shift, -1, 2**16) + 1      # times the mask: pruned -> bin 0
-
-so bins 1..2**16 count the survivors whose higher digits equal ``prefix`` and everything else falls
-in the two end bins (no boolean indexing):
-
-1. the high 16 bits of every survivor (which also counts the survivors) pick the digit holding the
-   ``k``-th key;
-2. the next 16 bits, of the survivors under that digit only, fix the exact threshold key ``T`` (two
-   more such passes for float64);
-3. a last pass writes the new masks: ``key > T``, and of the survivors with ``key == T`` (when not
-   all of them go) all but the first ones in (layer, flat index) order, so exactly ``k`` go.
-
-Step 2 usually needs no pass of its own: for float32 keys, when that bucket holds few survivors
-(at most ``max(GATHER_MIN, numel // GATHER_FRACTION)``), step 3 writes ``top digit > d`` and
-gathers the bucket's survivors at the same time, and the bucket is resolved on those alone (the
-same 16-bit histogram, the same tie rule): two passes over the weights in all.
-
-Work memory is a few chunk buffers (``chunk_size`` elements, default 2**19 on CPU), so the extra
-memory is the new masks (one byte per weight) plus O(chunk_size) per thread, whatever the model
-size.  On CPU the chunks are shared among ``torch.get_num_threads()`` worker threads (see
-``_run``).
-
-New scopes are one function: see :func:`register_scope`.
+"""Coarse-graining: one IMP pruning step, exact magnitude selection by radix select on the float bits
+(no sort, no concatenation), with a deterministic tie rule.  New scopes are one function
+(:func:`register_scope`).  The tie rule and the algorithm: docs/design.md.
 """
 
 from __future__ import annotations

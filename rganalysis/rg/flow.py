@@ -73,10 +73,9 @@ def compute_flow(
             "rounds": int(rounds), "start_round": start, "device": str(dev)}
     out = ParameterSet(
         pset.info, weights, masks, n_rounds=rounds + 1, layouts=[[]] * (rounds + 1),
-        rewind={k: partial(lambda n: pset.rewind_state()[n], k) for k in (pset.rewind_state() or {})} or None,
-        rewind_layout=pset.rewind_layout, attrs=attrs, flow_attrs=flow, validate=False,
+        rewind={k: partial(lambda n: pset.rewind_state()[n], k) for k in pset.rewind_names()} or None,
+        rewind_layout=pset.rewind_layout, attrs=attrs, flow_attrs=flow, densities=dens,
+        density_layers=state.names, validate=False,
     )
     out.masks_nested = True  # by construction: coarse-graining only removes weights
-    if set(out.pruned_names()) == set(state.names):
-        out._density_cache = dens[:, [state.names.index(n) for n in out.pruned_names()]]
     return out

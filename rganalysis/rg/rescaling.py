@@ -1,18 +1,6 @@
-"""Rescaling: what happens to the weights after a coarse-graining step.
-
-In the renormalization-group picture one IMP round is coarse-graining (pruning, which only changes
-the masks; :mod:`rganalysis.coarse_grain`) followed by rescaling (this module), which maps the
-surviving weights to new values:
-
-``none``
-    Keep the weights.  Coarse-graining then acts on the same magnitudes again: the data-free flow.
-``rewind``
-    Reset the weights to a rewind point (the initial weights, or an early-training checkpoint, as in
-    lottery-ticket IMP); masks kept.
-
-Either can be followed by a user ``train`` callback, which retrains the masked network and returns
-its new weights: ``rewind`` + ``train`` is IMP with rewinding, ``none`` + ``train`` is IMP with
-fine-tuning.  New methods are one function: see :func:`register_rescaling`.
+"""Rescaling: what happens to the surviving weights after a coarse-graining step -- ``none`` (the
+data-free flow) or ``rewind`` (to a rewind point), optionally followed by a user ``train`` callback.
+New methods are one function (:func:`register_rescaling`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 # numpy scalars and dtypes are plain data; ticket code bases save metrics such as best_sa as numpy floats.
 _NUMPY_SAFE = [np.dtype, type(np.dtype("float64")), type(np.dtype("float32")), type(np.dtype("int64"))]
 try:  # numpy >= 2
-    _NUMPY_SAFE.append(np._core.multiarray.scalar)
+    _NUMPY_SAFE.append(np._core.multiarray.scalar)  # noqa: SLF001 - where numpy 2 keeps the scalar reconstructor
 except AttributeError:  # pragma: no cover - numpy 1.x
     _NUMPY_SAFE.append(np.core.multiarray.scalar)
 

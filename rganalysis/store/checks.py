@@ -1,4 +1,4 @@
-"""TODO"""
+"""Checks of a store's content that the analyses rely on (nested masks)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO"""
+"""Writing and opening stores: one HDF5 file (netCDF-4 layout) per model or flow, written tensor by
+tensor and atomically.  Format: docs/store-format.md.
+"""
 
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def save(
 
     path = Path(path)
     R = pset.n_rounds
-    steps = len(pset.names) * (1 + (R > 1)) + sum(len(w) for r, w in pset._weights.items() if r > 0)
+    steps = len(pset.names) * (1 + (R > 1)) + sum(len(pset.changed_names(r)) for r in range(1, R))
     with AtomicOutput(path, force) as tmp, h5netcdf.File(tmp, "w") as f, tqdm(
         total=steps, desc=f"writing {path.name}", unit="tensor", disable=not progress, leave=False
     ) as bar:
@@ -108,14 +110,14 @@ def save(
             v = _put(params, name, pset.tensor(name, 0), i.dims, _tensor_attrs(i), compress)
             v[...] = to_numpy(pset.tensor(name, 0))
             bar.update()
-        for key, t in pset._extras.get(0, {}).items():
-            t = pset._get(t)
+        for key in pset.changed_extra_keys(0):
+            t = pset.extra(key, 0)
             v = _put(params, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
                      {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)
             v[...] = to_numpy(t)
 
         nested = True
-        if pset._masks:
+        if pset.masked_names():
             mg = f.create_group("masks")
             mg.dimensions["round"] = R
             mg.create_variable("round", ("round",), dtype="i8")[...] = np.arange(R)
@@ -133,17 +135,17 @@ def save(
                 bar.update()
 
         for r in range(1, R):
-            ws, es = pset._weights.get(r, {}), pset._extras.get(r, {})
+            ws, es = pset.changed_names(r), pset.changed_extra_keys(r)
             if not ws and not es:
                 continue
             g = f.create_group(f"weights/round_{r:04d}")
-            for name, t in ws.items():
-                t = pset._get(t)
+            for name in ws:
+                t = pset.tensor(name, r)
                 i = pset.info[name]
                 _put(g, name, t, i.dims, _tensor_attrs(i), compress)[...] = to_numpy(t)
                 bar.update()
-            for key, t in es.items():
-                t = pset._get(t)
+            for key in es:
+                t = pset.extra(key, r)
                 _put(g, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
                      {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)[...] = to_numpy(t)
 
@@ -248,7 +250,6 @@ def load(path: str | os.PathLike) -> ParameterSet:
     attrs = {k: s(v) for k, v in f.attrs.items() if k not in skip and not k.startswith("_")}
     attrs["created"] = s(f.attrs.get("created"))
     attrs["package_versions"] = s(f.attrs.get("package_versions"))
-    layer_names = [s(x) for x in rg["layer"][()]]
     pset = ParameterSet(
         info,
         weights,
@@ -262,10 +263,9 @@ def load(path: str | os.PathLike) -> ParameterSet:
         attrs=attrs,
         flow_attrs=json.loads(s(f.attrs["flow"])),
         densities=np.asarray(rg["density"][()]),
+        density_layers=[s(x) for x in rg["layer"][()]],
         file=f,
     )
-    if layer_names != pset._density_names():
-        pset._density_cache = None
     if "masks_nested" in f.attrs:
         pset.masks_nested = bool(s(f.attrs["masks_nested"]))
     pset.path = path

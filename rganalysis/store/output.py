@@ -1,4 +1,4 @@
-"""Writing JSON results atomically (never a half-written file)."""
+"""Writing outputs atomically: a temporary file beside the target, renamed over it on success."""
 
 from __future__ import annotations
 

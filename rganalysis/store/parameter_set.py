@@ -1,19 +1,6 @@
-"""The parameter store: one HDF5 file (netCDF-4 through h5netcdf) per model or recorded flow.
-
-Layout of a file (every group opens with ``xarray.open_dataset(path, engine="h5netcdf", group=G)``)::
-
-    /                       provenance attributes (source, sha256, adapter, architecture, ...)
-    /parameters             every tensor at round 0 under its canonical name, with named dimensions
-                            (``out_channels_64``, ``in_features_768``, ...) and attributes
-                            kind, module, depth, prunable, torch_dtype, role (model | extra)
-    /masks                  one uint8 variable per masked tensor, dims (round, *tensor dims)
-    /rounds                 per-round tables: global_density (round), density (round, layer), metrics
-    /weights/round_NNNN     tensors whose value at round NNNN differs from the previous stored value
-    /rewind                 the rewind point (the early checkpoint IMP resets to), when known
-
-A model with no mask has an implicit all-ones mask and one round.  Per round, the attribute
-``layout`` of ``/rounds`` (JSON) lists the keys of the state dict the source held, so
-:meth:`ParameterSet.to_state_dict` gives back exactly the keys, dtypes and bits that were loaded.
+"""The ParameterSet: a model or a recorded IMP flow as a lazily readable set of named tensors with
+masks per round, and its public per-round and streaming reader.  The file layout:
+docs/store-format.md.
 """
 
 from __future__ import annotations
@@ -132,6 +119,7 @@ class ParameterSet:
         attrs: Mapping[str, Any] | None = None,
         flow_attrs: Mapping[str, Any] | None = None,
         densities: np.ndarray | None = None,
+        density_layers: Sequence[str] | None = None,
         file: h5py.File | None = None,
         validate: bool = True,
     ):
@@ -155,6 +143,8 @@ class ParameterSet:
         self.path: Path | None = None
         #: True/False when known (validated on creation, or recorded in the file), else None
         self.masks_nested: bool | None = None
+        if density_layers is not None and list(density_layers) != self.pruned_names():
+            self._density_cache = None  # computed for other layers: recomputed from the masks when asked
         if self._file is None and validate:
             self._validate()
 
@@ -197,14 +187,17 @@ class ParameterSet:
         self.masks_nested = True
 
     # ------------------------------------------------------------------ reading
-    def _get(self, v: torch.Tensor | DiskRef | Callable[[], torch.Tensor]) -> torch.Tensor:
-        if isinstance(v, torch.Tensor):
-            return v
-        if callable(v):  # derived lazily, e.g. a computed flow's mask from its pruning rounds
-            return v()
-        ds = self._file[v.group][v.var]
-        arr = ds[v.index] if v.index is not None else ds[()]
-        return from_numpy(np.asarray(arr), v.dtype)
+    def _get(self, v: torch.Tensor | DiskRef | Callable[[], torch.Tensor], rows: slice | None = None) -> torch.Tensor:
+        """The tensor behind a stored value; ``rows``: only that slice of its first dimension (read from disk)."""
+        if isinstance(v, DiskRef):
+            ds = self._file[v.group][v.var]
+            if v.index is not None:
+                arr = ds[v.index] if rows is None else ds[v.index, rows]
+            else:
+                arr = ds[()] if rows is None else ds[rows]
+            return from_numpy(np.asarray(arr), v.dtype)
+        t = v if isinstance(v, torch.Tensor) else v()  # a callable: derived lazily, e.g. a computed flow's mask
+        return t if rows is None else t[rows]
 
     def _latest(self, changed: Mapping[int, set], store: Mapping[int, Mapping], name: str, round: int):
         self._check_round(round)
@@ -217,12 +210,59 @@ class ParameterSet:
         if not 0 <= round < self.n_rounds:
             raise IndexError(f"round {round} out of range: this set has rounds 0..{self.n_rounds - 1}")
 
-    def tensor(self, name: str, round: int = 0, device: str | torch.device | None = None) -> torch.Tensor:
-        """Weights of ``name`` at ``round``, unmasked, in the original dtype."""
+    def _check_name(self, name: str) -> None:
         if name not in self.info:
             raise MissingTensorError(f"no tensor named {name!r}; the set has {len(self.names)} tensors")
-        t = self._get(self._latest(self._changed, self._weights, name, round))
+
+    def tensor(self, name: str, round: int = 0, device: str | torch.device | None = None,
+               rows: slice | None = None) -> torch.Tensor:
+        """Weights of ``name`` at ``round``, unmasked, in the original dtype.
+
+        ``rows``: only that slice of the first dimension, read from disk without the rest (streaming
+        passes over very large tensors).
+        """
+        self._check_name(name)
+        t = self._get(self._latest(self._changed, self._weights, name, round), rows)
         return t if device is None else t.to(device)
+
+    def weight_runs(self, name: str) -> list[tuple[int, int]]:
+        """Runs ``(start, stop)`` of rounds that share one stored value of ``name``, in round order.
+
+        A data-free flow has one run ``(0, n_rounds)`` per tensor (its weights never change), a retrained
+        flow one run per round.  A streaming pass reads ``tensor(name, start)`` once per run.
+        """
+        self._check_name(name)
+        starts = sorted(r for r, names in self._changed.items() if name in names and 0 <= r < self.n_rounds)
+        return list(zip(starts, [*starts[1:], self.n_rounds], strict=True))
+
+    def read_masks(self, name: str, rows: slice | None = None) -> torch.Tensor | None:
+        """The masks of ``name`` in every round at once: ``(n_rounds, *shape)`` ``torch.bool`` (``rows``: that
+        slice of the tensor's first dimension), or None when ``name`` has no mask (all ones).
+
+        A store's ``(round, ...)`` mask dataset is read in one call.
+        """
+        self._check_name(name)
+        refs = self._masks.get(name)
+        if refs is None:
+            return None
+        first = refs[0]
+        if (isinstance(first, DiskRef) and self._file is not None
+                and all(isinstance(m, DiskRef) and (m.group, m.var, m.index) == (first.group, first.var, r)
+                        for r, m in enumerate(refs))):
+            ds = self._file[first.group][first.var]
+            arr = np.ascontiguousarray(ds[()] if rows is None else ds[:, rows])
+            return torch.from_numpy(arr.view(np.bool_) if arr.dtype == np.uint8 else arr.astype(np.bool_))
+        return torch.stack([self._get(m, rows).bool() for m in refs])
+
+    def changed_names(self, round: int) -> list[str]:
+        """Tensors whose stored weights change at ``round`` (every tensor at round 0), in model order."""
+        self._check_round(round)
+        return [n for n in self.names if n in self._changed.get(round, ())]
+
+    def changed_extra_keys(self, round: int) -> list[str]:
+        """Extra (non-model) source tensors whose stored value changes at ``round``."""
+        self._check_round(round)
+        return list(self._extras.get(round, {}))
 
     def extra(self, key: str, round: int = 0) -> torch.Tensor:
         """A source tensor that is not part of the model (e.g. MoCo's key encoder), at ``round``."""
@@ -261,6 +301,10 @@ class ParameterSet:
         """The rewind point as canonical name -> tensor, or None."""
         return None if self._rewind is None else {k: self._get(v) for k, v in self._rewind.items()}
 
+    def rewind_names(self) -> list[str]:
+        """Names of the tensors of the rewind point (empty without one)."""
+        return list(self._rewind or ())
+
     def state(
         self, round: int = 0, device: str | torch.device | None = "auto", names: Sequence[str] | None = None
     ) -> State:
@@ -276,14 +320,11 @@ class ParameterSet:
         )
 
     # ------------------------------------------------------------------ derived tables
-    def _density_names(self) -> list[str]:
-        return self.pruned_names()
-
     def densities(self):
         """Per-layer densities, ``xarray.DataArray`` with dims (round, layer)."""
         import xarray as xr
 
-        names = self._density_names()
+        names = self.pruned_names()
         if self._density_cache is None:
             d = np.ones((self.n_rounds, len(names)))
             for j, n in enumerate(names):

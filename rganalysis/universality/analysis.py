@@ -1,4 +1,6 @@
-"""TODO"""
+"""The universality analysis estimator: signatures of many flows (optionally on dask), their distance
+matrix and classes.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.classes import (
     DEFAULT_THRESHOLD,
@@ -35,7 +38,7 @@ __all__ = ["UniversalityAnalysis"]
 # ====================================================================================================
 # the analysis
 # ====================================================================================================
-class UniversalityAnalysis:
+class UniversalityAnalysis(Estimator):
     """Distances between flows, their components, and universality classes (scikit-learn style).
 
     Parameters

@@ -1,4 +1,6 @@
-"""TODO"""
+"""Universality classes from a distance matrix: the threshold graph's components (networkx) and
+hierarchical clustering (scipy).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO"""
+"""Distances between two flow signatures: the components (spectrum, fixed point, subspace, Koopman),
+their weights and the total.  Definitions: docs/universality.md.
+"""
 
 from __future__ import annotations
 

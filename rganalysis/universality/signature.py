@@ -1,48 +1,5 @@
-"""Universality classes: distances between fitted IMP flows, and the classes they imply.
-
-Two models are in one universality class when their RG flows share a fixed point and the spectrum
-of relevant directions there.  This module reduces each fitted flow to a small
-:class:`FlowSignature`, measures three separate distances between two signatures, combines them
-into one total with explicit weights, and groups models into classes.
-
-Components (all symmetric, 0 for a flow and itself; see docs/universality.md)
----------------------------------------------------------------------------
-``spectrum``
-    Optimal matching of the RG exponents ``y = ln|lambda| / ln b`` of the *retained* eigenvalues
-    (relevant and marginal, ``|lambda| >= 1 - tol``) of the two fits:
-    :func:`rganalysis.spectra.spectral_wasserstein` with ``p = 1`` on the exponents, i.e. the mean
-    ``|y_i - y'_pi(i)|`` over ``n = max(k, k')`` pairs, where the shorter list is padded with
-    ``y = 0``: an unmatched exponent is penalised by its distance to marginality ``|y|``.  Units:
-    exponent units (dimensionless); exponents are comparable across rates (``lambda = b^y``).
-``fixed_point``
-    RMS over couplings of ``(K*_A - K*_B) / s``, the fixed points of the two fits in their shared
-    coupling space, each coupling in units of its RMS value over all rounds of both flows,
-    ``s_c = sqrt((mean_n K_A[n,c]^2 + mean_n K_B[n,c]^2) / 2)``.  Dimensionless (0.1 = the fixed
-    points differ by 10 % of a typical coupling value).  ``K*`` is :func:`ridge_fixed_point`: the
-    point that one step of the fitted map ``K -> J K + c`` moves least, with a ridge penalty
-    (default ``0.05``, standardised couplings) on its distance from the flow's last round.  Exactly
-    FlowFit's ``(I - J)^{-1} c`` with ``fixed_point_ridge=0``; with the ridge, a direction whose
-    eigenvalue is within ~0.05 of 1 (where ``(I - J)^{-1} c`` runs off to infinity, e.g. ResNet-50's
-    data-free flow) keeps its fixed point near the data instead of far outside the coupling domain.
-``subspace``
-    ``||P_A - P_B||_F / sqrt(d_A + d_B)`` for the orthogonal projectors on the retained
-    eigen-subspaces (real span of the eigenvectors; ``d`` = their dimensions) in the shared coupling
-    space scaled by ``s``: 0 for equal subspaces, 1 for orthogonal ones or when one is empty (0 when
-    both are).  For ``d_A = d_B`` it is the RMS of ``sin`` of the principal angles
-    (:func:`principal_angles`).
-``koopman`` (optional)
-    :func:`~rganalysis.spectra.spectral_wasserstein` (``p = 1``) between the eigenvalues of exact DMD
-    of each flow's parameter snapshots ``theta_n * m_n`` (:func:`koopman_eigenvalues`).
-
-The ``fixed_point`` and ``subspace`` components need the same coupling names (fit both flows on
-normalised-depth couplings, ``depth_points=N``, to compare different architectures).
-
-Total: ``sum_k weights[k] * component[k]`` over :data:`DEFAULT_WEIGHTS` (1 each), all components
-reported separately; a component with weight 0 is reported and not summed.
-
-Classes: a :mod:`networkx` graph with the models as nodes and an edge wherever the total distance is
-``<= threshold``; its connected components are the classes.  Hierarchical clustering
-(:func:`scipy.cluster.hierarchy.linkage`, ``average``) is reported beside it, with its dendrogram.
+"""Flow signatures: what a distance between two flows needs from one fitted flow (its spectrum, fixed
+point, eigen-subspace), and :func:`flow_signature`, which fits a stored flow and reduces it to one.
 """
 
 from __future__ import annotations
@@ -59,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, TooFewRoundsError
+from rganalysis.fit.flowfit import FlowFit
 
 __all__ = ["auto_rank", "DEFAULT_DEPTH_POINTS", "DEFAULT_FIXED_POINT_RIDGE", "DEFAULT_MAX_RANK", "DEFAULT_RANK_GAIN", "DEFAULT_RANK_RTOL", "flow_signature", "FlowSignature", "koopman_eigenvalues", "ridge_fixed_point"]
 
@@ -305,11 +263,7 @@ def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank
 def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None = None,
                         device: str = "auto") -> np.ndarray:
     """Eigenvalues of exact DMD (:class:`rganalysis.koopman.KoopmanDMD`) of a flow's parameter
-    snapshots ``theta_n * m_n`` over its pruned tensors, streamed one tensor at a time.
-
-    Uses the store-level :func:`rganalysis.koopman_flow.koopman_fit` (subset ``prunable``, no
-    rescaling, no bagging) when that module is installed, else streams the same snapshots into
-    :class:`~rganalysis.koopman.KoopmanDMD` here.
+    snapshots ``theta_n * m_n`` over its pruned tensors, streamed one tensor at a time (no bagging).
 
     Parameters
     ----------
@@ -321,57 +275,12 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
     -------
     (r,) complex128, sorted by decreasing modulus.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            from rganalysis.koopman.snapshots import koopman_fit
-        except ImportError:
-            dmd = _koopman_local(pset, rank, energy, device)
-        else:
-            dmd = koopman_fit(pset, rank=rank, energy=energy, subset="prunable", scale="none", n_bags=0,
-                              device=device)
-    return np.asarray(dmd.eigenvalues_, dtype=np.complex128)
-
-
-def _koopman_local(pset: Any, rank: int | None, energy: float | None, device: str) -> Any:
-    """KoopmanDMD fitted on the masked weights of ``pset.pruned_names()``, one (T, numel) block per tensor."""
-    import torch
-
-    from rganalysis.fit.streaming import _weight_versions
     from rganalysis.koopman.dmd import KoopmanDMD
 
-    names = list(pset.pruned_names())
-    T = int(pset.n_rounds)
-    if T < 2:
-        raise TooFewRoundsError(f"a DMD needs at least 2 rounds, the flow has {T}")
-
-    def blocks():
-        for name in names:
-            versions = _weight_versions(pset, name)
-            out = None
-            for r in range(T):
-                if r == 0 or versions is None or r in versions:
-                    w = pset.tensor(name, r).to(torch.float32).reshape(-1)
-                if out is None:
-                    out = torch.empty((T, w.numel()), dtype=torch.float32)
-                torch.mul(w, pset.mask(name, r).reshape(-1), out=out[r])
-            yield out
-
-    return KoopmanDMD(rank=rank, energy=energy, n_bags=0, device=device).fit(blocks)
-
-
-class _PrecomputedFlowFit:
-    """Factory of a FlowFit subclass that takes its couplings from a dict (computed once, streamed)."""
-
-    @staticmethod
-    def make(precomputed: Mapping[int, xr.DataArray], **kw: Any):
-        from rganalysis.fit.flowfit import FlowFit
-
-        class _Fit(FlowFit):
-            def _couplings(self, pset):  # noqa: D401 - override of FlowFit's hook
-                return precomputed[id(pset)]
-
-        return _Fit(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dmd = KoopmanDMD(rank=rank, energy=energy, subset="prunable", scale="none", n_bags=0, device=device).fit(pset)
+    return np.asarray(dmd.eigenvalues_, dtype=np.complex128)
 
 
 def flow_signature(
@@ -437,10 +346,8 @@ def flow_signature(
         r = auto_rank(K, rank_rtol, max_rank, rank_gain) if rank == "auto" else rank
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = _PrecomputedFlowFit.make(
-                {id(flow): K}, couplings=tuple(couplings), estimator="trajectory", depth_points=None,
-                rank=r, ridge=ridge, n_bootstrap=0, tol=tol, device=device,
-            ).fit(flow)
+            fit = FlowFit(tuple(couplings), "trajectory", rank=r, ridge=ridge, n_bootstrap=0, tol=tol,
+                          device=device).fit(flow, couplings=K)
         meta["warnings"] = sorted({str(w.message) for w in caught})
         meta["couplings_sets"] = list(couplings)
         meta["depth_points"] = depth_points

@@ -1,4 +1,4 @@
-"""TODO"""
+"""The text report of a comparison (``rganalysis compare``)."""
 
 from __future__ import annotations
 

@@ -142,10 +142,13 @@ def read_mask_files(paths: Sequence[str | os.PathLike], tensors: dict[str, torch
 
 @register
 class HFBert:
+    """A HuggingFace BERT folder (config.json + weights), with BERT-tickets mask files as recorded rounds."""
+
     name = "hf-bert"
     priority = 20
 
     def detect(self, source: Path, **options) -> None:
+        """Accept a folder with a BERT config.json and a weight file."""
         read_config(source)
         weight_file(source)
 
@@ -175,6 +178,7 @@ class HFBert:
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
+        """The transformers model class named by the stored config (random init)."""
         import transformers
 
         config = json.loads(pset.attrs["config"])

@@ -151,10 +151,13 @@ def _model_name(main: Path) -> str:
 
 @register
 class OpenLTH:
+    """An open_lth run directory: its levels as the rounds of a recorded flow, masks and rewind point."""
+
     name = "open-lth"
     priority = 15
 
     def detect(self, source: Path, **options: Any) -> None:
+        """Accept an open_lth run directory (level_N folders)."""
         run_directory(source)
 
     def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,

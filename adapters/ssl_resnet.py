@@ -89,10 +89,13 @@ def choose_prefix(sd: dict[str, torch.Tensor], prefix: str | None = None
 
 @register
 class SSLResNet:
+    """A self-supervised ResNet checkpoint (MoCo, SimCLR, ...): the backbone under a key prefix."""
+
     name = "ssl-resnet"
     priority = 25
 
     def detect(self, source: Path, *, prefix: str | None = None, allow_pickle: bool = False, **_: Any) -> None:
+        """Accept a checkpoint whose tensors under ``prefix`` (or a known one) form a ResNet backbone."""
         sd, _, _ = read_state_dict_file(source, allow_pickle)
         choose_prefix(sd, prefix)
 
@@ -143,6 +146,7 @@ class SSLResNet:
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
+        """The torchvision ResNet backbone of the stored architecture (random init)."""
         arch = str(pset.attrs["architecture"])
         if not arch.startswith("resnet") or "head" not in pset.attrs:
             raise NotImplementedError(f"cannot build a module for architecture {arch!r} with this head")

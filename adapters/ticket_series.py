@@ -101,10 +101,13 @@ def _mask_entry(obj: Mapping, rd: RoundData, prefix: str, where: str) -> dict[st
 
 @register
 class TicketSeries:
+    """A folder of ticket checkpoints ``{k}model_SA_best.pth.tar`` (one per IMP round), init as rewind point."""
+
     name = "ticket-series"
     priority = 15
 
     def detect(self, source: Path, **options: Any) -> None:
+        """Accept a folder of numbered ticket checkpoints."""
         if not source.is_dir():
             raise AdapterDeclined("not a directory (an IMP ticket series is a folder of {k}model_SA_best.pth.tar)")
         if not series_files(source)[0]:
@@ -189,6 +192,7 @@ class TicketSeries:
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
+        """The torchvision ResNet of the stored architecture (random init)."""
         arch = str(pset.attrs["architecture"])
         if not arch.startswith("resnet"):
             raise NotImplementedError(f"cannot build a module for architecture {arch!r}")

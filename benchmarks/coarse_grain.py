@@ -4,7 +4,7 @@ For each model (random init, no downloads) the prunable weights are pruned once 
 globally by magnitude, by
 
 * ours: ``coarse_grain(state, rate)`` on ``state = State.dense(weights)`` (radix select,
-  :mod:`rganalysis.coarse_grain`).  The speed-up is given for the ``coarse_grain`` call (the round)
+  :mod:`rganalysis.rg.coarse_graining`).  The speed-up is given for the ``coarse_grain`` call (the round)
   and, more conservatively, for ``State.dense`` (allocating the all-True input masks) plus the
   call, since the baseline's time includes making its masks; and
 * the baseline: ``prune.global_unstructured(params, pruning_method=prune.L1Unstructured,

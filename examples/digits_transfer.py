@@ -4,7 +4,7 @@ For each architecture (an MLP and a small CNN, trained here on CPU) and each tas
 scikit-learn's bundled 8x8 digits (no download):
 
 1. train the dense network from a shared initialisation ``theta_0`` (the rewind point);
-2. run real IMP with rganalysis (:func:`rganalysis.flow.compute_flow`, global magnitude pruning,
+2. run real IMP with rganalysis (:func:`rganalysis.compute_flow`, global magnitude pruning,
    ``rescaling="rewind"`` to ``theta_0`` and a ``train`` callback that retrains the masked network),
    recording the flow as a store;
 3. fit every flow with :class:`rganalysis.universality.UniversalityAnalysis` (the defaults of
@@ -173,7 +173,7 @@ def train_masked(model: nn.Module, init: dict[str, torch.Tensor], masks: dict[st
 def imp_flow_store(arch: str, theta0: dict[str, torch.Tensor], task: Task, rounds: int, rate: float,
                    cfg: TrainConfig, seed: int, path: Path) -> dict[str, Any]:
     """Dense training, then ``rounds`` rounds of IMP with rewinding to ``theta0`` and retraining,
-    recorded by :func:`rganalysis.flow.compute_flow` into the store ``path``.
+    recorded by :func:`rganalysis.compute_flow` into the store ``path``.
 
     Returns the per-round test accuracies, global densities and the last round's masks.
     """

@@ -77,6 +77,7 @@ class DemoResult:
         return out
 
     def summary(self) -> str:
+        """The report path, one verdict line per model, and where the flows are."""
         lines = [f"report: {self.report}", ""]
         lines += [f"{name}: {v}" for name, v in self.verdicts().items()]
         lines += ["", f"flows in {self.output}; finished in {self.seconds:.0f} s"]

@@ -201,6 +201,7 @@ class NearFixedPoint:
         return bool(self.near)
 
     def to_dict(self) -> dict[str, Any]:
+        """The verdict as a plain dict (the JSON of ``near_fixed_point``)."""
         return asdict(self)
 
 

@@ -38,7 +38,7 @@ class FlowFit(Estimator):
     ----------
     couplings : coupling sets (``density``, ``magnitude``, ``spectral`` or registered ones)
     estimator : ``trajectory`` (affine fit over the one-step pairs of the flows) or ``response``
-        (perturbations of one round's state, see :class:`~rganalysis.jacobian.ResponseEstimator`)
+        (perturbations of one round's state, see :class:`~rganalysis.fit.jacobian.ResponseEstimator`)
     depth_points : resample per-layer couplings onto this many normalised depths (cross-architecture
         coordinates; also makes short flows of deep models fittable)
     rank, ridge, n_bootstrap : trajectory estimator options

@@ -512,8 +512,8 @@ class ResponseEstimator(_LinearisedMap):
     Parameters
     ----------
     rate : float in (0, 1), the pruning fraction p of one round.
-    scope : pruning scope passed to :func:`rganalysis.coarse_grain.coarse_grain` (``"global"``).
-    couplings : coupling sets (see :mod:`rganalysis.couplings`), default ``("density",)``.
+    scope : pruning scope passed to :func:`rganalysis.rg.coarse_grain` (``"global"``).
+    couplings : coupling sets (see :mod:`rganalysis.fit.couplings`), default ``("density",)``.
     perturbation : ``"threshold"`` (default), ``"random"`` or ``"rescale"`` (see :func:`perturb_state`).
     n_samples : perturbed states (must exceed the number of couplings).
     epsilon : size of the perturbations (fraction of survivors moved / relative rescaling).

@@ -87,7 +87,7 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
                 if extra:
                     raise InvalidParameterError(
                         f"coupling set {s!r} yields couplings not tied to one layer ({extra[:3]}); "
-                        "it cannot be streamed tensor by tensor: use rganalysis.couplings.flow_couplings"
+                        "it cannot be streamed tensor by tensor: use rganalysis.fit.couplings.flow_couplings"
                     )
                 if layer not in raw:
                     continue  # e.g. spectral skips 1-d tensors

@@ -227,7 +227,7 @@ def global_threshold(state: State, rate: float) -> float:
     """Magnitude at which one global round at ``rate`` cuts the survivors of ``state``.
 
     The midpoint between the largest removed and the smallest kept magnitude when
-    ``round(p * n_survivors)`` are removed, as :func:`rganalysis.coarse_grain.coarse_grain` does
+    ``round(p * n_survivors)`` are removed, as :func:`rganalysis.rg.coarse_grain` does
     (weight units).
     """
     rate = _check_rate(rate)
@@ -275,7 +275,7 @@ def density_jacobian_from_state(state: State, rate: float, window: float = 0.01)
     :func:`rank_one_density_jacobian`.  Exact (up to the slope estimate) on the IMP manifold: every
     layer's mask keeps its weights above its own threshold ``t_l``, and ``t_l < T``.  Off it (e.g. a
     randomly pruned state, or a layer whose threshold exceeds the global one) this is *not* the
-    Jacobian of the round -- measure it with :class:`rganalysis.jacobian.ResponseEstimator`.
+    Jacobian of the round -- measure it with :class:`rganalysis.fit.jacobian.ResponseEstimator`.
     """
     T = global_threshold(state, rate)
     _, gp = empirical_survival(state, T, window)

@@ -280,7 +280,7 @@ class StoreSnapshots:
 
         Blocks of a data-free flow (weights constant over the rounds, nested masks) take the exact
         shortcut of :meth:`_structured_gram`; any other block (weights that change between rounds,
-        masks that are not nested) goes through :func:`rganalysis.koopman.snapshot_gram`
+        masks that are not nested) goes through :func:`rganalysis.koopman.dmd.snapshot_gram`
         (float64 column chunks).  Both are exact up to float64 rounding.  ``shortcut=False`` sends
         every block through the dense path (for checks and benchmarks).
 

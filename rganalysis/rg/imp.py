@@ -43,9 +43,9 @@ def imp_flow(
     rate : float
         Fraction of survivors pruned per round, in (0, 1).
     scope : str
-        Pruning scope, a key of :data:`rganalysis.coarse_grain.SCOPES` (``"global"``, ``"layer"``).
+        Pruning scope, a key of :data:`rganalysis.rg.coarse_graining.SCOPES` (``"global"``, ``"layer"``).
     rescaling : str
-        A key of :data:`rganalysis.rescale.RESCALINGS` (``"none"``, ``"rewind"``).
+        A key of :data:`rganalysis.rg.rescaling.RESCALINGS` (``"none"``, ``"rewind"``).
     rewind : dict[str, Tensor], optional
         Weights to rewind to; with ``rescaling="rewind"`` it defaults to the weights of ``state``.
     train : callable, optional
@@ -53,7 +53,7 @@ def imp_flow(
     progress : bool
         Show a tqdm progress bar (one tick per round).
     prunable : iterable of str, optional
-        Layers that may be pruned (default all); see :func:`~rganalysis.coarse_grain.coarse_grain`.
+        Layers that may be pruned (default all); see :func:`~rganalysis.rg.coarse_grain`.
 
     Yields
     ------

@@ -43,6 +43,7 @@ except AttributeError:  # pragma: no cover - numpy 1.x
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in chunks of ``chunk`` bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(chunk):
@@ -99,6 +100,7 @@ def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
 
 
 def is_state_dict(obj: Any) -> bool:
+    """True for a non-empty mapping whose values are all tensors."""
     return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 

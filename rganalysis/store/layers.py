@@ -19,6 +19,7 @@ def module_path(name: str) -> str:
 
 
 def leaf(name: str) -> str:
+    """``layer1.0.conv1.weight`` -> ``weight``."""
     return name.rsplit(".", 1)[-1]
 
 

@@ -269,9 +269,11 @@ class ParameterSet:
         return self._get(self._latest(self._extra_changed, self._extras, key, round))
 
     def extra_keys(self) -> list[str]:
+        """Keys of the extra (non-model) source tensors, sorted."""
         return sorted({k for e in self._extras.values() for k in e})
 
     def has_mask(self, name: str) -> bool:
+        """True when the set holds a mask for ``name`` (else it is dense in every round)."""
         return name in self._masks
 
     def masked_names(self) -> list[str]:
@@ -402,6 +404,7 @@ class ParameterSet:
         return save(self, path, force=force, compress=compress, progress=progress)
 
     def close(self) -> None:
+        """Close the store file (a loaded set); tensors already read stay valid."""
         if self._file is not None:
             self._file.close()
             self._file = None

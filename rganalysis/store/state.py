@@ -72,6 +72,7 @@ class State:
         return {k: int(torch.count_nonzero(m)) / m.numel() for k, m in self.masks.items()}
 
     def global_density(self) -> float:
+        """Surviving fraction of all weights of the state (layers weighted by size)."""
         tot = sum(m.numel() for m in self.masks.values())
         return sum(int(torch.count_nonzero(m)) for m in self.masks.values()) / tot
 
@@ -80,9 +81,11 @@ class State:
         return State(self.weights, dict(masks), self.depth, self.kinds)
 
     def with_weights(self, weights: Mapping[str, torch.Tensor]) -> State:
+        """Same masks, new weights (a rescaled state)."""
         return State(dict(weights), self.masks, self.depth, self.kinds)
 
     def to(self, device: torch.device | str) -> State:
+        """The state with weights and masks on ``device``."""
         return State(
             {k: v.to(device) for k, v in self.weights.items()},
             {k: v.to(device) for k, v in self.masks.items()},

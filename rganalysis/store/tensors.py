@@ -31,6 +31,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def torch_dtype(name: str) -> torch.dtype:
+    """``"float32"`` -> ``torch.float32`` (:class:`StoreFormatError` for an unknown name)."""
     try:
         return _BY_NAME[name]
     except KeyError:
@@ -38,6 +39,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def stored_dtype(dtype: torch.dtype) -> str:
+    """The numpy dtype a tensor of ``dtype`` is stored as (bfloat16 as its raw int16 bits)."""
     try:
         return _STORED[dtype]
     except KeyError:

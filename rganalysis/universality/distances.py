@@ -29,7 +29,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {"spectrum": 1.0, "fixed_point": 1.0, "subsp
 
 
 def _wasserstein(a: np.ndarray, b: np.ndarray, p: float = 1) -> float:
-    """:func:`rganalysis.spectra.spectral_wasserstein` (zero-padded optimal matching)."""
+    """:func:`rganalysis.fit.spectra.spectral_wasserstein` (zero-padded optimal matching)."""
     from rganalysis.fit.spectra import spectral_wasserstein
 
     return float(spectral_wasserstein(a, b, p=p))

@@ -158,7 +158,7 @@ class FlowSignature:
     def from_fit(cls, fit: Any, name: str | None = None, *, koopman: np.ndarray | None = None,
                  meta: Mapping[str, Any] | None = None, fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE
                  ) -> FlowSignature:
-        """The signature of a fitted :class:`~rganalysis.analysis.FlowFit` (trajectory estimator).
+        """The signature of a fitted :class:`~rganalysis.fit.FlowFit` (trajectory estimator).
 
         ``coupling_ms`` pools all rounds of all the fit's flows; the fixed point is
         :func:`ridge_fixed_point` anchored at the last round of the first flow (FlowFit's exact one is
@@ -228,7 +228,7 @@ def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank
     """Trajectory rank suited to a short flow.
 
     Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
-    centred one-step design (as :class:`~rganalysis.jacobian.TrajectoryEstimator` builds it) is at
+    centred one-step design (as :class:`~rganalysis.fit.jacobian.TrajectoryEstimator` builds it) is at
     least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
     ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).
 

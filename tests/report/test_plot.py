@@ -143,3 +143,29 @@ def test_distance_matrix_and_dendrogram():
     assert plot.dendrogram(z.tolist(), names, ax=ax2) is ax2
     with pytest.raises(ValueError):
         plot.dendrogram(z, names[:2])
+
+
+def test_plots_take_fitted_objects(tiny_flow):
+    """A fitted FlowFit, KoopmanDMD or UniversalityAnalysis draws the same figure as its JSON."""
+    from rganalysis.fit.flowfit import FlowFit
+    from rganalysis.koopman.dmd import KoopmanDMD
+    from rganalysis.universality.analysis import UniversalityAnalysis
+
+    fit = FlowFit(depth_points=2, ridge=0.1, n_bootstrap=10).fit(tiny_flow)
+    a, b = plot.spectrum(fit), plot.spectrum(fit.to_json())
+    assert [len(c.get_offsets()) for c in a.collections[1:]] == [len(c.get_offsets()) for c in b.collections[1:]]
+    assert [t.get_text() for t in a.get_legend().get_texts()] == [t.get_text() for t in b.get_legend().get_texts()]
+    line_a, line_b = plot.distance_curve(fit).get_lines()[0], plot.distance_curve(fit.to_json()).get_lines()[0]
+    np.testing.assert_array_equal(line_a.get_ydata(), line_b.get_ydata())
+    ax = plot.flow_projection(fit)  # the fit's flows and its finite fixed point (a star)
+    assert any(line.get_marker() == "*" for line in ax.get_lines()) == bool(np.isfinite(fit.fixed_point_).all())
+    dmd = KoopmanDMD(n_bags=0).fit(tiny_flow)
+    n_points = sum(len(c.get_offsets()) for c in plot.spectrum(dmd).collections)
+    assert n_points == len(dmd.eigenvalues_)
+    ua = UniversalityAnalysis(depth_points=2, rank=1).fit([tiny_flow, tiny_flow], names=["x", "y"])
+    ax = plot.distance_matrix(ua)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y"]
+    ax = plot.dendrogram(ua)
+    assert sorted(t.get_text() for t in ax.get_xticklabels()) == ["x", "y"]
+    with pytest.raises(ValueError, match="names are needed"):
+        plot.distance_matrix([[0, 1], [1, 0]])

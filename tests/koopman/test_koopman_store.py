@@ -19,7 +19,6 @@ import xarray as xr
 from pydmd import DMD
 
 import rganalysis
-from rganalysis.cli import main
 from rganalysis.errors import InvalidParameterError, RankError, TooFewRoundsError
 from rganalysis.fit.spectra import match_eigenvalues
 from rganalysis.koopman.dmd import KoopmanDMD, RankDeficiencyWarning, snapshot_gram
@@ -30,18 +29,7 @@ from rganalysis.rg.flow import compute_flow
 from rganalysis.store.checkpoint import make_parameter_set
 from rganalysis.store.parameter_set import ParameterSet, RoundData
 
-# theta_n = sum_k lambda_k^n v_k: three real eigenvalues and a complex pair
-REAL = (0.9, 0.7, 0.5)
-PAIR = 0.8 * np.exp(0.6j)
-TRUE = np.array([0.9, PAIR, np.conj(PAIR), 0.7, 0.5])
-T_SERIES = 7
-
-
-def _coefficients(T: int) -> np.ndarray:
-    """(T, 5): x_n = sum_k c[n, k] v_k with v_0..v_2 real modes and v_3 + i v_4 the complex one."""
-    n = np.arange(T)
-    p = PAIR**n
-    return np.stack([REAL[0] ** n, REAL[1] ** n, REAL[2] ** n, 2 * p.real, -2 * p.imag], axis=1)
+from conftest import T_SERIES, TRUE
 
 
 def _rel_err(found: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -49,57 +37,8 @@ def _rel_err(found: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.abs(found[match_eigenvalues(true, found)] - true) / np.abs(true)
 
 
-# ------------------------------------------------------------------------------------------------
-# the known linear map over ResNet-18, as a published IMP ticket series
-# ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def series(tmp_path_factory, resnet18_sd):
-    """T = 7 states ``{k}model_SA_best.pth.tar`` of ResNet-18: every conv / linear weight follows
-    theta_n = sum_k c[n, k] v_k with v_0 = the initial weights; states k >= 1 hold
-    ``weight_orig`` + all-ones ``weight_mask`` for every conv but the stem (the published layout)."""
-    from rganalysis.adapters import ingest
-
-    d = tmp_path_factory.mktemp("ticket_series")
-    sd = resnet18_sd
-    coef = torch.from_numpy(_coefficients(T_SERIES))  # float64: float32 powers would not be a power law
-    g = torch.Generator().manual_seed(1)
-    lin = [k for k, v in sd.items() if k.endswith(".weight") and v.dim() in (2, 4)]
-    masked = [k for k in lin if v_is_conv(k, sd) and k != "conv1.weight"]
-    comps: dict[str, torch.Tensor] = {}
-    states: list[dict[str, torch.Tensor]] = [{} for _ in range(T_SERIES)]
-    for key, v in sd.items():
-        if key not in lin:
-            for st in states:
-                st["module." + key] = v
-            continue
-        s = float(v.std())
-        c = torch.stack([v] + [torch.randn(v.shape, generator=g) * s for _ in range(4)])  # (5, *shape)
-        comps[key] = c
-        c64 = c.reshape(5, -1).double()
-        for k in range(T_SERIES):
-            x = (coef[k] @ c64).float().reshape(v.shape)
-            if k > 0 and key in masked:
-                base = "module." + key.removesuffix("weight")
-                states[k][base + "weight_orig"] = x
-                states[k][base + "weight_mask"] = torch.ones_like(v)
-            else:
-                states[k]["module." + key] = x
-    init = {"module." + k: v for k, v in sd.items()}
-    for k in range(T_SERIES):
-        torch.save({"state": k, "state_dict": states[k], "init_weight": init, "epoch": 30 + k,
-                    "best_sa": 90.0 - k, "result": {"test_ta": [40.0 + k]},
-                    "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0]}]},
-                    "scheduler": {"milestones": {"91": 1}, "last_epoch": 30 + k}},
-                   d / f"{k}model_SA_best.pth.tar")
-    pset = ingest(d)
-    path = d / "series.h5"
-    pset.save(path, progress=False)
-    del states
-    return {"path": path, "pset": pset, "comps": comps, "masked": masked, "lin": lin}
 
 
-def v_is_conv(key: str, sd: dict) -> bool:
-    return sd[key].dim() == 4
 
 
 def test_ticket_series_gives_back_the_linear_map(series):
@@ -168,69 +107,8 @@ def test_subsets(series):
         KoopmanDMD(scale="global-std").fit(series["path"])
 
 
-def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
-    path = series["path"]  # modes go into the flow file itself (loading it ignores /koopman)
-    out = tmp_path / "k.json"
-    subset = "layer1.*conv*,layer4.1.conv2.weight"  # 2.5 M of the 10.6 M masked weights: a faster test
-    assert main(["koopman", str(path), "--rank", "5", "--subset", subset, "--modes-limit", "2", "--bags", "20",
-                 "--json", str(out), "-q"]) == 0
-    text = capsys.readouterr().out
-    assert "7 snapshots of" in text and "rank 5 (numerical rank 5)" in text and "0.90000" in text
-    j = json.loads(out.read_text())
-    assert j["snapshots"] == T_SERIES and j["rank"] == 5 and len(j["singular_values"]) == T_SERIES - 1
-    assert j["subset"] == subset and j["tensors"] == 5 and j["b"] is None
-    assert set(j["eigenvalues"][0]) == {"re", "im", "abs", "class", "ci_low", "ci_high"}  # no b: no exponent
-    assert [round(e["abs"], 6) for e in j["eigenvalues"]] == [0.9, 0.8, 0.8, 0.7, 0.5]
-    assert j["eigenvalues"][1]["im"] > 0 and j["eigenvalues"][2]["im"] == -j["eigenvalues"][1]["im"]
-    assert len(j["amplitudes"]) == 5 and j["modes"] == ["koopman/mode_000", "koopman/mode_001"]
-    assert mode_groups(path) == j["modes"]
-
-    # modes: amplitude * mode is the component of x_0 -- v_0 (the initial weights) for lambda = 0.9,
-    # v_3 + i v_4 for the pair 0.8 e^{+0.6i}; written under the model's names, shapes and dimensions
-    comps = series["comps"]
-    m0 = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_000")
-    m1 = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_001")
-    names = [k for k in series["lin"] if k.startswith("layer1.")] + ["layer4.1.conv2.weight"]
-    assert sorted(m0.data_vars) == sorted(names)  # a real eigenvalue: no imaginary parts
-    assert m0.attrs["eigenvalue_re"] == pytest.approx(0.9, rel=1e-6) and m0.attrs["class"] == "irrelevant"
-    assert m1.attrs["eigenvalue_im"] > 0 and sorted(m1.data_vars) == sorted(names + [f"{n}.imag" for n in names])
-    a0 = complex(m0.attrs["amplitude_re"], m0.attrs["amplitude_im"])
-    a1 = complex(m1.attrs["amplitude_re"], m1.attrs["amplitude_im"])
-    with rganalysis.load(path) as p:
-        dims = {n: p.info[n].dims for n in p.names}
-    for name in ("layer1.0.conv1.weight", "layer4.1.conv2.weight"):
-        assert m0[name].dims == tuple(dims[name])
-        v0 = comps[name][0].double().numpy()
-        got0 = (a0 * m0[name].values.astype(np.complex128)).real
-        assert np.abs(got0 - v0).max() < 1e-5 * np.abs(v0).max()
-        u = comps[name][3].double().numpy() + 1j * comps[name][4].double().numpy()
-        got1 = a1 * (m1[name].values + 1j * m1[f"{name}.imag"].values)
-        assert np.abs(got1 - u).max() < 1e-5 * np.abs(u).max()
-    m0.close()
-    m1.close()
-    with h5py.File(path, "r") as f:
-        assert not [k for k in f["koopman"] if k.startswith("partial_")]
-        assert json.loads(f["koopman"].attrs["summary"])["rank"] == 5
-    # the store still loads as before
-    with rganalysis.load(path) as p:
-        assert p.n_rounds == T_SERIES and p.pruned_names() == series["masked"]
 
 
-# ------------------------------------------------------------------------------------------------
-# small stores
-# ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def imp_flow(tmp_path_factory) -> dict:
-    """A data-free global IMP flow (9 rounds at rate 0.2) of three Gaussian layers, as a store."""
-    d = tmp_path_factory.mktemp("imp_flow")
-    g = torch.Generator().manual_seed(0)
-    sd = {"a.weight": torch.randn(60, 40, generator=g), "a.bias": torch.zeros(60),
-          "b.weight": torch.randn(30, 60, generator=g) * 0.5, "c.weight": torch.randn(10, 30, generator=g) * 2.0}
-    torch.save(sd, d / "gauss.pt")
-    assert main(["ingest", str(d / "gauss.pt"), "-o", str(d / "gauss.h5"), "-q"]) == 0
-    with rganalysis.load(d / "gauss.h5") as p:
-        compute_flow(p, 9, 0.2, device="cpu", progress=False).save(d / "flow.h5", progress=False)
-    return {"dir": d, "path": d / "flow.h5", "model": d / "gauss.h5"}
 
 
 def _dense_snapshots(pset: ParameterSet, names: list[str]) -> np.ndarray:
@@ -386,15 +264,3 @@ def test_alive_rounds_and_unnested_masks():
     np.testing.assert_allclose(g, z @ z.T, rtol=1e-13)
 
 
-def test_cli_named_errors(imp_flow, capsys):
-    assert main(["koopman", str(imp_flow["model"]), "-q"]) == 2
-    assert "[TooFewRoundsError]" in capsys.readouterr().err
-    assert main(["koopman", str(imp_flow["path"]), "--rank", "10", "-q"]) == 2
-    assert "[RankError]" in capsys.readouterr().err
-    assert main(["koopman", str(imp_flow["path"]), "--subset", "nothing.*", "-q"]) == 2
-    assert "[InvalidParameterError]" in capsys.readouterr().err
-    assert main(["koopman", str(imp_flow["path"]), "--modes-limit", "0", "-q"]) == 2
-    assert main(["koopman", str(imp_flow["dir"] / "missing.h5"), "-q"]) == 2
-    assert "no such file" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["koopman", str(imp_flow["path"]), "--rank", "2", "--energy", "0.9"])

@@ -12,6 +12,7 @@ import xarray as xr
 
 import rganalysis
 from rganalysis.adapters import ingest
+from rganalysis.errors import MissingTensorError
 
 from conftest import assert_state_dicts_equal
 
@@ -202,3 +203,38 @@ def test_flow_with_changing_weights_and_rewind_roundtrip(tmp_path):
     assert back.mask("l1.weight", 0).all()
     got = back.rewind_state()
     assert set(got) == set(rewind) and all(torch.equal(got[k], rewind[k]) for k in rewind)
+
+
+def test_public_reader_streams_versions_and_mask_blocks(tmp_path):
+    """weight_runs / tensor(rows=) / read_masks read exactly what tensor() and mask() give, from disk in
+    one call per run or per mask dataset."""
+    from rganalysis.rg.flow import compute_flow
+    from rganalysis.store.checkpoint import make_parameter_set, single_round
+
+    g = torch.Generator().manual_seed(0)
+    sd = {"a.weight": torch.randn(12, 5, generator=g), "b.weight": torch.randn(3, 12, generator=g)}
+    base = make_parameter_set([single_round(sd)], adapter="generic", architecture="mlp", sources=[], name="m",
+                              rewind=dict(sd))
+    flow = compute_flow(base, 4, 0.3, device="cpu", progress=False)  # data-free: one run per tensor
+    assert flow.weight_runs("a.weight") == [(0, 5)]
+    flow.save(tmp_path / "f.h5", progress=False)
+
+    def train(weights, masks):
+        return {k: w * 2 for k, w in weights.items()}
+
+    retrained = compute_flow(base, 3, 0.3, rescaling="rewind", train=train, device="cpu", progress=False)
+    assert retrained.weight_runs("b.weight") == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    retrained.save(tmp_path / "r.h5", progress=False)
+    for path in ("f.h5", "r.h5"):
+        with rganalysis.load(tmp_path / path) as p:
+            for name in p.pruned_names():
+                masks = p.read_masks(name)
+                assert masks.dtype == torch.bool and masks.shape == (p.n_rounds, *p.info[name].shape)
+                for r in range(p.n_rounds):
+                    assert torch.equal(masks[r], p.mask(name, r))
+                np.testing.assert_array_equal(p.read_masks(name, slice(1, 3)).numpy(), masks[:, 1:3].numpy())
+                for a, b in p.weight_runs(name):
+                    assert torch.equal(p.tensor(name, a, rows=slice(2, 3)), p.tensor(name, b - 1)[2:3])
+            assert p.changed_names(0) == p.names and p.read_masks("a.weight") is not None
+    with pytest.raises(MissingTensorError):
+        flow.weight_runs("nope")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-import torch
 
 from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.couplings import flow_couplings
@@ -26,15 +25,7 @@ from rganalysis.fit.theory import (
 from rganalysis.rg.coarse_graining import coarse_grain
 from rganalysis.store.state import State
 
-SIGMAS = (0.5, 1.0, 2.0)
-SIZES = (100_000, 300_000, 600_000)
-P = 0.2
-
-
-@pytest.fixture(scope="module")
-def gaussian_state() -> State:
-    g = torch.Generator().manual_seed(1234)
-    return State.dense({f"l{i}": torch.randn(n, generator=g) * s for i, (s, n) in enumerate(zip(SIGMAS, SIZES, strict=True))})
+from conftest import SIGMAS, SIZES, P
 
 
 def test_symbolic_jacobian_is_the_rank_one_formula() -> None:

@@ -14,15 +14,11 @@ from rganalysis.errors import (
     MaskShapeError,
     NonBinaryMaskError,
     NonFiniteWeightsError,
-    OutputExistsError,
     PickleRefusedError,
     UnknownArchitectureError,
 )
 
-
-def _no_output(tmp_path):
-    assert not (tmp_path / "out.h5").exists()
-    assert not list(tmp_path.glob(".out.h5*")), "a temporary file was left behind"
+from conftest import no_output
 
 
 def _ticket(tmp_path):
@@ -36,7 +32,7 @@ def _ticket(tmp_path):
 def _cli_fails(tmp_path, src, error, *extra):
     code = main(["ingest", str(src), "-o", str(tmp_path / "out.h5"), "-q", *extra])
     assert code == 2
-    _no_output(tmp_path)
+    no_output(tmp_path)
 
 
 def test_truncated_file(tmp_path, resnet18_sd, capsys):
@@ -104,16 +100,6 @@ def test_nothing_fits_lists_each_adapter(tmp_path):
     assert "generic" in str(e.value) and "no conv, linear or embedding" in str(e.value)
 
 
-def test_existing_output_needs_force(tmp_path, resnet18_sd, capsys):
-    torch.save(resnet18_sd, tmp_path / "r18.pth")
-    (tmp_path / "out.h5").write_bytes(b"precious")
-    assert main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "out.h5"), "-q"]) == 2
-    assert "OutputExistsError" in capsys.readouterr().err
-    assert (tmp_path / "out.h5").read_bytes() == b"precious"
-    with pytest.raises(OutputExistsError):
-        ingest(tmp_path / "r18.pth").save(tmp_path / "out.h5", progress=False)
-    assert main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "out.h5"), "-q", "--force"]) == 0
-    assert (tmp_path / "out.h5").read_bytes()[:4] == b"\x89HDF"
 
 
 def test_failure_during_write_leaves_nothing(tmp_path, resnet18_sd, monkeypatch):
@@ -133,7 +119,7 @@ def test_failure_during_write_leaves_nothing(tmp_path, resnet18_sd, monkeypatch)
     monkeypatch.setattr(store, "to_numpy", flaky)
     with pytest.raises(OSError, match="disk full"):
         pset.save(tmp_path / "out.h5", progress=False)
-    _no_output(tmp_path)
+    no_output(tmp_path)
 
 
 def test_whole_model_pickle_refused(tmp_path, capsys):
@@ -148,7 +134,3 @@ def test_whole_model_pickle_refused(tmp_path, capsys):
     assert torch.equal(pset.tensor("0.weight"), model[0].weight.detach())
 
 
-def test_missing_source(tmp_path, capsys):
-    assert main(["ingest", str(tmp_path / "nope.pth"), "-o", str(tmp_path / "out.h5")]) == 2
-    assert "nope.pth" in capsys.readouterr().err
-    _no_output(tmp_path)

@@ -17,22 +17,6 @@ from rganalysis.store.checks import check_nested
 from rganalysis.store.parameter_set import ParameterSet
 
 
-@pytest.fixture(scope="module")
-def gaussian_model(tmp_path_factory):
-    """Three linear layers of i.i.d. Gaussian weights with different sigmas, as a store."""
-    d = tmp_path_factory.mktemp("gauss")
-    g = torch.Generator().manual_seed(0)
-    sd = {
-        "a.weight": torch.randn(300, 200, generator=g) * 1.0,
-        "a.bias": torch.zeros(300),
-        "b.weight": torch.randn(200, 300, generator=g) * 0.5,
-        "c.weight": torch.randn(50, 200, generator=g) * 2.0,
-    }
-    torch.save(sd, d / "gauss.pt")
-    assert main(["ingest", str(d / "gauss.pt"), "-o", str(d / "gauss.h5"), "-q"]) == 0
-    return d
-
-
 def test_flow_records_nested_masks_and_densities(gaussian_model, tmp_path):
     out = tmp_path / "flow.h5"
     assert main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(out), "--rounds", "6", "--rate", "0.2", "-q"]) == 0

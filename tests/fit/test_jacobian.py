@@ -31,9 +31,7 @@ from rganalysis.fit.theory import (
 from rganalysis.rg.coarse_graining import coarse_grain
 from rganalysis.store.state import State
 
-SIGMAS = (0.5, 1.0, 2.0)
-SIZES = (100_000, 300_000, 600_000)
-P = 0.2
+from conftest import SIGMAS, SIZES, P
 
 
 def _moduli(lam: np.ndarray) -> np.ndarray:
@@ -41,15 +39,8 @@ def _moduli(lam: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def flow() -> list[State]:
-    """Dense Gaussian layers and two rounds of global IMP (the last two are on the IMP manifold)."""
-    g = torch.Generator().manual_seed(0)
-    dense = State.dense({f"l{i}": torch.randn(n, generator=g) * s
-                         for i, (s, n) in enumerate(zip(SIGMAS, SIZES, strict=True))})
-    states = [dense]
-    for _ in range(2):
-        states.append(coarse_grain(states[-1], P))
-    return states
+def flow(gaussian_flow: list[State]) -> list[State]:
+    return gaussian_flow
 
 
 @pytest.fixture(scope="module")

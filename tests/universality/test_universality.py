@@ -11,10 +11,7 @@ import pytest
 import torch
 
 import rganalysis
-from rganalysis.cli import main
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
-from rganalysis.rg.flow import compute_flow
-from rganalysis.store.checkpoint import make_parameter_set, single_round
 from rganalysis.universality.analysis import UniversalityAnalysis
 from rganalysis.universality.classes import (
     DEFAULT_THRESHOLD,
@@ -215,34 +212,10 @@ def test_analysis_on_signatures_gives_classes_and_json():
     assert ua2.threshold_rule_ == "largest_gap" and ua2.classes_ == [["a", "b"], ["c"]]
 
 
-# --- real flows ---------------------------------------------------------------------------------------------
-def _model(kind: str, seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    nn = torch.nn
-    if kind == "mlp":
-        m = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 96), nn.ReLU(), nn.Linear(96, 10))
-    else:
-        m = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3),
-                          nn.Flatten(), nn.Linear(16 * 4, 32), nn.ReLU(), nn.Linear(32, 10))
-    return m.state_dict()
 
 
-def _pset(sd, name):
-    return make_parameter_set([single_round(sd)], adapter="generic", architecture="generic", sources=[], name=name)
 
 
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    d = tmp_path_factory.mktemp("univ")
-    out = {}
-    for kind, seed in [("mlp", 0), ("mlp", 1), ("cnn", 0)]:
-        name = f"{kind}{seed}"
-        compute_flow(_pset(_model(kind, seed), name), 8, 0.2, progress=False, device="cpu").save(
-            d / f"{name}.h5", progress=False)
-        out[name] = d / f"{name}.h5"
-    _pset(_model("mlp", 2), "model-only").save(d / "model.h5", progress=False)
-    out["model"] = d / "model.h5"
-    return out
 
 
 def test_real_flows_self_distance_zero_and_symmetric(stores):
@@ -308,69 +281,10 @@ def test_koopman_eigenvalues_of_a_known_linear_flow():
     np.testing.assert_allclose(ev.imag, 0.0, atol=1e-6)
 
 
-# --- the command line -----------------------------------------------------------------------------------------
-def test_cli_compare_json(stores, tmp_path, capsys):
-    out = tmp_path / "cmp.json"
-    rc = main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), str(stores["cnn0"]), "--json", str(out), "-q"])
-    assert rc == 0
-    text = capsys.readouterr().out
-    assert "total distance = 1*spectrum + 1*fixed_point + 1*subspace" in text and "classes" in text
-    j = json.loads(out.read_text())
-    assert j["models"] == ["mlp0", "mlp1", "cnn0"]
-    D = np.array(j["distance"])
-    np.testing.assert_array_equal(D, D.T)
-    assert set(j["components"]) == {"spectrum", "fixed_point", "subspace"}
-    assert j["threshold"] == DEFAULT_THRESHOLD and j["threshold_rule"] == "fixed"
-    assert sorted(sum(j["classes"], [])) == sorted(j["models"])
-    assert len(j["hierarchical"]["linkage"]) == 2 and j["hierarchical"]["method"] == "average"
-    assert set(j["fits"]) == set(j["models"])
-    # same numbers as the library
-    ua = UniversalityAnalysis().fit([stores["mlp0"], stores["mlp1"], stores["cnn0"]])
-    np.testing.assert_array_equal(D, ua.distance_.values)
 
 
-def test_cli_compare_model_store_and_errors(stores, resnet18_sd, tmp_path, capsys):
-    r18 = tmp_path / "r18.h5"
-    _pset(resnet18_sd, "resnet18").save(r18, progress=False)
-    # a single-round store is refused with a clear message ...
-    rc = main(["compare", str(stores["mlp0"]), str(r18), "-q"])
-    assert rc == 2 and "--rounds" in capsys.readouterr().err
-    # ... or gets a data-free flow with --rounds/--rate; ResNet-18 vs MLPs in the normalised-depth space
-    out = tmp_path / "r.json"
-    rc = main(["compare", str(stores["mlp0"]), str(r18), str(stores["mlp1"]), "--rounds", "5", "--rate", "0.2",
-               "--names", "a,r18,b", "--threshold", "auto", "--json", str(out), "-q"])
-    assert rc == 0
-    j = json.loads(out.read_text())
-    assert j["models"] == ["a", "r18", "b"] and j["threshold_rule"] == "largest_gap"
-    assert j["fits"]["r18"]["flow"] == {"computed": True, "rounds": 5, "rate": 0.2, "rescaling": "none"}
-    assert j["fits"]["r18"]["n_rounds"] == 6 and "flow" not in j["fits"]["a"]
-    D = np.array(j["distance"])
-    assert D[0, 2] < D[0, 1] and D[0, 2] < D[1, 2]  # the two MLPs are closest
-    assert j["classes"] == [["a", "b"], ["r18"]]
-    capsys.readouterr()
-    assert main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), "--weights", "spectrum=x", "-q"]) == 2
-    assert "not a number" in capsys.readouterr().err
-    assert main(["compare", str(stores["mlp0"]), str(tmp_path / "missing.h5"), "-q"]) == 2
-    assert "missing.h5" in capsys.readouterr().err
-    assert main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), "--names", "x", "-q"]) == 2
 
 
-def test_cli_compare_koopman_spectrum(stores, tmp_path):
-    out = tmp_path / "k.json"
-    rc = main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), str(stores["cnn0"]), "--spectrum", "koopman",
-               "--json", str(out), "-q"])
-    assert rc == 0
-    j = json.loads(out.read_text())
-    assert set(j["components"]) == {"spectrum", "fixed_point", "subspace", "koopman"}
-    assert j["weights"]["spectrum"] == 0 and j["weights"]["koopman"] == 1
-    K = np.array(j["components"]["koopman"])
-    np.testing.assert_array_equal(K, K.T)
-    assert (K[~np.eye(3, dtype=bool)] > 0).all()
-    D = np.array(j["distance"])
-    parts = sum(np.array(j["components"][k]) for k in ("fixed_point", "subspace", "koopman"))
-    np.testing.assert_allclose(D, parts, rtol=1e-12, atol=1e-15)
-    for f in j["fits"].values():
-        assert f["koopman_eigenvalues"] and f["koopman_eigenvalues"][0]["abs"] > 0.5
 
 
 def test_distance_matrix_shapes():

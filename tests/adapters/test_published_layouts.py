@@ -32,7 +32,13 @@ from rganalysis.errors import (
 )
 from rganalysis.store.checkpoint import load_checkpoint
 
-from conftest import assert_state_dicts_equal
+from conftest import (
+    assert_state_dicts_equal,
+    bert_mask_shapes,
+    check_densities,
+    nested_masks,
+    write_bert_dir,
+)
 
 
 # ====================================================================== helpers
@@ -51,33 +57,10 @@ def assert_refused(tmp_path: Path, error: type, match: str, source: Path, **opti
     assert not list(tmp_path.glob(".refused.h5*"))
 
 
-def nested_masks(shapes: dict[str, tuple], densities: list[float], seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Float 0/1 masks, one dict per density, nested, global over ``shapes`` (random scores)."""
-    sizes = [int(np.prod(s)) for s in shapes.values()]
-    order = torch.argsort(torch.rand(sum(sizes), generator=torch.Generator().manual_seed(seed)), descending=True)
-    out = []
-    for d in densities:
-        flat = torch.zeros(sum(sizes))
-        flat[order[: round(d * sum(sizes))]] = 1.0
-        out.append({n: c.reshape(s).clone() for (n, s), c in zip(shapes.items(), flat.split(sizes), strict=True)})
-    return out
 
 
-def mask_densities(masks_per_round: list[dict[str, torch.Tensor]], names: list[str]) -> np.ndarray:
-    return np.array([[float(m[n].sum()) / m[n].numel() if n in m else 1.0 for n in names] for m in masks_per_round])
 
 
-def check_densities(back: rganalysis.ParameterSet, masks_per_round: list[dict[str, torch.Tensor]]) -> None:
-    """The store's per-round densities (per layer, global, scale factors) are those of the masks written."""
-    names = list(back.densities().layer.values)
-    assert set(names) == {n for m in masks_per_round for n in m}
-    want = mask_densities(masks_per_round, names)
-    np.testing.assert_allclose(back.densities().values, want, rtol=0, atol=1e-12)
-    sizes = np.array([back.info[n].numel for n in names])
-    g = np.array([sum(float(m[n].sum()) if n in m else s for n, s in zip(names, sizes, strict=True))
-                  for m in masks_per_round]) / sizes.sum()
-    np.testing.assert_allclose(back.global_density().values, g, rtol=1e-12)
-    np.testing.assert_allclose(back.scale_factors(), g[:-1] / g[1:], rtol=1e-12)
 
 
 # ====================================================================== 1. IMP ticket series
@@ -217,41 +200,12 @@ def test_ticket_series_refusals(tmp_path):
     assert_refused(tmp_path, PickleRefusedError, "--allow-pickle", d)
 
 
-# ====================================================================== 2. BERT-tickets: HF folder + mask.pt
-BERT_MASKED = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-               "intermediate.dense", "output.dense")
 
 
-def write_bert_dir(d: Path, cls_name: str = "BertForSequenceClassification", layers: int = 2) -> dict:
-    import transformers
-    from safetensors.torch import load_file
-
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=40, num_labels=3)
-    getattr(transformers, cls_name)(cfg).save_pretrained(d)
-    return load_file(d / "model.safetensors")
 
 
-def bert_mask_shapes(sd: dict, layers: int) -> dict[str, tuple]:
-    names = [f"bert.encoder.layer.{i}.{m}.weight" for i in range(layers) for m in BERT_MASKED]
-    return {n: tuple(sd[n].shape) for n in [*names, "bert.pooler.dense.weight"]}
 
 
-@pytest.fixture(scope="module")
-def bert_tickets(tmp_path_factory):
-    """A BertForSequenceClassification folder and three mask.pt files removing 10% of the original
-    weights per round (BERT-tickets' schedule); the second file's names lack the ``bert.`` prefix."""
-    root = tmp_path_factory.mktemp("bert_tickets")
-    sd = write_bert_dir(root / "bert")
-    masks = nested_masks(bert_mask_shapes(sd, 2), [0.9, 0.8, 0.7], seed=3)
-    files = []
-    for r, m in enumerate(masks, 1):
-        f = root / f"mask_round{r}.pt"
-        strip = (lambda n: n.removeprefix("bert.")) if r == 2 else (lambda n: n)
-        torch.save({strip(n) + "_mask": v for n, v in m.items()}, f)
-        files.append(f)
-    return root / "bert", sd, masks, files
 
 
 def test_bert_folder_with_mask_files_is_a_recorded_flow(bert_tickets, tmp_path):
@@ -308,18 +262,6 @@ def test_bert_mask_refusals(bert_tickets, tmp_path):
     assert_refused(tmp_path, PickleRefusedError, "--allow-pickle", pickled_dir)
 
 
-def test_bert_masks_from_the_command_line(bert_tickets, tmp_path):
-    from rganalysis.cli import main
-
-    d, sd, masks, files = bert_tickets
-    out = tmp_path / "T.h5"
-    assert main(["ingest", str(d), "--mask", str(files[0]), "--mask", str(files[1]), "-o", str(out), "-q"]) == 0
-    with rganalysis.load(out) as back:
-        assert back.n_rounds == 3
-        check_densities(back, [{}, *masks[:2]])
-    assert main(["ingest", str(d), "--mask", str(files[1]), "--mask", str(files[0]), "-o", str(tmp_path / "x.h5"),
-                 "-q"]) == 2
-    assert not (tmp_path / "x.h5").exists()
 
 
 # ====================================================================== 3. open_lth runs

@@ -17,7 +17,7 @@ import pytest
 
 import rganalysis
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_transfer.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "digits_transfer.py"
 
 
 def _load_example():

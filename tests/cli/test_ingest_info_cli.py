@@ -1,0 +1,78 @@
+"""`rganalysis ingest` and `rganalysis info` from the command line (and ``python -m rganalysis``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import xarray as xr
+
+import rganalysis
+from rganalysis.adapters import ingest
+from rganalysis.cli import main
+from rganalysis.errors import (
+    OutputExistsError,
+)
+
+from conftest import check_densities, no_output
+
+
+def test_existing_output_needs_force(tmp_path, resnet18_sd, capsys):
+    torch.save(resnet18_sd, tmp_path / "r18.pth")
+    (tmp_path / "out.h5").write_bytes(b"precious")
+    assert main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "out.h5"), "-q"]) == 2
+    assert "OutputExistsError" in capsys.readouterr().err
+    assert (tmp_path / "out.h5").read_bytes() == b"precious"
+    with pytest.raises(OutputExistsError):
+        ingest(tmp_path / "r18.pth").save(tmp_path / "out.h5", progress=False)
+    assert main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "out.h5"), "-q", "--force"]) == 0
+    assert (tmp_path / "out.h5").read_bytes()[:4] == b"\x89HDF"
+
+
+def test_missing_source(tmp_path, capsys):
+    assert main(["ingest", str(tmp_path / "nope.pth"), "-o", str(tmp_path / "out.h5")]) == 2
+    assert "nope.pth" in capsys.readouterr().err
+    no_output(tmp_path)
+
+
+def test_bert_masks_from_the_command_line(bert_tickets, tmp_path):
+    from rganalysis.cli import main
+
+    d, sd, masks, files = bert_tickets
+    out = tmp_path / "T.h5"
+    assert main(["ingest", str(d), "--mask", str(files[0]), "--mask", str(files[1]), "-o", str(out), "-q"]) == 0
+    with rganalysis.load(out) as back:
+        assert back.n_rounds == 3
+        check_densities(back, [{}, *masks[:2]])
+    assert main(["ingest", str(d), "--mask", str(files[1]), "--mask", str(files[0]), "-o", str(tmp_path / "x.h5"),
+                 "-q"]) == 2
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_ingest_and_info_json(tmp_path, resnet18_sd, capsys):
+    torch.save(resnet18_sd, tmp_path / "r18.pth")
+    assert main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "r18.h5"), "--name", "rn18", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r18.h5"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["name"] == "rn18" and s["architecture"] == "resnet18"
+    assert s["parameters"]["total"] == sum(v.numel() for v in resnet18_sd.values())
+    assert s["parameters"]["prunable"] == 11_166_912 + 512_000
+    assert s["rounds"][0]["global_density"] == 1.0
+    assert {layer["kind"] for layer in s["layers"]} == {"conv", "norm", "linear", "bias"}
+    assert main(["info", str(tmp_path / "r18.h5")]) == 0
+    text = capsys.readouterr().out
+    assert "layer4.1.conv2.weight" in text and "global density" in text
+
+
+def test_module_entry_point(tmp_path, resnet18_sd):
+    torch.save(resnet18_sd, tmp_path / "r18.pth")
+    r = subprocess.run([sys.executable, "-m", "rganalysis", "ingest", str(tmp_path / "r18.pth"), "-o",
+                        str(tmp_path / "x.h5"), "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_dataset(tmp_path / "x.h5", engine="h5netcdf", group="parameters")
+    assert "conv1.weight" in ds
+    assert rganalysis.load(tmp_path / "x.h5").n_rounds == 1

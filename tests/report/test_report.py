@@ -1,0 +1,102 @@
+"""`rganalysis report`: a self-contained HTML (and PDF) whose tables equal the JSON of `fit` / `compare`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from html import unescape
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+
+import rganalysis  # noqa: E402
+from rganalysis.cli import main  # noqa: E402
+from rganalysis.report.build import build_report, write_report  # noqa: E402
+from rganalysis.report.options import ReportOptions  # noqa: E402
+
+from report_html import (
+    FIGURES_PER_MODEL,
+    TABLES_PER_MODEL,
+    assert_self_contained,
+    check_tables_equal_json,
+    parse_report,
+    pdf_pages,
+)
+
+
+def test_several_models_report(flows, tmp_path):
+    """Two flows: a section each, one shared coupling space, the joint projection; the comparison when the
+    universality module is there, with its JSON and tables equal to `rganalysis compare`."""
+    from rganalysis.koopman.dmd import KoopmanDMD, blocks_from_states
+
+    with rganalysis.load(flows["beta"]) as p:
+        states = [p.state(r, "cpu") for r in range(p.n_rounds)]
+        kj = KoopmanDMD(n_bags=8, device="cpu").fit(blocks_from_states(states), b=p.scale_factors()).to_json()
+    opts = ReportOptions(n_bootstrap=20, dpi=40, magnitude_samples=5000)
+    html, pdf = tmp_path / "r.html", tmp_path / "r.pdf"
+    rep = write_report([flows["alpha"], flows["beta"]], html, pdf, opts, koopman=[None, kj])
+    page, text = parse_report(html)
+    assert_self_contained(page, text)
+    assert [m.label for m in rep.models] == ["alpha", "beta"]
+    assert rep.depth_points == 2
+    for name in ("alpha", "beta"):
+        assert f"<h2>Model {name}</h2>" in text
+        for f in FIGURES_PER_MODEL:
+            assert page.figures[f"fig-{f}-{name}"]["img"] == 1
+        fit_json = json.loads(page.scripts[f"fit-{name}"])
+        expected = opts.flowfit(2).fit(rganalysis.load(flows[name])).to_json()
+        assert fit_json == json.loads(json.dumps(expected))
+        assert check_tables_equal_json(page, {f"{t}-{name}": fit_json for t in TABLES_PER_MODEL}) > 0
+    assert json.loads(page.scripts["koopman-beta"]) == kj and "koopman-alpha" not in page.scripts
+    assert "Koopman" in page.figures["fig-spectrum-beta"]["caption"]
+    assert page.figures["fig-projection-all"]["img"] == 1
+
+    n_figs = 5 * 2 + len(rep.figures)
+    assert len(page.images) == n_figs
+    assert pdf_pages(pdf) == rep.pdf_pages() == n_figs + 2 + 1
+
+    cj = json.loads(page.scripts["compare"])
+    for f in ("distance-matrix", "dendrogram"):
+        fig = page.figures[f"fig-{f}"]
+        assert fig["img"] == 1 and fig["caption"]
+    assert page.tables["compare-distance"] and page.tables["compare-classes"] and page.tables["compare-fits"]
+    for name in cj["components"]:
+        assert page.tables[f"compare-component-{name}"]
+    cmd = shlex.split(unescape(re.search(r'id="comparison">.*?<code>([^<]+)</code>', text, re.S).group(1)))
+    js = tmp_path / "compare.json"
+    args = cmd[1:]
+    args[args.index("--json") + 1] = str(js)
+    assert main([*args, "-q"]) == 0
+    assert cj == json.loads(js.read_text())
+    assert check_tables_equal_json(page, {"compare-": cj}) >= 4
+    shown = [[c["text"] for c in row] for row in page.tables["compare-classes"]]
+    assert [r[1] for r in shown] == [", ".join(c) for c in cj["classes"]]
+
+
+
+
+def test_options_mirror_fit():
+    o = ReportOptions(couplings="density, magnitude", depth_points="none", rank=2, ridge=0.1, n_bootstrap=50,
+                      tol=0.1)
+    assert o.couplings == ("density", "magnitude") and o.depth_points is None
+    assert o.fit_args(None) == ["--couplings", "density,magnitude", "--rank", "2", "--ridge", "0.1",
+                                "--bootstrap", "50", "--tol", "0.1"]
+    f = o.flowfit(None)
+    assert (f.couplings, f.depth_points, f.rank, f.ridge, f.n_bootstrap, f.tol) == (
+        ["density", "magnitude"], None, 2, 0.1, 50, 0.1)
+    assert ReportOptions(depth_points="5").depth_points == 5
+    assert ReportOptions(estimator="response").resolve_depth_points([]) is None
+
+
+def test_report_object_api(flows):
+    rep = build_report([rganalysis.load(flows["alpha"])], ReportOptions(n_bootstrap=10, dpi=30,
+                                                                        magnitude_samples=2000))
+    try:
+        assert len(rep.models) == 1 and rep.compare_json is None and rep.pdf_pages() == 6
+        assert all(f.png.startswith(b"\x89PNG") for f in rep.models[0].figures)
+        assert rep.to_html().count("data:image/png;base64,") == 5
+    finally:
+        rep.close()

@@ -101,5 +101,7 @@ def build_module(pset: ParameterSet) -> torch.nn.Module:
     a = get(str(pset.attrs.get("adapter")))
     build = getattr(a, "build_module", None)
     if build is None:
-        raise NotImplementedError(f"adapter {a.name!r} cannot build a module for {pset.attrs.get('architecture')!r}")
+        raise NotImplementedError(
+            f"adapter {a.name!r} cannot build a module for {pset.attrs.get('architecture')!r}"
+        )
     return build(pset)

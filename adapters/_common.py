@@ -137,7 +137,9 @@ def head_spec(shapes: Mapping[str, Sequence[int]]) -> list[list]:
     return spec
 
 
-def build_resnet_backbone(arch: str, stem: str = "imagenet", head: Sequence[Sequence] = ()) -> torch.nn.Module:
+def build_resnet_backbone(
+    arch: str, stem: str = "imagenet", head: Sequence[Sequence] = ()
+) -> torch.nn.Module:
     """A torchvision ResNet with the stem and head that :func:`match_resnet_backbone` and
     :func:`head_spec` described (random init).  A non-ImageNet stem is a stride-1 convolution of
     that kernel and no max-pool, as in the CIFAR variants of the lottery-ticket code bases."""
@@ -147,7 +149,9 @@ def build_resnet_backbone(arch: str, stem: str = "imagenet", head: Sequence[Sequ
     m = getattr(torchvision.models, arch)(weights=None)
     if stem != "imagenet":
         kh, kw = (int(x) for x in stem.split("x"))
-        m.conv1 = nn.Conv2d(3, m.conv1.out_channels, (kh, kw), stride=1, padding=(kh // 2, kw // 2), bias=False)
+        m.conv1 = nn.Conv2d(
+            3, m.conv1.out_channels, (kh, kw), stride=1, padding=(kh // 2, kw // 2), bias=False
+        )
         m.maxpool = nn.Identity()
     if len(head) == 1 and head[0][0] == "fc":
         m.fc = nn.Linear(int(head[0][1]), int(head[0][2]), bias=bool(head[0][3]))
@@ -175,8 +179,12 @@ def checkpoint_attrs(wrapper: str | None, prefix: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- masks given beside the weights
-def compare_masks(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor],
-                  shapes: Mapping[str, Sequence[int]], where: str) -> None:
+def compare_masks(
+    expected: Mapping[str, torch.Tensor],
+    got: Mapping[str, torch.Tensor],
+    shapes: Mapping[str, Sequence[int]],
+    where: str,
+) -> None:
     """Raise :class:`MaskMismatchError` unless ``got`` holds the same 0/1 pattern as ``expected`` for
     every name of either; a name missing from one side counts as an all-ones mask there."""
     bad = []
@@ -222,16 +230,18 @@ def mask_file_dict(pset: ParameterSet, round: int) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------- rewind points
-def rewind_from_state_dict(sd: Mapping[str, torch.Tensor], prefixes: Sequence[str] = ("module.",),
-                           rename: Mapping[str, str] | None = None
-                           ) -> tuple[dict[str, torch.Tensor], list[LayoutEntry]]:
+def rewind_from_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    prefixes: Sequence[str] = ("module.",),
+    rename: Mapping[str, str] | None = None,
+) -> tuple[dict[str, torch.Tensor], list[LayoutEntry]]:
     """(canonical name -> tensor, layout) of a rewind state dict: the common prefix is stripped, ``rename``
     maps other source keys to names; :func:`rewind_state_dict` gives the source keys back."""
     prefix = common_prefix(sd, prefixes)
     tensors: dict[str, torch.Tensor] = {}
     layout: list[LayoutEntry] = []
     for key, t in sd.items():
-        name = (rename or {}).get(key) or key[len(prefix):]
+        name = (rename or {}).get(key) or key[len(prefix) :]
         if name in tensors:
             raise CorruptCheckpointError(f"rewind point: two keys map to tensor {name!r}")
         tensors[name] = t

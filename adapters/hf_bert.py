@@ -60,8 +60,16 @@ def weight_file(source: Path) -> Path:
 
 
 _EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
-_IN_LAYER = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-             "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+_IN_LAYER = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "attention.output.LayerNorm",
+    "intermediate.dense",
+    "output.dense",
+    "output.LayerNorm",
+)
 _LEAVES = ("weight", "bias")
 
 
@@ -79,9 +87,9 @@ def bert_key_rank(key: str) -> tuple:
     s = key.removeprefix("bert.")
     leaf = _index(s.rsplit(".", 1)[-1], _LEAVES)
     if s.startswith("embeddings."):
-        return (0, 0, _index(s[len("embeddings."):], _EMBEDDINGS), leaf, natural_key(s))
+        return (0, 0, _index(s[len("embeddings.") :], _EMBEDDINGS), leaf, natural_key(s))
     if s.startswith("encoder.layer."):
-        num, _, rest = s[len("encoder.layer."):].partition(".")
+        num, _, rest = s[len("encoder.layer.") :].partition(".")
         if num.isdigit():
             return (1, int(num), _index(rest, _IN_LAYER), leaf, natural_key(s))
     if s.startswith("pooler."):
@@ -98,8 +106,9 @@ def _resolve(key: str, tensors: dict[str, torch.Tensor]) -> str:
     return name
 
 
-def read_mask_files(paths: Sequence[str | os.PathLike], tensors: dict[str, torch.Tensor],
-                    allow_pickle: bool = False) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, Any]]]:
+def read_mask_files(
+    paths: Sequence[str | os.PathLike], tensors: dict[str, torch.Tensor], allow_pickle: bool = False
+) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, Any]]]:
     """(masks per file by canonical name, layout of each file for :func:`mask_file_dict`).
 
     Each file must name existing tensors with their shapes (:class:`MissingTensorError`,
@@ -118,10 +127,14 @@ def read_mask_files(paths: Sequence[str | os.PathLike], tensors: dict[str, torch
             named[name] = m
             keys.append((key, name, m.dtype))
         check_masks(tensors, named, f"mask file {path} (round {i + 1}): ")
-        nonbinary = [n for n, m in named.items() if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all())]
+        nonbinary = [
+            n for n, m in named.items() if m.dtype != torch.bool and not bool(((m == 0) | (m == 1)).all())
+        ]
         if nonbinary:
-            raise NonBinaryMaskError(f"mask file {path}: {len(nonbinary)} masks hold values other than 0 and 1, "
-                                     f"e.g. {nonbinary[:5]}")
+            raise NonBinaryMaskError(
+                f"mask file {path}: {len(nonbinary)} masks hold values other than 0 and 1, "
+                f"e.g. {nonbinary[:5]}"
+            )
         if masks_per_file:
             prev, prev_path = masks_per_file[-1], paths[i - 1]
             revived = []
@@ -134,7 +147,8 @@ def read_mask_files(paths: Sequence[str | os.PathLike], tensors: dict[str, torch
             if revived:
                 raise MasksNotNestedError(
                     f"masks are not nested: {path} (round {i + 1}) keeps weights that {prev_path} (round {i}) "
-                    f"pruned, in {len(revived)} tensors, e.g. " + "; ".join(revived[:5]))
+                    f"pruned, in {len(revived)} tensors, e.g. " + "; ".join(revived[:5])
+                )
         masks_per_file.append(named)
         entries.append(mask_file_entry(path.name, keys))
     return masks_per_file, entries
@@ -152,9 +166,16 @@ class HFBert:
         read_config(source)
         weight_file(source)
 
-    def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, masks: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
-             **_: Any) -> ParameterSet:
+    def load(
+        self,
+        source: Path,
+        *,
+        name: str | None = None,
+        include_embeddings: bool = False,
+        allow_pickle: bool = False,
+        masks: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+        **_: Any,
+    ) -> ParameterSet:
         """Read the folder; with ``masks``, a recorded flow of 1 + len(masks) rounds (module docstring)."""
         config = read_config(source)
         wf = weight_file(source)
@@ -171,9 +192,15 @@ class HFBert:
             rounds += [RoundData(rd.tensors, {**rd.masks, **m}, {}, rd.layout) for m in per_file]
             extra = {"mask_files": json.dumps([None, *entries])}
         return make_parameter_set(
-            rounds, adapter=self.name, architecture=arch, sources=[wf, source / "config.json", *mask_paths],
-            name=name or source.name, include_embeddings=include_embeddings,
-            flow_attrs={"layout": "bert-tickets", "mask_files": [str(p) for p in mask_paths]} if mask_paths else None,
+            rounds,
+            adapter=self.name,
+            architecture=arch,
+            sources=[wf, source / "config.json", *mask_paths],
+            name=name or source.name,
+            include_embeddings=include_embeddings,
+            flow_attrs={"layout": "bert-tickets", "mask_files": [str(p) for p in mask_paths]}
+            if mask_paths
+            else None,
             extra_attrs={"config": json.dumps(config, sort_keys=True), "weights_file": wf.name, **extra},
         )
 

@@ -77,8 +77,9 @@ def run_directory(source: Path) -> Path:
     if len(reps) == 1:
         return reps[0]
     if reps:
-        raise AdapterDeclined(f"holds {len(reps)} open_lth replicates ({', '.join(p.name for p in reps)}); "
-                              "point at one of them")
+        raise AdapterDeclined(
+            f"holds {len(reps)} open_lth replicates ({', '.join(p.name for p in reps)}); point at one of them"
+        )
     raise AdapterDeclined("no level_*/main folders (not an open_lth run)")
 
 
@@ -88,18 +89,19 @@ def unwrap_pruned_model(sd: Mapping[str, torch.Tensor]) -> tuple[RoundData, dict
     ``model.X`` to tensor ``X`` and each ``mask_...`` buffer to the mask of its tensor (role ``mask``,
     with the buffer's dtype), so ``to_state_dict()`` gives the file's keys back."""
     wrapped = any(k.startswith(MODEL_PREFIX) for k in sd) and all(
-        k.startswith((MODEL_PREFIX, MASK_PREFIX)) for k in sd)
+        k.startswith((MODEL_PREFIX, MASK_PREFIX)) for k in sd
+    )
     if not wrapped:
         tensors, masks, layout = split_pruned(sd)
         return RoundData(tensors, masks, {}, layout), {}
     tensors, buffers, layout = {}, {}, []
     for key, t in sd.items():
         if key.startswith(MASK_PREFIX):
-            name = key[len(MASK_PREFIX):].replace("___", ".")
+            name = key[len(MASK_PREFIX) :].replace("___", ".")
             buffers[name] = t
             layout.append(LayoutEntry(key, MASK, name, str(t.dtype).removeprefix("torch.")))
         else:
-            name = key[len(MODEL_PREFIX):]
+            name = key[len(MODEL_PREFIX) :]
             tensors[name] = t
             layout.append(LayoutEntry(key, PARAM, name))
     return RoundData(tensors, {}, {}, layout), buffers
@@ -117,12 +119,15 @@ def _check_report(path: Path, mask: Mapping[str, torch.Tensor]) -> None:
         report = json.loads(path.read_text())
         total, unpruned = float(report["total"]), float(report["unpruned"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CorruptCheckpointError(f"{path}: not an open_lth sparsity report ({type(e).__name__}: {e})") from None
+        raise CorruptCheckpointError(
+            f"{path}: not an open_lth sparsity report ({type(e).__name__}: {e})"
+        ) from None
     n = sum(m.numel() for m in mask.values())
     kept = sum(int(m.bool().sum()) for m in mask.values())
     if abs(total - n) > 0.5 or abs(unpruned - kept) > 0.5:
         raise SparsityReportMismatchError(
-            f"{path} says {unpruned:g} of {total:g} weights are unpruned; its mask.pth keeps {kept} of {n}")
+            f"{path} says {unpruned:g} of {total:g} weights are unpruned; its mask.pth keeps {kept} of {n}"
+        )
 
 
 def _logger_metrics(path: Path) -> dict[str, float]:
@@ -160,8 +165,15 @@ class OpenLTH:
         """Accept an open_lth run directory (level_N folders)."""
         run_directory(source)
 
-    def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, **_: Any) -> ParameterSet:
+    def load(
+        self,
+        source: Path,
+        *,
+        name: str | None = None,
+        include_embeddings: bool = False,
+        allow_pickle: bool = False,
+        **_: Any,
+    ) -> ParameterSet:
         """Read the run as a recorded flow (see the module docstring)."""
         run = run_directory(source)
         levels = _levels(run)
@@ -190,10 +202,16 @@ class OpenLTH:
                 buffers = {**rd.masks, **buffers}
             if buffers:
                 check_masks(rd.tensors, buffers, f"{mfile} (its mask buffers): ")
-                compare_masks(mask, buffers, {n: t.shape for n, t in rd.tensors.items()}, f"{mfile} and {mpath}")
+                compare_masks(
+                    mask, buffers, {n: t.shape for n, t in rd.tensors.items()}, f"{mfile} and {mpath}"
+                )
             rd.masks = dict(mask)
-            rd.metrics = {"level": float(level), "epoch": float(ep), "iteration": float(it),
-                          **_logger_metrics(main / "logger")}
+            rd.metrics = {
+                "level": float(level),
+                "epoch": float(ep),
+                "iteration": float(it),
+                **_logger_metrics(main / "logger"),
+            }
             rounds.append(rd)
             mask_files.append(mask_file_entry("mask.pth", [(k, k, t.dtype) for k, t in mask.items()]))
             steps.append(mfile.name)
@@ -205,13 +223,27 @@ class OpenLTH:
             rd0, buffers0 = unwrap_pruned_model(_read_state_dict(init, allow_pickle))
             rename = {e.key: e.name for e in rd0.layout if e.role == PARAM}
             rewind, rewind_layout = rewind_from_state_dict(
-                {e.key: (rd0.tensors[e.name] if e.role == PARAM else buffers0.get(e.name, rd0.masks.get(e.name)))
-                 for e in rd0.layout}, prefixes=(), rename=rename)
+                {
+                    e.key: (
+                        rd0.tensors[e.name]
+                        if e.role == PARAM
+                        else buffers0.get(e.name, rd0.masks.get(e.name))
+                    )
+                    for e in rd0.layout
+                },
+                prefixes=(),
+                rename=rename,
+            )
             sources.append(init)
         return make_parameter_set(
-            rounds, adapter=self.name, architecture="generic", sources=sources,
-            name=name or run.name, include_embeddings=include_embeddings,
-            rewind=rewind, rewind_layout=rewind_layout,
+            rounds,
+            adapter=self.name,
+            architecture="generic",
+            sources=sources,
+            name=name or run.name,
+            include_embeddings=include_embeddings,
+            rewind=rewind,
+            rewind_layout=rewind_layout,
             flow_attrs={"layout": "open_lth", "levels": len(rounds)},
             extra_attrs={
                 "source": str(run.resolve()),

@@ -25,8 +25,15 @@ class Pruned:
         if not any(k.endswith("_orig") for k in sd) or not any(k.endswith("_mask") for k in sd):
             raise AdapterDeclined("no '*_orig' + '*_mask' pairs of torch.nn.utils.prune")
 
-    def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, **_) -> ParameterSet:
+    def load(
+        self,
+        source: Path,
+        *,
+        name: str | None = None,
+        include_embeddings: bool = False,
+        allow_pickle: bool = False,
+        **_,
+    ) -> ParameterSet:
         sd, wrapper, prefix = read_state_dict_file(source, allow_pickle)
         rd = single_round(sd, prefix)
         try:
@@ -36,11 +43,18 @@ class Pruned:
         except AdapterDeclined:
             arch, extra = "generic", {}
         return make_parameter_set(
-            [rd], adapter=self.name, architecture=arch, sources=[source], name=name,
-            include_embeddings=include_embeddings, extra_attrs={**extra, **checkpoint_attrs(wrapper, prefix)},
+            [rd],
+            adapter=self.name,
+            architecture=arch,
+            sources=[source],
+            name=name,
+            include_embeddings=include_embeddings,
+            extra_attrs={**extra, **checkpoint_attrs(wrapper, prefix)},
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
         if not str(pset.attrs["architecture"]).startswith("resnet"):
-            raise NotImplementedError(f"cannot build a module for architecture {pset.attrs['architecture']!r}")
+            raise NotImplementedError(
+                f"cannot build a module for architecture {pset.attrs['architecture']!r}"
+            )
         return build_resnet(pset.attrs["architecture"], int(pset.attrs["num_classes"]))

@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 ANCHOR = "conv1.weight"
 EXTRA_PREFIX = "extra."
 # Sub-networks that are a copy kept for training (MoCo's key encoder, BYOL's target, DINO's teacher, EMA).
-SECONDARY = re.compile(r"(^|[._])(encoder_k|key_encoder|momentum\w*|target\w*|teacher|ema\w*|k_encoder)([._]|$)", re.I)
+SECONDARY = re.compile(
+    r"(^|[._])(encoder_k|key_encoder|momentum\w*|target\w*|teacher|ema\w*|k_encoder)([._]|$)", re.I
+)
 
 __all__ = ["SSLResNet", "backbone_candidates", "choose_prefix"]
 
@@ -48,10 +50,12 @@ __all__ = ["SSLResNet", "backbone_candidates", "choose_prefix"]
 def backbone_candidates(sd: dict[str, torch.Tensor]) -> list[tuple[str, str, str, list[str]]]:
     """(prefix, architecture, stem, canonical order) of every sub-network that is a torchvision ResNet
     backbone, in key order."""
-    prefixes = [k[: -len(ANCHOR)] for k in sd if k.endswith(ANCHOR) and (k == ANCHOR or k[-len(ANCHOR) - 1] == ".")]
+    prefixes = [
+        k[: -len(ANCHOR)] for k in sd if k.endswith(ANCHOR) and (k == ANCHOR or k[-len(ANCHOR) - 1] == ".")
+    ]
     out = []
     for p in dict.fromkeys(prefixes):
-        sub = {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
+        sub = {k[len(p) :]: v for k, v in sd.items() if k.startswith(p)}
         try:
             arch, stem, order = match_resnet_backbone(sub)
         except AdapterDeclined:
@@ -60,8 +64,9 @@ def backbone_candidates(sd: dict[str, torch.Tensor]) -> list[tuple[str, str, str
     return out
 
 
-def choose_prefix(sd: dict[str, torch.Tensor], prefix: str | None = None
-                  ) -> tuple[str, str, str, list[str], list[str]]:
+def choose_prefix(
+    sd: dict[str, torch.Tensor], prefix: str | None = None
+) -> tuple[str, str, str, list[str], list[str]]:
     """(prefix, architecture, stem, canonical order, other candidate prefixes) of the model in ``sd``.
 
     With ``prefix`` given, the keys under it are the model (architecture ``generic`` unless they are a
@@ -69,10 +74,14 @@ def choose_prefix(sd: dict[str, torch.Tensor], prefix: str | None = None
     backbone; :class:`AdapterDeclined` when there is none.
     """
     if prefix is not None:
-        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
         if not sub:
-            tops = sorted({k.split(".")[0] + "." for k in sd} | {".".join(k.split(".")[:2]) + "." for k in sd})
-            raise MissingTensorError(f"no key starts with prefix {prefix!r}; prefixes present include {tops[:8]}")
+            tops = sorted(
+                {k.split(".")[0] + "." for k in sd} | {".".join(k.split(".")[:2]) + "." for k in sd}
+            )
+            raise MissingTensorError(
+                f"no key starts with prefix {prefix!r}; prefixes present include {tops[:8]}"
+            )
         try:
             arch, stem, order = match_resnet_backbone(sub)
         except AdapterDeclined:
@@ -94,24 +103,34 @@ class SSLResNet:
     name = "ssl-resnet"
     priority = 25
 
-    def detect(self, source: Path, *, prefix: str | None = None, allow_pickle: bool = False, **_: Any) -> None:
+    def detect(
+        self, source: Path, *, prefix: str | None = None, allow_pickle: bool = False, **_: Any
+    ) -> None:
         """Accept a checkpoint whose tensors under ``prefix`` (or a known one) form a ResNet backbone."""
         sd, _, _ = read_state_dict_file(source, allow_pickle)
         choose_prefix(sd, prefix)
 
-    def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, prefix: str | None = None, **_: Any) -> ParameterSet:
+    def load(
+        self,
+        source: Path,
+        *,
+        name: str | None = None,
+        include_embeddings: bool = False,
+        allow_pickle: bool = False,
+        prefix: str | None = None,
+        **_: Any,
+    ) -> ParameterSet:
         """Read the model sub-network; keep every other key as an extra tensor."""
         sd, wrapper, _ = read_state_dict_file(source, allow_pickle)
         p, arch, stem, order, others = choose_prefix(sd, prefix)
         tensors: dict[str, torch.Tensor] = {}
         extras: dict[str, torch.Tensor] = {}
         layout: list[LayoutEntry] = []
-        model_names = {k[len(p):] for k in sd if k.startswith(p)}
+        model_names = {k[len(p) :] for k in sd if k.startswith(p)}
         for key, t in sd.items():
             if key.startswith(p):
-                tensors[key[len(p):]] = t
-                layout.append(LayoutEntry(key, PARAM, key[len(p):]))
+                tensors[key[len(p) :]] = t
+                layout.append(LayoutEntry(key, PARAM, key[len(p) :]))
             else:  # stored under its key, renamed only if a model tensor has that name
                 xname = key if key not in model_names else EXTRA_PREFIX + key
                 extras[xname] = t
@@ -119,8 +138,12 @@ class SSLResNet:
         tensors = {n: tensors[n] for n in order}
         msg = f"{source.name}: took the sub-network under prefix {p!r} ({arch}) as the model"
         if others and prefix is None:
-            warnings.warn(f"{msg}; the other candidates {others} are kept as extra tensors; "
-                          "pass --prefix (prefix=...) to take another", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{msg}; the other candidates {others} are kept as extra tensors; "
+                "pass --prefix (prefix=...) to take another",
+                UserWarning,
+                stacklevel=2,
+            )
         else:
             log.info(msg)
         attrs: dict[str, Any] = {
@@ -138,11 +161,22 @@ class SSLResNet:
                 pass
         obj = read_checkpoint_object(source, allow_pickle)
         if wrapper and isinstance(obj, dict):
-            meta = {k: v for k, v in obj.items() if k != wrapper and (isinstance(v, str) or as_float(v) is not None)}
-            attrs["checkpoint_meta"] = json.dumps({k: v if isinstance(v, str) else as_float(v) for k, v in meta.items()})
+            meta = {
+                k: v
+                for k, v in obj.items()
+                if k != wrapper and (isinstance(v, str) or as_float(v) is not None)
+            }
+            attrs["checkpoint_meta"] = json.dumps(
+                {k: v if isinstance(v, str) else as_float(v) for k, v in meta.items()}
+            )
         return make_parameter_set(
-            [RoundData(tensors, {}, extras, layout)], adapter=self.name, architecture=arch, sources=[source],
-            name=name, include_embeddings=include_embeddings, extra_attrs=attrs,
+            [RoundData(tensors, {}, extras, layout)],
+            adapter=self.name,
+            architecture=arch,
+            sources=[source],
+            name=name,
+            include_embeddings=include_embeddings,
+            extra_attrs=attrs,
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
@@ -150,4 +184,6 @@ class SSLResNet:
         arch = str(pset.attrs["architecture"])
         if not arch.startswith("resnet") or "head" not in pset.attrs:
             raise NotImplementedError(f"cannot build a module for architecture {arch!r} with this head")
-        return build_resnet_backbone(arch, str(pset.attrs.get("stem", "imagenet")), json.loads(pset.attrs["head"]))
+        return build_resnet_backbone(
+            arch, str(pset.attrs.get("stem", "imagenet")), json.loads(pset.attrs["head"])
+        )

@@ -79,7 +79,7 @@ def _mask_entry(obj: Mapping, rd: RoundData, prefix: str, where: str) -> dict[st
     mprefix = common_prefix(masks, (prefix,) if prefix else ("module.",))
     keys, named, missing = [], {}, []
     for key, m in masks.items():
-        name = key[len(mprefix):].removesuffix("_mask")
+        name = key[len(mprefix) :].removesuffix("_mask")
         if name not in rd.tensors and f"{name}.weight" in rd.tensors:
             name = f"{name}.weight"
         if name not in rd.tensors:
@@ -88,14 +88,25 @@ def _mask_entry(obj: Mapping, rd: RoundData, prefix: str, where: str) -> dict[st
         keys.append((key, name, m.dtype))
         named[name] = m
     if missing:
-        raise MissingTensorError(f"{where}: its 'mask' entry names {len(missing)} tensors the model does not have, "
-                                 f"e.g. {missing[:5]}")
-    wrong = [f"{n}: mask {tuple(m.shape)} vs weight {tuple(rd.tensors[n].shape)}"
-             for n, m in named.items() if m.shape != rd.tensors[n].shape]
+        raise MissingTensorError(
+            f"{where}: its 'mask' entry names {len(missing)} tensors the model does not have, "
+            f"e.g. {missing[:5]}"
+        )
+    wrong = [
+        f"{n}: mask {tuple(m.shape)} vs weight {tuple(rd.tensors[n].shape)}"
+        for n, m in named.items()
+        if m.shape != rd.tensors[n].shape
+    ]
     if wrong:
-        raise MaskShapeError(f"{where}: {len(wrong)} masks of its 'mask' entry differ in shape, e.g. " + "; ".join(wrong[:5]))
-    compare_masks(rd.masks, named, {n: rd.tensors[n].shape for n in {*rd.masks, *named}},
-                  f"{where}: its 'mask' entry and its weight_mask tensors")
+        raise MaskShapeError(
+            f"{where}: {len(wrong)} masks of its 'mask' entry differ in shape, e.g. " + "; ".join(wrong[:5])
+        )
+    compare_masks(
+        rd.masks,
+        named,
+        {n: rd.tensors[n].shape for n in {*rd.masks, *named}},
+        f"{where}: its 'mask' entry and its weight_mask tensors",
+    )
     return mask_file_entry("mask", keys)
 
 
@@ -109,12 +120,21 @@ class TicketSeries:
     def detect(self, source: Path, **options: Any) -> None:
         """Accept a folder of numbered ticket checkpoints."""
         if not source.is_dir():
-            raise AdapterDeclined("not a directory (an IMP ticket series is a folder of {k}model_SA_best.pth.tar)")
+            raise AdapterDeclined(
+                "not a directory (an IMP ticket series is a folder of {k}model_SA_best.pth.tar)"
+            )
         if not series_files(source)[0]:
             raise AdapterDeclined("no {k}model_SA_best.pth.tar or {k}checkpoint.pth.tar files in the folder")
 
-    def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, **_: Any) -> ParameterSet:
+    def load(
+        self,
+        source: Path,
+        *,
+        name: str | None = None,
+        include_embeddings: bool = False,
+        allow_pickle: bool = False,
+        **_: Any,
+    ) -> ParameterSet:
         """Read the folder as a recorded flow (see the module docstring)."""
         files, skipped = series_files(source)
         if not files:
@@ -122,10 +142,19 @@ class TicketSeries:
         states = sorted(files)
         gaps = sorted(set(range(states[0], states[-1] + 1)) - set(states))
         if gaps or states[0] != 0:
-            warnings.warn(f"{source}: IMP states {gaps or [0]} are missing; rounds are the states present, "
-                          f"{states} (recorded in metric 'state')", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{source}: IMP states {gaps or [0]} are missing; rounds are the states present, "
+                f"{states} (recorded in metric 'state')",
+                UserWarning,
+                stacklevel=2,
+            )
         for p in skipped:
-            log.info("%s: state also saved as %s; reading %s", source, p.name, files[int(FILE_RE.match(p.name)[1])].name)
+            log.info(
+                "%s: state also saved as %s; reading %s",
+                source,
+                p.name,
+                files[int(FILE_RE.match(p.name)[1])].name,
+            )
 
         rounds: list[RoundData] = []
         rewind = rewind_layout = None
@@ -139,9 +168,13 @@ class TicketSeries:
             if is_state_dict(obj):  # a bare state dict (e.g. from a whole-model pickle): no metadata
                 obj = {"state_dict": obj}
             if not isinstance(obj, Mapping) or not is_state_dict(obj.get("state_dict")):
-                raise CorruptCheckpointError(f"{path}: not an IMP ticket checkpoint (no 'state_dict' of tensors)")
+                raise CorruptCheckpointError(
+                    f"{path}: not an IMP ticket checkpoint (no 'state_dict' of tensors)"
+                )
             if (state := as_float(obj.get("state"))) is not None and state != k:
-                raise CorruptCheckpointError(f"{path}: the file name says state {k}, its 'state' entry {obj['state']!r}")
+                raise CorruptCheckpointError(
+                    f"{path}: the file name says state {k}, its 'state' entry {obj['state']!r}"
+                )
             sd = obj["state_dict"]
             prefix = common_prefix(sd)
             prefixes.add(prefix)
@@ -163,22 +196,34 @@ class TicketSeries:
                 ):
                     rewind_differs.append(k)
         if rewind_differs:
-            warnings.warn(f"{source}: the init_weight of states {rewind_differs} differs from that of state "
-                          f"{rewind_from}; the store keeps state {rewind_from}'s", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{source}: the init_weight of states {rewind_differs} differs from that of state "
+                f"{rewind_from}; the store keeps state {rewind_from}'s",
+                UserWarning,
+                stacklevel=2,
+            )
 
         arch, extra = "generic", {}
         try:
             arch, stem, order = match_resnet_backbone(rounds[0].tensors)
             rounds[0].tensors = {n: rounds[0].tensors[n] for n in order}
-            extra = {"stem": stem, "head": json.dumps(head_spec({n: t.shape for n, t in rounds[0].tensors.items()}))}
+            extra = {
+                "stem": stem,
+                "head": json.dumps(head_spec({n: t.shape for n, t in rounds[0].tensors.items()})),
+            }
         except (AdapterDeclined, NotImplementedError):
             pass
         if any(m is not None for m in mask_files):
             extra["mask_files"] = json.dumps(mask_files)
         return make_parameter_set(
-            rounds, adapter=self.name, architecture=arch, sources=[files[k] for k in states],
-            name=name or source.name, include_embeddings=include_embeddings,
-            rewind=rewind, rewind_layout=rewind_layout,
+            rounds,
+            adapter=self.name,
+            architecture=arch,
+            sources=[files[k] for k in states],
+            name=name or source.name,
+            include_embeddings=include_embeddings,
+            rewind=rewind,
+            rewind_layout=rewind_layout,
             flow_attrs={"layout": "imp-ticket-series", "states": states},
             extra_attrs={
                 **extra,
@@ -196,4 +241,6 @@ class TicketSeries:
         arch = str(pset.attrs["architecture"])
         if not arch.startswith("resnet"):
             raise NotImplementedError(f"cannot build a module for architecture {arch!r}")
-        return build_resnet_backbone(arch, str(pset.attrs.get("stem", "imagenet")), json.loads(pset.attrs["head"]))
+        return build_resnet_backbone(
+            arch, str(pset.attrs.get("stem", "imagenet")), json.loads(pset.attrs["head"])
+        )

@@ -27,14 +27,25 @@ class TorchvisionResNet:
             raise AdapterDeclined("holds weight_orig/weight_mask pairs (the 'pruned' adapter reads those)")
         match_resnet(rd.tensors)
 
-    def load(self, source: Path, *, name: str | None = None, include_embeddings: bool = False,
-             allow_pickle: bool = False, **_) -> ParameterSet:
+    def load(
+        self,
+        source: Path,
+        *,
+        name: str | None = None,
+        include_embeddings: bool = False,
+        allow_pickle: bool = False,
+        **_,
+    ) -> ParameterSet:
         sd, wrapper, prefix = read_state_dict_file(source, allow_pickle)
         rd = single_round(sd, prefix)
         arch, num_classes, order = match_resnet(rd.tensors)
         rd.tensors = {k: rd.tensors[k] for k in order}
         return make_parameter_set(
-            [rd], adapter=self.name, architecture=arch, sources=[source], name=name,
+            [rd],
+            adapter=self.name,
+            architecture=arch,
+            sources=[source],
+            name=name,
             extra_attrs={"num_classes": num_classes, **checkpoint_attrs(wrapper, prefix)},
         )
 

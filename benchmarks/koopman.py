@@ -120,7 +120,9 @@ def child(path: str, subset: str, rank: int, bags: int, gram: str = "shortcut") 
         f.write("5")
     before = _status("VmRSS")
     t = time.perf_counter()
-    dmd = KoopmanDMD(rank=rank, subset=subset, n_bags=bags, device="cpu", shortcut=gram == "shortcut").fit(path)
+    dmd = KoopmanDMD(rank=rank, subset=subset, n_bags=bags, device="cpu", shortcut=gram == "shortcut").fit(
+        path
+    )
     dt = time.perf_counter() - t
     peak = _status("VmHWM")
     return {
@@ -137,8 +139,19 @@ def child(path: str, subset: str, rank: int, bags: int, gram: str = "shortcut") 
 
 
 def run_child(path: Path, subset: str, rank: int, bags: int, gram: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(path), subset, "--rank", str(rank), "--bags", str(bags),
-           "--grams", gram]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(path),
+        subset,
+        "--rank",
+        str(rank),
+        "--bags",
+        str(bags),
+        "--grams",
+        gram,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
     if res.returncode != 0:
         raise SystemExit(f"child failed:\n{res.stderr}")
@@ -156,13 +169,20 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["resnet50", "bert-base"])
     p.add_argument("--subsets", nargs="+", default=["prunable", "all"])
-    p.add_argument("--grams", nargs="+", default=["shortcut", "dense"], choices=("shortcut", "dense"),
-                   help="Gram pass: the exact O(T N) shortcut of data-free blocks (default of koopman_fit) "
-                        "and/or the dense O(T^2 N) path that flows whose weights change take")
+    p.add_argument(
+        "--grams",
+        nargs="+",
+        default=["shortcut", "dense"],
+        choices=("shortcut", "dense"),
+        help="Gram pass: the exact O(T N) shortcut of data-free blocks (default of koopman_fit) "
+        "and/or the dense O(T^2 N) path that flows whose weights change take",
+    )
     p.add_argument("--rank", type=int, default=10)
     p.add_argument("--bags", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workdir", type=Path, default=None, help="keep the flows here (default: a temp folder, removed)")
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="keep the flows here (default: a temp folder, removed)"
+    )
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--child", nargs=2, metavar=("FLOW", "SUBSET"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -177,8 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         workdir = a.workdir
         workdir.mkdir(parents=True, exist_ok=True)
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}", flush=True)
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}",
+        flush=True,
+    )
     results = []
     try:
         for model in a.models:
@@ -194,23 +217,33 @@ def main(argv: list[str] | None = None) -> None:
                     secs = [r["seconds"] for r in runs]
                     peak = max(r["extra_bytes"] for r in runs)
                     res = {
-                        "model": model, "subset": subset, "gram": gram, "store_MiB": size / 2**20,
-                        "snapshots": runs[0]["snapshots"], "features": runs[0]["features"],
-                        "tensors": runs[0]["tensors"], "rank": runs[0]["rank"],
+                        "model": model,
+                        "subset": subset,
+                        "gram": gram,
+                        "store_MiB": size / 2**20,
+                        "snapshots": runs[0]["snapshots"],
+                        "features": runs[0]["features"],
+                        "tensors": runs[0]["tensors"],
+                        "rank": runs[0]["rank"],
                         "bags_used": runs[0]["n_bags_used"],
-                        "seconds": secs, "median_s": statistics.median(secs),
+                        "seconds": secs,
+                        "median_s": statistics.median(secs),
                         "peak_extra_MiB": peak / 2**20,
                         "time_vs_target": statistics.median(secs) / TARGET_S,
                         "memory_vs_target": peak / TARGET_BYTES,
                         "loadavg": [r["loadavg_before"] for r in runs],
-                        "leading_abs_eigenvalues": runs[0]["eigenvalues_abs"][:4], "b": runs[0]["b"],
+                        "leading_abs_eigenvalues": runs[0]["eigenvalues_abs"][:4],
+                        "b": runs[0]["b"],
                     }
                     results.append(res)
-                    print(f"{model:<10} {subset:<9} {gram:<8} T={res['snapshots']} N={res['features']:>11,} "
-                          f"rank {res['rank']}: median {res['median_s']:6.2f} s "
-                          f"({', '.join(f'{s:.2f}' for s in secs)}; {res['time_vs_target']:.2f} x 60 s), "
-                          f"peak extra {res['peak_extra_MiB']:7.1f} MiB ({res['memory_vs_target']:.2f} x 2 GB); "
-                          f"load avg before runs {res['loadavg']}", flush=True)
+                    print(
+                        f"{model:<10} {subset:<9} {gram:<8} T={res['snapshots']} N={res['features']:>11,} "
+                        f"rank {res['rank']}: median {res['median_s']:6.2f} s "
+                        f"({', '.join(f'{s:.2f}' for s in secs)}; {res['time_vs_target']:.2f} x 60 s), "
+                        f"peak extra {res['peak_extra_MiB']:7.1f} MiB ({res['memory_vs_target']:.2f} x 2 GB); "
+                        f"load avg before runs {res['loadavg']}",
+                        flush=True,
+                    )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -14,8 +14,16 @@ from pathlib import Path
 
 import rganalysis
 
-PACKAGES = ["rganalysis", "rganalysis.store", "rganalysis.rg", "rganalysis.fit", "rganalysis.koopman",
-            "rganalysis.universality", "rganalysis.report", "rganalysis.adapters"]
+PACKAGES = [
+    "rganalysis",
+    "rganalysis.store",
+    "rganalysis.rg",
+    "rganalysis.fit",
+    "rganalysis.koopman",
+    "rganalysis.universality",
+    "rganalysis.report",
+    "rganalysis.adapters",
+]
 SKIP = {"rganalysis.cli", "rganalysis.__main__"}
 
 
@@ -48,27 +56,48 @@ def _entry(modname: str, name: str, obj: object) -> list[str]:
             doc = f"`{name}`: registry of {', '.join(repr(k) for k in obj)}"
         else:
             doc = f"`{name} = {obj!r}`" if len(repr(obj)) < 200 else f"`{name}`: {type(obj).__name__}"
-    lines = [head, "", f"*{kind}* in `{getattr(obj, '__module__', modname) if kind != 'data' else modname}`", ""]
+    lines = [
+        head,
+        "",
+        f"*{kind}* in `{getattr(obj, '__module__', modname) if kind != 'data' else modname}`",
+        "",
+    ]
     lines += [doc or "(no docstring)", ""]
     if inspect.isclass(obj):
         for mname, meth in inspect.getmembers(obj, inspect.isfunction):
             if mname.startswith("_") or meth.__qualname__.split(".")[0] != obj.__name__:
                 continue
-            lines += [f"#### `{name}.{mname}{_signature(meth)}`", "", inspect.getdoc(meth) or "(no docstring)", ""]
+            lines += [
+                f"#### `{name}.{mname}{_signature(meth)}`",
+                "",
+                inspect.getdoc(meth) or "(no docstring)",
+                "",
+            ]
     return lines
 
 
 def render() -> str:
-    out = ["# API reference", "",
-           f"Generated from the docstrings of rganalysis {rganalysis.__version__} by `python docs/gen_api_reference.py`;",
-           "do not edit by hand.  The public verbs are importable from `rganalysis` itself: "
-           + ", ".join(f"`{n}`" for n in rganalysis.__all__ if n != "__version__") + ".", ""]
+    out = [
+        "# API reference",
+        "",
+        f"Generated from the docstrings of rganalysis {rganalysis.__version__} by `python docs/gen_api_reference.py`;",
+        "do not edit by hand.  The public verbs are importable from `rganalysis` itself: "
+        + ", ".join(f"`{n}`" for n in rganalysis.__all__ if n != "__version__")
+        + ".",
+        "",
+    ]
     for modname in _modules():
         mod = importlib.import_module(modname)
         names = [n for n in getattr(mod, "__all__", []) if not n.startswith("__")]
         if modname in PACKAGES and modname != "rganalysis":
-            out += [f"## Package `{modname}`", "", inspect.getdoc(mod) or "", "",
-                    "Re-exports: " + ", ".join(f"`{n}`" for n in names) + ".", ""]
+            out += [
+                f"## Package `{modname}`",
+                "",
+                inspect.getdoc(mod) or "",
+                "",
+                "Re-exports: " + ", ".join(f"`{n}`" for n in names) + ".",
+                "",
+            ]
             continue
         if modname == "rganalysis":
             continue

@@ -14,10 +14,17 @@ def render() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal: fix the width
     parser = build_parser()
     commands = parser.get_default("commands")
-    out = ["# Command-line reference", "",
-           "Generated from the parsers by `python docs/gen_cli_reference.py`; every command exits with status 2 "
-           "and one `error: [ErrorName] ...` line on bad input.", "",
-           "```text", parser.format_help().rstrip(), "```", ""]
+    out = [
+        "# Command-line reference",
+        "",
+        "Generated from the parsers by `python docs/gen_cli_reference.py`; every command exits with status 2 "
+        "and one `error: [ErrorName] ...` line on bad input.",
+        "",
+        "```text",
+        parser.format_help().rstrip(),
+        "```",
+        "",
+    ]
     for name, p in commands.items():
         out += [f"## `rganalysis {name}`", "", "```text", p.format_help().rstrip(), "```", ""]
     return "\n".join(out)

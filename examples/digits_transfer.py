@@ -79,8 +79,14 @@ def make_tasks(seed: int = 0, quick: bool = False) -> dict[str, Task]:
 
     def task(name: str, xtr, ytr, xte, yte, desc: str) -> Task:
         t = torch.from_numpy
-        return Task(name, t(np.ascontiguousarray(xtr)), t(np.asarray(ytr, dtype=np.int64)),
-                    t(np.ascontiguousarray(xte)), t(np.asarray(yte, dtype=np.int64)), desc)
+        return Task(
+            name,
+            t(np.ascontiguousarray(xtr)),
+            t(np.asarray(ytr, dtype=np.int64)),
+            t(np.ascontiguousarray(xte)),
+            t(np.asarray(yte, dtype=np.int64)),
+            desc,
+        )
 
     xtr, ytr, xte, yte = X[idx_tr], y[idx_tr], X[idx_te], y[idx_te]
     perm = rng.permutation(10)
@@ -91,7 +97,9 @@ def make_tasks(seed: int = 0, quick: bool = False) -> dict[str, Task]:
     lo_tr, lo_te = ytr < 5, yte < 5
     tasks = {
         "digits": task("digits", xtr, ytr, xte, yte, "all 10 digits"),
-        "permuted": task("permuted", xtr, perm[ytr], xte, perm[yte], "labels relabelled by a fixed permutation"),
+        "permuted": task(
+            "permuted", xtr, perm[ytr], xte, perm[yte], "labels relabelled by a fixed permutation"
+        ),
         "low": task("low", xtr[lo_tr], ytr[lo_tr], xte[lo_te], yte[lo_te], "digits 0-4 only"),
         "noisy": task("noisy", xtr + noise_tr, ytr, xte + noise_te, yte, "Gaussian pixel noise, sigma 0.5"),
         "high": task("high", xtr[~lo_tr], ytr[~lo_tr], xte[~lo_te], yte[~lo_te], "digits 5-9 only"),
@@ -117,8 +125,18 @@ class Reshape(nn.Module):
 
 def make_cnn() -> nn.Module:
     """conv 3x3 (1->16) - conv 3x3 (16->32) - maxpool 2 - linear 512->64 - linear 64->10, ReLU."""
-    return nn.Sequential(Reshape(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        Reshape(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(512, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
 
 
 ARCHS: dict[str, Callable[[], nn.Module]] = {"mlp": make_mlp, "cnn": make_cnn}
@@ -136,8 +154,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def train_masked(model: nn.Module, init: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], task: Task,
-                 cfg: TrainConfig, seed: int) -> tuple[dict[str, torch.Tensor], float]:
+def train_masked(
+    model: nn.Module,
+    init: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    task: Task,
+    cfg: TrainConfig,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], float]:
     """Train ``model`` from the state dict ``init`` on ``task`` with pruned weights held at zero.
 
     ``masks`` maps parameter names to bool masks (missing: dense).  Adam, mini-batches in an order
@@ -157,21 +181,31 @@ def train_masked(model: nn.Module, init: dict[str, torch.Tensor], masks: dict[st
     for _ in range(cfg.epochs):
         order = torch.randperm(n, generator=g)
         for i in range(0, n, cfg.batch_size):
-            b = order[i:i + cfg.batch_size]
+            b = order[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=False)
             loss_fn(model(task.x_train[b]), task.y_train[b]).backward()
             for k, m in masks.items():
                 params[k].grad.mul_(m)
             opt.step()
     model.eval()
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, accuracy(model, task.x_test, task.y_test)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, accuracy(
+        model, task.x_test, task.y_test
+    )
 
 
 # ====================================================================================================
 # IMP flows with rganalysis
 # ====================================================================================================
-def imp_flow_store(arch: str, theta0: dict[str, torch.Tensor], task: Task, rounds: int, rate: float,
-                   cfg: TrainConfig, seed: int, path: Path) -> dict[str, Any]:
+def imp_flow_store(
+    arch: str,
+    theta0: dict[str, torch.Tensor],
+    task: Task,
+    rounds: int,
+    rate: float,
+    cfg: TrainConfig,
+    seed: int,
+    path: Path,
+) -> dict[str, Any]:
     """Dense training, then ``rounds`` rounds of IMP with rewinding to ``theta0`` and retraining,
     recorded by :func:`rganalysis.compute_flow` into the store ``path``.
 
@@ -192,15 +226,25 @@ def imp_flow_store(arch: str, theta0: dict[str, torch.Tensor], task: Task, round
         accs.append(acc)
         return {k: sd[k] for k in weights}
 
-    base = make_parameter_set([single_round(dense)], adapter="generic", architecture=arch, sources=[],
-                              name=f"{arch}-{task.name}", rewind=dict(theta0))
+    base = make_parameter_set(
+        [single_round(dense)],
+        adapter="generic",
+        architecture=arch,
+        sources=[],
+        name=f"{arch}-{task.name}",
+        rewind=dict(theta0),
+    )
     flow = compute_flow(base, rounds, rate, rescaling="rewind", train=train, device="cpu", progress=False)
     flow.metrics["test_accuracy"] = list(accs)
     flow.save(path, force=True, progress=False)
     last = flow.n_rounds - 1
     masks = {k: flow.mask(k, last).clone() for k in flow.pruned_names()}
-    return {"accuracy": accs, "global_density": [float(x) for x in flow.global_density().values],
-            "masks": masks, "path": str(path)}
+    return {
+        "accuracy": accs,
+        "global_density": [float(x) for x in flow.global_density().values],
+        "masks": masks,
+        "path": str(path),
+    }
 
 
 def jaccard_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -224,8 +268,16 @@ def spearman(x: list[float], y: list[float]) -> dict[str, float | int | None]:
 # ====================================================================================================
 # the experiment
 # ====================================================================================================
-def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None] = print, *,
-        rounds: int | None = None, rate: float = 0.5, cfg: TrainConfig | None = None) -> dict[str, Any]:
+def run(
+    out: Path,
+    quick: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    *,
+    rounds: int | None = None,
+    rate: float = 0.5,
+    cfg: TrainConfig | None = None,
+) -> dict[str, Any]:
     """Run the whole experiment; write ``out/results.json`` and return its content.
 
     Defaults: IMP rounds 6 (``quick``: 5) at rate 0.5, i.e. a final density of 1.6 % (3.1 %), where
@@ -240,8 +292,10 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
     cfg = cfg or (TrainConfig(epochs=10) if quick else TrainConfig())
     tasks = make_tasks(seed, quick)
     (out / "flows").mkdir(parents=True, exist_ok=True)
-    log(f"digits transfer: {len(tasks)} tasks x {len(ARCHS)} architectures, IMP {rounds} rounds at rate {rate} "
-        f"(final density {(1 - rate) ** rounds:.3f}), {cfg.epochs} epochs per training")
+    log(
+        f"digits transfer: {len(tasks)} tasks x {len(ARCHS)} architectures, IMP {rounds} rounds at rate {rate} "
+        f"(final density {(1 - rate) ** rounds:.3f}), {cfg.epochs} epochs per training"
+    )
 
     flows: dict[str, dict[str, dict[str, Any]]] = {}
     theta0s: dict[str, dict[str, torch.Tensor]] = {}
@@ -251,11 +305,14 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
         flows[arch] = {}
         for name, task in tasks.items():
             t = time.perf_counter()
-            flows[arch][name] = imp_flow_store(arch, theta0s[arch], task, rounds, rate, cfg, seed,
-                                               out / "flows" / f"{arch}-{name}.h5")
+            flows[arch][name] = imp_flow_store(
+                arch, theta0s[arch], task, rounds, rate, cfg, seed, out / "flows" / f"{arch}-{name}.h5"
+            )
             a = flows[arch][name]["accuracy"]
-            log(f"  IMP {arch:<4} {name:<11} test accuracy dense {a[0]:.3f} -> ticket {a[-1]:.3f} "
-                f"({time.perf_counter() - t:.1f} s)")
+            log(
+                f"  IMP {arch:<4} {name:<11} test accuracy dense {a[0]:.3f} -> ticket {a[-1]:.3f} "
+                f"({time.perf_counter() - t:.1f} s)"
+            )
 
     # universality distances (the defaults of `rganalysis compare`), all flows in one analysis
     paths = [flows[a][t]["path"] for a in ARCHS for t in tasks]
@@ -263,14 +320,27 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
         warnings.simplefilter("ignore")
         ua = UniversalityAnalysis().fit(paths, names=[f"{a}-{t}" for a in ARCHS for t in tasks])
     comp = ua.to_json()
-    log(f"universality classes (threshold {ua.threshold_:g}): " + " | ".join(", ".join(c) for c in ua.classes_))
+    log(
+        f"universality classes (threshold {ua.threshold_:g}): "
+        + " | ".join(", ".join(c) for c in ua.classes_)
+    )
 
     # transfers
-    results: dict[str, Any] = {"settings": {"quick": quick, "seed": seed, "rounds": rounds, "rate": rate,
-                                            "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                            "tasks": {k: v.description for k, v in tasks.items()},
-                                            "archs": {"mlp": make_mlp.__doc__, "cnn": make_cnn.__doc__}},
-                               "compare": comp, "archs": {}}
+    results: dict[str, Any] = {
+        "settings": {
+            "quick": quick,
+            "seed": seed,
+            "rounds": rounds,
+            "rate": rate,
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "lr": cfg.lr,
+            "tasks": {k: v.description for k, v in tasks.items()},
+            "archs": {"mlp": make_mlp.__doc__, "cnn": make_cnn.__doc__},
+        },
+        "compare": comp,
+        "archs": {},
+    }
     pairs: list[dict[str, Any]] = []
     names = list(tasks)
     idx = {n: i for i, n in enumerate(ua.names_)}
@@ -279,17 +349,25 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
         acc = np.zeros((len(names), len(names)))
         for i, s in enumerate(names):
             for j, t in enumerate(names):
-                _, acc[i, j] = train_masked(model, theta0s[arch], flows[arch][s]["masks"], tasks[t], cfg, seed)
+                _, acc[i, j] = train_masked(
+                    model, theta0s[arch], flows[arch][s]["masks"], tasks[t], cfg, seed
+                )
         rand = {}
         g = torch.Generator().manual_seed(seed + 7)
         for t in names:  # a random mask with the native ticket's per-layer densities
-            m = {k: (torch.rand(v.shape, generator=g) < v.float().mean()) for k, v in flows[arch][t]["masks"].items()}
+            m = {
+                k: (torch.rand(v.shape, generator=g) < v.float().mean())
+                for k, v in flows[arch][t]["masks"].items()
+            }
             rand[t] = train_masked(model, theta0s[arch], m, tasks[t], cfg, seed)[1]
-        arch_res = {"tasks": names, "transfer_accuracy": acc.tolist(),
-                    "native_accuracy": [float(acc[j, j]) for j in range(len(names))],
-                    "random_mask_accuracy": [rand[t] for t in names],
-                    "imp_accuracy": {t: flows[arch][t]["accuracy"] for t in names},
-                    "global_density": {t: flows[arch][t]["global_density"] for t in names}}
+        arch_res = {
+            "tasks": names,
+            "transfer_accuracy": acc.tolist(),
+            "native_accuracy": [float(acc[j, j]) for j in range(len(names))],
+            "random_mask_accuracy": [rand[t] for t in names],
+            "imp_accuracy": {t: flows[arch][t]["accuracy"] for t in names},
+            "global_density": {t: flows[arch][t]["global_density"] for t in names},
+        }
         results["archs"][arch] = arch_res
         log(f"\n{arch}: test accuracy of each source's ticket (rows) trained on each target task (columns)")
         log(" " * 12 + " ".join(f"{t:>10}" for t in names))
@@ -301,32 +379,52 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
                 if i == j:
                     continue
                 a, b = idx[f"{arch}-{s}"], idx[f"{arch}-{t}"]
-                pairs.append({
-                    "arch": arch, "source": s, "target": t,
-                    "gap": float(acc[i, j] - acc[j, j]),
-                    "distance": float(ua.distance_.values[a, b]),
-                    **{f"component_{c}": float(ua.components_.sel(component=c).values[a, b])
-                       for c in ua.components_["component"].values},
-                    "mask_jaccard_distance": jaccard_distance(flows[arch][s]["masks"], flows[arch][t]["masks"]),
-                })
+                pairs.append(
+                    {
+                        "arch": arch,
+                        "source": s,
+                        "target": t,
+                        "gap": float(acc[i, j] - acc[j, j]),
+                        "distance": float(ua.distance_.values[a, b]),
+                        **{
+                            f"component_{c}": float(ua.components_.sel(component=c).values[a, b])
+                            for c in ua.components_["component"].values
+                        },
+                        "mask_jaccard_distance": jaccard_distance(
+                            flows[arch][s]["masks"], flows[arch][t]["masks"]
+                        ),
+                    }
+                )
     results["pairs"] = pairs
 
     def corr(key: str, sel: Callable[[dict[str, Any]], bool] = lambda p: True) -> dict[str, Any]:
         ps = [p for p in pairs if sel(p)]
         return spearman([p[key] for p in ps], [p["gap"] for p in ps])
 
-    keys = ["distance", *[f"component_{c}" for c in ua.components_["component"].values], "mask_jaccard_distance"]
-    results["spearman"] = {"all": {k: corr(k) for k in keys},
-                           **{arch: {k: corr(k, lambda p, a=arch: p["arch"] == a) for k in keys} for arch in ARCHS}}
+    keys = [
+        "distance",
+        *[f"component_{c}" for c in ua.components_["component"].values],
+        "mask_jaccard_distance",
+    ]
+    results["spearman"] = {
+        "all": {k: corr(k) for k in keys},
+        **{arch: {k: corr(k, lambda p, a=arch: p["arch"] == a) for k in keys} for arch in ARCHS},
+    }
     results["runtime_s"] = time.perf_counter() - t0
-    log("\nSpearman correlation of each predictor with the transfer gap (acc(source ticket -> target) - "
-        "acc(target ticket)); negative = larger distance, worse transfer")
+    log(
+        "\nSpearman correlation of each predictor with the transfer gap (acc(source ticket -> target) - "
+        "acc(target ticket)); negative = larger distance, worse transfer"
+    )
     log(f"{'predictor':<30} " + " ".join(f"{g:>22}" for g in ["all", *ARCHS]))
     for k in keys:
         cells = []
         for grp in ["all", *ARCHS]:
             r = results["spearman"][grp][k]
-            cells.append(f"{'n/a':>22}" if r["rho"] is None else f"rho {r['rho']:+.3f} p {r['p']:.2g} n {r['n']}".rjust(22))
+            cells.append(
+                f"{'n/a':>22}"
+                if r["rho"] is None
+                else f"rho {r['rho']:+.3f} p {r['p']:.2g} n {r['n']}".rjust(22)
+            )
         log(f"{k:<30} " + " ".join(cells))
     log(f"\nruntime {results['runtime_s']:.0f} s; results in {out / 'results.json'}")
     (out / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False))
@@ -335,8 +433,12 @@ def run(out: Path, quick: bool = False, seed: int = 0, log: Callable[[str], None
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="4 tasks, 5 rounds, shorter training (about a minute)")
-    p.add_argument("--out", type=Path, default=Path("digits-transfer"), help="output folder (default digits-transfer)")
+    p.add_argument(
+        "--quick", action="store_true", help="4 tasks, 5 rounds, shorter training (about a minute)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("digits-transfer"), help="output folder (default digits-transfer)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=None, help="IMP rounds (default 6; --quick: 5)")
     p.add_argument("--rate", type=float, default=0.5, help="IMP pruning rate per round (default 0.5)")
@@ -344,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 5e-3)")
     args = p.parse_args(argv)
-    cfg = TrainConfig(epochs=args.epochs or (10 if args.quick else 20), batch_size=args.batch_size, lr=args.lr)
+    cfg = TrainConfig(
+        epochs=args.epochs or (10 if args.quick else 20), batch_size=args.batch_size, lr=args.lr
+    )
     run(args.out, args.quick, args.seed, rounds=args.rounds, rate=args.rate, cfg=cfg)
     return 0
 

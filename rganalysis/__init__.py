@@ -27,8 +27,22 @@ _PUBLIC = {
 }
 _MODULES = {"plot": "rganalysis.report.plot", "errors": "rganalysis.errors"}
 
-__all__ = ["FlowFit", "KoopmanDMD", "ParameterSet", "RGAnalysisError", "State", "UniversalityAnalysis", "__version__",
-           "compute_flow", "errors", "ingest", "load", "plot", "save", "write_report"]
+__all__ = [
+    "FlowFit",
+    "KoopmanDMD",
+    "ParameterSet",
+    "RGAnalysisError",
+    "State",
+    "UniversalityAnalysis",
+    "__version__",
+    "compute_flow",
+    "errors",
+    "ingest",
+    "load",
+    "plot",
+    "save",
+    "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,8 +21,11 @@ class Estimator:
     @classmethod
     def _param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters, by name."""
@@ -33,8 +36,9 @@ class Estimator:
         known = set(self._param_names())
         unknown = sorted(set(params) - known)
         if unknown:
-            raise InvalidParameterError(f"{type(self).__name__} has no parameter(s) {unknown}; "
-                                        f"known: {sorted(known)}")
+            raise InvalidParameterError(
+                f"{type(self).__name__} has no parameter(s) {unknown}; known: {sorted(known)}"
+            )
         for k, v in params.items():
             setattr(self, k, v)
         return self

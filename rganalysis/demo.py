@@ -66,14 +66,24 @@ class DemoResult:
             n_mar = sum(e["class"] == "marginal" for e in eig)
             lead = max(eig, key=lambda e: e["abs"] or 0)
             near = j.get("near_fixed_point")
-            near_txt = ("near its fixed point" if near and near["near"] else "not near its fixed point")
+            near_txt = "near its fixed point" if near and near["near"] else "not near its fixed point"
             if near:
                 near_txt += f" (relative distance {near['distance']:.2f}, tol {near['tol']})"
             cls = next((i for i, c in enumerate(classes) if name in c), None)
-            cls_txt = "" if cls is None else f"; class {cls + 1} of {len(classes)}" + (
-                f" with {', '.join(m for m in classes[cls] if m != name)}" if len(classes[cls]) > 1 else " (alone)")
-            out[name] = (f"{j['fixed_point_type']} fixed point, {near_txt}; {n_rel} relevant, {n_mar} marginal "
-                         f"of {len(eig)} directions, leading |lambda| = {lead['abs']:.3f}{cls_txt}")
+            cls_txt = (
+                ""
+                if cls is None
+                else f"; class {cls + 1} of {len(classes)}"
+                + (
+                    f" with {', '.join(m for m in classes[cls] if m != name)}"
+                    if len(classes[cls]) > 1
+                    else " (alone)"
+                )
+            )
+            out[name] = (
+                f"{j['fixed_point_type']} fixed point, {near_txt}; {n_rel} relevant, {n_mar} marginal "
+                f"of {len(eig)} directions, leading |lambda| = {lead['abs']:.3f}{cls_txt}"
+            )
         return out
 
     def summary(self) -> str:

@@ -3,7 +3,27 @@ the command line turns them into one clear message and exit status 2."""
 
 from __future__ import annotations
 
-__all__ = ["AdapterDeclined", "AdapterNotFoundError", "CorruptCheckpointError", "DegenerateRegressionError", "InvalidParameterError", "MaskMismatchError", "MaskShapeError", "MasksNotNestedError", "MissingTensorError", "NonBinaryMaskError", "NonFiniteWeightsError", "OutputExistsError", "PickleRefusedError", "RankError", "RGAnalysisError", "SparsityReportMismatchError", "StoreFormatError", "TooFewRoundsError", "UnknownArchitectureError"]
+__all__ = [
+    "AdapterDeclined",
+    "AdapterNotFoundError",
+    "CorruptCheckpointError",
+    "DegenerateRegressionError",
+    "InvalidParameterError",
+    "MaskMismatchError",
+    "MaskShapeError",
+    "MasksNotNestedError",
+    "MissingTensorError",
+    "NonBinaryMaskError",
+    "NonFiniteWeightsError",
+    "OutputExistsError",
+    "PickleRefusedError",
+    "RankError",
+    "RGAnalysisError",
+    "SparsityReportMismatchError",
+    "StoreFormatError",
+    "TooFewRoundsError",
+    "UnknownArchitectureError",
+]
 
 
 class RGAnalysisError(Exception):

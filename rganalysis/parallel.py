@@ -24,8 +24,9 @@ def resolve_scheduler(scheduler: Any = None) -> str:
         return "sync"
     if isinstance(scheduler, str):
         return f"distributed {scheduler}"
-    addr = getattr(scheduler, "scheduler_address", None) or getattr(getattr(scheduler, "scheduler", None),
-                                                                    "address", None)
+    addr = getattr(scheduler, "scheduler_address", None) or getattr(
+        getattr(scheduler, "scheduler", None), "address", None
+    )
     return f"distributed {addr}"
 
 
@@ -80,6 +81,8 @@ def map_flows(
         return list(scheduler.gather(scheduler.compute(tasks)))
     addr = getattr(scheduler, "scheduler_address", None)  # a LocalCluster / SpecCluster
     if addr is None:
-        raise InvalidParameterError(f"unknown scheduler {scheduler!r}: give None, 'sync', an address or a Client")
+        raise InvalidParameterError(
+            f"unknown scheduler {scheduler!r}: give None, 'sync', an address or a Client"
+        )
     with Client(addr, set_as_default=False) as client:
         return list(client.gather(client.compute(tasks)))

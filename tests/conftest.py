@@ -37,8 +37,14 @@ def tiny_bert_dir(tmp_path_factory):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=40)
+    cfg = transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+    )
     d = tmp_path_factory.mktemp("tiny_bert")
     transformers.BertModel(cfg).save_pretrained(d)
     return d
@@ -65,7 +71,9 @@ def gaussian_layers(seed: int):
     from rganalysis.store.state import State
 
     g = torch.Generator().manual_seed(seed)
-    return State.dense({f"l{i}": torch.randn(n, generator=g) * s for i, (s, n) in enumerate(zip(SIGMAS, SIZES, strict=True))})
+    return State.dense(
+        {f"l{i}": torch.randn(n, generator=g) * s for i, (s, n) in enumerate(zip(SIGMAS, SIZES, strict=True))}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -143,11 +151,19 @@ def series(tmp_path_factory, resnet18_sd):
                 states[k]["module." + key] = x
     init = {"module." + k: v for k, v in sd.items()}
     for k in range(T_SERIES):
-        torch.save({"state": k, "state_dict": states[k], "init_weight": init, "epoch": 30 + k,
-                    "best_sa": 90.0 - k, "result": {"test_ta": [40.0 + k]},
-                    "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0]}]},
-                    "scheduler": {"milestones": {"91": 1}, "last_epoch": 30 + k}},
-                   d / f"{k}model_SA_best.pth.tar")
+        torch.save(
+            {
+                "state": k,
+                "state_dict": states[k],
+                "init_weight": init,
+                "epoch": 30 + k,
+                "best_sa": 90.0 - k,
+                "result": {"test_ta": [40.0 + k]},
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0]}]},
+                "scheduler": {"milestones": {"91": 1}, "last_epoch": 30 + k},
+            },
+            d / f"{k}model_SA_best.pth.tar",
+        )
     pset = ingest(d)
     path = d / "series.h5"
     pset.save(path, progress=False)
@@ -163,8 +179,12 @@ def imp_flow(tmp_path_factory) -> dict:
     """A data-free global IMP flow (9 rounds at rate 0.2) of three Gaussian layers, as a store."""
     d = tmp_path_factory.mktemp("imp_flow")
     g = torch.Generator().manual_seed(0)
-    sd = {"a.weight": torch.randn(60, 40, generator=g), "a.bias": torch.zeros(60),
-          "b.weight": torch.randn(30, 60, generator=g) * 0.5, "c.weight": torch.randn(10, 30, generator=g) * 2.0}
+    sd = {
+        "a.weight": torch.randn(60, 40, generator=g),
+        "a.bias": torch.zeros(60),
+        "b.weight": torch.randn(30, 60, generator=g) * 0.5,
+        "c.weight": torch.randn(10, 30, generator=g) * 2.0,
+    }
     torch.save(sd, d / "gauss.pt")
     assert main(["ingest", str(d / "gauss.pt"), "-o", str(d / "gauss.h5"), "-q"]) == 0
     with rganalysis.load(d / "gauss.h5") as p:
@@ -179,7 +199,8 @@ def stores(tmp_path_factory):
     for kind, seed in [("mlp", 0), ("mlp", 1), ("cnn", 0)]:
         name = f"{kind}{seed}"
         compute_flow(toy_pset(toy_model(kind, seed), name), 8, 0.2, progress=False, device="cpu").save(
-            d / f"{name}.h5", progress=False)
+            d / f"{name}.h5", progress=False
+        )
         out[name] = d / f"{name}.h5"
     toy_pset(toy_model("mlp", 2), "model-only").save(d / "model.h5", progress=False)
     out["model"] = d / "model.h5"
@@ -192,17 +213,39 @@ def flows(tmp_path_factory):
     d = tmp_path_factory.mktemp("report_flows")
     g = torch.Generator().manual_seed(0)
     models = {
-        "alpha": {"a.weight": torch.randn(120, 80, generator=g), "a.bias": torch.zeros(120),
-                  "b.weight": torch.randn(60, 120, generator=g) * 0.5, "c.weight": torch.randn(10, 60, generator=g) * 2},
-        "beta": {"a.weight": torch.randn(100, 80, generator=g), "b.weight": torch.randn(80, 100, generator=g) * 0.7,
-                 "c.weight": torch.randn(40, 80, generator=g) * 1.5, "d.weight": torch.randn(10, 40, generator=g)},
+        "alpha": {
+            "a.weight": torch.randn(120, 80, generator=g),
+            "a.bias": torch.zeros(120),
+            "b.weight": torch.randn(60, 120, generator=g) * 0.5,
+            "c.weight": torch.randn(10, 60, generator=g) * 2,
+        },
+        "beta": {
+            "a.weight": torch.randn(100, 80, generator=g),
+            "b.weight": torch.randn(80, 100, generator=g) * 0.7,
+            "c.weight": torch.randn(40, 80, generator=g) * 1.5,
+            "d.weight": torch.randn(10, 40, generator=g),
+        },
     }
     out = {}
     for name, sd in models.items():
         torch.save(sd, d / f"{name}.pt")
         assert main(["ingest", str(d / f"{name}.pt"), "-o", str(d / f"{name}.h5"), "-q"]) == 0
-        assert main(["flow", str(d / f"{name}.h5"), "-o", str(d / f"{name}_flow.h5"), "--rounds", "6",
-                     "--rate", "0.25", "-q"]) == 0
+        assert (
+            main(
+                [
+                    "flow",
+                    str(d / f"{name}.h5"),
+                    "-o",
+                    str(d / f"{name}_flow.h5"),
+                    "--rounds",
+                    "6",
+                    "--rate",
+                    "0.25",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         out[name] = d / f"{name}_flow.h5"
     out["model_only"] = d / "alpha.h5"
     return out
@@ -255,24 +298,41 @@ def toy_model(kind: str, seed: int) -> dict[str, torch.Tensor]:
     if kind == "mlp":
         m = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 96), nn.ReLU(), nn.Linear(96, 10))
     else:
-        m = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3),
-                          nn.Flatten(), nn.Linear(16 * 4, 32), nn.ReLU(), nn.Linear(32, 10))
+        m = nn.Sequential(
+            nn.Conv2d(1, 8, 3),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3),
+            nn.Flatten(),
+            nn.Linear(16 * 4, 32),
+            nn.ReLU(),
+            nn.Linear(32, 10),
+        )
     return m.state_dict()
 
 
 def toy_pset(sd, name):
-    return make_parameter_set([single_round(sd)], adapter="generic", architecture="generic", sources=[], name=name)
+    return make_parameter_set(
+        [single_round(sd)], adapter="generic", architecture="generic", sources=[], name=name
+    )
 
 
-def nested_masks(shapes: dict[str, tuple], densities: list[float], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def nested_masks(
+    shapes: dict[str, tuple], densities: list[float], seed: int = 0
+) -> list[dict[str, torch.Tensor]]:
     """Float 0/1 masks, one dict per density, nested, global over ``shapes`` (random scores)."""
     sizes = [int(np.prod(s)) for s in shapes.values()]
-    order = torch.argsort(torch.rand(sum(sizes), generator=torch.Generator().manual_seed(seed)), descending=True)
+    order = torch.argsort(
+        torch.rand(sum(sizes), generator=torch.Generator().manual_seed(seed)), descending=True
+    )
     out = []
     for d in densities:
         flat = torch.zeros(sum(sizes))
         flat[order[: round(d * sum(sizes))]] = 1.0
-        out.append({n: c.reshape(s).clone() for (n, s), c in zip(shapes.items(), flat.split(sizes), strict=True)})
+        out.append(
+            {n: c.reshape(s).clone() for (n, s), c in zip(shapes.items(), flat.split(sizes), strict=True)}
+        )
     return out
 
 
@@ -283,8 +343,15 @@ def check_densities(back: rganalysis.ParameterSet, masks_per_round: list[dict[st
     want = mask_densities(masks_per_round, names)
     np.testing.assert_allclose(back.densities().values, want, rtol=0, atol=1e-12)
     sizes = np.array([back.info[n].numel for n in names])
-    g = np.array([sum(float(m[n].sum()) if n in m else s for n, s in zip(names, sizes, strict=True))
-                  for m in masks_per_round]) / sizes.sum()
+    g = (
+        np.array(
+            [
+                sum(float(m[n].sum()) if n in m else s for n, s in zip(names, sizes, strict=True))
+                for m in masks_per_round
+            ]
+        )
+        / sizes.sum()
+    )
     np.testing.assert_allclose(back.global_density().values, g, rtol=1e-12)
     np.testing.assert_allclose(back.scale_factors(), g[:-1] / g[1:], rtol=1e-12)
 
@@ -294,8 +361,15 @@ def write_bert_dir(d: Path, cls_name: str = "BertForSequenceClassification", lay
     from safetensors.torch import load_file
 
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=40, num_labels=3)
+    cfg = transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        num_labels=3,
+    )
     getattr(transformers, cls_name)(cfg).save_pretrained(d)
     return load_file(d / "model.safetensors")
 
@@ -311,9 +385,17 @@ def no_output(tmp_path):
 
 
 def mask_densities(masks_per_round: list[dict[str, torch.Tensor]], names: list[str]) -> np.ndarray:
-    return np.array([[float(m[n].sum()) / m[n].numel() if n in m else 1.0 for n in names] for m in masks_per_round])
+    return np.array(
+        [[float(m[n].sum()) / m[n].numel() if n in m else 1.0 for n in names] for m in masks_per_round]
+    )
 
 
 # ====================================================================== 2. BERT-tickets: HF folder + mask.pt
-BERT_MASKED = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-               "intermediate.dense", "output.dense")
+BERT_MASKED = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)

@@ -11,8 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 
-
-
 FIGURES_PER_MODEL = ("density", "magnitudes", "projection", "spectrum", "distance")
 
 

@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("generator", ["gen_api_reference", "gen_cli_reference"])
 def test_generated_reference_is_current(generator):
     """In a fresh interpreter: registries filled by other tests must not leak into the reference."""
-    r = subprocess.run([sys.executable, str(ROOT / "docs" / f"{generator}.py"), "--check"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / f"{generator}.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
 
 

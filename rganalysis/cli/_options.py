@@ -21,8 +21,13 @@ def _default(f: Any, defaults: Mapping[str, Any]) -> Any:
     return f.default_factory()
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Sequence[str] | None = None,
-                defaults: Mapping[str, Any] | None = None) -> None:
+def add_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    only: Sequence[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """One option per option field of ``cls`` (all, or ``only`` these), its help ending with the default.
 
     ``defaults`` overrides a field's default for this command.  Values are parsed by the field's

@@ -40,29 +40,61 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "connected components of the graph with an edge where the total distance <= --threshold, "
         "plus average-linkage hierarchical clustering.  See docs/universality.md.",
     )
-    p.add_argument("flows", type=Path, nargs="+", help="flow stores (a single-round model store needs --rounds)")
-    p.add_argument("--names", default=None, help="comma-separated labels, one per store (default: the stores' names)")
-    add_options(p, FitOptions, only=("couplings", "depth_points", "rank", "tol"),
-                defaults={"depth_points": DEFAULT_DEPTH_POINTS, "rank": "auto"})
-    p.add_argument("--spectrum", choices=("coupling", "koopman"), default="coupling",
-                   help="spectrum entering the total: coupling-space RG exponents (default) or the Koopman/DMD "
-                   "eigenvalues of the parameter snapshots (both reported)")
+    p.add_argument(
+        "flows", type=Path, nargs="+", help="flow stores (a single-round model store needs --rounds)"
+    )
+    p.add_argument(
+        "--names", default=None, help="comma-separated labels, one per store (default: the stores' names)"
+    )
+    add_options(
+        p,
+        FitOptions,
+        only=("couplings", "depth_points", "rank", "tol"),
+        defaults={"depth_points": DEFAULT_DEPTH_POINTS, "rank": "auto"},
+    )
+    p.add_argument(
+        "--spectrum",
+        choices=("coupling", "koopman"),
+        default="coupling",
+        help="spectrum entering the total: coupling-space RG exponents (default) or the Koopman/DMD "
+        "eigenvalues of the parameter snapshots (both reported)",
+    )
     p.add_argument("--koopman-rank", type=int, default=None, help="DMD rank (default T-1)")
-    p.add_argument("--fixed-point-ridge", type=float, default=DEFAULT_FIXED_POINT_RIDGE,
-                   help=f"ridge of the fixed point towards the flow's last round, standardised couplings (default "
-                   f"{DEFAULT_FIXED_POINT_RIDGE}; 0: the exact (I - J)^-1 c of rganalysis fit)")
-    p.add_argument("--weights", default=None,
-                   help="component weights, e.g. spectrum=1,fixed_point=1,subspace=1 (the default)")
-    p.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
-                   help=f"class threshold on the total distance (default {DEFAULT_THRESHOLD}), or 'auto' "
-                   "(middle of the largest gap between merge heights)")
+    p.add_argument(
+        "--fixed-point-ridge",
+        type=float,
+        default=DEFAULT_FIXED_POINT_RIDGE,
+        help=f"ridge of the fixed point towards the flow's last round, standardised couplings (default "
+        f"{DEFAULT_FIXED_POINT_RIDGE}; 0: the exact (I - J)^-1 c of rganalysis fit)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="component weights, e.g. spectrum=1,fixed_point=1,subspace=1 (the default)",
+    )
+    p.add_argument(
+        "--threshold",
+        default=str(DEFAULT_THRESHOLD),
+        help=f"class threshold on the total distance (default {DEFAULT_THRESHOLD}), or 'auto' "
+        "(middle of the largest gap between merge heights)",
+    )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="compute a data-free flow of N rounds for single-round model stores (default: refuse them)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="compute a data-free flow of N rounds for single-round model stores (default: refuse them)",
+    )
     p.add_argument("--rate", type=float, default=0.2, help="rate of that data-free flow (default 0.2)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="fit flows on N local dask worker processes (default 1: in this process)")
-    p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to fit flows on")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fit flows on N local dask worker processes (default 1: in this process)",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="address of a dask.distributed scheduler to fit flows on"
+    )
     add_options(p, FitOptions, only=("device",))
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
     return p
@@ -82,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if len(names) != len(args.flows):
             raise InvalidParameterError(f"--names gives {len(names)} names for {len(args.flows)} stores")
     if args.rounds is not None and args.rounds < 2:
-        raise InvalidParameterError(f"--rounds must be >= 2 (a fit needs 2 one-step pairs), got {args.rounds}")
+        raise InvalidParameterError(
+            f"--rounds must be >= 2 (a fit needs 2 one-step pairs), got {args.rounds}"
+        )
     if not 0 < args.rate < 1:
         raise InvalidParameterError(f"--rate must be in (0, 1), got {args.rate}")
     if args.workers < 1:
@@ -91,9 +125,21 @@ def run(args: argparse.Namespace) -> int:
     scheduler = args.scheduler or ("processes" if args.workers > 1 else "sync")
     fit_opts = options_from_args(FitOptions, args)
     ua = UniversalityAnalysis(
-        list(fit_opts.couplings), fit_opts.depth_points, rank=fit_opts.rank, tol=fit_opts.tol, weights=_weights(args.weights), spectrum=args.spectrum,
-        threshold=threshold, linkage=args.linkage, rounds=args.rounds, rate=args.rate,
-        koopman_rank=args.koopman_rank, fixed_point_ridge=args.fixed_point_ridge, scheduler=scheduler, n_workers=args.workers, device=fit_opts.device,
+        list(fit_opts.couplings),
+        fit_opts.depth_points,
+        rank=fit_opts.rank,
+        tol=fit_opts.tol,
+        weights=_weights(args.weights),
+        spectrum=args.spectrum,
+        threshold=threshold,
+        linkage=args.linkage,
+        rounds=args.rounds,
+        rate=args.rate,
+        koopman_rank=args.koopman_rank,
+        fixed_point_ridge=args.fixed_point_ridge,
+        scheduler=scheduler,
+        n_workers=args.workers,
+        device=fit_opts.device,
     ).fit([str(f) for f in args.flows], names)
     j = ua.to_json()
     if args.json_out:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="run the whole pipeline on the shipped MiniLM BERT and torchvision ResNets")
+    p = sub.add_parser(
+        "demo", help="run the whole pipeline on the shipped MiniLM BERT and torchvision ResNets"
+    )
     p.add_argument("-o", "--output", type=Path, default=Path("rganalysis-demo"), help="output folder")
     p.add_argument("--rounds", type=int, default=8, help="IMP rounds of each flow (default 8)")
     p.add_argument("--rate", type=float, default=0.2, help="pruning rate per round (default 0.2)")
@@ -23,6 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from rganalysis.demo import run_demo
 
-    result = run_demo(args.output, rounds=args.rounds, rate=args.rate, device=args.device, progress=not args.quiet)
+    result = run_demo(
+        args.output, rounds=args.rounds, rate=args.rate, device=args.device, progress=not args.quiet
+    )
     print(result.summary())
     return 0

@@ -8,13 +8,19 @@ from pathlib import Path
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("flow", help="run IMP (data-free or rewinding) on a stored model and record the flow")
-    p.add_argument("store", type=Path, help="input store (a model, or a flow to continue from its last round)")
+    p.add_argument(
+        "store", type=Path, help="input store (a model, or a flow to continue from its last round)"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output flow store (.h5)")
     p.add_argument("--rounds", type=int, required=True, help="number of IMP rounds (>= 1)")
-    p.add_argument("--rate", type=float, required=True, help="fraction of surviving weights pruned per round, in (0, 1)")
+    p.add_argument(
+        "--rate", type=float, required=True, help="fraction of surviving weights pruned per round, in (0, 1)"
+    )
     p.add_argument("--scope", default="global", help="pruning scope: global (default) or layer")
     p.add_argument("--rescaling", default="none", help="none (data-free flow, default) or rewind")
-    p.add_argument("--start-round", type=int, default=None, help="round of the input to start from (default: last)")
+    p.add_argument(
+        "--start-round", type=int, default=None, help="round of the input to start from (default: last)"
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument("--compress", action="store_true", help="gzip-compress the output")
@@ -33,10 +39,20 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.rate < 1:
         raise InvalidParameterError(f"--rate must be in (0, 1), got {args.rate}")
     with rganalysis.load(args.store) as pset:
-        flow = compute_flow(pset, args.rounds, args.rate, scope=args.scope, rescaling=args.rescaling,
-                            start_round=args.start_round, device=args.device, progress=not args.quiet)
+        flow = compute_flow(
+            pset,
+            args.rounds,
+            args.rate,
+            scope=args.scope,
+            rescaling=args.rescaling,
+            start_round=args.start_round,
+            device=args.device,
+            progress=not args.quiet,
+        )
         flow.save(args.output, force=args.force, compress=args.compress, progress=not args.quiet)
         g = flow.global_density().values
-    print(f"{args.output}: {args.rounds} rounds of {args.scope} IMP at rate {args.rate} on "
-          f"{len(flow.pruned_names())} layers; global density {g[0]:.4f} -> {g[-1]:.4f}")
+    print(
+        f"{args.output}: {args.rounds} rounds of {args.scope} IMP at rate {args.rate} on "
+        f"{len(flow.pruned_names())} layers; global density {g[0]:.4f} -> {g[-1]:.4f}"
+    )
     return 0

@@ -17,20 +17,40 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("flow", type=Path, help="flow store (.h5) with at least 2 rounds")
     rank = p.add_mutually_exclusive_group()
-    rank.add_argument("--rank", type=int, default=None, help="DMD truncation rank (<= T-1 and the numerical rank)")
-    rank.add_argument("--energy", type=float, default=None,
-                      help="smallest rank whose singular values carry this fraction of the energy, e.g. 0.999")
-    p.add_argument("--subset", default="prunable",
-                   help="tensors in the snapshot: prunable (default: the pruned tensors), all (every "
-                        "floating-point tensor), or comma-separated name globs, e.g. 'layer4.*'")
-    p.add_argument("--scale", default="none", choices=("none", "layer-std"),
-                   help="per-layer scaling fixed across rounds: none (default) or layer-std (round-0 std)")
-    p.add_argument("--bags", type=int, default=100, help="bags over snapshot pairs for eigenvalue CIs (0: none)")
+    rank.add_argument(
+        "--rank", type=int, default=None, help="DMD truncation rank (<= T-1 and the numerical rank)"
+    )
+    rank.add_argument(
+        "--energy",
+        type=float,
+        default=None,
+        help="smallest rank whose singular values carry this fraction of the energy, e.g. 0.999",
+    )
+    p.add_argument(
+        "--subset",
+        default="prunable",
+        help="tensors in the snapshot: prunable (default: the pruned tensors), all (every "
+        "floating-point tensor), or comma-separated name globs, e.g. 'layer4.*'",
+    )
+    p.add_argument(
+        "--scale",
+        default="none",
+        choices=("none", "layer-std"),
+        help="per-layer scaling fixed across rounds: none (default) or layer-std (round-0 std)",
+    )
+    p.add_argument(
+        "--bags", type=int, default=100, help="bags over snapshot pairs for eigenvalue CIs (0: none)"
+    )
     p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bagging")
     p.add_argument("--modes", action="store_true", help="write the modes into FLOW under /koopman/mode_NNN")
-    p.add_argument("--modes-limit", type=int, default=None, metavar="K",
-                   help="write only the K leading modes (implies --modes)")
+    p.add_argument(
+        "--modes-limit",
+        type=int,
+        default=None,
+        metavar="K",
+        help="write only the K leading modes (implies --modes)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
     return p
@@ -48,7 +68,17 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--bags must be >= 0, got {args.bags}")
     if not args.flow.exists():
         raise FileNotFoundError(2, "no such file", str(args.flow))
-    dmd = KoopmanDMD(rank=args.rank, energy=args.energy, subset=args.subset, scale=args.scale, n_bags=args.bags, device=args.device, random_state=args.seed, tol=args.tol, progress=not args.quiet).fit(args.flow)
+    dmd = KoopmanDMD(
+        rank=args.rank,
+        energy=args.energy,
+        subset=args.subset,
+        scale=args.scale,
+        n_bags=args.bags,
+        device=args.device,
+        random_state=args.seed,
+        tol=args.tol,
+        progress=not args.quiet,
+    ).fit(args.flow)
     if args.modes or args.modes_limit is not None:
         write_modes(args.flow, dmd, limit=args.modes_limit, progress=not args.quiet)
     j = koopman_json(dmd)

@@ -2,16 +2,28 @@
 
 from rganalysis.fit.couplings import compute_couplings, flow_couplings, register_coupling_set, resample_depth
 from rganalysis.fit.fixed_points import (
-           classify_eigenvalues,
-           exponents,
-           fixed_point_type,
-           flow_scale,
-           scale_factor,
+    classify_eigenvalues,
+    exponents,
+    fixed_point_type,
+    flow_scale,
+    scale_factor,
 )
 from rganalysis.fit.flowfit import FlowFit
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
 from rganalysis.fit.streaming import stream_flow_couplings
 
-__all__ = ["FlowFit", "ResponseEstimator", "TrajectoryEstimator", "classify_eigenvalues", "compute_couplings",
-           "exponents", "fixed_point_type", "flow_couplings", "flow_scale", "register_coupling_set",
-           "resample_depth", "scale_factor", "stream_flow_couplings"]
+__all__ = [
+    "FlowFit",
+    "ResponseEstimator",
+    "TrajectoryEstimator",
+    "classify_eigenvalues",
+    "compute_couplings",
+    "exponents",
+    "fixed_point_type",
+    "flow_couplings",
+    "flow_scale",
+    "register_coupling_set",
+    "resample_depth",
+    "scale_factor",
+    "stream_flow_couplings",
+]

@@ -16,7 +16,18 @@ import xarray as xr
 from rganalysis.errors import InvalidParameterError
 from rganalysis.store.state import State
 
-__all__ = ["available_coupling_sets", "compute_couplings", "coupling_name", "coupling_values", "CouplingFunction", "flow_couplings", "get_coupling_set", "register_coupling_set", "resample_depth", "unregister_coupling_set"]
+__all__ = [
+    "available_coupling_sets",
+    "compute_couplings",
+    "coupling_name",
+    "coupling_values",
+    "CouplingFunction",
+    "flow_couplings",
+    "get_coupling_set",
+    "register_coupling_set",
+    "resample_depth",
+    "unregister_coupling_set",
+]
 
 #: A coupling set: ``state -> {layer: value}`` or ``state -> {layer: {statistic: value}}``.
 #: Values may be Python numbers or 0-d tensors.  A key that is not a layer of the state is kept,
@@ -26,7 +37,9 @@ CouplingFunction = Callable[[State], Mapping[str, Any]]
 _REGISTRY: dict[str, CouplingFunction] = {}
 
 
-def register_coupling_set(name: str, *, overwrite: bool = False) -> Callable[[CouplingFunction], CouplingFunction]:
+def register_coupling_set(
+    name: str, *, overwrite: bool = False
+) -> Callable[[CouplingFunction], CouplingFunction]:
     """Decorator registering a coupling set under ``name``.
 
     >>> @register_coupling_set("l1")
@@ -148,7 +161,9 @@ def _normalise_sets(sets: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _coupling_table(state: State, names: Sequence[str]) -> tuple[list[tuple[str, str, str, str, float]], np.ndarray]:
+def _coupling_table(
+    state: State, names: Sequence[str]
+) -> tuple[list[tuple[str, str, str, str, float]], np.ndarray]:
     """Rows ``(coupling, layer, set, statistic, depth)`` and float64 values of :func:`compute_couplings`."""
     layer_order = {k: i for i, k in enumerate(state.names)}
     rows: list[tuple[str, str, str, str, float]] = []
@@ -334,4 +349,6 @@ def resample_depth(couplings: xr.DataArray, n_points: int = 16) -> xr.DataArray:
     )
     attrs = dict(couplings.attrs)
     attrs["resampled_depth_points"] = int(n_points)
-    return xr.DataArray(out_vals, dims=(*other_dims, "coupling"), coords=coords, name=couplings.name, attrs=attrs)
+    return xr.DataArray(
+        out_vals, dims=(*other_dims, "coupling"), coords=coords, name=couplings.name, attrs=attrs
+    )

@@ -19,7 +19,19 @@ import xarray as xr
 
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
 
-__all__ = ["classify_eigenvalues", "distance_to_fixed_point", "effective_scale_factor", "exponents", "fixed_point_type", "flow_scale", "near_fixed_point", "NearFixedPoint", "per_round_scale_factors", "scale_factor", "spectrum_json"]
+__all__ = [
+    "classify_eigenvalues",
+    "distance_to_fixed_point",
+    "effective_scale_factor",
+    "exponents",
+    "fixed_point_type",
+    "flow_scale",
+    "near_fixed_point",
+    "NearFixedPoint",
+    "per_round_scale_factors",
+    "scale_factor",
+    "spectrum_json",
+]
 
 
 def scale_factor(rate: float) -> float:
@@ -55,7 +67,9 @@ def effective_scale_factor(b: float | Sequence[float] | np.ndarray) -> float:
     return beff
 
 
-def exponents(eigenvalues: Sequence[complex] | np.ndarray, b: float | Sequence[float] | np.ndarray) -> np.ndarray:
+def exponents(
+    eigenvalues: Sequence[complex] | np.ndarray, b: float | Sequence[float] | np.ndarray
+) -> np.ndarray:
     """``y = ln|lambda| / ln b`` (``b`` scalar, or per-round ``b_n`` -> geometric mean); ``-inf`` at 0."""
     lb = math.log(effective_scale_factor(b))
     mod = np.abs(np.asarray(eigenvalues, dtype=np.complex128))
@@ -156,8 +170,11 @@ def _flow_array(flow: xr.DataArray | np.ndarray) -> tuple[np.ndarray, np.ndarray
     return arr, rounds
 
 
-def distance_to_fixed_point(flow_couplings: xr.DataArray | np.ndarray, fixed_point: Sequence[float] | np.ndarray,
-                            scale: Sequence[float] | np.ndarray | None = None) -> xr.DataArray:
+def distance_to_fixed_point(
+    flow_couplings: xr.DataArray | np.ndarray,
+    fixed_point: Sequence[float] | np.ndarray,
+    scale: Sequence[float] | np.ndarray | None = None,
+) -> xr.DataArray:
     """Euclidean distance ``||K_n - K*||`` per round.
 
     Parameters
@@ -182,8 +199,9 @@ def distance_to_fixed_point(flow_couplings: xr.DataArray | np.ndarray, fixed_poi
         if s.size != fp.size or (s <= 0).any():
             raise InvalidParameterError("scale must be positive, one entry per coupling")
         d = d / s
-    return xr.DataArray(np.linalg.norm(d, axis=1), dims=("round",), coords={"round": rounds},
-                        name="distance_to_fixed_point")
+    return xr.DataArray(
+        np.linalg.norm(d, axis=1), dims=("round",), coords={"round": rounds}, name="distance_to_fixed_point"
+    )
 
 
 @dataclass
@@ -205,8 +223,12 @@ class NearFixedPoint:
         return asdict(self)
 
 
-def near_fixed_point(flow: xr.DataArray | np.ndarray, fixed_point: Sequence[float] | np.ndarray,
-                     tol: float = 0.05, relative: bool = True) -> NearFixedPoint:
+def near_fixed_point(
+    flow: xr.DataArray | np.ndarray,
+    fixed_point: Sequence[float] | np.ndarray,
+    tol: float = 0.05,
+    relative: bool = True,
+) -> NearFixedPoint:
     """Is the last round of ``flow`` within ``tol`` of ``fixed_point``?
 
     With ``relative`` (default) the distance is ``||K_last - K*|| / ||K*||``; when ``K*`` is the origin
@@ -222,7 +244,9 @@ def near_fixed_point(flow: xr.DataArray | np.ndarray, fixed_point: Sequence[floa
     if relative and fp_norm > 0:
         d_last /= fp_norm
         measure = "relative"
-    return NearFixedPoint(bool(d_last <= tol), d_last, float(tol), measure, int(dist["round"].values[-1]), fp_norm)
+    return NearFixedPoint(
+        bool(d_last <= tol), d_last, float(tol), measure, int(dist["round"].values[-1]), fp_norm
+    )
 
 
 def _json_float(x: float) -> float | None:
@@ -264,8 +288,17 @@ def spectrum_json(
         fixed_point = getattr(est, "fixed_point_", None) if fixed_point is None else fixed_point
         couplings = getattr(est, "couplings_", None) if couplings is None else couplings
         perturbation = getattr(est, "perturbation_", None)
-        for key in ("condition_number_", "residual_", "r2_", "closure_r2_", "rank_", "n_bootstrap_",
-                    "n_pairs_", "n_flows_", "n_samples_"):
+        for key in (
+            "condition_number_",
+            "residual_",
+            "r2_",
+            "closure_r2_",
+            "rank_",
+            "n_bootstrap_",
+            "n_pairs_",
+            "n_flows_",
+            "n_samples_",
+        ):
             if hasattr(est, key):
                 v = getattr(est, key)
                 diagnostics[key.rstrip("_")] = _json_float(v) if isinstance(v, float) else int(v)
@@ -277,15 +310,17 @@ def spectrum_json(
         raise InvalidParameterError(f"ci must have shape ({lam.size}, 2), got {ci_arr.shape}")
     eig_json = []
     for i, r in enumerate(recs):
-        eig_json.append({
-            "re": _json_float(r["re"]),
-            "im": _json_float(r["im"]),
-            "abs": _json_float(r["abs"]),
-            "exponent": _json_float(r["exponent"]),
-            "class": r["class"],
-            "ci_low": None if ci_arr is None else _json_float(ci_arr[i, 0]),
-            "ci_high": None if ci_arr is None else _json_float(ci_arr[i, 1]),
-        })
+        eig_json.append(
+            {
+                "re": _json_float(r["re"]),
+                "im": _json_float(r["im"]),
+                "abs": _json_float(r["abs"]),
+                "exponent": _json_float(r["exponent"]),
+                "class": r["class"],
+                "ci_low": None if ci_arr is None else _json_float(ci_arr[i, 0]),
+                "ci_high": None if ci_arr is None else _json_float(ci_arr[i, 1]),
+            }
+        )
     out: dict[str, Any] = {
         "scale_factor": beff,
         "tol": float(tol),
@@ -299,8 +334,10 @@ def spectrum_json(
         out["couplings"] = [str(c) for c in couplings]
     if eigenvectors is not None:
         V = np.asarray(eigenvectors, dtype=np.complex128)
-        out["eigenvectors"] = [{"re": [_json_float(x) for x in V[:, j].real],
-                                "im": [_json_float(x) for x in V[:, j].imag]} for j in range(V.shape[1])]
+        out["eigenvectors"] = [
+            {"re": [_json_float(x) for x in V[:, j].real], "im": [_json_float(x) for x in V[:, j].imag]}
+            for j in range(V.shape[1])
+        ]
     if fixed_point is not None:
         out["fixed_point"] = [_json_float(x) for x in np.asarray(fixed_point, dtype=np.float64).reshape(-1)]
     if perturbation is not None:
@@ -328,4 +365,3 @@ def flow_scale(pset: ParameterSet) -> tuple[float | None, float, list[float]]:
         raise InvalidParameterError(f"the recorded flow does not prune every round (b_n = {b_n})")
     b = effective_scale_factor(b_n)
     return 1.0 - 1.0 / b, b, b_n
-

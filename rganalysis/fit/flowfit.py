@@ -86,8 +86,11 @@ class FlowFit(Estimator):
         k = flow_couplings(pset, self.couplings)
         return resample_depth(k, self.depth_points) if self.depth_points else k
 
-    def fit(self, flows: ParameterSet | Sequence[ParameterSet],
-            couplings: xr.DataArray | Sequence[xr.DataArray] | None = None) -> FlowFit:
+    def fit(
+        self,
+        flows: ParameterSet | Sequence[ParameterSet],
+        couplings: xr.DataArray | Sequence[xr.DataArray] | None = None,
+    ) -> FlowFit:
         """Fit the flow(s); returns self.
 
         ``couplings``: the flows' couplings, already computed (one ``(round, coupling)`` DataArray per
@@ -113,22 +116,31 @@ class FlowFit(Estimator):
             if len(self.couplings_) != len(flows):
                 raise InvalidParameterError(f"{len(self.couplings_)} coupling arrays for {len(flows)} flows")
         if self.estimator == "trajectory":
-            est = TrajectoryEstimator(rank=self.rank, ridge=self.ridge, n_bootstrap=self.n_bootstrap,
-                                      random_state=self.random_state)
+            est = TrajectoryEstimator(
+                rank=self.rank, ridge=self.ridge, n_bootstrap=self.n_bootstrap, random_state=self.random_state
+            )
             est.fit(self.couplings_)
             fixed_point = est.fixed_point_
         else:
             if self.depth_points:
-                raise InvalidParameterError("the response estimator works on per-layer couplings; drop --depth-points")
+                raise InvalidParameterError(
+                    "the response estimator works on per-layer couplings; drop --depth-points"
+                )
             p = flows[0]
             r = p.n_rounds - 1 if self.round is None else int(self.round)
             if self.rate_ is None:
                 raise InvalidParameterError("the response estimator needs the flow's rate")
-            est = ResponseEstimator(rate=self.rate_, scope=str(p.flow_attrs.get("scope", "global")),
-                                    couplings=self.couplings, perturbation=self.perturbation,
-                                    n_samples=self.n_samples, epsilon=self.epsilon,
-                                    random_state=self.random_state, device=self.device,
-                                    n_bootstrap=self.n_bootstrap)
+            est = ResponseEstimator(
+                rate=self.rate_,
+                scope=str(p.flow_attrs.get("scope", "global")),
+                couplings=self.couplings,
+                perturbation=self.perturbation,
+                n_samples=self.n_samples,
+                epsilon=self.epsilon,
+                random_state=self.random_state,
+                device=self.device,
+                n_bootstrap=self.n_bootstrap,
+            )
             est.fit(p.state(r, self.device))
             fixed_point = est.fixed_point_
             self.response_round_ = r
@@ -142,8 +154,9 @@ class FlowFit(Estimator):
             self.distance_ = distance_to_fixed_point(k0, fixed_point)
             self.near_fixed_point_ = near_fixed_point(k0, fixed_point, tol=self.tol)
         else:
-            self.distance_ = xr.DataArray(np.full(k0.sizes["round"], np.nan), dims=("round",),
-                                          coords={"round": k0["round"].values})
+            self.distance_ = xr.DataArray(
+                np.full(k0.sizes["round"], np.nan), dims=("round",), coords={"round": k0["round"].values}
+            )
             self.near_fixed_point_ = None
         self.names_ = [str(p.attrs.get("name", "")) for p in flows]
         return self
@@ -186,10 +199,15 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
         f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
         f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
         f"  fixed point: {j['fixed_point_type']}"
-        + (f", near (relative distance {j['near_fixed_point']['distance']:.3g} <= {j['tol']})"
-           if j["near_fixed_point"] and j["near_fixed_point"]["near"] else
-           (f", not near (relative distance {j['near_fixed_point']['distance']:.3g} > {j['tol']})"
-            if j["near_fixed_point"] else ", none (I - J singular)")),
+        + (
+            f", near (relative distance {j['near_fixed_point']['distance']:.3g} <= {j['tol']})"
+            if j["near_fixed_point"] and j["near_fixed_point"]["near"]
+            else (
+                f", not near (relative distance {j['near_fixed_point']['distance']:.3g} > {j['tol']})"
+                if j["near_fixed_point"]
+                else ", none (I - J singular)"
+            )
+        ),
         f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<10} {'95% CI of |lambda|':>20}",
     ]
     eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
@@ -200,5 +218,3 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     if len(eig) > max_rows:
         lines.append(f"  ... {len(eig) - max_rows} smaller eigenvalues (all in --json)")
     return "\n".join(lines)
-
-

@@ -26,7 +26,14 @@ from rganalysis.fit.couplings import compute_couplings, coupling_values
 from rganalysis.fit.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
 from rganalysis.store.state import State, resolve_device
 
-__all__ = ["flow_pairs", "IllConditionedWarning", "perturb_state", "PERTURBATION_FAMILIES", "ResponseEstimator", "TrajectoryEstimator"]
+__all__ = [
+    "flow_pairs",
+    "IllConditionedWarning",
+    "perturb_state",
+    "PERTURBATION_FAMILIES",
+    "ResponseEstimator",
+    "TrajectoryEstimator",
+]
 
 #: Perturbation families of :class:`ResponseEstimator`.
 PERTURBATION_FAMILIES = ("threshold", "random", "rescale")
@@ -100,8 +107,12 @@ def _affine_fit(
                 f"across the {m} inputs, so the regression has no information in those directions"
             )
         if not quiet:
-            warnings.warn(f"{what}: coupling(s) {', '.join(bad[:6])} do not vary; their columns of J are "
-                          "set by the regularisation only", IllConditionedWarning, stacklevel=3)
+            warnings.warn(
+                f"{what}: coupling(s) {', '.join(bad[:6])} do not vary; their columns of J are "
+                "set by the regularisation only",
+                IllConditionedWarning,
+                stacklevel=3,
+            )
         scale = np.where(const, 1.0, scale)
     Xs = Xc / scale
     Ys = Yc / scale
@@ -121,9 +132,13 @@ def _affine_fit(
             "(standardised couplings). Give more varied data, fewer couplings, rank= or ridge="
         )
     if cond > warn_condition and not quiet:
-        warnings.warn(f"{what}: ill-conditioned design (condition number {cond:.3g} > {warn_condition:.0e}); "
-                      "the Jacobian is poorly determined along "
-                      f"{_direction_text(Vt[r - 1], names)}", IllConditionedWarning, stacklevel=3)
+        warnings.warn(
+            f"{what}: ill-conditioned design (condition number {cond:.3g} > {warn_condition:.0e}); "
+            "the Jacobian is poorly determined along "
+            f"{_direction_text(Vt[r - 1], names)}",
+            IllConditionedWarning,
+            stacklevel=3,
+        )
     filt = s_r / (s_r**2 + ridge * m)
     Ur = U[:, :r]
     Vr = Vt[:r].T  # (C, r) spatial directions
@@ -162,9 +177,12 @@ def _fixed_point(J: np.ndarray, c: np.ndarray, what: str, quiet: bool = False) -
     cond = np.linalg.cond(M)
     if not np.isfinite(cond) or cond > 1e12:
         if not quiet:
-            warnings.warn(f"{what}: I - J is singular (condition number {cond:.3g}; an eigenvalue is 1), "
-                          "so the affine map has no unique fixed point; fixed_point_ is NaN",
-                          IllConditionedWarning, stacklevel=3)
+            warnings.warn(
+                f"{what}: I - J is singular (condition number {cond:.3g}; an eigenvalue is 1), "
+                "so the affine map has no unique fixed point; fixed_point_ is NaN",
+                IllConditionedWarning,
+                stacklevel=3,
+            )
         return np.full(n, np.nan)
     return np.linalg.solve(M, c)
 
@@ -203,13 +221,20 @@ def _bootstrap(
         samples.append(np.abs(mu[match_eigenvalues(ref, mu)]))
     if not samples:
         if n_bootstrap > 0:
-            warnings.warn(f"{what}: no bootstrap resample gave a usable fit; eigenvalue_ci_ is NaN",
-                          IllConditionedWarning, stacklevel=3)
+            warnings.warn(
+                f"{what}: no bootstrap resample gave a usable fit; eigenvalue_ci_ is NaN",
+                IllConditionedWarning,
+                stacklevel=3,
+            )
         return np.full((r, 2), np.nan), np.empty((0, r)), 0
     S = np.vstack(samples)
     if S.shape[0] < n_bootstrap / 2:
-        warnings.warn(f"{what}: only {S.shape[0]} of {n_bootstrap} bootstrap resamples gave a usable fit; "
-                      "eigenvalue_ci_ is unreliable", IllConditionedWarning, stacklevel=3)
+        warnings.warn(
+            f"{what}: only {S.shape[0]} of {n_bootstrap} bootstrap resamples gave a usable fit; "
+            "eigenvalue_ci_ is unreliable",
+            IllConditionedWarning,
+            stacklevel=3,
+        )
     a = (1.0 - ci_level) / 2.0
     ci = np.array([np.quantile(v, [a, 1.0 - a]) for v in pooled_columns(S, ref)])  # conjugate pairs pooled
     return ci, S, S.shape[0]
@@ -223,8 +248,12 @@ def _warn_wide_ci(ci: np.ndarray, lam: np.ndarray, width: float, what: str, hint
     bad = np.flatnonzero(w > width)
     if bad.size:
         txt = ", ".join(f"|lambda|={abs(lam[i]):.3g} in [{ci[i, 0]:.3g}, {ci[i, 1]:.3g}]" for i in bad[:4])
-        warnings.warn(f"{what}: eigenvalue(s) poorly determined by the data (bootstrap interval wider than "
-                      f"{width:g}): {txt}. {hint}", IllConditionedWarning, stacklevel=3)
+        warnings.warn(
+            f"{what}: eigenvalue(s) poorly determined by the data (bootstrap interval wider than "
+            f"{width:g}): {txt}. {hint}",
+            IllConditionedWarning,
+            stacklevel=3,
+        )
 
 
 class _LinearisedMap(Estimator):
@@ -264,9 +293,12 @@ class _LinearisedMap(Estimator):
 
     def jacobian_dataarray(self) -> xr.DataArray:
         """``jacobian_`` as a DataArray with dims ``(coupling_out, coupling_in)``."""
-        return xr.DataArray(self.jacobian_, dims=("coupling_out", "coupling_in"),
-                            coords={"coupling_out": self.couplings_, "coupling_in": self.couplings_},
-                            name="jacobian")
+        return xr.DataArray(
+            self.jacobian_,
+            dims=("coupling_out", "coupling_in"),
+            coords={"coupling_out": self.couplings_, "coupling_in": self.couplings_},
+            name="jacobian",
+        )
 
 
 # ====================================================================================================
@@ -284,8 +316,9 @@ def _as_flow_array(flow: Any, i: int) -> tuple[np.ndarray, list[str]]:
     return arr, [f"k{j}" for j in range(arr.shape[1])]
 
 
-def flow_pairs(flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def flow_pairs(
+    flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """All one-step pairs of one or more flows.
 
     Returns ``(X, Y, flow_index, names)``: X, Y of shape (M, C) with ``Y[i] = K_{n+1}`` following
@@ -345,10 +378,17 @@ class TrajectoryEstimator(_LinearisedMap):
     from perturbed states to pin down the other directions (see docs/theory.md).
     """
 
-
-    def __init__(self, rank: int | None = None, ridge: float = 0.0, n_bootstrap: int = 200,
-                 random_state: int | None = 0, ci_level: float = 0.95, max_condition: float = 1e10,
-                 warn_condition: float = 1e4, ci_warn_width: float | None = 0.5) -> None:
+    def __init__(
+        self,
+        rank: int | None = None,
+        ridge: float = 0.0,
+        n_bootstrap: int = 200,
+        random_state: int | None = 0,
+        ci_level: float = 0.95,
+        max_condition: float = 1e10,
+        warn_condition: float = 1e4,
+        ci_warn_width: float | None = 0.5,
+    ) -> None:
         self.rank = rank
         self.ridge = ridge
         self.n_bootstrap = n_bootstrap
@@ -358,7 +398,9 @@ class TrajectoryEstimator(_LinearisedMap):
         self.warn_condition = warn_condition
         self.ci_warn_width = ci_warn_width
 
-    def fit(self, flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray]) -> TrajectoryEstimator:
+    def fit(
+        self, flows: xr.DataArray | np.ndarray | Sequence[xr.DataArray | np.ndarray]
+    ) -> TrajectoryEstimator:
         """Fit on one flow or a list of flows, each (round, coupling) with the same couplings."""
         if self.ridge < 0 or not math.isfinite(self.ridge):
             raise InvalidParameterError(f"ridge must be a finite number >= 0, got {self.ridge}")
@@ -373,9 +415,13 @@ class TrajectoryEstimator(_LinearisedMap):
             if int(self.rank) != self.rank or self.rank < 1:
                 raise InvalidParameterError(f"rank must be a positive integer, got {self.rank!r}")
             if self.rank > c or self.rank > m - 1:
-                raise RankError(f"rank {self.rank} asked for, but {m} one-step pairs of {c} couplings "
-                                f"allow at most {max(min(c, m - 1), 0)}")
-        need = c + 1 if (self.rank is None and self.ridge == 0) else (2 if self.rank is None else self.rank + 1)
+                raise RankError(
+                    f"rank {self.rank} asked for, but {m} one-step pairs of {c} couplings "
+                    f"allow at most {max(min(c, m - 1), 0)}"
+                )
+        need = (
+            c + 1 if (self.rank is None and self.ridge == 0) else (2 if self.rank is None else self.rank + 1)
+        )
         if m < need:
             raise TooFewRoundsError(
                 f"{m} one-step pair(s) from {n_flows} flow(s) cannot fit an affine map of {c} coupling(s): "
@@ -383,8 +429,12 @@ class TrajectoryEstimator(_LinearisedMap):
                 "Record more rounds or flows, use fewer couplings, or set rank= / ridge="
             )
         what = "TrajectoryEstimator"
-        fit_kw = dict(rank=self.rank, ridge=float(self.ridge), max_condition=self.max_condition,
-                      warn_condition=self.warn_condition)
+        fit_kw = dict(
+            rank=self.rank,
+            ridge=float(self.ridge),
+            max_condition=self.max_condition,
+            warn_condition=self.warn_condition,
+        )
         f = _affine_fit(X, Y, names, what=what, **fit_kw)
         self._store(f, names)
         self.fixed_point_ = _fixed_point(f.jacobian, f.offset, what)
@@ -393,12 +443,26 @@ class TrajectoryEstimator(_LinearisedMap):
         rng = np.random.default_rng(self.random_state)
         min_unique = (c + 1) if (self.rank is None and self.ridge == 0) else min(m, (self.rank or 1) + 1)
         self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = _bootstrap(
-            X, Y, names, f.eigenvalues, n_bootstrap=self.n_bootstrap, rng=rng, fit_kw=fit_kw,
-            min_unique=min_unique, ci_level=self.ci_level, what=what)
-        _warn_wide_ci(self.eigenvalue_ci_, f.eigenvalues, self.ci_warn_width, what,
-                      f"The {m} pairs from {n_flows} flow(s) fix J only along the region they cover (one "
-                      "nonlinear flow fixes it across itself only through its curvature); add flows started "
-                      "from perturbed states, or use the response estimator.")
+            X,
+            Y,
+            names,
+            f.eigenvalues,
+            n_bootstrap=self.n_bootstrap,
+            rng=rng,
+            fit_kw=fit_kw,
+            min_unique=min_unique,
+            ci_level=self.ci_level,
+            what=what,
+        )
+        _warn_wide_ci(
+            self.eigenvalue_ci_,
+            f.eigenvalues,
+            self.ci_warn_width,
+            what,
+            f"The {m} pairs from {n_flows} flow(s) fix J only along the region they cover (one "
+            "nonlinear flow fixes it across itself only through its curvature); add flows started "
+            "from perturbed states, or use the response estimator.",
+        )
         return self
 
     def predict(self, K: np.ndarray) -> np.ndarray:
@@ -412,8 +476,9 @@ class TrajectoryEstimator(_LinearisedMap):
 class _Perturber:
     """Draws perturbed copies of one state (all work on the state's device)."""
 
-    def __init__(self, state: State, family: str, epsilon: float, rng: np.random.Generator,
-                 gen: torch.Generator) -> None:
+    def __init__(
+        self, state: State, family: str, epsilon: float, rng: np.random.Generator, gen: torch.Generator
+    ) -> None:
         self.state = state
         self.family = family
         self.epsilon = epsilon
@@ -463,8 +528,13 @@ class _Perturber:
         raise InvalidParameterError(f"unknown perturbation family {self.family!r}")
 
 
-def perturb_state(state: State, perturbation: str = "threshold", epsilon: float = 0.02,
-                  random_state: int | None = 0, n: int = 1) -> list[State]:
+def perturb_state(
+    state: State,
+    perturbation: str = "threshold",
+    epsilon: float = 0.02,
+    random_state: int | None = 0,
+    n: int = 1,
+) -> list[State]:
     """``n`` perturbed copies of ``state`` from a :data:`PERTURBATION_FAMILIES` family.
 
     ``threshold``: each layer prunes (u < 0) its ``|u| * survivors`` smallest survivors or restores
@@ -473,7 +543,9 @@ def perturb_state(state: State, perturbation: str = "threshold", epsilon: float 
     ``rescale``: each layer's weights are multiplied by ``1 + u``, ``u ~ U(-epsilon, epsilon)``.
     """
     if perturbation not in PERTURBATION_FAMILIES:
-        raise InvalidParameterError(f"perturbation must be one of {PERTURBATION_FAMILIES}, got {perturbation!r}")
+        raise InvalidParameterError(
+            f"perturbation must be one of {PERTURBATION_FAMILIES}, got {perturbation!r}"
+        )
     rng = np.random.default_rng(random_state)
     gen = torch.Generator(device=state.device)
     gen.manual_seed(int(rng.integers(0, 2**62)))
@@ -502,8 +574,13 @@ def _manifold_report(state: State, rate: float) -> dict[str, Any]:
         if prn.numel() and surv.numel() and float(prn.max()) > t:
             shaped = False
     above = [k for k, t in layer_t.items() if t >= T]
-    return {"threshold_shaped": shaped, "global_threshold": T, "layer_thresholds": layer_t,
-            "layers_above_global": above, "on_manifold": shaped and not above}
+    return {
+        "threshold_shaped": shaped,
+        "global_threshold": T,
+        "layer_thresholds": layer_t,
+        "layers_above_global": above,
+        "on_manifold": shaped and not above,
+    }
 
 
 class ResponseEstimator(_LinearisedMap):
@@ -536,11 +613,20 @@ class ResponseEstimator(_LinearisedMap):
     fixed_point_ : fixed point of the linearised map ``K -> R(K0) + c + J (K - K0)``
     """
 
-
-    def __init__(self, rate: float, scope: str = "global", couplings: str | Sequence[str] = ("density",),
-                 perturbation: str = "threshold", n_samples: int = 64, epsilon: float = 0.02,
-                 random_state: int | None = 0, device: str | torch.device = "auto", n_bootstrap: int = 200,
-                 ci_level: float = 0.95, rg_map: Callable[[State], State] | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        scope: str = "global",
+        couplings: str | Sequence[str] = ("density",),
+        perturbation: str = "threshold",
+        n_samples: int = 64,
+        epsilon: float = 0.02,
+        random_state: int | None = 0,
+        device: str | torch.device = "auto",
+        n_bootstrap: int = 200,
+        ci_level: float = 0.95,
+        rg_map: Callable[[State], State] | None = None,
+    ) -> None:
         self.rate = rate
         self.scope = scope
         self.couplings = couplings
@@ -567,7 +653,8 @@ class ResponseEstimator(_LinearisedMap):
             raise InvalidParameterError(f"rate must be in (0, 1), got {self.rate}")
         if self.perturbation not in PERTURBATION_FAMILIES:
             raise InvalidParameterError(
-                f"perturbation must be one of {PERTURBATION_FAMILIES}, got {self.perturbation!r}")
+                f"perturbation must be one of {PERTURBATION_FAMILIES}, got {self.perturbation!r}"
+            )
         if not 0.0 < float(self.epsilon) < 1.0:
             raise InvalidParameterError(f"epsilon must be in (0, 1), got {self.epsilon}")
         if self.n_bootstrap < 0 or not 0 < self.ci_level < 1:
@@ -580,19 +667,26 @@ class ResponseEstimator(_LinearisedMap):
         names = [str(c) for c in base["coupling"].values]
         if self.n_samples < len(names) + 1:
             raise InvalidParameterError(
-                f"n_samples={self.n_samples} is too few to fit {len(names)} couplings (need >= {len(names) + 1})")
+                f"n_samples={self.n_samples} is too few to fit {len(names)} couplings (need >= {len(names) + 1})"
+            )
         image = compute_couplings(R(state), self.couplings)
 
         self.manifold_ = None
         if self.scope == "global":
             self.manifold_ = _manifold_report(state, float(self.rate))
             if self.perturbation == "threshold" and not self.manifold_["on_manifold"]:
-                why = ("its masks are not threshold-shaped" if not self.manifold_["threshold_shaped"] else
-                       f"layers {self.manifold_['layers_above_global']} keep only weights above the round's "
-                       "global threshold")
-                warnings.warn(f"{what}: the state is not on the IMP manifold ({why}); the measured Jacobian is "
-                              "R's at this state, but the rank-one manifold theory does not apply",
-                              IllConditionedWarning, stacklevel=2)
+                why = (
+                    "its masks are not threshold-shaped"
+                    if not self.manifold_["threshold_shaped"]
+                    else f"layers {self.manifold_['layers_above_global']} keep only weights above the round's "
+                    "global threshold"
+                )
+                warnings.warn(
+                    f"{what}: the state is not on the IMP manifold ({why}); the measured Jacobian is "
+                    "R's at this state, but the rank-one manifold theory does not apply",
+                    IllConditionedWarning,
+                    stacklevel=2,
+                )
 
         rng = np.random.default_rng(self.random_state)
         gen = torch.Generator(device=dev)
@@ -608,9 +702,12 @@ class ResponseEstimator(_LinearisedMap):
             dKp[i] = coupling_values(R(st), self.couplings) - k0p
         self.clipped_ = pert.clipped
         if self.perturbation == "threshold" and pert.clipped > self.n_samples * len(state.names) // 4:
-            warnings.warn(f"{what}: {pert.clipped} layer perturbations could not restore as many weights as drawn "
-                          "(nearly dense layers): the perturbations are one-sided there",
-                          IllConditionedWarning, stacklevel=2)
+            warnings.warn(
+                f"{what}: {pert.clipped} layer perturbations could not restore as many weights as drawn "
+                "(nearly dense layers): the perturbations are one-sided there",
+                IllConditionedWarning,
+                stacklevel=2,
+            )
 
         still = np.flatnonzero(np.all(dK == 0, axis=0))
         if still.size:
@@ -620,10 +717,17 @@ class ResponseEstimator(_LinearisedMap):
                 f"{what}: the perturbations leave coupling(s) {', '.join(bad[:6])}"
                 f"{' ...' if len(bad) > 6 else ''} unchanged in all {self.n_samples} samples, so the "
                 "regression of dK' on dK has no information in those directions"
-                + (" (per-layer magnitude rescaling does not change densities)" if self.perturbation == "rescale"
-                   else "")
-                + (f"; R's output still moved (max |dK'| = {moved:.3g}): these couplings do not describe the "
-                   "state completely" if moved > 0 else "")
+                + (
+                    " (per-layer magnitude rescaling does not change densities)"
+                    if self.perturbation == "rescale"
+                    else ""
+                )
+                + (
+                    f"; R's output still moved (max |dK'| = {moved:.3g}): these couplings do not describe the "
+                    "state completely"
+                    if moved > 0
+                    else ""
+                )
                 + ". Use another perturbation family or couplings the family moves."
             )
         fit_kw = dict(rank=None, ridge=0.0, max_condition=1e10, warn_condition=1e4)
@@ -639,6 +743,15 @@ class ResponseEstimator(_LinearisedMap):
         self.fixed_point_ = _fixed_point(f.jacobian, k0p + f.offset - f.jacobian @ k0, what)
         self.n_samples_ = self.n_samples
         self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = _bootstrap(
-            dK, dKp, names, f.eigenvalues, n_bootstrap=self.n_bootstrap, rng=rng, fit_kw=fit_kw,
-            min_unique=len(names) + 1, ci_level=self.ci_level, what=what)
+            dK,
+            dKp,
+            names,
+            f.eigenvalues,
+            n_bootstrap=self.n_bootstrap,
+            rng=rng,
+            fit_kw=fit_kw,
+            min_unique=len(names) + 1,
+            ci_level=self.ci_level,
+            what=what,
+        )
         return self

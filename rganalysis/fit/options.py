@@ -9,21 +9,44 @@ from typing import Any
 
 from rganalysis.errors import InvalidParameterError
 
-__all__ = ["FitOptions", "command_args", "flag_of", "option", "option_fields", "parse_couplings", "parse_depth_points",
-           "parse_rank", "show_value"]
+__all__ = [
+    "FitOptions",
+    "command_args",
+    "flag_of",
+    "option",
+    "option_fields",
+    "parse_couplings",
+    "parse_depth_points",
+    "parse_rank",
+    "show_value",
+]
 
 
-def option(help: str, *, flag: str | None = None, parse: Callable[[str], Any] | None = None,
-           choices: Sequence[str] | None = None, metavar: str | None = None, response: bool = False,
-           show: Callable[[Any], str] | None = None) -> dict[str, Any]:
+def option(
+    help: str,
+    *,
+    flag: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+    response: bool = False,
+    show: Callable[[Any], str] | None = None,
+) -> dict[str, Any]:
     """Field metadata from which the command line makes an option.
 
     ``flag`` defaults to ``--field-name``; ``parse`` turns the option's text into the field's value
     (default: the type of the field's default); ``show`` turns a value back into option text (for the
     commands a report prints); ``response``: meaningful only with ``estimator="response"``.
     """
-    return {"help": help, "flag": flag, "parse": parse, "choices": choices, "metavar": metavar,
-            "response": response, "show": show}
+    return {
+        "help": help,
+        "flag": flag,
+        "parse": parse,
+        "choices": choices,
+        "metavar": metavar,
+        "response": response,
+        "show": show,
+    }
 
 
 def parse_couplings(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -83,28 +106,58 @@ class FitOptions:
     ``rank``: trajectory rank (None: full least squares; ``"auto"``: the universality analysis's rule).
     """
 
-    couplings: tuple[str, ...] = field(default=("density",), metadata=option(
-        "comma-separated coupling sets", parse=parse_couplings, metavar="SETS", show=",".join))
-    estimator: str = field(default="trajectory", metadata=option(
-        "trajectory (affine fit over the flow's one-step pairs) or response (perturbations of one round)",
-        choices=("trajectory", "response")))
-    depth_points: int | str | None = field(default=None, metadata=option(
-        "resample per-layer couplings onto N normalised depths (cross-architecture space); 0 or none: "
-        "per-layer couplings", parse=parse_depth_points, metavar="N", show=_show_depth_points))
-    rank: int | str | None = field(default=None, metadata=option(
-        "trajectory rank: N (truncated fit, exact DMD), full (no truncation) or auto (each extra direction "
-        "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3)",
-        parse=parse_rank,
-        metavar="RANK", show=_show_rank))
+    couplings: tuple[str, ...] = field(
+        default=("density",),
+        metadata=option(
+            "comma-separated coupling sets", parse=parse_couplings, metavar="SETS", show=",".join
+        ),
+    )
+    estimator: str = field(
+        default="trajectory",
+        metadata=option(
+            "trajectory (affine fit over the flow's one-step pairs) or response (perturbations of one round)",
+            choices=("trajectory", "response"),
+        ),
+    )
+    depth_points: int | str | None = field(
+        default=None,
+        metadata=option(
+            "resample per-layer couplings onto N normalised depths (cross-architecture space); 0 or none: "
+            "per-layer couplings",
+            parse=parse_depth_points,
+            metavar="N",
+            show=_show_depth_points,
+        ),
+    )
+    rank: int | str | None = field(
+        default=None,
+        metadata=option(
+            "trajectory rank: N (truncated fit, exact DMD), full (no truncation) or auto (each extra direction "
+            "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3)",
+            parse=parse_rank,
+            metavar="RANK",
+            show=_show_rank,
+        ),
+    )
     ridge: float = field(default=0.0, metadata=option("trajectory: ridge penalty (standardised units)"))
-    n_bootstrap: int = field(default=200, metadata=option(
-        "bootstrap resamples for eigenvalue intervals", flag="--bootstrap", metavar="N"))
-    round: int | None = field(default=None, metadata=option(
-        "response: the round linearised; none: the last", parse=int, response=True))
-    perturbation: str = field(default="threshold", metadata=option(
-        "response: perturbation family", choices=("threshold", "random", "rescale"), response=True))
-    n_samples: int = field(default=64, metadata=option(
-        "response: number of perturbed states", flag="--samples", metavar="N", response=True))
+    n_bootstrap: int = field(
+        default=200,
+        metadata=option("bootstrap resamples for eigenvalue intervals", flag="--bootstrap", metavar="N"),
+    )
+    round: int | None = field(
+        default=None,
+        metadata=option("response: the round linearised; none: the last", parse=int, response=True),
+    )
+    perturbation: str = field(
+        default="threshold",
+        metadata=option(
+            "response: perturbation family", choices=("threshold", "random", "rescale"), response=True
+        ),
+    )
+    n_samples: int = field(
+        default=64,
+        metadata=option("response: number of perturbed states", flag="--samples", metavar="N", response=True),
+    )
     tol: float = field(default=0.05, metadata=option("marginal band around |lambda| = 1"))
     device: str = field(default="auto", metadata=option("auto (CUDA when present), cpu or cuda"))
 
@@ -120,9 +173,17 @@ class FitOptions:
 
         dp = self.depth_points if depth_points is None and self.depth_points != "auto" else depth_points
         return FlowFit(
-            list(self.couplings), self.estimator, depth_points=dp, rank=self.rank, ridge=self.ridge,
-            n_bootstrap=self.n_bootstrap, round=self.round, perturbation=self.perturbation,
-            n_samples=self.n_samples, tol=self.tol, device=self.device,
+            list(self.couplings),
+            self.estimator,
+            depth_points=dp,
+            rank=self.rank,
+            ridge=self.ridge,
+            n_bootstrap=self.n_bootstrap,
+            round=self.round,
+            perturbation=self.perturbation,
+            n_samples=self.n_samples,
+            tol=self.tol,
+            device=self.device,
         )
 
 

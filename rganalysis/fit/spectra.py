@@ -12,7 +12,13 @@ from scipy.optimize import linear_sum_assignment
 
 from rganalysis.errors import InvalidParameterError
 
-__all__ = ["conjugate_pairs", "match_eigenvalues", "pooled_columns", "sort_eigenvalues", "spectral_wasserstein"]
+__all__ = [
+    "conjugate_pairs",
+    "match_eigenvalues",
+    "pooled_columns",
+    "sort_eigenvalues",
+    "spectral_wasserstein",
+]
 
 
 def _as_eigs(values: ArrayLike, what: str) -> np.ndarray:
@@ -127,8 +133,10 @@ def pooled_columns(samples: np.ndarray, reference: ArrayLike, conjugate: bool = 
     cols = [s[:, k] for k in range(s.shape[1])]
     mirror = np.conj if conjugate else (lambda x: x)
     for i, j in conjugate_pairs(reference):
-        cols[i], cols[j] = (np.concatenate([s[:, i], mirror(s[:, j])]),
-                            np.concatenate([s[:, j], mirror(s[:, i])]))
+        cols[i], cols[j] = (
+            np.concatenate([s[:, i], mirror(s[:, j])]),
+            np.concatenate([s[:, j], mirror(s[:, i])]),
+        )
     return cols
 
 

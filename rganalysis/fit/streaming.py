@@ -80,7 +80,9 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
                 w = pset.tensor(layer, r, dev)
                 w_round = r
             m = pset.mask(layer, r, dev)
-            st = State({layer: w}, {layer: m}, depth={layer: depth[layer]}, kinds={layer: pset.info[layer].kind})
+            st = State(
+                {layer: w}, {layer: m}, depth={layer: depth[layer]}, kinds={layer: pset.info[layer].kind}
+            )
             for s, fn in zip(set_names, fns, strict=True):
                 raw = fn(st)
                 extra = [k for k in raw if k != layer]

@@ -17,7 +17,21 @@ from scipy.optimize import brentq
 from rganalysis.errors import InvalidParameterError
 from rganalysis.store.state import State
 
-__all__ = ["density_jacobian_from_state", "density_jacobian_symbolic", "empirical_survival", "gaussian_density_jacobian", "gaussian_random_jacobian", "gaussian_survival", "gaussian_survival_prime", "gaussian_survival_symbolic", "gaussian_threshold", "gaussian_trajectory", "global_threshold", "random_perturbation_jacobian", "rank_one_density_jacobian"]
+__all__ = [
+    "density_jacobian_from_state",
+    "density_jacobian_symbolic",
+    "empirical_survival",
+    "gaussian_density_jacobian",
+    "gaussian_random_jacobian",
+    "gaussian_survival",
+    "gaussian_survival_prime",
+    "gaussian_survival_symbolic",
+    "gaussian_threshold",
+    "gaussian_trajectory",
+    "global_threshold",
+    "random_perturbation_jacobian",
+    "rank_one_density_jacobian",
+]
 
 
 # --- symbolic derivation -----------------------------------------------------------------------------
@@ -91,8 +105,9 @@ def _check_rate(rate: float) -> float:
     return rate
 
 
-def rank_one_density_jacobian(g_prime: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.ndarray,
-                              rate: float) -> np.ndarray:
+def rank_one_density_jacobian(
+    g_prime: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.ndarray, rate: float
+) -> np.ndarray:
     """``J_lk = (1 - p) N_k g_l' / sum_m N_m g_m'`` -- :func:`density_jacobian_symbolic` in numbers.
 
     Parameters
@@ -116,7 +131,9 @@ def rank_one_density_jacobian(g_prime: Sequence[float] | np.ndarray, sizes: Sequ
     return (1.0 - rate) * np.outer(gp, n) / denom
 
 
-def gaussian_density_jacobian(sigmas: Sequence[float], sizes: Sequence[float], rate: float, T: float) -> np.ndarray:
+def gaussian_density_jacobian(
+    sigmas: Sequence[float], sizes: Sequence[float], rate: float, T: float
+) -> np.ndarray:
     """Exact density Jacobian (L, L) of one global round cutting at ``T`` on Gaussian layers.
 
     ``sigmas`` (L,) are the layers' weight standard deviations, ``sizes`` (L,) their sizes, ``T`` the
@@ -133,8 +150,9 @@ def _solve_threshold(target: float, survival, lo: float, hi: float) -> float:
         return lo
     while survival(hi) - target > 0:
         hi *= 2.0
-    return float(brentq(lambda t: survival(t) - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps,
-                        maxiter=500))
+    return float(
+        brentq(lambda t: survival(t) - target, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    )
 
 
 def gaussian_threshold(sigmas: Sequence[float], sizes: Sequence[float], global_density: float) -> float:
@@ -144,12 +162,18 @@ def gaussian_threshold(sigmas: Sequence[float], sizes: Sequence[float], global_d
     if not 0.0 < global_density <= 1.0:
         raise InvalidParameterError(f"global_density must be in (0, 1], got {global_density}")
     total = float(n.sum())
-    return _solve_threshold(global_density, lambda t: float(n @ gaussian_survival(t, s)) / total, 0.0,
-                            float(s.max()) * 10.0)
+    return _solve_threshold(
+        global_density, lambda t: float(n @ gaussian_survival(t, s)) / total, 0.0, float(s.max()) * 10.0
+    )
 
 
-def gaussian_trajectory(sigmas: Sequence[float], sizes: Sequence[float], rate: float, rounds: int,
-                        start_thresholds: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_trajectory(
+    sigmas: Sequence[float],
+    sizes: Sequence[float],
+    rate: float,
+    rounds: int,
+    start_thresholds: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form per-layer densities of the data-free global IMP flow on Gaussian layers.
 
     Each round solves ``sum_l N_l min(rho_l, g_l(T)) = (1 - p) sum_l N_l rho_l`` for ``T`` (one 1-d
@@ -196,8 +220,13 @@ def gaussian_trajectory(sigmas: Sequence[float], sizes: Sequence[float], rate: f
     return np.vstack(dens), np.asarray(thr)
 
 
-def random_perturbation_jacobian(g: Sequence[float], g_prime: Sequence[float], densities: Sequence[float],
-                                 sizes: Sequence[float], rate: float) -> np.ndarray:
+def random_perturbation_jacobian(
+    g: Sequence[float],
+    g_prime: Sequence[float],
+    densities: Sequence[float],
+    sizes: Sequence[float],
+    rate: float,
+) -> np.ndarray:
     """Density Jacobian of one global round measured with *random* extra pruning (L, L).
 
     Random pruning of a fraction f_k of layer k's survivors scales its survival function by
@@ -215,11 +244,13 @@ def random_perturbation_jacobian(g: Sequence[float], g_prime: Sequence[float], d
     return np.diag(s) - np.outer(gp, a) / float(n @ gp)
 
 
-def gaussian_random_jacobian(sigmas: Sequence[float], sizes: Sequence[float], rate: float,
-                             densities: Sequence[float], T: float) -> np.ndarray:
+def gaussian_random_jacobian(
+    sigmas: Sequence[float], sizes: Sequence[float], rate: float, densities: Sequence[float], T: float
+) -> np.ndarray:
     """:func:`random_perturbation_jacobian` for Gaussian layers at densities ``rho`` cut at ``T``."""
-    return random_perturbation_jacobian(gaussian_survival(T, sigmas), gaussian_survival_prime(T, sigmas),
-                                        densities, sizes, rate)
+    return random_perturbation_jacobian(
+        gaussian_survival(T, sigmas), gaussian_survival_prime(T, sigmas), densities, sizes, rate
+    )
 
 
 # --- empirical theory on a real state ----------------------------------------------------------------
@@ -231,8 +262,12 @@ def global_threshold(state: State, rate: float) -> float:
     (weight units).
     """
     rate = _check_rate(rate)
-    mags = torch.cat([w.detach()[m].abs().reshape(-1).to(torch.float64) for w, m in
-                      zip(state.weights.values(), state.masks.values(), strict=True)])
+    mags = torch.cat(
+        [
+            w.detach()[m].abs().reshape(-1).to(torch.float64)
+            for w, m in zip(state.weights.values(), state.masks.values(), strict=True)
+        ]
+    )
     n = mags.numel()
     n_prune = int(round(rate * n))
     n_keep = n - n_prune

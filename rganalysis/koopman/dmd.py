@@ -25,7 +25,19 @@ from rganalysis.errors import (
 from rganalysis.fit.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
 from rganalysis.store.state import State, resolve_device
 
-__all__ = ["Block", "BlockProvider", "blocks_from_arrays", "blocks_from_states", "DEFAULT_CHUNK_ELEMENTS", "DEFAULT_CHUNK_ELEMENTS_CUDA", "GramResult", "KoopmanDMD", "RankDeficiencyWarning", "snapshot_gram", "SnapshotsLike"]
+__all__ = [
+    "Block",
+    "BlockProvider",
+    "blocks_from_arrays",
+    "blocks_from_states",
+    "DEFAULT_CHUNK_ELEMENTS",
+    "DEFAULT_CHUNK_ELEMENTS_CUDA",
+    "GramResult",
+    "KoopmanDMD",
+    "RankDeficiencyWarning",
+    "snapshot_gram",
+    "SnapshotsLike",
+]
 
 Block = torch.Tensor | np.ndarray
 BlockProvider = Callable[[], Iterable[Block]]
@@ -43,6 +55,7 @@ def _chunk_elements(chunk_elements: int | None, device: torch.device) -> int:
     if chunk_elements is not None:
         return int(chunk_elements)
     return DEFAULT_CHUNK_ELEMENTS_CUDA if device.type == "cuda" else DEFAULT_CHUNK_ELEMENTS
+
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -110,13 +123,17 @@ def _as_provider(snapshots: SnapshotsLike) -> BlockProvider:
         return blocks_from_arrays([snapshots])
     if callable(snapshots):
         return snapshots
-    if isinstance(snapshots, (list, tuple)) and snapshots and all(
-        isinstance(b, (torch.Tensor, np.ndarray)) for b in snapshots
+    if (
+        isinstance(snapshots, (list, tuple))
+        and snapshots
+        and all(isinstance(b, (torch.Tensor, np.ndarray)) for b in snapshots)
     ):
         return blocks_from_arrays(snapshots)
     arr = np.asarray(snapshots, dtype=np.float64)
     if arr.ndim != 2:
-        raise InvalidParameterError(f"snapshots must be a block provider or a (T, N) array, got shape {arr.shape}")
+        raise InvalidParameterError(
+            f"snapshots must be a block provider or a (T, N) array, got shape {arr.shape}"
+        )
     return blocks_from_arrays([arr])
 
 
@@ -380,7 +397,9 @@ class KoopmanDMD(Estimator):
         if self.rtol is not None and not (0.0 < float(self.rtol) < 1.0):
             raise InvalidParameterError(f"rtol must be in (0, 1), got {self.rtol!r}")
         if self.ci_method not in ("percentile", "subsampling"):
-            raise InvalidParameterError(f"ci_method must be 'percentile' or 'subsampling', got {self.ci_method!r}")
+            raise InvalidParameterError(
+                f"ci_method must be 'percentile' or 'subsampling', got {self.ci_method!r}"
+            )
         if self.chunk_elements is not None and int(self.chunk_elements) < 1:
             raise InvalidParameterError(f"chunk_elements must be >= 1, got {self.chunk_elements!r}")
 
@@ -438,9 +457,12 @@ class KoopmanDMD(Estimator):
                     f"a single-round store has no flow to analyse (T = {pset.n_rounds}): run `rganalysis flow` first"
                 )
             if self.rank is not None and int(self.rank) > pset.n_rounds - 1:
-                raise RankError(f"rank {self.rank} exceeds the number of snapshot pairs T-1 = {pset.n_rounds - 1}")
-            snaps = snapshot_provider(pset, self.subset, self.scale, block_elements=self.block_elements,
-                                      progress=self.progress)
+                raise RankError(
+                    f"rank {self.rank} exceeds the number of snapshot pairs T-1 = {pset.n_rounds - 1}"
+                )
+            snaps = snapshot_provider(
+                pset, self.subset, self.scale, block_elements=self.block_elements, progress=self.progress
+            )
             rate, b, b_n, note = flow_scale_or_note(pset)
             res = snaps.gram(self.device, shortcut=self.shortcut)
             self.fit_gram(res.gram, b=b, n_features=res.n_features, input_eps=res.input_eps)
@@ -596,7 +618,9 @@ class KoopmanDMD(Estimator):
         self.bag_size_ = size
         self.n_bags_used_ = len(samples)
         if not samples:
-            warnings.warn("every bag was rank-deficient; no confidence intervals", RankDeficiencyWarning, stacklevel=4)
+            warnings.warn(
+                "every bag was rank-deficient; no confidence intervals", RankDeficiencyWarning, stacklevel=4
+            )
             return
         bags = np.asarray(samples)
         self.bag_eigenvalues_ = bags

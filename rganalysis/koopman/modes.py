@@ -144,7 +144,9 @@ def write_modes(
         raise FileNotFoundError(path)
     for attr in ("eigenvalues_", "subset_", "scale_", "tensor_names_"):
         if not hasattr(dmd, attr):
-            raise InvalidParameterError("write_modes needs a KoopmanDMD fitted on a flow store (KoopmanDMD().fit(flow))")
+            raise InvalidParameterError(
+                "write_modes needs a KoopmanDMD fitted on a flow store (KoopmanDMD().fit(flow))"
+            )
     if dtype not in ("float32", "float64"):
         raise InvalidParameterError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     r = int(dmd.rank_)
@@ -169,8 +171,9 @@ def write_modes(
     try:
         with h5netcdf.File(path, "r+") as nf:
             with load(path) as pset:
-                snaps = snapshot_provider(pset, dmd.subset_, dmd.scale_, block_elements=block_elements,
-                                          progress=progress)
+                snaps = snapshot_provider(
+                    pset, dmd.subset_, dmd.scale_, block_elements=block_elements, progress=progress
+                )
                 if snaps.names != list(dmd.tensor_names_) or pset.n_rounds != dmd.n_snapshots_:
                     raise InvalidParameterError(
                         f"{path} is not the flow this fit was made on (tensors or number of rounds differ)"
@@ -189,7 +192,11 @@ def write_modes(
                             if d not in g.dimensions:
                                 g.dimensions[d] = s
                         re_v = g.create_variable(name, info.dims, dtype=np_dtype)
-                        im_v = g.create_variable(f"{name}.imag", info.dims, dtype=np_dtype) if is_complex else None
+                        im_v = (
+                            g.create_variable(f"{name}.imag", info.dims, dtype=np_dtype)
+                            if is_complex
+                            else None
+                        )
                         vs[name] = (re_v, im_v)
                     groups.append(g)
                     variables.append(vs)
@@ -202,8 +209,9 @@ def write_modes(
                         phi = phi * s
                     re = phi.real.numpy()
                     im = phi.imag.numpy()
-                    full = not spec.shape or (spec.row_start == 0
-                                              and spec.row_stop == pset.info[spec.name].shape[0])
+                    full = not spec.shape or (
+                        spec.row_start == 0 and spec.row_stop == pset.info[spec.name].shape[0]
+                    )
                     sel = (...,) if full else (slice(spec.row_start, spec.row_stop),)
                     for j in range(len(idx)):
                         re_v, im_v = variables[j][spec.name]
@@ -222,9 +230,9 @@ def write_modes(
         for a, b in zip(partial, final, strict=True):
             g.move(a, b)
         g.attrs["modes"] = json.dumps(final)
-        g.attrs["summary"] = json.dumps(koopman_json(dmd, modes=[f"{MODES_GROUP}/{b}" for b in final]),
-                                        allow_nan=False)
+        g.attrs["summary"] = json.dumps(
+            koopman_json(dmd, modes=[f"{MODES_GROUP}/{b}" for b in final]), allow_nan=False
+        )
     written = [f"{MODES_GROUP}/{b}" for b in final]
     dmd.modes_written_ = written
     return written
-

@@ -22,7 +22,15 @@ from rganalysis.koopman.dmd import GramResult, snapshot_gram
 from rganalysis.store.parameter_set import ParameterSet
 from rganalysis.store.state import resolve_device
 
-__all__ = ["BlockSpec", "DEFAULT_BLOCK_ELEMENTS", "SCALES", "select_names", "snapshot_provider", "StoreSnapshots", "SUBSETS"]
+__all__ = [
+    "BlockSpec",
+    "DEFAULT_BLOCK_ELEMENTS",
+    "SCALES",
+    "select_names",
+    "snapshot_provider",
+    "StoreSnapshots",
+    "SUBSETS",
+]
 
 SUBSETS = ("prunable", "all")
 """Named subsets; anything else is read as comma-separated ``fnmatch`` globs over tensor names."""
@@ -150,8 +158,10 @@ class StoreSnapshots:
         rows = shape[0]
         inner = int(np.prod(shape[1:], dtype=np.int64))
         per = max(1, self.block_elements // max(1, self.n_rounds * inner))
-        return [BlockSpec(name, a, min(rows, a + per), (min(rows, a + per) - a, *shape[1:]))
-                for a in range(0, rows, per)]
+        return [
+            BlockSpec(name, a, min(rows, a + per), (min(rows, a + per) - a, *shape[1:]))
+            for a in range(0, rows, per)
+        ]
 
     def _rows(self, spec: BlockSpec) -> slice | None:
         """The row slice of ``spec``, or None for the whole tensor."""
@@ -274,7 +284,10 @@ class StoreSnapshots:
         return s[np.maximum(idx[:, None], idx[None, :])]
 
     def gram(
-        self, device: str | torch.device | None = "auto", chunk_elements: int | None = None, shortcut: bool = True
+        self,
+        device: str | torch.device | None = "auto",
+        chunk_elements: int | None = None,
+        shortcut: bool = True,
     ) -> GramResult:
         """One pass over the store: the (T, T) float64 Gram ``Z Z^T`` of all snapshots.
 
@@ -312,7 +325,11 @@ class StoreSnapshots:
                 buffer = torch.empty(max(self.n_rounds * sp.numel for sp in self.specs), dtype=torch.float64)
             block = self.assemble(spec, runs, masks, dtype=torch.float64, buffer=buffer)
             del runs, masks
-            ce = chunk_elements if chunk_elements is not None else (None if dev.type == "cuda" else block.numel())
+            ce = (
+                chunk_elements
+                if chunk_elements is not None
+                else (None if dev.type == "cuda" else block.numel())
+            )
             k += torch.as_tensor(snapshot_gram([block], device=dev, chunk_elements=ce).gram, device=dev)
             del block
         g = k.cpu().numpy()
@@ -339,8 +356,10 @@ class StoreSnapshots:
         return lambda: (blk for _, blk in self.blocks(torch.float64))
 
     def __repr__(self) -> str:
-        return (f"<StoreSnapshots subset={self.subset!r} scale={self.scale!r} tensors={len(self.names)} "
-                f"blocks={len(self.specs)} T={self.n_rounds} N={self.n_features}>")
+        return (
+            f"<StoreSnapshots subset={self.subset!r} scale={self.scale!r} tensors={len(self.names)} "
+            f"blocks={len(self.specs)} T={self.n_rounds} N={self.n_features}>"
+        )
 
 
 def _alive_rounds(m: np.ndarray) -> np.ndarray | None:

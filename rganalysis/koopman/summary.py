@@ -28,31 +28,38 @@ def koopman_json(dmd: KoopmanDMD, modes: Sequence[str] | None = None) -> dict[st
     def num(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(float(x)) else float(x)
 
-    j.update({
-        "flow": getattr(dmd, "source_", None),
-        "name": getattr(dmd, "flow_name_", ""),
-        "subset": getattr(dmd, "subset_", None),
-        "scale": getattr(dmd, "scale_", None),
-        "tensors": len(getattr(dmd, "tensor_names_", [])),
-        "rate": num(getattr(dmd, "rate_", None)),
-        "b": num(getattr(dmd, "b_", None)),
-        "b_n": [num(x) for x in getattr(dmd, "b_n_", [])],
-        "scale_note": getattr(dmd, "scale_note_", None),
-        "modes": list(modes if modes is not None else getattr(dmd, "modes_written_", [])),
-    })
+    j.update(
+        {
+            "flow": getattr(dmd, "source_", None),
+            "name": getattr(dmd, "flow_name_", ""),
+            "subset": getattr(dmd, "subset_", None),
+            "scale": getattr(dmd, "scale_", None),
+            "tensors": len(getattr(dmd, "tensor_names_", [])),
+            "rate": num(getattr(dmd, "rate_", None)),
+            "b": num(getattr(dmd, "b_", None)),
+            "b_n": [num(x) for x in getattr(dmd, "b_n_", [])],
+            "scale_note": getattr(dmd, "scale_note_", None),
+            "modes": list(modes if modes is not None else getattr(dmd, "modes_written_", [])),
+        }
+    )
     return j
 
 
 def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
     """Readable spectrum table of a :func:`koopman_json` result."""
-    head = (f"{j.get('flow') or j.get('name') or 'flow'}: {j['snapshots']} snapshots of "
-            f"{j['features']:,} parameters ({j['tensors']} tensors, subset {j['subset']}, scale {j['scale']})")
+    head = (
+        f"{j.get('flow') or j.get('name') or 'flow'}: {j['snapshots']} snapshots of "
+        f"{j['features']:,} parameters ({j['tensors']} tensors, subset {j['subset']}, scale {j['scale']})"
+    )
     b = j.get("b")
     lines = [
         head,
         f"  rank {j['rank']} (numerical rank {j['numerical_rank']}), "
-        + (f"b = {b:.4f}" + (f" (rate {j['rate']:.4g})" if j.get("rate") is not None else "")
-           if b is not None else (j.get("scale_note") or "no scale factor")),
+        + (
+            f"b = {b:.4f}" + (f" (rate {j['rate']:.4g})" if j.get("rate") is not None else "")
+            if b is not None
+            else (j.get("scale_note") or "no scale factor")
+        ),
         "  singular values of X: " + " ".join(f"{s:.4g}" for s in j["singular_values"]),
         f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'class':<10} "
         f"{'95% CI of |lambda|':>20} {'|amplitude|':>12}",
@@ -64,8 +71,10 @@ def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
         else:
             y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
         amp = j["amplitudes"][i]["abs"]
-        lines.append(f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  {e['class']:<10} "
-                     f"{ci:>20} {amp:>12.4g}")
+        lines.append(
+            f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  {e['class']:<10} "
+            f"{ci:>20} {amp:>12.4g}"
+        )
     if len(j["eigenvalues"]) > max_rows:
         lines.append(f"  ... {len(j['eigenvalues']) - max_rows} more eigenvalues (all in --json)")
     if j.get("n_bags_used", 0) == 0:
@@ -73,4 +82,3 @@ def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
     if j.get("modes"):
         lines.append(f"  modes written: {', '.join(j['modes'])}")
     return "\n".join(lines)
-

@@ -46,8 +46,10 @@ def _slug(label: str, taken: set[str]) -> str:
 def _labels(psets: Sequence[ParameterSet], paths: Sequence[str]) -> list[str]:
     """Model labels as ``rganalysis compare`` names models: the store's ``name`` attribute, else the
     file stem; a repeated label gets ``#2``, ``#3``, ... in order."""
-    names = [str(p.attrs.get("name") or "") or Path(path).stem or "model"
-             for p, path in zip(psets, paths, strict=True)]
+    names = [
+        str(p.attrs.get("name") or "") or Path(path).stem or "model"
+        for p, path in zip(psets, paths, strict=True)
+    ]
     seen: dict[str, int] = {}
     out = []
     for n in names:
@@ -77,7 +79,9 @@ def _model_info(pset: ParameterSet) -> dict[str, Any]:
         "rounds": int(pset.n_rounds),
         "layers": len(pset.pruned_names()),
         "parameters": int(sum(pset.info[n].numel for n in pset.pruned_names())),
-        "flow": {k: v for k, v in pset.flow_attrs.items() if isinstance(v, (str, int, float, bool)) or v is None},
+        "flow": {
+            k: v for k, v in pset.flow_attrs.items() if isinstance(v, (str, int, float, bool)) or v is None
+        },
         "global_density": [float(x) for x in g],
     }
 
@@ -89,18 +93,26 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     s = sec.slug
     n_layers = len(pset.pruned_names())
     n_rounds = pset.n_rounds
-    dp = ("resampled onto " + f"{len(j['couplings'])} couplings") if fit.depth_points else \
-        f"{len(j['couplings'])} couplings"
+    dp = (
+        ("resampled onto " + f"{len(j['couplings'])} couplings")
+        if fit.depth_points
+        else f"{len(j['couplings'])} couplings"
+    )
 
     fig = new_figure((max(6.0, 1.6 + 0.5 * n_rounds), min(16.0, max(3.5, 1.3 + 0.22 * n_layers))))
     plot.density_heatmap(pset, ax=fig.subplots())
-    sec.figures.append(Figure(
-        f"fig-density-{s}", "Per-layer density over rounds",
-        f"Each row is one of the {n_layers} pruned layers in depth order (input side at the top), each column "
-        f"an IMP round (0 = the starting model); the colour and the number in a cell give the layer's surviving "
-        f"fraction ρ_l. Global magnitude pruning removes the smallest weights of the whole network, so layers "
-        f"with small weights thin out faster (darker rows) and layers with large weights keep their density. "
-        f"These per-layer densities are the couplings of the fit ({dp}).", fig))
+    sec.figures.append(
+        Figure(
+            f"fig-density-{s}",
+            "Per-layer density over rounds",
+            f"Each row is one of the {n_layers} pruned layers in depth order (input side at the top), each column "
+            f"an IMP round (0 = the starting model); the colour and the number in a cell give the layer's surviving "
+            f"fraction ρ_l. Global magnitude pruning removes the smallest weights of the whole network, so layers "
+            f"with small weights thin out faster (darker rows) and layers with large weights keep their density. "
+            f"These per-layer densities are the couplings of the fit ({dp}).",
+            fig,
+        )
+    )
 
     rounds = sorted({int(round(x)) for x in np.linspace(0, n_rounds - 1, min(n_rounds, 9))})
     fig = new_figure((7.5, max(4.0, 1.6 + 0.55 * len(rounds))))
@@ -108,31 +120,52 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     stride = max(1, math.ceil(total / max(1, opts.magnitude_samples)))
     plot.magnitude_distributions(pset, rounds, ax=fig.subplots(), max_samples=opts.magnitude_samples)
     rescaling = pset.flow_attrs.get("rescaling", "none")
-    sec.figures.append(Figure(
-        f"fig-magnitudes-{s}", "Magnitude distributions per round",
-        "One histogram of the magnitudes |w| of the surviving weights per round (round 0 at the top; log-spaced "
-        "bins on a log axis; each round scaled to its own peak, the tick gives its number of survivors). "
-        "Magnitude pruning cuts the left tail: the sharp left edge of a round is its pruning threshold, moving "
-        "right round by round. "
-        + ("This flow is data-free (no rescaling), so the survivors keep their values and the shape right of "
-           "the cut does not change. " if rescaling == "none" else
-           f"This flow rescales the survivors ({rescaling}), so the whole shape may change between rounds. ")
-        + (f"The model has {total:,} prunable weights; the histograms use the same deterministic 1-in-{stride} "
-           "subset of positions at every round." if stride > 1 else "All weights are counted."), fig))
+    sec.figures.append(
+        Figure(
+            f"fig-magnitudes-{s}",
+            "Magnitude distributions per round",
+            "One histogram of the magnitudes |w| of the surviving weights per round (round 0 at the top; log-spaced "
+            "bins on a log axis; each round scaled to its own peak, the tick gives its number of survivors). "
+            "Magnitude pruning cuts the left tail: the sharp left edge of a round is its pruning threshold, moving "
+            "right round by round. "
+            + (
+                "This flow is data-free (no rescaling), so the survivors keep their values and the shape right of "
+                "the cut does not change. "
+                if rescaling == "none"
+                else f"This flow rescales the survivors ({rescaling}), so the whole shape may change between rounds. "
+            )
+            + (
+                f"The model has {total:,} prunable weights; the histograms use the same deterministic 1-in-{stride} "
+                "subset of positions at every round."
+                if stride > 1
+                else "All weights are counted."
+            ),
+            fig,
+        )
+    )
 
     fp = j["fixed_point"]
     fp_ok = all(v is not None for v in fp)
     fig = new_figure((6.4, 5.0))
     plot.flow_projection(fit.couplings_[0], ax=fig.subplots(), fixed_point=fp if fp_ok else None)
-    sec.figures.append(Figure(
-        f"fig-projection-{s}", "Flow in coupling space",
-        f"The flow's couplings K_n ({len(j['couplings'])} numbers per round) projected on the two principal "
-        "directions of the flow itself (PCA over its rounds; the axis labels give each direction's share of the "
-        "flow's variance). Arrows go from round n to n+1; the first and last rounds are numbered. "
-        + ("The star is the fitted fixed point K* in the same projection (its distance from this plane is not "
-           "shown: compare with the distance curve). " if fp_ok else "The fit has no finite fixed point. ")
-        + "A flow that slows down and bends towards K* approaches it along its least irrelevant direction; "
-          "a spiral means a complex eigenvalue pair.", fig))
+    sec.figures.append(
+        Figure(
+            f"fig-projection-{s}",
+            "Flow in coupling space",
+            f"The flow's couplings K_n ({len(j['couplings'])} numbers per round) projected on the two principal "
+            "directions of the flow itself (PCA over its rounds; the axis labels give each direction's share of the "
+            "flow's variance). Arrows go from round n to n+1; the first and last rounds are numbered. "
+            + (
+                "The star is the fitted fixed point K* in the same projection (its distance from this plane is not "
+                "shown: compare with the distance curve). "
+                if fp_ok
+                else "The fit has no finite fixed point. "
+            )
+            + "A flow that slows down and bends towards K* approaches it along its least irrelevant direction; "
+            "a spiral means a complex eigenvalue pair.",
+            fig,
+        )
+    )
 
     eig = j["eigenvalues"]
     cnt = _class_counts(eig)
@@ -145,19 +178,25 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
         "95% bootstrap interval of |λ|: a bar that crosses the band means the class is not resolved. Complex "
         f"pairs rotate the flow. Here: {cnt['relevant']} relevant, {cnt['marginal']} marginal, "
         f"{cnt['irrelevant']} irrelevant; fixed point type {j['fixed_point_type']}"
-        + (f"; leading |λ| = {format_value(lead['abs'])} ({lead['class']})." if lead else "."))
+        + (f"; leading |λ| = {format_value(lead['abs'])} ({lead['class']})." if lead else ".")
+    )
     if sec.koopman_json is not None:
         fig = new_figure((11.0, 5.4))
         a1, a2 = fig.subplots(1, 2)
         plot.spectrum(j, ax=a1, title="coupling space (rganalysis fit)")
-        plot.spectrum(sec.koopman_json, ax=a2, tol=float(sec.koopman_json.get("tol", j["tol"])),
-                      title="parameter space (Koopman DMD)")
+        plot.spectrum(
+            sec.koopman_json,
+            ax=a2,
+            tol=float(sec.koopman_json.get("tol", j["tol"])),
+            title="parameter space (Koopman DMD)",
+        )
         kc = _class_counts(sec.koopman_json["eigenvalues"])
         spec_caption += (
             " Right: the spectrum of the Koopman operator fitted by exact DMD to the surviving parameters "
             "themselves (not the couplings), read the same way: "
             f"{kc['relevant']} relevant, {kc['marginal']} marginal, {kc['irrelevant']} irrelevant. "
-            "Directions that agree between the panels are properties of the flow, not of the chosen couplings.")
+            "Directions that agree between the panels are properties of the flow, not of the chosen couplings."
+        )
     else:
         fig = new_figure((6.0, 6.2))
         plot.spectrum(j, ax=fig.subplots())
@@ -166,17 +205,25 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     near = j["near_fixed_point"]
     fig = new_figure((6.4, 4.4))
     plot.distance_curve(j, ax=fig.subplots())
-    verdict = ("The fit found no finite fixed point (I − J singular), so there is no distance." if near is None else
-               f"Verdict at round {near['round']}: {'near' if near['near'] else 'not near'} the fixed point "
-               f"({near['measure']} distance {format_value(near['distance'])} "
-               f"{'≤' if near['near'] else '>'} tol {near['tol']:g}).")
-    sec.figures.append(Figure(
-        f"fig-distance-{s}", "Distance to the fixed point",
-        "‖K_n − K*‖ per round in coupling units (log axis when all are positive). Approaching a stable fixed point "
-        "the distance shrinks like |λ_lead|^n, a straight line on the log axis whose slope per round is ln|λ_lead| "
-        "of the slowest irrelevant direction; a distance that grows means the flow leaves K* along a relevant "
-        "direction; a curve that flattens away from zero means the flow passes the fixed point at a distance. "
-        + verdict, fig))
+    verdict = (
+        "The fit found no finite fixed point (I − J singular), so there is no distance."
+        if near is None
+        else f"Verdict at round {near['round']}: {'near' if near['near'] else 'not near'} the fixed point "
+        f"({near['measure']} distance {format_value(near['distance'])} "
+        f"{'≤' if near['near'] else '>'} tol {near['tol']:g})."
+    )
+    sec.figures.append(
+        Figure(
+            f"fig-distance-{s}",
+            "Distance to the fixed point",
+            "‖K_n − K*‖ per round in coupling units (log axis when all are positive). Approaching a stable fixed point "
+            "the distance shrinks like |λ_lead|^n, a straight line on the log axis whose slope per round is ln|λ_lead| "
+            "of the slowest irrelevant direction; a distance that grows means the flow leaves K* along a relevant "
+            "direction; a curve that flattens away from zero means the flow passes the fixed point at a distance. "
+            + verdict,
+            fig,
+        )
+    )
 
 
 def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
@@ -191,47 +238,87 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
         [Cell("couplings"), _num(len(j["couplings"]))],
         [Cell("fixed point type"), Cell(j["fixed_point_type"])],
         [Cell("near fixed point"), Cell("—" if near is None else ("yes" if near["near"] else "no"))],
-        [Cell("distance at last round (" + ("—" if near is None else near["measure"]) + ")"),
-         _num(None if near is None else near["distance"], "near_fixed_point.distance")],
+        [
+            Cell("distance at last round (" + ("—" if near is None else near["measure"]) + ")"),
+            _num(None if near is None else near["distance"], "near_fixed_point.distance"),
+        ],
         [Cell("tol"), _num(j["tol"], "tol")],
         [Cell("residual"), _num(j["residual"], "residual")],
     ]
     for k, v in sorted((j.get("diagnostics") or {}).items()):
         rows.append([Cell(f"diagnostics: {k}"), _num(v, f"diagnostics.{k}")])
-    sec.tables.append(Table(f"summary-{s}", "Fit summary",
-                            "The fit of this flow, as in the JSON of rganalysis fit.", ["quantity", "value"], rows))
+    sec.tables.append(
+        Table(
+            f"summary-{s}",
+            "Fit summary",
+            "The fit of this flow, as in the JSON of rganalysis fit.",
+            ["quantity", "value"],
+            rows,
+        )
+    )
 
     rows = []
     for i, e in enumerate(j["eigenvalues"]):
-        rows.append([Cell(str(i)), _num(e["re"], f"eigenvalues[{i}].re"), _num(e["im"], f"eigenvalues[{i}].im"),
-                     _num(e["abs"], f"eigenvalues[{i}].abs"), _num(e["exponent"], f"eigenvalues[{i}].exponent"),
-                     Cell(e["class"]), _num(e["ci_low"], f"eigenvalues[{i}].ci_low"),
-                     _num(e["ci_high"], f"eigenvalues[{i}].ci_high")])
-    sec.tables.append(Table(
-        f"exponents-{s}", "Eigenvalues and exponents",
-        f"One row per eigenvalue λ of the Jacobian, in the order of the JSON; y = ln|λ| / ln b with b = {format_value(j['b'])} "
-        "(y = — for λ = 0); the class compares |λ| with 1 ± tol; the last columns are the 95% bootstrap interval "
-        "of |λ|.", ["#", "Re λ", "Im λ", "|λ|", "exponent y", "class", "CI low", "CI high"], rows))
+        rows.append(
+            [
+                Cell(str(i)),
+                _num(e["re"], f"eigenvalues[{i}].re"),
+                _num(e["im"], f"eigenvalues[{i}].im"),
+                _num(e["abs"], f"eigenvalues[{i}].abs"),
+                _num(e["exponent"], f"eigenvalues[{i}].exponent"),
+                Cell(e["class"]),
+                _num(e["ci_low"], f"eigenvalues[{i}].ci_low"),
+                _num(e["ci_high"], f"eigenvalues[{i}].ci_high"),
+            ]
+        )
+    sec.tables.append(
+        Table(
+            f"exponents-{s}",
+            "Eigenvalues and exponents",
+            f"One row per eigenvalue λ of the Jacobian, in the order of the JSON; y = ln|λ| / ln b with b = {format_value(j['b'])} "
+            "(y = — for λ = 0); the class compares |λ| with 1 ± tol; the last columns are the 95% bootstrap interval "
+            "of |λ|.",
+            ["#", "Re λ", "Im λ", "|λ|", "exponent y", "class", "CI low", "CI high"],
+            rows,
+        )
+    )
 
     k0 = np.asarray(fit.couplings_[0].values, dtype=np.float64)
     rows = []
     for i, (c, v) in enumerate(zip(j["couplings"], j["fixed_point"], strict=True)):
         rows.append([Cell(c), _num(v, f"fixed_point[{i}]"), _num(float(k0[0, i])), _num(float(k0[-1, i]))])
-    sec.tables.append(Table(
-        f"fixedpoint-{s}", "Fixed point",
-        "The fixed point K* of the fitted map, coupling by coupling, beside the flow's first and last rounds.",
-        ["coupling", "K*", "K at round 0", f"K at round {k0.shape[0] - 1}"], rows))
+    sec.tables.append(
+        Table(
+            f"fixedpoint-{s}",
+            "Fixed point",
+            "The fixed point K* of the fitted map, coupling by coupling, beside the flow's first and last rounds.",
+            ["coupling", "K*", "K at round 0", f"K at round {k0.shape[0] - 1}"],
+            rows,
+        )
+    )
 
     g = sec.info["global_density"]
     rows = []
     for r, d in enumerate(j["distance_to_fixed_point"]):
         b_n = j["b_n"][r] if r < len(j["b_n"]) else None
-        rows.append([Cell(str(r)), _num(d, f"distance_to_fixed_point[{r}]"), _num(g[r] if r < len(g) else None),
-                     _num(b_n, f"b_n[{r}]") if b_n is not None else Cell("—")])
-    sec.tables.append(Table(
-        f"distance-{s}", "Distance to the fixed point per round",
-        "‖K_n − K*‖ per round (coupling units), the global density ρ_n of the store and the round's scale factor "
-        "b_n = ρ_n / ρ_(n+1).", ["round", "‖K_n − K*‖", "global density", "b_n"], rows))
+        rows.append(
+            [
+                Cell(str(r)),
+                _num(d, f"distance_to_fixed_point[{r}]"),
+                _num(g[r] if r < len(g) else None),
+                _num(b_n, f"b_n[{r}]") if b_n is not None else Cell("—"),
+            ]
+        )
+    sec.tables.append(
+        Table(
+            f"distance-{s}",
+            "Distance to the fixed point per round",
+            "‖K_n − K*‖ per round (coupling units), the global density ρ_n of the store and the round's scale factor "
+            "b_n = ρ_n / ρ_(n+1).",
+            ["round", "‖K_n − K*‖", "global density", "b_n"],
+            rows,
+        )
+    )
 
 
 def _koopman_json(pset: ParameterSet, opts: ReportOptions) -> dict[str, Any]:
@@ -242,21 +329,31 @@ def _koopman_json(pset: ParameterSet, opts: ReportOptions) -> dict[str, Any]:
     return koopman_json(KoopmanDMD(tol=opts.tol, device=opts.device).fit(pset))
 
 
-def _compare(flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_points: int | None
-             ) -> tuple[dict[str, Any] | None, str | None, str | None]:
+def _compare(
+    flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_points: int | None
+) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """The JSON of ``rganalysis compare`` for the flows and its command, or (None, None, why not)."""
     try:
         from rganalysis.universality.analysis import UniversalityAnalysis
     except ImportError:
-        return None, None, "the universality module (rganalysis compare) is not available in this installation"
+        return (
+            None,
+            None,
+            "the universality module (rganalysis compare) is not available in this installation",
+        )
     kw: dict[str, Any] = {"rank": opts.compare_rank}
     if opts.threshold is not None:
         kw["threshold"] = opts.threshold
     ua = UniversalityAnalysis(list(opts.couplings), depth_points, tol=opts.tol, **kw)
     j = ua.fit(list(flows)).to_json()
     paths = [f if isinstance(f, str) else str(f.attrs.get("name", "flow")) + ".h5" for f in flows]
-    return j, shlex.join(["rganalysis", "compare", *paths, *opts.compare_args(depth_points),
-                          "--json", "compare.json"]), None
+    return (
+        j,
+        shlex.join(
+            ["rganalysis", "compare", *paths, *opts.compare_args(depth_points), "--json", "compare.json"]
+        ),
+        None,
+    )
 
 
 def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
@@ -276,42 +373,76 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
         wtxt = " + ".join(f"{v:g} × {k}" for k, v in weights.items() if v)
         fig = new_figure((max(5.0, 2.0 + 0.65 * n), max(4.2, 1.6 + 0.55 * n)))
         plot.distance_matrix(dist, names, ax=fig.subplots(), label="total distance")
-        rep.figures.append(Figure(
-            "fig-distance-matrix", "Distance matrix",
-            "The total distance between every pair of models as rganalysis compare computes it"
-            + (f" ({wtxt}; the components are in the tables below)" if wtxt else "")
-            + ": 0 on the diagonal; light cells are models whose flows are close (same fixed point and relevant "
-            "spectrum), dark cells models far apart. Blocks of light cells along the diagonal are candidate "
-            f"universality classes; two models whose distance is at most {format_value(threshold)} share a class.", fig))
+        rep.figures.append(
+            Figure(
+                "fig-distance-matrix",
+                "Distance matrix",
+                "The total distance between every pair of models as rganalysis compare computes it"
+                + (f" ({wtxt}; the components are in the tables below)" if wtxt else "")
+                + ": 0 on the diagonal; light cells are models whose flows are close (same fixed point and relevant "
+                "spectrum), dark cells models far apart. Blocks of light cells along the diagonal are candidate "
+                f"universality classes; two models whose distance is at most {format_value(threshold)} share a class.",
+                fig,
+            )
+        )
         fig = new_figure((max(5.5, 2.0 + 0.65 * n), 4.4))
         z = linkage if linkage else plot.linkage_from_distance(dist)
         plot.dendrogram(z, names, ax=fig.subplots(), threshold=threshold)
-        rep.figures.append(Figure(
-            "fig-dendrogram", "Dendrogram",
-            "Hierarchical clustering of the models on the distance matrix ("
-            + (f"{hier.get('method', 'average')} linkage, as computed by rganalysis compare" if linkage else
-               "average linkage")
-            + "): leaves are models, and two groups join at the height of their (average) distance. Groups that "
-            f"join below the dashed threshold line ({format_value(threshold)}) are one class of the clustering; the "
-            "universality classes listed below are the connected groups of the graph whose edges are the pairs "
-            "at most the threshold apart, which can join a chain of models the average linkage keeps apart.", fig))
-        rows = [[Cell(names[i])] + [_num(dist[i][k], f"distance[{i}][{k}]") for k in range(n)] for i in range(n)]
-        rep.tables.append(Table("compare-distance", "Total distance",
-                                "Pairwise total distances of rganalysis compare"
-                                + (f" ({wtxt})." if wtxt else "."), ["model", *names], rows))
+        rep.figures.append(
+            Figure(
+                "fig-dendrogram",
+                "Dendrogram",
+                "Hierarchical clustering of the models on the distance matrix ("
+                + (
+                    f"{hier.get('method', 'average')} linkage, as computed by rganalysis compare"
+                    if linkage
+                    else "average linkage"
+                )
+                + "): leaves are models, and two groups join at the height of their (average) distance. Groups that "
+                f"join below the dashed threshold line ({format_value(threshold)}) are one class of the clustering; the "
+                "universality classes listed below are the connected groups of the graph whose edges are the pairs "
+                "at most the threshold apart, which can join a chain of models the average linkage keeps apart.",
+                fig,
+            )
+        )
+        rows = [
+            [Cell(names[i])] + [_num(dist[i][k], f"distance[{i}][{k}]") for k in range(n)] for i in range(n)
+        ]
+        rep.tables.append(
+            Table(
+                "compare-distance",
+                "Total distance",
+                "Pairwise total distances of rganalysis compare" + (f" ({wtxt})." if wtxt else "."),
+                ["model", *names],
+                rows,
+            )
+        )
         for cname, mat in (j.get("components") or {}).items():
-            rows = [[Cell(names[i])] + [_num(mat[i][k], f"components.{cname}[{i}][{k}]") for k in range(n)]
-                    for i in range(n)]
+            rows = [
+                [Cell(names[i])] + [_num(mat[i][k], f"components.{cname}[{i}][{k}]") for k in range(n)]
+                for i in range(n)
+            ]
             w = weights.get(cname)
-            rep.tables.append(Table(
-                f"compare-component-{_slug(cname, set())}", f"Component: {cname}",
-                f"The {cname} distance, pair by pair (weight {format_value(w)} in the total; — where undefined).",
-                ["model", *names], rows))
+            rep.tables.append(
+                Table(
+                    f"compare-component-{_slug(cname, set())}",
+                    f"Component: {cname}",
+                    f"The {cname} distance, pair by pair (weight {format_value(w)} in the total; — where undefined).",
+                    ["model", *names],
+                    rows,
+                )
+            )
         rows = [[Cell(str(i + 1)), Cell(", ".join(map(str, c)))] for i, c in enumerate(classes)]
-        rep.tables.append(Table(
-            "compare-classes", "Universality classes",
-            f"Models joined by distances of at most {format_value(threshold)} "
-            f"({j.get('threshold_rule', 'fixed')} threshold) share a class.", ["class", "models"], rows))
+        rep.tables.append(
+            Table(
+                "compare-classes",
+                "Universality classes",
+                f"Models joined by distances of at most {format_value(threshold)} "
+                f"({j.get('threshold_rule', 'fixed')} threshold) share a class.",
+                ["class", "models"],
+                rows,
+            )
+        )
         cfits = j.get("fits") or {}
         if cfits:
             rows = []
@@ -320,30 +451,56 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
                 if f is None:
                     continue
                 ys = [e["exponent"] for e in f.get("eigenvalues", []) if e.get("retained")]
-                rows.append([Cell(name), _num(f.get("rank")), _num(f.get("b")),
-                             Cell(", ".join("-inf" if y is None else f"{y:.4g}" for y in ys) or "none"),
-                             Cell(str(f.get("fixed_point_method", ""))), _num(len(f.get("warnings") or []))])
-            rep.tables.append(Table(
-                "compare-fits", "The fits behind the comparison",
-                "rganalysis compare fits each flow itself (trajectory estimator, its own rank rule, no bootstrap), "
-                "so its spectra can differ from the model sections above; these are the exponents y of its "
-                "retained (relevant and marginal) eigenvalues.",
-                ["model", "rank", "b", "retained exponents y", "fixed point", "warnings"], rows))
+                rows.append(
+                    [
+                        Cell(name),
+                        _num(f.get("rank")),
+                        _num(f.get("b")),
+                        Cell(", ".join("-inf" if y is None else f"{y:.4g}" for y in ys) or "none"),
+                        Cell(str(f.get("fixed_point_method", ""))),
+                        _num(len(f.get("warnings") or [])),
+                    ]
+                )
+            rep.tables.append(
+                Table(
+                    "compare-fits",
+                    "The fits behind the comparison",
+                    "rganalysis compare fits each flow itself (trajectory estimator, its own rank rule, no bootstrap), "
+                    "so its spectra can differ from the model sections above; these are the exponents y of its "
+                    "retained (relevant and marginal) eigenvalues.",
+                    ["model", "rank", "b", "retained exponents y", "fixed point", "warnings"],
+                    rows,
+                )
+            )
     spaces = {tuple(m.fit_json["couplings"]) for m in rep.models}
     if len(spaces) == 1:
         fig = new_figure((7.0, 5.2))
-        plot.flow_projection([f.couplings_[0] for f in fits], ax=fig.subplots(), labels=labels,
-                             title="All flows projected on their two leading directions")
-        rep.figures.append(Figure(
-            "fig-projection-all", "All flows in one coupling plane",
-            "Every model's flow projected on the two principal directions of all flows together (the couplings "
-            "are the same for every model). Flows that run along the same path towards the same region share a "
-            "fixed point; parallel but separate paths differ by a relevant or marginal coupling.", fig))
+        plot.flow_projection(
+            [f.couplings_[0] for f in fits],
+            ax=fig.subplots(),
+            labels=labels,
+            title="All flows projected on their two leading directions",
+        )
+        rep.figures.append(
+            Figure(
+                "fig-projection-all",
+                "All flows in one coupling plane",
+                "Every model's flow projected on the two principal directions of all flows together (the couplings "
+                "are the same for every model). Flows that run along the same path towards the same region share a "
+                "fixed point; parallel but separate paths differ by a relevant or marginal coupling.",
+                fig,
+            )
+        )
 
 
-def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: ReportOptions | None = None, *,
-                 koopman: Sequence[Mapping[str, Any] | None] | Mapping[str, Mapping[str, Any]] | None = None,
-                 compare: bool = True, progress: bool = False) -> Report:
+def build_report(
+    flows: Sequence[str | os.PathLike | ParameterSet],
+    options: ReportOptions | None = None,
+    *,
+    koopman: Sequence[Mapping[str, Any] | None] | Mapping[str, Mapping[str, Any]] | None = None,
+    compare: bool = True,
+    progress: bool = False,
+) -> Report:
     """Fit every flow (and compare them when there are several) and draw every figure.
 
     Parameters
@@ -393,8 +550,9 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
         if opts.koopman and any(k is not None for k in kj):
             raise InvalidParameterError("give Koopman spectra or ask for them (koopman=True), not both")
         taken: set[str] = set()
-        rep = Report(opts, depth_points, [],
-                     created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        rep = Report(
+            opts, depth_points, [], created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        )
         fits = []
         for pset, path, label, k in zip(psets, paths, labels, kj, strict=True):
             if progress:
@@ -403,12 +561,15 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
                 warnings.simplefilter("always")
                 fit = opts.flowfit(depth_points).fit(pset)
             for w in caught:  # shown in the report, and passed on to the caller's filters
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module="rganalysis.report")
+                warnings.warn_explicit(
+                    w.message, w.category, w.filename, w.lineno, module="rganalysis.report"
+                )
             fits.append(fit)
             # the JSON exactly as `rganalysis fit --json` writes it (a JSON round trip included)
             fit_json = json.loads(json.dumps(fit.to_json(), allow_nan=False))
-            cmd = shlex.join(["rganalysis", "fit", path, *opts.fit_args(depth_points), "--json",
-                              f"fit-{label}.json"])
+            cmd = shlex.join(
+                ["rganalysis", "fit", path, *opts.fit_args(depth_points), "--json", f"fit-{label}.json"]
+            )
             kcmd = None
             if opts.koopman:
                 if progress:
@@ -417,14 +578,24 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
                     warnings.simplefilter("always")
                     k = _koopman_json(pset, opts)
                 for w in kcaught:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, module="rganalysis.report")
+                    warnings.warn_explicit(
+                        w.message, w.category, w.filename, w.lineno, module="rganalysis.report"
+                    )
                 caught = [*caught, *kcaught]
-                kcmd = shlex.join(["rganalysis", "koopman", path, *opts.koopman_args(), "--json",
-                                   f"koopman-{label}.json"])
-            sec = ModelSection(label, _slug(label, taken), path, fit_json, cmd, _model_info(pset),
-                               koopman_json=None if k is None else json.loads(json.dumps(dict(k), allow_nan=False)),
-                               koopman_command=kcmd,
-                               warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)))
+                kcmd = shlex.join(
+                    ["rganalysis", "koopman", path, *opts.koopman_args(), "--json", f"koopman-{label}.json"]
+                )
+            sec = ModelSection(
+                label,
+                _slug(label, taken),
+                path,
+                fit_json,
+                cmd,
+                _model_info(pset),
+                koopman_json=None if k is None else json.loads(json.dumps(dict(k), allow_nan=False)),
+                koopman_command=kcmd,
+                warnings=list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught)),
+            )
             if progress:
                 print(f"report: drawing {label}", file=sys.stderr)
             _model_figures(sec, pset, fit, opts)
@@ -445,8 +616,13 @@ def build_report(flows: Sequence[str | os.PathLike | ParameterSet], options: Rep
             p.close()
 
 
-def write_report(flows: Sequence[str | os.PathLike | ParameterSet], html_path: str | os.PathLike,
-                 pdf_path: str | os.PathLike | None = None, options: ReportOptions | None = None, **kw: Any) -> Report:
+def write_report(
+    flows: Sequence[str | os.PathLike | ParameterSet],
+    html_path: str | os.PathLike,
+    pdf_path: str | os.PathLike | None = None,
+    options: ReportOptions | None = None,
+    **kw: Any,
+) -> Report:
     """Build the report of ``flows`` and write the HTML (and the PDF when ``pdf_path``), atomically.
 
     Keyword arguments go to :func:`build_report`.  Returns the (closed) :class:`Report`.

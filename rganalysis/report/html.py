@@ -52,9 +52,12 @@ def _json_script(id_: str, obj: Any) -> str:
 
 
 def _table_html(t: Table) -> str:
-    out = [f'<h3>{_e(t.title)}</h3>', f'<table id="{_e(t.id)}">',
-           f"<caption>{_e(t.caption)}</caption>",
-           "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in t.header) + "</tr></thead><tbody>"]
+    out = [
+        f"<h3>{_e(t.title)}</h3>",
+        f'<table id="{_e(t.id)}">',
+        f"<caption>{_e(t.caption)}</caption>",
+        "<thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in t.header) + "</tr></thead><tbody>",
+    ]
     for row in t.rows:
         cells = []
         for c in row:
@@ -73,21 +76,33 @@ def _table_html(t: Table) -> str:
 
 def _figure_html(f: Figure) -> str:
     b64 = base64.b64encode(f.png).decode("ascii")
-    return (f'<figure id="{_e(f.id)}"><img src="data:image/png;base64,{b64}" alt="{_e(f.title)}">'
-            f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>")
+    return (
+        f'<figure id="{_e(f.id)}"><img src="data:image/png;base64,{b64}" alt="{_e(f.title)}">'
+        f"<figcaption><b>{_e(f.title)}.</b> {_e(f.caption)}</figcaption></figure>"
+    )
 
 
 def render_html(rep: Report) -> str:
     o = rep.options
     dp = "none (per-layer couplings)" if rep.depth_points is None else str(rep.depth_points)
-    opt_rows = [("coupling sets", ", ".join(o.couplings)), ("estimator", o.estimator),
-                ("depth points", dp + (" (auto)" if o.depth_points == "auto" else "")),
-                ("rank", format_value(o.rank)), ("ridge", format_value(o.ridge)), ("bootstrap resamples", format_value(o.n_bootstrap)),
-                ("tol (marginal band)", format_value(o.tol))]
+    opt_rows = [
+        ("coupling sets", ", ".join(o.couplings)),
+        ("estimator", o.estimator),
+        ("depth points", dp + (" (auto)" if o.depth_points == "auto" else "")),
+        ("rank", format_value(o.rank)),
+        ("ridge", format_value(o.ridge)),
+        ("bootstrap resamples", format_value(o.n_bootstrap)),
+        ("tol (marginal band)", format_value(o.tol)),
+    ]
     if o.estimator == "response":
-        opt_rows += [("round", format_value(o.round)), ("perturbation", o.perturbation), ("samples", format_value(o.n_samples))]
+        opt_rows += [
+            ("round", format_value(o.round)),
+            ("perturbation", o.perturbation),
+            ("samples", format_value(o.n_samples)),
+        ]
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>rganalysis report: {_e(', '.join(m.label for m in rep.models))}</title>",
         f"<style>{_CSS}</style></head><body>",
@@ -98,30 +113,46 @@ def render_html(rep: Report) -> str:
         "--json</code>) write for the options below; the command that reproduces each model's numbers is "
         "given in its section.</p>",
         '<table class="meta" id="report-options"><thead><tr><th>option</th><th>value</th></tr></thead><tbody>'
-        + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in opt_rows) + "</tbody></table>",
-        _json_script("report-options-json", {**asdict(o), "depth_points_used": rep.depth_points,
-                                             "couplings": list(o.couplings)}),
+        + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in opt_rows)
+        + "</tbody></table>",
+        _json_script(
+            "report-options-json",
+            {**asdict(o), "depth_points_used": rep.depth_points, "couplings": list(o.couplings)},
+        ),
         "<nav><h2>Contents</h2><ul>"
         + "".join(f'<li><a href="#model-{_e(m.slug)}">{_e(m.label)}</a></li>' for m in rep.models)
-        + ('<li><a href="#comparison">Comparison</a></li>' if (rep.figures or rep.tables or rep.compare_note) else "")
+        + (
+            '<li><a href="#comparison">Comparison</a></li>'
+            if (rep.figures or rep.tables or rep.compare_note)
+            else ""
+        )
         + "</ul></nav>",
     ]
     for m in rep.models:
         info = m.info
         flow = info["flow"]
-        desc = (f"{_e(info['architecture'] or 'model')} <code>{_e(m.path)}</code>: {info['rounds']} rounds, "
-                f"{info['layers']} pruned layers, {info['parameters']:,} prunable weights; flow "
-                f"{_e(flow.get('kind', ''))}"
-                + (f", rate {_e(flow['rate'])}" if flow.get("rate") is not None else "")
-                + (f", scope {_e(flow['scope'])}" if flow.get("scope") else "")
-                + (f", rescaling {_e(flow['rescaling'])}" if flow.get("rescaling") else "")
-                + f"; global density {info['global_density'][0]:.4g} → {info['global_density'][-1]:.4g}.")
-        parts += [f'<section id="model-{_e(m.slug)}">', f"<h2>Model {_e(m.label)}</h2>", f"<p>{desc}</p>",
-                  f"<p>Reproduce the numbers of this section: <code>{_e(m.command)}</code>"
-                  + (f" and <code>{_e(m.koopman_command)}</code>" if m.koopman_command else "") + "</p>"]
+        desc = (
+            f"{_e(info['architecture'] or 'model')} <code>{_e(m.path)}</code>: {info['rounds']} rounds, "
+            f"{info['layers']} pruned layers, {info['parameters']:,} prunable weights; flow "
+            f"{_e(flow.get('kind', ''))}"
+            + (f", rate {_e(flow['rate'])}" if flow.get("rate") is not None else "")
+            + (f", scope {_e(flow['scope'])}" if flow.get("scope") else "")
+            + (f", rescaling {_e(flow['rescaling'])}" if flow.get("rescaling") else "")
+            + f"; global density {info['global_density'][0]:.4g} → {info['global_density'][-1]:.4g}."
+        )
+        parts += [
+            f'<section id="model-{_e(m.slug)}">',
+            f"<h2>Model {_e(m.label)}</h2>",
+            f"<p>{desc}</p>",
+            f"<p>Reproduce the numbers of this section: <code>{_e(m.command)}</code>"
+            + (f" and <code>{_e(m.koopman_command)}</code>" if m.koopman_command else "")
+            + "</p>",
+        ]
         if m.warnings:
-            parts.append('<div class="note"><p>The fit warned (read the intervals and the classes with care):</p>'
-                         "<ul>" + "".join(f"<li>{_e(w)}</li>" for w in m.warnings) + "</ul></div>")
+            parts.append(
+                '<div class="note"><p>The fit warned (read the intervals and the classes with care):</p>'
+                "<ul>" + "".join(f"<li>{_e(w)}</li>" for w in m.warnings) + "</ul></div>"
+            )
         for f in m.figures:
             parts.append(_figure_html(f))
         for t in m.tables:
@@ -133,9 +164,13 @@ def render_html(rep: Report) -> str:
     if rep.figures or rep.tables or rep.compare_note:
         parts += ['<section id="comparison">', "<h2>Comparison</h2>"]
         if rep.compare_command:
-            parts.append(f"<p>Reproduce the numbers of this section: <code>{_e(rep.compare_command)}</code></p>")
+            parts.append(
+                f"<p>Reproduce the numbers of this section: <code>{_e(rep.compare_command)}</code></p>"
+            )
         if rep.compare_note:
-            parts.append(f'<p class="note">No distance matrix, dendrogram or classes: {_e(rep.compare_note)}.</p>')
+            parts.append(
+                f'<p class="note">No distance matrix, dendrogram or classes: {_e(rep.compare_note)}.</p>'
+            )
         for f in rep.figures:
             parts.append(_figure_html(f))
         for t in rep.tables:
@@ -145,4 +180,3 @@ def render_html(rep: Report) -> str:
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
-

@@ -99,8 +99,9 @@ class Report:
     # ------------------------------------------------------------------ pdf
     def pdf_pages(self) -> int:
         """Pages of :meth:`write_pdf`: one per figure, plus one page of tables per model and for the comparison."""
-        return (sum(len(m.figures) + 1 for m in self.models)
-                + (len(self.figures) + 1 if (self.figures or self.tables) else 0))
+        return sum(len(m.figures) + 1 for m in self.models) + (
+            len(self.figures) + 1 if (self.figures or self.tables) else 0
+        )
 
     def write_pdf(self, path: str | os.PathLike) -> Path:
         """Write a PDF atomically: one page per figure (caption below it) and a page of tables per section."""
@@ -109,7 +110,9 @@ class Report:
         from rganalysis.report.pdf import pdf_figure_page, pdf_tables_page
 
         with AtomicOutput(path, force=True) as tmp:
-            with PdfPages(tmp, metadata={"Creator": f"rganalysis {__version__}", "Title": "rganalysis report"}) as pdf:
+            with PdfPages(
+                tmp, metadata={"Creator": f"rganalysis {__version__}", "Title": "rganalysis report"}
+            ) as pdf:
                 for m in self.models:
                     for f in m.figures:
                         pdf_figure_page(pdf, f, m.label)
@@ -133,6 +136,7 @@ def _umask_mode(path: Path) -> None:
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
 
+
 def format_value(x: Any) -> str:
     if x is None:
         return "—"
@@ -152,5 +156,3 @@ def new_figure(size: tuple[float, float]):
     fig = MplFigure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-

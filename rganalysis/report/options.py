@@ -45,11 +45,17 @@ class ReportOptions(FitOptions):
     ``fit`` does not have; ``couplings``, ``tol`` and the depth points are shared with it.
     """
 
-    depth_points: int | str | None = field(default="auto", metadata=option(
-        "resample per-layer couplings onto N normalised depths; auto: 8, fewer when the shortest flow has under "
-        "2 (couplings + 1) one-step pairs or fewer layers (none with --estimator response); 0: per-layer "
-        "couplings. The report prints the value used", parse=parse_depth_points, metavar="N",
-        show=lambda v: "0" if v is None else str(v)))
+    depth_points: int | str | None = field(
+        default="auto",
+        metadata=option(
+            "resample per-layer couplings onto N normalised depths; auto: 8, fewer when the shortest flow has under "
+            "2 (couplings + 1) one-step pairs or fewer layers (none with --estimator response); 0: per-layer "
+            "couplings. The report prints the value used",
+            parse=parse_depth_points,
+            metavar="N",
+            show=lambda v: "0" if v is None else str(v),
+        ),
+    )
     koopman: bool = False
     threshold: float | str | None = None
     compare_rank: int | str | None = "auto"
@@ -78,11 +84,15 @@ class ReportOptions(FitOptions):
 
     def koopman_args(self) -> list[str]:
         """The ``rganalysis koopman`` options (non-default ones only) of the report's Koopman spectra."""
-        return command_args(FitOptions(tol=self.tol, device=self.device), FitOptions(), only=("tol", "device"))
+        return command_args(
+            FitOptions(tol=self.tol, device=self.device), FitOptions(), only=("tol", "device")
+        )
 
     def compare_args(self, depth_points: int | None) -> list[str]:
         """The ``rganalysis compare`` options (non-default ones only) of the report's comparison."""
-        mine = FitOptions(couplings=self.couplings, depth_points=depth_points, rank=self.compare_rank, tol=self.tol)
+        mine = FitOptions(
+            couplings=self.couplings, depth_points=depth_points, rank=self.compare_rank, tol=self.tol
+        )
         a = command_args(mine, FitOptions(), only=("couplings",))
         a += ["--depth-points", "0" if depth_points is None else str(depth_points)]
         a += command_args(mine, FitOptions(rank="auto"), only=("rank", "tol"))
@@ -108,9 +118,11 @@ def _coupling_groups(sets: Sequence[str], pset: ParameterSet) -> tuple[int, int]
 
         k = compute_couplings(pset.state(0, "cpu"), unknown)
         depth = np.asarray(k["depth"].values, dtype=np.float64)
-        keys = {(s, st) for s, st, d in zip(k["set"].values, k["statistic"].values, depth, strict=True)
-                if np.isfinite(d)}
+        keys = {
+            (s, st)
+            for s, st, d in zip(k["set"].values, k["statistic"].values, depth, strict=True)
+            if np.isfinite(d)
+        }
         n_stats += len(keys)
         n_global += int((~np.isfinite(depth)).sum())
     return n_stats, n_global
-

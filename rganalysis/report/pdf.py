@@ -19,7 +19,9 @@ def pdf_figure_page(pdf: Any, f: Figure, section: str) -> None:
     extra = 0.16 * len(lines) + 0.3
     fig.set_size_inches(w, h + extra)
     fig.get_layout_engine().set(rect=(0, extra / (h + extra), 1, 1 - extra / (h + extra)))
-    txt = fig.text(0.02, (extra - 0.12) / (h + extra), "\n".join(lines), fontsize=8, va="top", ha="left", wrap=False)
+    txt = fig.text(
+        0.02, (extra - 0.12) / (h + extra), "\n".join(lines), fontsize=8, va="top", ha="left", wrap=False
+    )
     pdf.savefig(fig)
     txt.remove()
     fig.get_layout_engine().set(rect=(0, 0, 1, 1))
@@ -44,8 +46,9 @@ def _table_text(t: Table, max_rows: int) -> str:
     return "\n".join(lines)
 
 
-def pdf_tables_page(pdf: Any, tables: Sequence[Table], title: str, command: str,
-                     notes: Sequence[str] = ()) -> None:
+def pdf_tables_page(
+    pdf: Any, tables: Sequence[Table], title: str, command: str, notes: Sequence[str] = ()
+) -> None:
     """One A4 page with the section's tables as monospaced text (the same cell texts as the HTML)."""
     import textwrap
 
@@ -64,7 +67,9 @@ def pdf_tables_page(pdf: Any, tables: Sequence[Table], title: str, command: str,
         budget -= len(lines) + 1
     for t in tables:
         if budget <= 4:
-            fig.text(0.05, y, f"({t.title} and the remaining tables: see the HTML report)", fontsize=7, va="top")
+            fig.text(
+                0.05, y, f"({t.title} and the remaining tables: see the HTML report)", fontsize=7, va="top"
+            )
             break
         body = _table_text(t, max_rows=max(1, min(len(t.rows), budget - 5)))
         fig.text(0.05, y, t.title, fontsize=9, weight="bold", va="top")
@@ -74,4 +79,3 @@ def pdf_tables_page(pdf: Any, tables: Sequence[Table], title: str, command: str,
         y -= 0.0098 * n + 0.02
         budget -= n + 3
     pdf.savefig(fig)
-

@@ -18,7 +18,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from rganalysis.store.parameter_set import ParameterSet
 
-__all__ = ["CLASS_STYLE", "dendrogram", "density_heatmap", "distance_curve", "distance_matrix", "flow_projection", "linkage_from_distance", "magnitude_distributions", "project_flow", "short_layer_name", "spectrum"]
+__all__ = [
+    "CLASS_STYLE",
+    "dendrogram",
+    "density_heatmap",
+    "distance_curve",
+    "distance_matrix",
+    "flow_projection",
+    "linkage_from_distance",
+    "magnitude_distributions",
+    "project_flow",
+    "short_layer_name",
+    "spectrum",
+]
 
 #: Colour and marker of each eigenvalue class (shared by every spectrum figure).
 CLASS_STYLE: dict[str, dict[str, str]] = {
@@ -73,8 +85,13 @@ def _density_table(data: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
     return vals, layers, rounds
 
 
-def density_heatmap(pset_or_densities: ParameterSet | Any, ax: Axes | None = None, *,
-                    annotate: bool | None = None, cmap: str = "viridis") -> Axes:
+def density_heatmap(
+    pset_or_densities: ParameterSet | Any,
+    ax: Axes | None = None,
+    *,
+    annotate: bool | None = None,
+    cmap: str = "viridis",
+) -> Axes:
     """Per-layer density over rounds as a heatmap: rounds left to right, layers top (input side) to
     bottom (output side), colour = surviving fraction in [0, 1].
 
@@ -93,8 +110,9 @@ def density_heatmap(pset_or_densities: ParameterSet | Any, ax: Axes | None = Non
     ax.figure.colorbar(im, ax=ax, label="density (surviving fraction)", fraction=0.05, pad=0.02)
     step = max(1, math.ceil(n_layers / 40))
     ax.set_yticks(np.arange(0, n_layers, step))
-    ax.set_yticklabels([short_layer_name(layers[j]) for j in range(0, n_layers, step)],
-                       fontsize=7 if n_layers > 12 else 9)
+    ax.set_yticklabels(
+        [short_layer_name(layers[j]) for j in range(0, n_layers, step)], fontsize=7 if n_layers > 12 else 9
+    )
     rstep = max(1, math.ceil(n_rounds / 20))
     ax.set_xticks(np.arange(0, n_rounds, rstep))
     ax.set_xticklabels([str(int(r)) for r in rounds[::rstep]])
@@ -107,15 +125,23 @@ def density_heatmap(pset_or_densities: ParameterSet | Any, ax: Axes | None = Non
             for j in range(n_layers):
                 v = vals[i, j]
                 if np.isfinite(v):
-                    ax.text(i, j, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                            color="white" if v < 0.5 else "black")
+                    ax.text(
+                        i,
+                        j,
+                        f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if v < 0.5 else "black",
+                    )
     ax.set_title("Per-layer density over IMP rounds")
     return ax
 
 
 # ------------------------------------------------------------------------------------------- magnitudes
-def _survivor_samples(pset: ParameterSet, rounds: Sequence[int], max_samples: int,
-                      names: Sequence[str] | None = None) -> tuple[dict[int, np.ndarray], int]:
+def _survivor_samples(
+    pset: ParameterSet, rounds: Sequence[int], max_samples: int, names: Sequence[str] | None = None
+) -> tuple[dict[int, np.ndarray], int]:
     """|w| of the survivors of each round, on a fixed strided subset of positions (read tensor by tensor).
 
     The same positions are used at every round, so the histograms of different rounds count the same
@@ -146,9 +172,17 @@ def _survivor_samples(pset: ParameterSet, rounds: Sequence[int], max_samples: in
     return {r: (np.concatenate(v) if v else np.zeros(0)) for r, v in out.items()}, stride
 
 
-def magnitude_distributions(pset: ParameterSet, rounds: Sequence[int] | None = None, ax: Axes | None = None, *,
-                            bins: int = 60, max_samples: int = 200_000, names: Sequence[str] | None = None,
-                            stacked: bool = True, cmap: str = "viridis") -> Axes:
+def magnitude_distributions(
+    pset: ParameterSet,
+    rounds: Sequence[int] | None = None,
+    ax: Axes | None = None,
+    *,
+    bins: int = 60,
+    max_samples: int = 200_000,
+    names: Sequence[str] | None = None,
+    stacked: bool = True,
+    cmap: str = "viridis",
+) -> Axes:
     """Histograms of the magnitudes |w| of the surviving weights per round (log x axis, log-spaced bins).
 
     With ``stacked`` (default) each round has its own baseline, round 0 at the top, and each curve is
@@ -207,8 +241,11 @@ def magnitude_distributions(pset: ParameterSet, rounds: Sequence[int] | None = N
         ax.set_yticks(np.arange(len(rounds)) + 0.3)
         ax.set_yticklabels(list(reversed(ticks)), fontsize=7)
         ax.set_ylim(0, len(rounds))
-        ax.set_ylabel("survivors per bin, each round scaled to its peak\n(tick: round, number of survivors"
-                      + (", * estimated" if stride > 1 else "") + ")")
+        ax.set_ylabel(
+            "survivors per bin, each round scaled to its peak\n(tick: round, number of survivors"
+            + (", * estimated" if stride > 1 else "")
+            + ")"
+        )
     else:
         ax.set_ylabel("number of weights per bin")
         ax.legend(fontsize=7, loc="upper left", frameon=False)
@@ -221,8 +258,11 @@ def _flow_arrays(couplings: Any) -> list[np.ndarray]:
     """A list of (round, coupling) float arrays from one DataArray/array or a list of them."""
     if hasattr(couplings, "dims") or isinstance(couplings, np.ndarray):
         items = [couplings]
-    elif isinstance(couplings, Sequence) and couplings and (
-            hasattr(couplings[0], "dims") or np.ndim(couplings[0]) == 2):
+    elif (
+        isinstance(couplings, Sequence)
+        and couplings
+        and (hasattr(couplings[0], "dims") or np.ndim(couplings[0]) == 2)
+    ):
         items = list(couplings)
     else:
         items = [couplings]
@@ -242,8 +282,9 @@ def _flow_arrays(couplings: Any) -> list[np.ndarray]:
     return out
 
 
-def project_flow(couplings: Any, n_components: int = 2) -> tuple[list[np.ndarray], np.ndarray, np.ndarray,
-                                                                  np.ndarray]:
+def project_flow(
+    couplings: Any, n_components: int = 2
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """PCA of the couplings of one or more flows (rounds pooled; NaN couplings dropped).
 
     Returns (projected flows, each (round, n_components); mean (coupling,); components
@@ -278,9 +319,14 @@ def _away(a: np.ndarray, b: np.ndarray, span: np.ndarray) -> tuple[float, float]
     return (0.0, 8.0) if n == 0 else (float(9 * d[0] / n), float(9 * d[1] / n))
 
 
-def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequence[float] | None = None,
-                    labels: Sequence[str] | None = None,
-                    title: str | None = "Flow projected on its two leading directions") -> Axes:
+def flow_projection(
+    couplings: Any,
+    ax: Axes | None = None,
+    *,
+    fixed_point: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = "Flow projected on its two leading directions",
+) -> Axes:
     """The flow in coupling space projected on its two leading principal directions, rounds as arrows.
 
     Parameters
@@ -306,15 +352,29 @@ def flow_projection(couplings: Any, ax: Axes | None = None, *, fixed_point: Sequ
     span = np.ptp(np.concatenate(proj), axis=0) + 1e-30
     for i, p in enumerate(proj):
         c = colours[i]
-        lab = labels[i] if labels is not None and i < len(labels) else (None if len(proj) == 1 else f"flow {i}")
+        lab = (
+            labels[i] if labels is not None and i < len(labels) else (None if len(proj) == 1 else f"flow {i}")
+        )
         ax.plot(p[:, 0], p[:, 1], "o", color=c, markersize=4, label=lab)
         for r in range(len(p) - 1):
-            ax.annotate("", xy=(p[r + 1, 0], p[r + 1, 1]), xytext=(p[r, 0], p[r, 1]),
-                        arrowprops={"arrowstyle": "->", "color": c, "lw": 1.3, "shrinkA": 2, "shrinkB": 2})
+            ax.annotate(
+                "",
+                xy=(p[r + 1, 0], p[r + 1, 1]),
+                xytext=(p[r, 0], p[r, 1]),
+                arrowprops={"arrowstyle": "->", "color": c, "lw": 1.3, "shrinkA": 2, "shrinkB": 2},
+            )
         if len(p) > 1:
             for r, nb in ((0, 1), (len(p) - 1, len(p) - 2)):
-                ax.annotate(str(r), (p[r, 0], p[r, 1]), textcoords="offset points", xytext=_away(p[r], p[nb], span),
-                            fontsize=8, color=c, ha="center", va="center")
+                ax.annotate(
+                    str(r),
+                    (p[r, 0], p[r, 1]),
+                    textcoords="offset points",
+                    xytext=_away(p[r], p[nb], span),
+                    fontsize=8,
+                    color=c,
+                    ha="center",
+                    va="center",
+                )
     if fixed_point is not None:
         fp = np.asarray([np.nan if v is None else v for v in fixed_point], dtype=np.float64)
         if fp.shape == mean.shape and np.isfinite(fp).all():
@@ -344,28 +404,55 @@ def _eigen_records(eigenvalues: Any, ci: Any, tol: float) -> list[dict[str, Any]
             re, im = float(e.get("re") or 0.0), float(e.get("im") or 0.0)
             mod = e.get("abs")
             mod = abs(complex(re, im)) if mod is None else float(mod)
-            cls = e.get("class") or ("relevant" if mod > 1 + tol else "irrelevant" if mod < 1 - tol else "marginal")
-            recs.append({"re": re, "im": im, "abs": mod, "class": cls,
-                         "ci_low": e.get("ci_low"), "ci_high": e.get("ci_high")})
+            cls = e.get("class") or (
+                "relevant" if mod > 1 + tol else "irrelevant" if mod < 1 - tol else "marginal"
+            )
+            recs.append(
+                {
+                    "re": re,
+                    "im": im,
+                    "abs": mod,
+                    "class": cls,
+                    "ci_low": e.get("ci_low"),
+                    "ci_high": e.get("ci_high"),
+                }
+            )
     else:
         lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
         recs = []
         for z in lam:
             mod = float(abs(z))
             cls = "relevant" if mod > 1 + tol else "irrelevant" if mod < 1 - tol else "marginal"
-            recs.append({"re": float(z.real), "im": float(z.imag), "abs": mod, "class": cls,
-                         "ci_low": None, "ci_high": None})
+            recs.append(
+                {
+                    "re": float(z.real),
+                    "im": float(z.imag),
+                    "abs": mod,
+                    "class": cls,
+                    "ci_low": None,
+                    "ci_high": None,
+                }
+            )
     if ci is not None:
         ci = np.asarray(ci, dtype=np.float64)
         if ci.shape != (len(recs), 2):
             raise ValueError(f"ci must have shape ({len(recs)}, 2), got {ci.shape}")
         for r, (lo, hi) in zip(recs, ci, strict=True):
-            r["ci_low"], r["ci_high"] = (float(lo) if np.isfinite(lo) else None), (float(hi) if np.isfinite(hi) else None)
+            r["ci_low"], r["ci_high"] = (
+                (float(lo) if np.isfinite(lo) else None),
+                (float(hi) if np.isfinite(hi) else None),
+            )
     return recs
 
 
-def spectrum(eigenvalues_json_or_array: Any, ax: Axes | None = None, ci: Any = None, *, tol: float = 0.05,
-             title: str | None = "Eigenvalue spectrum of the linearised RG map") -> Axes:
+def spectrum(
+    eigenvalues_json_or_array: Any,
+    ax: Axes | None = None,
+    ci: Any = None,
+    *,
+    tol: float = 0.05,
+    title: str | None = "Eigenvalue spectrum of the linearised RG map",
+) -> Axes:
     """Eigenvalues in the complex plane with the unit circle and the marginal band ``1 +- tol``; colour and
     marker by class (relevant outside, irrelevant inside, marginal on the circle); the confidence interval
     of |lambda| drawn as a radial error bar.
@@ -387,9 +474,13 @@ def spectrum(eigenvalues_json_or_array: Any, ax: Axes | None = None, ci: Any = N
         tol = float(eigenvalues_json_or_array.get("tol", tol))
     recs = _eigen_records(eigenvalues_json_or_array, ci, tol)
     t = np.linspace(0, 2 * np.pi, 400)
-    ax.fill(np.concatenate([(1 + tol) * np.cos(t), (1 - tol) * np.cos(t[::-1])]),
-            np.concatenate([(1 + tol) * np.sin(t), (1 - tol) * np.sin(t[::-1])]),
-            color="0.92", zorder=0, label=f"marginal band |λ| = 1 ± {tol:g}")
+    ax.fill(
+        np.concatenate([(1 + tol) * np.cos(t), (1 - tol) * np.cos(t[::-1])]),
+        np.concatenate([(1 + tol) * np.sin(t), (1 - tol) * np.sin(t[::-1])]),
+        color="0.92",
+        zorder=0,
+        label=f"marginal band |λ| = 1 ± {tol:g}",
+    )
     ax.plot(np.cos(t), np.sin(t), color="0.35", lw=1.0, zorder=1, label="unit circle")
     reach = 1.15
     for cls in ("irrelevant", "marginal", "relevant"):
@@ -402,10 +493,26 @@ def spectrum(eigenvalues_json_or_array: Any, ax: Axes | None = None, ci: Any = N
             if lo is None or hi is None or r["abs"] <= 0:
                 continue
             u = complex(r["re"], r["im"]) / r["abs"]
-            ax.plot([float(lo) * u.real, float(hi) * u.real], [float(lo) * u.imag, float(hi) * u.imag],
-                    color=st["color"], lw=1.2, alpha=0.55, zorder=2, solid_capstyle="butt")
-        ax.scatter([r["re"] for r in sel], [r["im"] for r in sel], c=st["color"], marker=st["marker"], s=42,
-                   edgecolors="black", linewidths=0.5, zorder=3, label=f"{cls} ({len(sel)})")
+            ax.plot(
+                [float(lo) * u.real, float(hi) * u.real],
+                [float(lo) * u.imag, float(hi) * u.imag],
+                color=st["color"],
+                lw=1.2,
+                alpha=0.55,
+                zorder=2,
+                solid_capstyle="butt",
+            )
+        ax.scatter(
+            [r["re"] for r in sel],
+            [r["im"] for r in sel],
+            c=st["color"],
+            marker=st["marker"],
+            s=42,
+            edgecolors="black",
+            linewidths=0.5,
+            zorder=3,
+            label=f"{cls} ({len(sel)})",
+        )
         reach = max(reach, max(r["abs"] for r in sel) * 1.15)
     # the view holds every eigenvalue; a wide interval runs off the edge rather than shrink the plane
     ax.set_xlim(-reach, reach)
@@ -424,8 +531,9 @@ def spectrum(eigenvalues_json_or_array: Any, ax: Axes | None = None, ci: Any = N
 
 
 # ------------------------------------------------------------------------------------------- distances
-def distance_curve(distances: Any, ax: Axes | None = None, *, label: str | None = None,
-                   log: bool | None = None) -> Axes:
+def distance_curve(
+    distances: Any, ax: Axes | None = None, *, label: str | None = None, log: bool | None = None
+) -> Axes:
     """Distance ``||K_n - K*||`` to the fixed point per round.
 
     Parameters
@@ -458,8 +566,14 @@ def distance_curve(distances: Any, ax: Axes | None = None, *, label: str | None 
     vals = np.concatenate(all_vals) if all_vals else np.zeros(0)
     fin = vals[np.isfinite(vals)]
     if fin.size == 0:
-        ax.text(0.5, 0.5, "no fixed point: the fit found none (I - J singular)", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no fixed point: the fit found none (I - J singular)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     if log is None:
         log = fin.size > 0 and bool((fin > 0).all()) and fin.max() / fin.min() > 1.5
     if log:
@@ -479,8 +593,15 @@ def distance_curve(distances: Any, ax: Axes | None = None, *, label: str | None 
     return ax
 
 
-def distance_matrix(matrix: Any, names: Sequence[str] | None = None, ax: Axes | None = None, *,
-                    annotate: bool | None = None, cmap: str = "magma_r", label: str = "distance") -> Axes:
+def distance_matrix(
+    matrix: Any,
+    names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    annotate: bool | None = None,
+    cmap: str = "magma_r",
+    label: str = "distance",
+) -> Axes:
     """A symmetric distance matrix between models as a heatmap (dark = far, light = close).
 
     Parameters
@@ -501,7 +622,9 @@ def distance_matrix(matrix: Any, names: Sequence[str] | None = None, ax: Axes | 
     if names is None:
         raise ValueError("names are needed with a plain distance matrix")
     if m.shape != (n, n) or len(names) != n:
-        raise ValueError(f"distance matrix must be square with one name per row, got {m.shape} and {len(names)}")
+        raise ValueError(
+            f"distance matrix must be square with one name per row, got {m.shape} and {len(names)}"
+        )
     ax = _axes(ax, (max(4.5, 1.5 + 0.6 * n), max(3.8, 1.2 + 0.55 * n)))
     im = ax.imshow(m, cmap=cmap, interpolation="nearest")
     ax.figure.colorbar(im, ax=ax, label=label, fraction=0.046, pad=0.04)
@@ -517,8 +640,15 @@ def distance_matrix(matrix: Any, names: Sequence[str] | None = None, ax: Axes | 
         for i in range(n):
             for j in range(n):
                 if np.isfinite(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.3g}", ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] > mid else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.3g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if m[i, j] > mid else "black",
+                    )
     ax.set_title("Distance between models")
     return ax
 
@@ -538,17 +668,26 @@ def linkage_from_distance(matrix: Any, method: str = "average") -> np.ndarray:
 
 def _as_linkage(linkage_or_distance: Any, n: int) -> np.ndarray:
     """A linkage matrix for ``n`` leaves from a linkage ((n-1, 4)) or a distance matrix ((n, n))."""
-    a = np.asarray([[np.nan if v is None else v for v in row] for row in linkage_or_distance], dtype=np.float64)
+    a = np.asarray(
+        [[np.nan if v is None else v for v in row] for row in linkage_or_distance], dtype=np.float64
+    )
     if a.shape == (n, n):
         return linkage_from_distance(a)
     if a.shape == (n - 1, 4):
         return a
-    raise ValueError(f"expected a ({n - 1}, 4) linkage matrix or an ({n}, {n}) distance matrix for {n} names, "
-                     f"got shape {a.shape}")
+    raise ValueError(
+        f"expected a ({n - 1}, 4) linkage matrix or an ({n}, {n}) distance matrix for {n} names, "
+        f"got shape {a.shape}"
+    )
 
 
-def dendrogram(linkage_or_distance: Any, names: Sequence[str] | None = None, ax: Axes | None = None, *,
-               threshold: float | None = None) -> Axes:
+def dendrogram(
+    linkage_or_distance: Any,
+    names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    threshold: float | None = None,
+) -> Axes:
     """Hierarchical clustering of the models: leaves are models, the height of a join is the distance
     at which two groups merge.
 
@@ -581,7 +720,9 @@ def dendrogram(linkage_or_distance: Any, names: Sequence[str] | None = None, ax:
         kw["above_threshold_color"] = "0.3"
     _dendrogram(z, **kw)
     if threshold is not None and np.isfinite(threshold):
-        ax.axhline(float(threshold), color="#d62728", ls="--", lw=1.0, label=f"class threshold {threshold:.3g}")
+        ax.axhline(
+            float(threshold), color="#d62728", ls="--", lw=1.0, label=f"class threshold {threshold:.3g}"
+        )
         ax.legend(fontsize=8, frameon=True, framealpha=0.9, loc="best")
     ax.set_ylabel("merge distance")
     ax.set_title("Hierarchical clustering of the models")

@@ -24,7 +24,21 @@ from rganalysis.errors import (
 )
 from rganalysis.store.state import State
 
-__all__ = ["Chunk", "coarse_grain", "CPU_CHUNK", "DEVICE_CHUNK", "GATHER_FRACTION", "GATHER_MIN", "global_scope", "layer_scope", "n_removed", "register_scope", "remove_smallest", "ScopeFn", "SCOPES"]
+__all__ = [
+    "Chunk",
+    "coarse_grain",
+    "CPU_CHUNK",
+    "DEVICE_CHUNK",
+    "GATHER_FRACTION",
+    "GATHER_MIN",
+    "global_scope",
+    "layer_scope",
+    "n_removed",
+    "register_scope",
+    "remove_smallest",
+    "ScopeFn",
+    "SCOPES",
+]
 
 #: A pruning scope: ``(weights, masks, rate) -> new masks``, one entry per prunable layer, same order.
 ScopeFn = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], float], list[torch.Tensor]]

@@ -48,7 +48,11 @@ def compute_flow(
     rewind = None
     if rescaling == "rewind":
         stored = pset.rewind_state()
-        rewind = {k: stored[k].to(dev) for k in state.names} if stored and set(state.names) <= set(stored) else None
+        rewind = (
+            {k: stored[k].to(dev) for k in state.names}
+            if stored and set(state.names) <= set(stored)
+            else None
+        )
     # masks are nested, so the number of rounds a weight is alive in is the first round it is dead in
     alive_rounds = {k: torch.zeros(m.shape, dtype=torch.int16) for k, m in state.masks.items()}
     weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
@@ -69,13 +73,28 @@ def compute_flow(
             masks[k] = [m] * (rounds + 1)
     attrs = dict(pset.attrs)
     attrs["flow_source"] = str(getattr(pset, "path", "") or "")
-    flow = {"kind": "computed", "rate": float(rate), "scope": scope, "rescaling": rescaling,
-            "rounds": int(rounds), "start_round": start, "device": str(dev)}
+    flow = {
+        "kind": "computed",
+        "rate": float(rate),
+        "scope": scope,
+        "rescaling": rescaling,
+        "rounds": int(rounds),
+        "start_round": start,
+        "device": str(dev),
+    }
     out = ParameterSet(
-        pset.info, weights, masks, n_rounds=rounds + 1, layouts=[[]] * (rounds + 1),
+        pset.info,
+        weights,
+        masks,
+        n_rounds=rounds + 1,
+        layouts=[[]] * (rounds + 1),
         rewind={k: partial(lambda n: pset.rewind_state()[n], k) for k in pset.rewind_names()} or None,
-        rewind_layout=pset.rewind_layout, attrs=attrs, flow_attrs=flow, densities=dens,
-        density_layers=state.names, validate=False,
+        rewind_layout=pset.rewind_layout,
+        attrs=attrs,
+        flow_attrs=flow,
+        densities=dens,
+        density_layers=state.names,
+        validate=False,
     )
     out.masks_nested = True  # by construction: coarse-graining only removes weights
     return out

@@ -29,7 +29,19 @@ from rganalysis.store.parameter_set import (
     build_info,
 )
 
-__all__ = ["check_masks", "CHECKPOINT_SUFFIXES", "common_prefix", "find_state_dict", "is_state_dict", "load_checkpoint", "make_parameter_set", "sha256", "single_round", "split_pruned", "WRAPPER_KEYS"]
+__all__ = [
+    "check_masks",
+    "CHECKPOINT_SUFFIXES",
+    "common_prefix",
+    "find_state_dict",
+    "is_state_dict",
+    "load_checkpoint",
+    "make_parameter_set",
+    "sha256",
+    "single_round",
+    "split_pruned",
+    "WRAPPER_KEYS",
+]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors")
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -84,7 +96,9 @@ def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
                 "(allow_pickle=True) to ingest its state dict."
             ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, IndexError, KeyError) as e:
-        raise CorruptCheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from None
+        raise CorruptCheckpointError(
+            f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})"
+        ) from None
     warnings.warn(
         f"{path}: unpickling with weights_only=False because allow_pickle was given; this file can run code",
         UserWarning,
@@ -101,7 +115,9 @@ def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
 
 def is_state_dict(obj: Any) -> bool:
     """True for a non-empty mapping whose values are all tensors."""
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return (
+        isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
 
 
 def find_state_dict(obj: Any) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -147,7 +163,7 @@ def split_pruned(
     masks: dict[str, torch.Tensor] = {}
     layout: list[LayoutEntry] = []
     for key, t in sd.items():
-        name = key[len(prefix):] if prefix and key.startswith(prefix) else key
+        name = key[len(prefix) :] if prefix and key.startswith(prefix) else key
         if name.endswith("_orig") and f"{key[:-5]}_mask" in sd:
             tensors[name[:-5]] = t
             layout.append(LayoutEntry(key, PARAM, name[:-5]))
@@ -160,17 +176,24 @@ def split_pruned(
     return tensors, masks, layout
 
 
-def check_masks(tensors: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], where: str = "") -> None:
+def check_masks(
+    tensors: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], where: str = ""
+) -> None:
     """Every mask names an existing tensor of the same shape (lists the first offenders)."""
     missing = [k for k in masks if k not in tensors]
     if missing:
         raise MissingTensorError(
             f"{where}masks name {len(missing)} tensors the model does not have, e.g. {missing[:5]}"
         )
-    wrong = [f"{k}: mask {tuple(m.shape)} vs weight {tuple(tensors[k].shape)}"
-             for k, m in masks.items() if m.shape != tensors[k].shape]
+    wrong = [
+        f"{k}: mask {tuple(m.shape)} vs weight {tuple(tensors[k].shape)}"
+        for k, m in masks.items()
+        if m.shape != tensors[k].shape
+    ]
     if wrong:
-        raise MaskShapeError(f"{where}{len(wrong)} masks differ in shape from their weights: " + "; ".join(wrong[:5]))
+        raise MaskShapeError(
+            f"{where}{len(wrong)} masks differ in shape from their weights: " + "; ".join(wrong[:5])
+        )
 
 
 def make_parameter_set(
@@ -226,7 +249,11 @@ def make_parameter_set(
     attrs = {
         "name": name or (src[0].stem if src else "model"),
         "source": ", ".join(str(s.resolve()) for s in src),
-        "sha256": {str(p.resolve()): sha256(p) for p in files if p.suffix in CHECKPOINT_SUFFIXES or p.name.startswith("mask")},
+        "sha256": {
+            str(p.resolve()): sha256(p)
+            for p in files
+            if p.suffix in CHECKPOINT_SUFFIXES or p.name.startswith("mask")
+        },
         "adapter": adapter,
         "architecture": architecture,
         "include_embeddings": int(include_embeddings),
@@ -251,5 +278,3 @@ def single_round(sd: Mapping[str, torch.Tensor], prefix: str = "") -> RoundData:
     """RoundData of one state dict: prefix stripped, prune re-parametrisation split."""
     tensors, masks, layout = split_pruned(sd, prefix)
     return RoundData(tensors, masks, {}, layout, {})
-
-

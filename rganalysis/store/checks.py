@@ -27,5 +27,6 @@ def check_nested(pset: ParameterSet) -> None:
                 )
             prev = m
     if pset.masks_nested is False:
-        raise MasksNotNestedError("the masks of this flow are not nested (recorded when the store was written)")
-
+        raise MasksNotNestedError(
+            "the masks of this flow are not nested (recorded when the store was written)"
+        )

@@ -47,8 +47,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _put(group, name: str, t: torch.Tensor, dims: Sequence[str], attrs: Mapping[str, Any], compress: bool,
-         lead: tuple[str, int] | None = None):
+def _put(
+    group,
+    name: str,
+    t: torch.Tensor,
+    dims: Sequence[str],
+    attrs: Mapping[str, Any],
+    compress: bool,
+    lead: tuple[str, int] | None = None,
+):
     """Create variable ``name`` in ``group`` (h5netcdf) from tensor ``t``."""
     all_dims = ((lead[0],) if lead else ()) + tuple(dims)
     shape = ((lead[1],) if lead else ()) + tuple(t.shape)
@@ -78,7 +85,12 @@ def _tensor_attrs(i: TensorInfo, role: str = "model") -> dict[str, Any]:
 
 
 def save(
-    pset: ParameterSet, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True
+    pset: ParameterSet,
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    compress: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Write ``pset`` to ``path``, tensor by tensor, atomically.  Returns the path."""
     import h5netcdf
@@ -87,9 +99,13 @@ def save(
     path = Path(path)
     R = pset.n_rounds
     steps = len(pset.names) * (1 + (R > 1)) + sum(len(pset.changed_names(r)) for r in range(1, R))
-    with AtomicOutput(path, force) as tmp, h5netcdf.File(tmp, "w") as f, tqdm(
-        total=steps, desc=f"writing {path.name}", unit="tensor", disable=not progress, leave=False
-    ) as bar:
+    with (
+        AtomicOutput(path, force) as tmp,
+        h5netcdf.File(tmp, "w") as f,
+        tqdm(
+            total=steps, desc=f"writing {path.name}", unit="tensor", disable=not progress, leave=False
+        ) as bar,
+    ):
         f.attrs.update(
             {
                 "format": FORMAT,
@@ -112,8 +128,14 @@ def save(
             bar.update()
         for key in pset.changed_extra_keys(0):
             t = pset.extra(key, 0)
-            v = _put(params, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
-                     {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)
+            v = _put(
+                params,
+                key,
+                t,
+                [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
+                {"torch_dtype": dtype_name(t.dtype), "role": "extra"},
+                compress,
+            )
             v[...] = to_numpy(t)
 
         nested = True
@@ -123,8 +145,15 @@ def save(
             mg.create_variable("round", ("round",), dtype="i8")[...] = np.arange(R)
             for name in pset.masked_names():
                 i = pset.info[name]
-                v = _put(mg, name, torch.ones((), dtype=torch.bool).expand(i.shape), i.dims,
-                         {"torch_dtype": "bool"}, compress, lead=("round", R))
+                v = _put(
+                    mg,
+                    name,
+                    torch.ones((), dtype=torch.bool).expand(i.shape),
+                    i.dims,
+                    {"torch_dtype": "bool"},
+                    compress,
+                    lead=("round", R),
+                )
                 prev = None
                 for r in range(R):
                     m = pset.mask(name, r)
@@ -146,8 +175,14 @@ def save(
                 bar.update()
             for key in es:
                 t = pset.extra(key, r)
-                _put(g, key, t, [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
-                     {"torch_dtype": dtype_name(t.dtype), "role": "extra"}, compress)[...] = to_numpy(t)
+                _put(
+                    g,
+                    key,
+                    t,
+                    [f"dim{j}_{s}" for j, s in enumerate(t.shape)],
+                    {"torch_dtype": dtype_name(t.dtype), "role": "extra"},
+                    compress,
+                )[...] = to_numpy(t)
 
         rewind = pset.rewind_state()
         if rewind is not None:
@@ -155,7 +190,11 @@ def save(
             g.attrs["layout"] = json_text([e.__dict__ for e in pset.rewind_layout])
             for name, t in rewind.items():
                 i = pset.info.get(name)
-                dims = i.dims if i is not None and tuple(t.shape) == i.shape else [f"dim{j}_{s}" for j, s in enumerate(t.shape)]
+                dims = (
+                    i.dims
+                    if i is not None and tuple(t.shape) == i.shape
+                    else [f"dim{j}_{s}" for j, s in enumerate(t.shape)]
+                )
                 _put(g, name, t, dims, {"torch_dtype": dtype_name(t.dtype)}, compress)[...] = to_numpy(t)
 
         rg = f.create_group("rounds")
@@ -185,6 +224,7 @@ def load(path: str | os.PathLike) -> ParameterSet:
         f = h5py.File(path, "r")
     except OSError as e:
         raise StoreFormatError(f"{path} is not a readable HDF5 file: {e}") from None
+
     def s(x):
         if isinstance(x, np.ndarray) and x.size == 1:
             x = x.reshape(()).item()
@@ -240,8 +280,11 @@ def load(path: str | os.PathLike) -> ParameterSet:
                 target.setdefault(r, {})[name] = DiskRef(f"weights/{gname}", name, dt)
     rewind = rewind_layout = None
     if "rewind" in f:
-        rewind = {n: DiskRef("rewind", n, s(ds.attrs["torch_dtype"])) for n, ds in f["rewind"].items()
-                  if "torch_dtype" in ds.attrs}
+        rewind = {
+            n: DiskRef("rewind", n, s(ds.attrs["torch_dtype"]))
+            for n, ds in f["rewind"].items()
+            if "torch_dtype" in ds.attrs
+        }
         rewind_layout = [LayoutEntry(**e) for e in json.loads(s(f["rewind"].attrs["layout"]))]
     rg = f["rounds"]
     layouts = [[LayoutEntry(**e) for e in lay] for lay in json.loads(s(rg.attrs["layouts"]))]
@@ -270,4 +313,3 @@ def load(path: str | os.PathLike) -> ParameterSet:
         pset.masks_nested = bool(s(f.attrs["masks_nested"]))
     pset.path = path
     return pset
-

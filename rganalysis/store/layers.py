@@ -8,7 +8,10 @@ __all__ = ["classify", "dim_names", "dim_roles", "is_prunable", "KINDS", "leaf",
 
 KINDS = ("conv", "linear", "embedding", "norm", "bias", "other")
 
-_NORM_RE = re.compile(r"(^|[._])(bn\d*|batchnorm|layernorm|layer_norm|ln(_?\d+|f)?|norm\d*|downsample\.1|shortcut\.1|gn\d*)([._]|$)", re.I)
+_NORM_RE = re.compile(
+    r"(^|[._])(bn\d*|batchnorm|layernorm|layer_norm|ln(_?\d+|f)?|norm\d*|downsample\.1|shortcut\.1|gn\d*)([._]|$)",
+    re.I,
+)
 _EMBED_RE = re.compile(r"embed", re.I)
 _NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 

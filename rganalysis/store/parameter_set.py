@@ -187,7 +187,9 @@ class ParameterSet:
         self.masks_nested = True
 
     # ------------------------------------------------------------------ reading
-    def _get(self, v: torch.Tensor | DiskRef | Callable[[], torch.Tensor], rows: slice | None = None) -> torch.Tensor:
+    def _get(
+        self, v: torch.Tensor | DiskRef | Callable[[], torch.Tensor], rows: slice | None = None
+    ) -> torch.Tensor:
         """The tensor behind a stored value; ``rows``: only that slice of its first dimension (read from disk)."""
         if isinstance(v, DiskRef):
             ds = self._file[v.group][v.var]
@@ -196,7 +198,9 @@ class ParameterSet:
             else:
                 arr = ds[()] if rows is None else ds[rows]
             return from_numpy(np.asarray(arr), v.dtype)
-        t = v if isinstance(v, torch.Tensor) else v()  # a callable: derived lazily, e.g. a computed flow's mask
+        t = (
+            v if isinstance(v, torch.Tensor) else v()
+        )  # a callable: derived lazily, e.g. a computed flow's mask
         return t if rows is None else t[rows]
 
     def _latest(self, changed: Mapping[int, set], store: Mapping[int, Mapping], name: str, round: int):
@@ -214,8 +218,9 @@ class ParameterSet:
         if name not in self.info:
             raise MissingTensorError(f"no tensor named {name!r}; the set has {len(self.names)} tensors")
 
-    def tensor(self, name: str, round: int = 0, device: str | torch.device | None = None,
-               rows: slice | None = None) -> torch.Tensor:
+    def tensor(
+        self, name: str, round: int = 0, device: str | torch.device | None = None, rows: slice | None = None
+    ) -> torch.Tensor:
         """Weights of ``name`` at ``round``, unmasked, in the original dtype.
 
         ``rows``: only that slice of the first dimension, read from disk without the rest (streaming
@@ -246,9 +251,14 @@ class ParameterSet:
         if refs is None:
             return None
         first = refs[0]
-        if (isinstance(first, DiskRef) and self._file is not None
-                and all(isinstance(m, DiskRef) and (m.group, m.var, m.index) == (first.group, first.var, r)
-                        for r, m in enumerate(refs))):
+        if (
+            isinstance(first, DiskRef)
+            and self._file is not None
+            and all(
+                isinstance(m, DiskRef) and (m.group, m.var, m.index) == (first.group, first.var, r)
+                for r, m in enumerate(refs)
+            )
+        ):
             ds = self._file[first.group][first.var]
             arr = np.ascontiguousarray(ds[()] if rows is None else ds[:, rows])
             return torch.from_numpy(arr.view(np.bool_) if arr.dtype == np.uint8 else arr.astype(np.bool_))
@@ -392,12 +402,17 @@ class ParameterSet:
 
         module = build_module(self)
         own = module.state_dict()
-        sd = {k: v for k, v in self.to_state_dict(round, layout="canonical", apply_masks=apply_masks).items()
-              if k in own}  # e.g. a position_ids buffer that newer library versions no longer save
+        sd = {
+            k: v
+            for k, v in self.to_state_dict(round, layout="canonical", apply_masks=apply_masks).items()
+            if k in own
+        }  # e.g. a position_ids buffer that newer library versions no longer save
         module.load_state_dict(sd, strict=True)
         return module
 
-    def save(self, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True) -> Path:
+    def save(
+        self, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True
+    ) -> Path:
         """Write the set to ``path`` (atomically: a temporary file renamed at the end)."""
         from rganalysis.store.hdf5 import save
 

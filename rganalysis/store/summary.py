@@ -47,8 +47,15 @@ def summarize(pset: ParameterSet) -> dict[str, Any]:
             "masked": sum(info[n].numel for n in pset.masked_names()),
         },
         "layers": [
-            {"name": n, "kind": i.kind, "shape": list(i.shape), "dtype": str(i.dtype).removeprefix("torch."),
-             "prunable": i.prunable, "masked": pset.has_mask(n), "depth": i.depth}
+            {
+                "name": n,
+                "kind": i.kind,
+                "shape": list(i.shape),
+                "dtype": str(i.dtype).removeprefix("torch."),
+                "prunable": i.prunable,
+                "masked": pset.has_mask(n),
+                "depth": i.depth,
+            }
             for n, i in info.items()
         ],
         "rounds": rounds,
@@ -64,27 +71,40 @@ def format_summary(s: dict[str, Any], max_layers: int | None = None) -> str:
         f"  source      {s['provenance'].get('source', '')}",
         f"  parameters  {p['total']:,} total, {p['prunable']:,} prunable"
         + (f", {p['masked']:,} masked" if p["masked"] else ""),
-        f"  rounds      {len(s['rounds'])}" + (
-            f" (rate {s['flow'].get('rate')}, scope {s['flow'].get('scope')})" if s["flow"].get("rate") else ""),
+        f"  rounds      {len(s['rounds'])}"
+        + (
+            f" (rate {s['flow'].get('rate')}, scope {s['flow'].get('scope')})"
+            if s["flow"].get("rate")
+            else ""
+        ),
         "",
         f"  {'layer':<52} {'kind':<9} {'shape':<22} prunable",
     ]
     layers = s["layers"] if max_layers is None else s["layers"][:max_layers]
     for layer in layers:
         shape = "x".join(map(str, layer["shape"])) or "scalar"
-        flag = "yes" + (" (masked)" if layer["masked"] else "") if layer["prunable"] or layer["masked"] else ""
+        flag = (
+            "yes" + (" (masked)" if layer["masked"] else "") if layer["prunable"] or layer["masked"] else ""
+        )
         out.append(f"  {layer['name']:<52} {layer['kind']:<9} {shape:<22} {flag}")
     if max_layers is not None and len(s["layers"]) > max_layers:
         out.append(f"  ... {len(s['layers']) - max_layers} more (all with --json)")
     metrics = [k for k in s["rounds"][0] if k not in ("round", "global_density", "density")]
-    out += ["", "  round  global density" + "".join(f"  {m:>10}" for m in metrics) + ("   b_n" if s["b"] else "")]
+    out += [
+        "",
+        "  round  global density" + "".join(f"  {m:>10}" for m in metrics) + ("   b_n" if s["b"] else ""),
+    ]
     for r, row in enumerate(s["rounds"]):
         vals = "".join(f"  {'' if row[m] is None else format(row[m], '.4g'):>10}" for m in metrics)
         bn = f"   {s['b'][r]:.4f}" if r < len(s["b"]) else ""
         out.append(f"  {row['round']:>5}  {row['global_density']:>14.6f}{vals}{bn}")
     layer_names = list(s["rounds"][0]["density"])
     if len(s["rounds"]) > 1 or any(v < 1 for v in s["rounds"][0]["density"].values()):
-        out += ["", "  per-layer density by round", "  " + f"{'layer':<52}" + "".join(f" {r:>6}" for r in range(len(s["rounds"])))]
+        out += [
+            "",
+            "  per-layer density by round",
+            "  " + f"{'layer':<52}" + "".join(f" {r:>6}" for r in range(len(s["rounds"]))),
+        ]
         for n in layer_names:
             out.append("  " + f"{n:<52}" + "".join(f" {row['density'][n]:>6.4f}" for row in s["rounds"]))
     return "\n".join(out)

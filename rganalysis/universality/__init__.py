@@ -6,5 +6,13 @@ from rganalysis.universality.distances import distance_matrix, flow_distance
 from rganalysis.universality.signature import FlowSignature, flow_signature
 from rganalysis.universality.text import format_comparison
 
-__all__ = ["FlowSignature", "UniversalityAnalysis", "classes_from_distance", "distance_matrix", "flow_distance",
-           "flow_signature", "format_comparison", "hierarchical_clustering"]
+__all__ = [
+    "FlowSignature",
+    "UniversalityAnalysis",
+    "classes_from_distance",
+    "distance_matrix",
+    "flow_distance",
+    "flow_signature",
+    "format_comparison",
+    "hierarchical_clustering",
+]

@@ -113,11 +113,21 @@ class UniversalityAnalysis(Estimator):
         self.device = device
 
     def _signature_options(self) -> dict[str, Any]:
-        return dict(couplings=tuple([self.couplings] if isinstance(self.couplings, str) else self.couplings),
-                    depth_points=self.depth_points, rank=self.rank, rank_rtol=self.rank_rtol,
-                    max_rank=self.max_rank, rank_gain=self.rank_gain, tol=self.tol, rounds=self.rounds, rate=self.rate,
-                    koopman=self.spectrum == "koopman", koopman_rank=self.koopman_rank,
-                    fixed_point_ridge=self.fixed_point_ridge, device=self.device)
+        return dict(
+            couplings=tuple([self.couplings] if isinstance(self.couplings, str) else self.couplings),
+            depth_points=self.depth_points,
+            rank=self.rank,
+            rank_rtol=self.rank_rtol,
+            max_rank=self.max_rank,
+            rank_gain=self.rank_gain,
+            tol=self.tol,
+            rounds=self.rounds,
+            rate=self.rate,
+            koopman=self.spectrum == "koopman",
+            koopman_rank=self.koopman_rank,
+            fixed_point_ridge=self.fixed_point_ridge,
+            device=self.device,
+        )
 
     def fit(self, flows: Sequence[Any], names: Sequence[str] | None = None) -> UniversalityAnalysis:
         """Fit every flow (store paths, ParameterSets or ready :class:`FlowSignature` objects),
@@ -136,8 +146,16 @@ class UniversalityAnalysis(Estimator):
         paths = [(i, f) for i, f in todo if isinstance(f, (str, os.PathLike))]
         opened = [(i, f) for i, f in todo if not isinstance(f, (str, os.PathLike))]
         kw = [{**opts, "name": None if names is None else names[i]} for i, _ in paths]
-        for (i, _), s in zip(paths, map_flows(signature_task, [(str(f), k) for (_, f), k in zip(paths, kw, strict=True)],
-                                              scheduler=self.scheduler, n_workers=self.n_workers), strict=True):
+        for (i, _), s in zip(
+            paths,
+            map_flows(
+                signature_task,
+                [(str(f), k) for (_, f), k in zip(paths, kw, strict=True)],
+                scheduler=self.scheduler,
+                n_workers=self.n_workers,
+            ),
+            strict=True,
+        ):
             sigs[i] = s
         for i, f in opened:  # open stores cannot travel to workers
             sigs[i] = flow_signature(f, **{**opts, "name": None if names is None else names[i]})
@@ -154,8 +172,11 @@ class UniversalityAnalysis(Estimator):
         sigs = self.signatures_
         self.names_ = [s.name for s in sigs]
         self.distance_, self.components_ = distance_matrix(sigs, self.weights, self.spectrum)
-        self.weights_ = {k: v for k, v in component_weights(self.weights, self.spectrum).items()
-                         if k in self.components_["component"].values}
+        self.weights_ = {
+            k: v
+            for k, v in component_weights(self.weights, self.spectrum).items()
+            if k in self.components_["component"].values
+        }
         D = self.distance_.values
         if self.threshold == "auto":
             self.threshold_ = largest_gap_threshold(D, self.names_, self.linkage)
@@ -163,7 +184,9 @@ class UniversalityAnalysis(Estimator):
         else:
             t = float(self.threshold)
             if not (math.isfinite(t) and t >= 0):
-                raise InvalidParameterError(f"threshold must be a number >= 0 or 'auto', got {self.threshold!r}")
+                raise InvalidParameterError(
+                    f"threshold must be a number >= 0 or 'auto', got {self.threshold!r}"
+                )
             self.threshold_, self.threshold_rule_ = t, "fixed"
         self.graph_ = class_graph(D, self.names_, self.threshold_)
         self.classes_ = classes_from_distance(D, self.names_, self.threshold_)
@@ -183,23 +206,37 @@ class UniversalityAnalysis(Estimator):
         return {
             "models": list(self.names_),
             "distance": mat(self.distance_.values),
-            "components": {str(k): mat(self.components_.sel(component=k).values)
-                           for k in self.components_["component"].values},
+            "components": {
+                str(k): mat(self.components_.sel(component=k).values)
+                for k in self.components_["component"].values
+            },
             "weights": dict(self.weights_),
             "total": "sum over components of weights[component] * components[component] (weight 0: reported only)",
             "classes": [list(c) for c in self.classes_],
             "threshold": float(self.threshold_),
             "threshold_rule": self.threshold_rule_,
-            "graph": {"nodes": list(self.graph_.nodes),
-                      "edges": [[u, v, float(d["weight"])] for u, v, d in self.graph_.edges(data=True)]},
+            "graph": {
+                "nodes": list(self.graph_.nodes),
+                "edges": [[u, v, float(d["weight"])] for u, v, d in self.graph_.edges(data=True)],
+            },
             "hierarchical": self.hierarchy_,
             "fits": {s.name: s.to_json() for s in self.signatures_},
-            "settings": {"couplings": list([self.couplings] if isinstance(self.couplings, str) else self.couplings),
-                         "depth_points": self.depth_points, "rank": self.rank, "rank_rtol": self.rank_rtol,
-                         "max_rank": self.max_rank, "rank_gain": self.rank_gain, "tol": self.tol, "spectrum": self.spectrum, "p": 1,
-                         "linkage": self.linkage, "rounds": self.rounds,
-                         "fixed_point_ridge": self.fixed_point_ridge,
-                         "rate": self.rate if self.rounds else None, "scheduler": self.scheduler_},
+            "settings": {
+                "couplings": list([self.couplings] if isinstance(self.couplings, str) else self.couplings),
+                "depth_points": self.depth_points,
+                "rank": self.rank,
+                "rank_rtol": self.rank_rtol,
+                "max_rank": self.max_rank,
+                "rank_gain": self.rank_gain,
+                "tol": self.tol,
+                "spectrum": self.spectrum,
+                "p": 1,
+                "linkage": self.linkage,
+                "rounds": self.rounds,
+                "fixed_point_ridge": self.fixed_point_ridge,
+                "rate": self.rate if self.rounds else None,
+                "scheduler": self.scheduler_,
+            },
         }
 
 
@@ -211,4 +248,3 @@ def _dedupe_names(sigs: Sequence[FlowSignature]) -> None:
         seen[s.name] = n
         if n > 1:
             s.name = f"{s.name}#{n}"
-

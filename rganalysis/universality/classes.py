@@ -11,7 +11,13 @@ import numpy as np
 
 from rganalysis.errors import InvalidParameterError
 
-__all__ = ["class_graph", "classes_from_distance", "DEFAULT_THRESHOLD", "hierarchical_clustering", "largest_gap_threshold"]
+__all__ = [
+    "class_graph",
+    "classes_from_distance",
+    "DEFAULT_THRESHOLD",
+    "hierarchical_clustering",
+    "largest_gap_threshold",
+]
 
 
 # ====================================================================================================
@@ -60,8 +66,9 @@ def classes_from_distance(D: np.ndarray, names: Sequence[str], threshold: float)
     return sorted(classes, key=lambda c: order[c[0]])
 
 
-def hierarchical_clustering(D: np.ndarray, names: Sequence[str], method: str = "average",
-                            threshold: float | None = None) -> dict[str, Any]:
+def hierarchical_clustering(
+    D: np.ndarray, names: Sequence[str], method: str = "average", threshold: float | None = None
+) -> dict[str, Any]:
     """scipy hierarchical clustering of a distance matrix, as JSON-able data.
 
     Returns
@@ -79,8 +86,11 @@ def hierarchical_clustering(D: np.ndarray, names: Sequence[str], method: str = "
     n = len(names)
     out: dict[str, Any] = {"method": method}
     if n < 2:
-        out.update(linkage=[], dendrogram={"ivl": list(names), "leaves": list(range(n)), "icoord": [], "dcoord": []},
-                   merges=[])
+        out.update(
+            linkage=[],
+            dendrogram={"ivl": list(names), "leaves": list(range(n)), "icoord": [], "dcoord": []},
+            merges=[],
+        )
         if threshold is not None:
             out["clusters"] = [list(names)] if n else []
         return out
@@ -94,9 +104,12 @@ def hierarchical_clustering(D: np.ndarray, names: Sequence[str], method: str = "
         merges.append({"height": float(h), "left": left, "right": right})
     out.update(
         linkage=[[int(r[0]), int(r[1]), float(r[2]), int(r[3])] for r in Z],
-        dendrogram={"ivl": [str(x) for x in dn["ivl"]], "leaves": [int(x) for x in dn["leaves"]],
-                    "icoord": [[float(x) for x in row] for row in dn["icoord"]],
-                    "dcoord": [[float(x) for x in row] for row in dn["dcoord"]]},
+        dendrogram={
+            "ivl": [str(x) for x in dn["ivl"]],
+            "leaves": [int(x) for x in dn["leaves"]],
+            "icoord": [[float(x) for x in row] for row in dn["icoord"]],
+            "dcoord": [[float(x) for x in row] for row in dn["dcoord"]],
+        },
         merges=merges,
     )
     if threshold is not None:
@@ -119,4 +132,3 @@ def largest_gap_threshold(D: np.ndarray, names: Sequence[str], method: str = "av
     h = np.concatenate([[0.0], np.sort(h)])
     k = int(np.argmax(np.diff(h)))
     return float(0.5 * (h[k] + h[k + 1]))
-

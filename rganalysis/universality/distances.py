@@ -14,7 +14,18 @@ import xarray as xr
 from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.signature import FlowSignature
 
-__all__ = ["COMPONENTS", "DEFAULT_WEIGHTS", "distance_matrix", "fixed_point_distance", "flow_distance", "FlowDistance", "koopman_distance", "principal_angles", "spectrum_distance", "subspace_distance"]
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_WEIGHTS",
+    "distance_matrix",
+    "fixed_point_distance",
+    "flow_distance",
+    "FlowDistance",
+    "koopman_distance",
+    "principal_angles",
+    "spectrum_distance",
+    "subspace_distance",
+]
 
 
 # ====================================================================================================
@@ -115,7 +126,9 @@ def koopman_distance(a: FlowSignature, b: FlowSignature, p: float = 1) -> float:
     """``spectral_wasserstein`` between the two flows' DMD eigenvalues (complex plane, zero-padded)."""
     if a.koopman_eigenvalues is None or b.koopman_eigenvalues is None:
         missing = a.name if a.koopman_eigenvalues is None else b.name
-        raise InvalidParameterError(f"{missing!r} has no Koopman eigenvalues: compute them with spectrum='koopman'")
+        raise InvalidParameterError(
+            f"{missing!r} has no Koopman eigenvalues: compute them with spectrum='koopman'"
+        )
     return _wasserstein(a.koopman_eigenvalues, b.koopman_eigenvalues, p)
 
 
@@ -153,8 +166,13 @@ def component_weights(weights: Mapping[str, float] | None, spectrum: str) -> dic
     return w
 
 
-def flow_distance(a: FlowSignature, b: FlowSignature, weights: Mapping[str, float] | None = None,
-                  spectrum: str = "coupling", p: float = 1) -> FlowDistance:
+def flow_distance(
+    a: FlowSignature,
+    b: FlowSignature,
+    weights: Mapping[str, float] | None = None,
+    spectrum: str = "coupling",
+    p: float = 1,
+) -> FlowDistance:
     """All components between two signatures and their weighted total.
 
     ``spectrum="koopman"`` computes the ``koopman`` component too and gives it the spectrum's weight
@@ -180,8 +198,12 @@ def flow_distance(a: FlowSignature, b: FlowSignature, weights: Mapping[str, floa
     return FlowDistance(comp, {k: w[k] for k in comp}, total, angles)
 
 
-def distance_matrix(signatures: Sequence[FlowSignature], weights: Mapping[str, float] | None = None,
-                    spectrum: str = "coupling", p: float = 1) -> tuple[xr.DataArray, xr.DataArray]:
+def distance_matrix(
+    signatures: Sequence[FlowSignature],
+    weights: Mapping[str, float] | None = None,
+    spectrum: str = "coupling",
+    p: float = 1,
+) -> tuple[xr.DataArray, xr.DataArray]:
     """Pairwise distances of ``n`` signatures.
 
     Returns
@@ -199,8 +221,11 @@ def distance_matrix(signatures: Sequence[FlowSignature], weights: Mapping[str, f
     for i in range(n):
         for j in range(i + 1, n):
             pairs[i, j] = flow_distance(sigs[i], sigs[j], weights, spectrum, p)
-    keys = [k for k in COMPONENTS if any(k in d.components for d in pairs.values())] if pairs else \
-        [k for k, v in component_weights(weights, spectrum).items() if v > 0 or k == "spectrum"]
+    keys = (
+        [k for k in COMPONENTS if any(k in d.components for d in pairs.values())]
+        if pairs
+        else [k for k, v in component_weights(weights, spectrum).items() if v > 0 or k == "spectrum"]
+    )
     total = np.zeros((n, n))
     comps = np.zeros((len(keys), n, n))
     for (i, j), d in pairs.items():
@@ -210,7 +235,11 @@ def distance_matrix(signatures: Sequence[FlowSignature], weights: Mapping[str, f
     w = component_weights(weights, spectrum)
     coords = {"model": names, "model_other": names}
     D = xr.DataArray(total, dims=("model", "model_other"), coords=coords, name="distance")
-    C = xr.DataArray(comps, dims=("component", "model", "model_other"), coords={"component": keys, **coords},
-                     name="components", attrs={"weights": json.dumps({k: w[k] for k in keys})})
+    C = xr.DataArray(
+        comps,
+        dims=("component", "model", "model_other"),
+        coords={"component": keys, **coords},
+        name="components",
+        attrs={"weights": json.dumps({k: w[k] for k in keys})},
+    )
     return D, C
-

@@ -18,7 +18,18 @@ import xarray as xr
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, TooFewRoundsError
 from rganalysis.fit.flowfit import FlowFit
 
-__all__ = ["auto_rank", "DEFAULT_DEPTH_POINTS", "DEFAULT_FIXED_POINT_RIDGE", "DEFAULT_MAX_RANK", "DEFAULT_RANK_GAIN", "DEFAULT_RANK_RTOL", "flow_signature", "FlowSignature", "koopman_eigenvalues", "ridge_fixed_point"]
+__all__ = [
+    "auto_rank",
+    "DEFAULT_DEPTH_POINTS",
+    "DEFAULT_FIXED_POINT_RIDGE",
+    "DEFAULT_MAX_RANK",
+    "DEFAULT_RANK_GAIN",
+    "DEFAULT_RANK_RTOL",
+    "flow_signature",
+    "FlowSignature",
+    "koopman_eigenvalues",
+    "ridge_fixed_point",
+]
 
 #: Default ridge of :func:`ridge_fixed_point` (standardised couplings; 0: FlowFit's exact fixed point).
 DEFAULT_FIXED_POINT_RIDGE = 0.05
@@ -39,9 +50,13 @@ DEFAULT_MAX_RANK = 3
 # ====================================================================================================
 # signatures
 # ====================================================================================================
-def ridge_fixed_point(jacobian: np.ndarray, offset: np.ndarray, anchor: np.ndarray,
-                      scale: np.ndarray | None = None, ridge: float = DEFAULT_FIXED_POINT_RIDGE
-                      ) -> tuple[np.ndarray, str]:
+def ridge_fixed_point(
+    jacobian: np.ndarray,
+    offset: np.ndarray,
+    anchor: np.ndarray,
+    scale: np.ndarray | None = None,
+    ridge: float = DEFAULT_FIXED_POINT_RIDGE,
+) -> tuple[np.ndarray, str]:
     """Fixed point of the affine map ``K -> J K + c``, regularised towards ``anchor``.
 
     In standardised couplings ``y = K / scale`` (``scale``: the estimator's ``coupling_scale_``;
@@ -122,15 +137,19 @@ class FlowSignature:
     def __post_init__(self) -> None:
         self.couplings = [str(c) for c in self.couplings]
         self.eigenvalues = np.asarray(self.eigenvalues, dtype=np.complex128).reshape(-1)
-        self.eigenvectors = np.asarray(self.eigenvectors, dtype=np.complex128).reshape(len(self.couplings), -1)
+        self.eigenvectors = np.asarray(self.eigenvectors, dtype=np.complex128).reshape(
+            len(self.couplings), -1
+        )
         self.fixed_point = np.asarray(self.fixed_point, dtype=np.float64).reshape(-1)
         self.coupling_ms = np.asarray(self.coupling_ms, dtype=np.float64).reshape(-1)
         if self.koopman_eigenvalues is not None:
             self.koopman_eigenvalues = np.asarray(self.koopman_eigenvalues, dtype=np.complex128).reshape(-1)
         c = len(self.couplings)
         if self.eigenvectors.shape[1] != self.eigenvalues.size:
-            raise InvalidParameterError(f"{self.name}: {self.eigenvalues.size} eigenvalues but "
-                                        f"{self.eigenvectors.shape[1]} eigenvectors")
+            raise InvalidParameterError(
+                f"{self.name}: {self.eigenvalues.size} eigenvalues but "
+                f"{self.eigenvectors.shape[1]} eigenvectors"
+            )
         if self.fixed_point.size != c or self.coupling_ms.size != c:
             raise InvalidParameterError(f"{self.name}: fixed point / coupling scale must have {c} entries")
         if not (math.isfinite(self.b) and self.b > 1.0):
@@ -155,9 +174,15 @@ class FlowSignature:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_fit(cls, fit: Any, name: str | None = None, *, koopman: np.ndarray | None = None,
-                 meta: Mapping[str, Any] | None = None, fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE
-                 ) -> FlowSignature:
+    def from_fit(
+        cls,
+        fit: Any,
+        name: str | None = None,
+        *,
+        koopman: np.ndarray | None = None,
+        meta: Mapping[str, Any] | None = None,
+        fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
+    ) -> FlowSignature:
         """The signature of a fitted :class:`~rganalysis.fit.FlowFit` (trajectory estimator).
 
         ``coupling_ms`` pools all rounds of all the fit's flows; the fixed point is
@@ -167,13 +192,20 @@ class FlowSignature:
         est = getattr(fit, "estimator_", None)
         if est is None:
             raise InvalidParameterError("FlowSignature.from_fit needs a fitted FlowFit")
-        K = np.concatenate([np.asarray(k.transpose("round", "coupling").values, dtype=np.float64)
-                            for k in fit.couplings_], axis=0)
+        K = np.concatenate(
+            [np.asarray(k.transpose("round", "coupling").values, dtype=np.float64) for k in fit.couplings_],
+            axis=0,
+        )
         anchor = np.asarray(fit.couplings_[0].transpose("round", "coupling").values[-1], dtype=np.float64)
-        fp, method = ridge_fixed_point(est.jacobian_, est.offset_, anchor, getattr(est, "coupling_scale_", None),
-                                       fixed_point_ridge)
-        meta = {"fixed_point_exact": [float(x) if math.isfinite(x) else None
-                                      for x in np.asarray(fit.fixed_point_, dtype=np.float64)], **(meta or {})}
+        fp, method = ridge_fixed_point(
+            est.jacobian_, est.offset_, anchor, getattr(est, "coupling_scale_", None), fixed_point_ridge
+        )
+        meta = {
+            "fixed_point_exact": [
+                float(x) if math.isfinite(x) else None for x in np.asarray(fit.fixed_point_, dtype=np.float64)
+            ],
+            **(meta or {}),
+        }
         names = list(getattr(fit, "names_", None) or [""])
         return cls(
             name=str(name if name is not None else (names[0] or "model")),
@@ -207,15 +239,24 @@ class FlowSignature:
             "rank": self.rank,
             "tol": self.tol,
             "couplings": self.couplings,
-            "eigenvalues": [{"re": float(z.real), "im": float(z.imag), "abs": float(abs(z)),
-                             "exponent": num(y[i]), "retained": bool(self.retained[i])}
-                            for i, z in enumerate(self.eigenvalues)],
+            "eigenvalues": [
+                {
+                    "re": float(z.real),
+                    "im": float(z.imag),
+                    "abs": float(abs(z)),
+                    "exponent": num(y[i]),
+                    "retained": bool(self.retained[i]),
+                }
+                for i, z in enumerate(self.eigenvalues)
+            ],
             "fixed_point": [num(x) for x in self.fixed_point],
             "fixed_point_method": self.fixed_point_method,
         }
         if self.koopman_eigenvalues is not None:
-            out["koopman_eigenvalues"] = [{"re": float(z.real), "im": float(z.imag), "abs": float(abs(z))}
-                                          for z in self.koopman_eigenvalues]
+            out["koopman_eigenvalues"] = [
+                {"re": float(z.real), "im": float(z.imag), "abs": float(abs(z))}
+                for z in self.koopman_eigenvalues
+            ]
         out.update({k: v for k, v in self.meta.items() if k not in out})
         return out
 
@@ -223,8 +264,12 @@ class FlowSignature:
 # ====================================================================================================
 # from stores to signatures
 # ====================================================================================================
-def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank: int = DEFAULT_MAX_RANK,
-              gain: float = DEFAULT_RANK_GAIN) -> int:
+def auto_rank(
+    couplings: xr.DataArray,
+    rtol: float = DEFAULT_RANK_RTOL,
+    max_rank: int = DEFAULT_MAX_RANK,
+    gain: float = DEFAULT_RANK_GAIN,
+) -> int:
     """Trajectory rank suited to a short flow.
 
     Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
@@ -260,8 +305,9 @@ def auto_rank(couplings: xr.DataArray, rtol: float = DEFAULT_RANK_RTOL, max_rank
     return r
 
 
-def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None = None,
-                        device: str = "auto") -> np.ndarray:
+def koopman_eigenvalues(
+    pset: Any, rank: int | None = None, energy: float | None = None, device: str = "auto"
+) -> np.ndarray:
     """Eigenvalues of exact DMD (:class:`rganalysis.koopman.KoopmanDMD`) of a flow's parameter
     snapshots ``theta_n * m_n`` over its pruned tensors, streamed one tensor at a time (no bagging).
 
@@ -279,7 +325,9 @@ def koopman_eigenvalues(pset: Any, rank: int | None = None, energy: float | None
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dmd = KoopmanDMD(rank=rank, energy=energy, subset="prunable", scale="none", n_bags=0, device=device).fit(pset)
+        dmd = KoopmanDMD(
+            rank=rank, energy=energy, subset="prunable", scale="none", n_bags=0, device=device
+        ).fit(pset)
     return np.asarray(dmd.eigenvalues_, dtype=np.complex128)
 
 
@@ -325,8 +373,10 @@ def flow_signature(
     pset = load(Path(source)) if own else source
     try:
         label = name or str(pset.attrs.get("name") or "") or (Path(source).stem if own else "model")
-        meta: dict[str, Any] = {"architecture": str(pset.attrs.get("architecture", "")),
-                                "source": str(source) if own else str(getattr(pset, "path", "") or "")}
+        meta: dict[str, Any] = {
+            "architecture": str(pset.attrs.get("architecture", "")),
+            "source": str(source) if own else str(getattr(pset, "path", "") or ""),
+        }
         flow = pset
         if pset.n_rounds < 2:
             if rounds is None:
@@ -346,8 +396,9 @@ def flow_signature(
         r = auto_rank(K, rank_rtol, max_rank, rank_gain) if rank == "auto" else rank
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = FlowFit(tuple(couplings), "trajectory", rank=r, ridge=ridge, n_bootstrap=0, tol=tol,
-                          device=device).fit(flow, couplings=K)
+            fit = FlowFit(
+                tuple(couplings), "trajectory", rank=r, ridge=ridge, n_bootstrap=0, tol=tol, device=device
+            ).fit(flow, couplings=K)
         meta["warnings"] = sorted({str(w.message) for w in caught})
         meta["couplings_sets"] = list(couplings)
         meta["depth_points"] = depth_points

@@ -24,20 +24,28 @@ def format_comparison(j: Mapping[str, Any], digits: int = 3) -> str:
     out = table(f"total distance = {wtxt}", j["distance"])
     for k, M in j["components"].items():
         out += [""] + table(f"component {k} (weight {j['weights'].get(k, 0):g})", M)
-    out += ["", f"classes (graph components, total <= {j['threshold']:.4g}, {j['threshold_rule']} threshold):"]
+    out += [
+        "",
+        f"classes (graph components, total <= {j['threshold']:.4g}, {j['threshold_rule']} threshold):",
+    ]
     out += [f"  {i + 1}: {', '.join(c)}" for i, c in enumerate(j["classes"])]
     h = j["hierarchical"]
     if h.get("merges"):
         out += [f"hierarchical clustering ({h['method']} linkage), merges:"]
-        out += [f"  {m['height']:.{digits}f}: {{{', '.join(m['left'])}}} + {{{', '.join(m['right'])}}}"
-                for m in h["merges"]]
+        out += [
+            f"  {m['height']:.{digits}f}: {{{', '.join(m['left'])}}} + {{{', '.join(m['right'])}}}"
+            for m in h["merges"]
+        ]
         if "clusters" in h:
-            out += [f"  clusters cut at {j['threshold']:.4g}: " + " | ".join(", ".join(c) for c in h["clusters"])]
+            out += [
+                f"  clusters cut at {j['threshold']:.4g}: " + " | ".join(", ".join(c) for c in h["clusters"])
+            ]
     for name, f in j.get("fits", {}).items():
         ys = [e["exponent"] for e in f["eigenvalues"] if e["retained"]]
         ytxt = ", ".join("-inf" if y is None else f"{y:.3f}" for y in ys) or "none"
-        out.append(f"fit {name}: rank {f['rank']}, b = {f['b']:.4g}, retained exponents [{ytxt}], "
-                   f"fixed point ({f['fixed_point_method']})" + (f"; {len(f['warnings'])} warning(s)"
-                                                                 if f.get("warnings") else ""))
+        out.append(
+            f"fit {name}: rank {f['rank']}, b = {f['b']:.4g}, retained exponents [{ytxt}], "
+            f"fixed point ({f['fixed_point_method']})"
+            + (f"; {len(f['warnings'])} warning(s)" if f.get("warnings") else "")
+        )
     return "\n".join(out)
-

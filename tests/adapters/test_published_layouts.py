@@ -57,12 +57,6 @@ def assert_refused(tmp_path: Path, error: type, match: str, source: Path, **opti
     assert not list(tmp_path.glob(".refused.h5*"))
 
 
-
-
-
-
-
-
 # ====================================================================== 1. IMP ticket series
 class TinyCNN(nn.Module):
     """Stem conv1, two pruned convs, a dense fc head: the ticket code's pruning pattern on a small net."""
@@ -84,9 +78,18 @@ def cifar_resnet18() -> nn.Module:
     return m
 
 
-def write_ticket_series(d: Path, make, n_states: int, *, prefix: str = "module.", rate: float = 0.8,
-                        mask_entry: tuple[int, ...] = (), both_files: tuple[int, ...] = (), momentum: bool = False,
-                        masks: list[dict] | None = None) -> dict:
+def write_ticket_series(
+    d: Path,
+    make,
+    n_states: int,
+    *,
+    prefix: str = "module.",
+    rate: float = 0.8,
+    mask_entry: tuple[int, ...] = (),
+    both_files: tuple[int, ...] = (),
+    momentum: bool = False,
+    masks: list[dict] | None = None,
+) -> dict:
     """The CVPR 2021 ticket code's folder: ``{k}model_SA_best.pth.tar`` per IMP state k (and, for k in
     ``both_files``, a ``{k}checkpoint.pth.tar`` of another epoch).  Returns what was written."""
     d.mkdir(parents=True, exist_ok=True)
@@ -106,8 +109,14 @@ def write_ticket_series(d: Path, make, n_states: int, *, prefix: str = "module."
         for name, mask in masks[k].items():
             prune.custom_from_mask(m.get_submodule(name.removesuffix(".weight")), "weight", mask)
         sd = {prefix + n: v for n, v in m.state_dict().items()}
-        obj = {"state": k, "result": {"train_ta": [50.0 + k, 60.0], "test_ta": [40.0, 55.5 + k]},
-               "epoch": 30 + k, "state_dict": sd, "best_sa": np.float64(90.0 - k), "init_weight": init}
+        obj = {
+            "state": k,
+            "result": {"train_ta": [50.0 + k, 60.0], "test_ta": [40.0, 55.5 + k]},
+            "epoch": 30 + k,
+            "state_dict": sd,
+            "best_sa": np.float64(90.0 - k),
+            "init_weight": init,
+        }
         opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
         if momentum:  # an optimizer state with momentum buffers (tensors); else only its param_groups
             for p in m.parameters():
@@ -200,18 +209,12 @@ def test_ticket_series_refusals(tmp_path):
     assert_refused(tmp_path, PickleRefusedError, "--allow-pickle", d)
 
 
-
-
-
-
-
-
-
-
 def test_bert_folder_with_mask_files_is_a_recorded_flow(bert_tickets, tmp_path):
     d, sd, masks, files = bert_tickets
     back = save_load(ingest(d, masks=files), tmp_path)
-    assert back.attrs["adapter"] == "hf-bert" and back.attrs["architecture"] == "BertForSequenceClassification"
+    assert (
+        back.attrs["adapter"] == "hf-bert" and back.attrs["architecture"] == "BertForSequenceClassification"
+    )
     assert back.n_rounds == 4 and back.flow_attrs["kind"] == "recorded"
     check_densities(back, [{}, *masks])
     np.testing.assert_allclose(back.global_density().values, [1.0, 0.9, 0.8, 0.7], atol=1e-4)
@@ -253,15 +256,15 @@ def test_bert_mask_refusals(bert_tickets, tmp_path):
 
     assert_refused(tmp_path, MasksNotNestedError, "not nested", d, masks=[files[1], files[0]])
     torch.save(nn.Linear(2, 2), tmp_path / "pickled.pt")
-    assert_refused(tmp_path, PickleRefusedError, "--allow-pickle", d, masks=[files[0], tmp_path / "pickled.pt"])
+    assert_refused(
+        tmp_path, PickleRefusedError, "--allow-pickle", d, masks=[files[0], tmp_path / "pickled.pt"]
+    )
 
     pickled_dir = tmp_path / "pickled_bert"  # a pytorch_model.bin that is a whole-model pickle
     pickled_dir.mkdir()
     shutil.copy(d / "config.json", pickled_dir / "config.json")
     torch.save(nn.Linear(2, 2), pickled_dir / "pytorch_model.bin")
     assert_refused(tmp_path, PickleRefusedError, "--allow-pickle", pickled_dir)
-
-
 
 
 # ====================================================================== 3. open_lth runs
@@ -323,7 +326,9 @@ def write_open_lth_run(run: Path, levels: int = 2) -> dict:
     shapes = {n: tuple(init.get_parameter(n).shape) for n in names}
     pruned = {n: s for n, s in shapes.items() if n != "fc.weight"}
     float_masks = [{n: torch.ones(s) for n, s in shapes.items()}] + [
-        {**m, "fc.weight": torch.ones(shapes["fc.weight"])} for m in nested_masks(pruned, [0.8**L for L in range(1, levels + 1)])]
+        {**m, "fc.weight": torch.ones(shapes["fc.weight"])}
+        for m in nested_masks(pruned, [0.8**L for L in range(1, levels + 1)])
+    ]
     out = {"masks": [], "last": [], "init": None, "reports": []}
     for L in range(levels + 1):
         main = run / f"level_{L}" / "main"
@@ -331,9 +336,13 @@ def write_open_lth_run(run: Path, levels: int = 2) -> dict:
         mask = {n: float_masks[L][n].int() for n in names}  # Mask.save: {k: v.cpu().int()}
         torch.save(mask, main / "mask.pth")
         total, unpruned = sum(v.numel() for v in mask.values()), sum(int(v.sum()) for v in mask.values())
-        (main / "sparsity_report.json").write_text(json.dumps({"total": float(total), "unpruned": float(unpruned)}, indent=4))
+        (main / "sparsity_report.json").write_text(
+            json.dumps({"total": float(total), "unpruned": float(unpruned)}, indent=4)
+        )
         (main / "hparams.log").write_text("Model Hyperparameters\n    * model_name => cifar_resnet_20\n")
-        (main / "logger").write_text(f"test_accuracy,0,0.1\ntest_accuracy,3910,{0.9 - 0.01 * L}\ntest_loss,3910,0.3\n")
+        (main / "logger").write_text(
+            f"test_accuracy,0,0.1\ntest_accuracy,3910,{0.9 - 0.01 * L}\ntest_loss,3910,0.3\n"
+        )
         files = {}
         for ep, it in ((0, 0), (9, 50), (10, 0)):
             m = copy.deepcopy(init)
@@ -367,18 +376,28 @@ def test_open_lth_run_is_a_recorded_flow(open_lth_run, tmp_path):
     for L in range(3):  # PrunedModel keys (model.*, float32 mask_* buffers) and mask.pth come back exactly
         assert_state_dicts_equal(back.to_state_dict(L), w["last"][L])
         assert_state_dicts_equal(mask_file_dict(back, L), w["masks"][L])
-    assert list(w["last"][1])[0].startswith("mask_") and back.to_state_dict(1)["mask_fc___weight"].dtype == torch.float32
+    assert (
+        list(w["last"][1])[0].startswith("mask_")
+        and back.to_state_dict(1)["mask_fc___weight"].dtype == torch.float32
+    )
     assert_state_dicts_equal(rewind_state_dict(back), w["init"])
     check_densities(back, w["masks"])
     for L in range(3):
-        report = json.loads((root / "replicate_1" / f"level_{L}" / "main" / "sparsity_report.json").read_text())
-        assert back.global_density().values[L] == pytest.approx(report["unpruned"] / report["total"], rel=1e-12)
+        report = json.loads(
+            (root / "replicate_1" / f"level_{L}" / "main" / "sparsity_report.json").read_text()
+        )
+        assert back.global_density().values[L] == pytest.approx(
+            report["unpruned"] / report["total"], rel=1e-12
+        )
     np.testing.assert_allclose(back.metrics["test_accuracy"], [0.9, 0.89, 0.88])
     np.testing.assert_array_equal(back.metrics["epoch"], [10, 10, 10])  # ep10 is after ep9 (numerically)
     kinds = {n: back.info[n].kind for n in back.names}
     assert kinds["bn.weight"] == kinds["blocks.0.bn1.weight"] == kinds["blocks.3.shortcut.1.weight"] == "norm"
     assert kinds["blocks.3.shortcut.1.running_mean"] == kinds["blocks.3.shortcut.1.bias"] == "norm"
-    assert kinds["blocks.3.shortcut.0.weight"] == kinds["conv.weight"] == "conv" and kinds["fc.weight"] == "linear"
+    assert (
+        kinds["blocks.3.shortcut.0.weight"] == kinds["conv.weight"] == "conv"
+        and kinds["fc.weight"] == "linear"
+    )
     # a lottery folder with a single replicate is the same run
     assert ingest(root).n_rounds == 3
 
@@ -414,8 +433,13 @@ def test_generic_open_lth_state_dict_and_unknown_architecture(tmp_path):
     assert back.info["blocks.6.shortcut.1.weight"].kind == "norm"
     assert back.info["blocks.6.shortcut.0.weight"].kind == "conv"
     assert back.prunable_names()[0] == "conv.weight" and back.prunable_names()[-1] == "fc.weight"
-    assert_refused(tmp_path, UnknownArchitectureError, "unknown architecture", tmp_path / "resnet20.pth",
-                   architecture="cifar_resnet_20")
+    assert_refused(
+        tmp_path,
+        UnknownArchitectureError,
+        "unknown architecture",
+        tmp_path / "resnet20.pth",
+        architecture="cifar_resnet_20",
+    )
 
 
 # ====================================================================== 5. self-supervised ResNets
@@ -427,13 +451,21 @@ def test_moco_resnet50_takes_the_query_encoder(tmp_path):
     q.fc = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), q.fc)  # MoCo v2 --mlp
     k_sd = {n: v.clone() for n, v in q.state_dict().items()}
     k_sd["conv1.weight"] += 1.0  # the momentum encoder has drifted
-    sd = {"module.queue": nn.functional.normalize(torch.randn(128, 512), dim=0),
-          "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+    sd = {
+        "module.queue": nn.functional.normalize(torch.randn(128, 512), dim=0),
+        "module.queue_ptr": torch.zeros(1, dtype=torch.long),
+    }
     sd |= {f"module.encoder_q.{n}": v for n, v in q.state_dict().items()}
     sd |= {f"module.encoder_k.{n}": v for n, v in k_sd.items()}
-    torch.save({"epoch": 200, "arch": "resnet50", "state_dict": sd,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "params": [0, 1]}]}},
-               tmp_path / "moco_v2_200ep.pth.tar")
+    torch.save(
+        {
+            "epoch": 200,
+            "arch": "resnet50",
+            "state_dict": sd,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9, "params": [0, 1]}]},
+        },
+        tmp_path / "moco_v2_200ep.pth.tar",
+    )
     with pytest.warns(UserWarning, match="module.encoder_k."):
         pset = ingest(tmp_path / "moco_v2_200ep.pth.tar")
     back = save_load(pset, tmp_path)
@@ -449,8 +481,13 @@ def test_moco_resnet50_takes_the_query_encoder(tmp_path):
     other = ingest(tmp_path / "moco_v2_200ep.pth.tar", prefix="module.encoder_k.")
     assert other.attrs["key_prefix"] == "module.encoder_k."
     assert torch.equal(other.tensor("conv1.weight"), k_sd["conv1.weight"])
-    assert_refused(tmp_path, MissingTensorError, "no key starts with", tmp_path / "moco_v2_200ep.pth.tar",
-                   prefix="module.encoder_x.")
+    assert_refused(
+        tmp_path,
+        MissingTensorError,
+        "no key starts with",
+        tmp_path / "moco_v2_200ep.pth.tar",
+        prefix="module.encoder_x.",
+    )
 
 
 @pytest.mark.parametrize("style", ["backbone", "encoder", "module"])
@@ -461,8 +498,11 @@ def test_simclr_style_backbones(tmp_path, style):
     m = torchvision.models.resnet18(weights=None)
     if style == "backbone":  # solo-learn style: fc = Identity, projector beside the backbone
         m.fc = nn.Identity()
-        head = {"projector.0.weight": torch.randn(64, 512), "projector.0.bias": torch.zeros(64),
-                "projector.2.weight": torch.randn(32, 64)}
+        head = {
+            "projector.0.weight": torch.randn(64, 512),
+            "projector.0.bias": torch.zeros(64),
+            "projector.2.weight": torch.randn(32, 64),
+        }
     elif style == "module":  # SimCLR with its MLP inside the backbone, DataParallel
         m.fc = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 128))
         head = {}

@@ -18,7 +18,9 @@ from conftest import toy_pset
 # --- the command line -----------------------------------------------------------------------------------------
 def test_cli_compare_json(stores, tmp_path, capsys):
     out = tmp_path / "cmp.json"
-    rc = main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), str(stores["cnn0"]), "--json", str(out), "-q"])
+    rc = main(
+        ["compare", str(stores["mlp0"]), str(stores["mlp1"]), str(stores["cnn0"]), "--json", str(out), "-q"]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "total distance = 1*spectrum + 1*fixed_point + 1*subspace" in text and "classes" in text
@@ -44,8 +46,25 @@ def test_cli_compare_model_store_and_errors(stores, resnet18_sd, tmp_path, capsy
     assert rc == 2 and "--rounds" in capsys.readouterr().err
     # ... or gets a data-free flow with --rounds/--rate; ResNet-18 vs MLPs in the normalised-depth space
     out = tmp_path / "r.json"
-    rc = main(["compare", str(stores["mlp0"]), str(r18), str(stores["mlp1"]), "--rounds", "5", "--rate", "0.2",
-               "--names", "a,r18,b", "--threshold", "auto", "--json", str(out), "-q"])
+    rc = main(
+        [
+            "compare",
+            str(stores["mlp0"]),
+            str(r18),
+            str(stores["mlp1"]),
+            "--rounds",
+            "5",
+            "--rate",
+            "0.2",
+            "--names",
+            "a,r18,b",
+            "--threshold",
+            "auto",
+            "--json",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 0
     j = json.loads(out.read_text())
     assert j["models"] == ["a", "r18", "b"] and j["threshold_rule"] == "largest_gap"
@@ -64,8 +83,19 @@ def test_cli_compare_model_store_and_errors(stores, resnet18_sd, tmp_path, capsy
 
 def test_cli_compare_koopman_spectrum(stores, tmp_path):
     out = tmp_path / "k.json"
-    rc = main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), str(stores["cnn0"]), "--spectrum", "koopman",
-               "--json", str(out), "-q"])
+    rc = main(
+        [
+            "compare",
+            str(stores["mlp0"]),
+            str(stores["mlp1"]),
+            str(stores["cnn0"]),
+            "--spectrum",
+            "koopman",
+            "--json",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 0
     j = json.loads(out.read_text())
     assert set(j["components"]) == {"spectrum", "fixed_point", "subspace", "koopman"}

@@ -19,7 +19,12 @@ from rganalysis.store.parameter_set import ParameterSet
 
 def test_flow_records_nested_masks_and_densities(gaussian_model, tmp_path):
     out = tmp_path / "flow.h5"
-    assert main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(out), "--rounds", "6", "--rate", "0.2", "-q"]) == 0
+    assert (
+        main(
+            ["flow", str(gaussian_model / "gauss.h5"), "-o", str(out), "--rounds", "6", "--rate", "0.2", "-q"]
+        )
+        == 0
+    )
     f = rganalysis.load(out)
     assert f.n_rounds == 7 and f.flow_attrs["kind"] == "computed" and f.flow_attrs["rate"] == 0.2
     assert f.pruned_names() == ["a.weight", "b.weight", "c.weight"]
@@ -48,8 +53,18 @@ def test_fit_json_contract(gaussian_model, tmp_path, capsys):
     assert main(["fit", str(flow), "--json", str(js), "--bootstrap", "20", "-q"]) == 0
     text = capsys.readouterr().out
     j = json.loads(js.read_text())
-    for key in ("rate", "b", "couplings", "jacobian", "fixed_point", "eigenvalues", "fixed_point_type",
-                "distance_to_fixed_point", "residual", "b_n"):
+    for key in (
+        "rate",
+        "b",
+        "couplings",
+        "jacobian",
+        "fixed_point",
+        "eigenvalues",
+        "fixed_point_type",
+        "distance_to_fixed_point",
+        "residual",
+        "b_n",
+    ):
         assert key in j, key
     assert j["rate"] == 0.2 and j["b"] == pytest.approx(1.25)
     assert j["couplings"] == ["density[a.weight]", "density[b.weight]", "density[c.weight]"]
@@ -116,9 +131,38 @@ def test_minilm_flow_and_fit(tmp_path, capsys):
     from rganalysis.demo import minilm_path
 
     assert main(["ingest", str(minilm_path()), "-o", str(tmp_path / "m.h5"), "-q"]) == 0
-    assert main(["flow", str(tmp_path / "m.h5"), "-o", str(tmp_path / "f.h5"), "--rounds", "6", "--rate", "0.2", "-q"]) == 0
-    assert main(["fit", str(tmp_path / "f.h5"), "--depth-points", "4", "--bootstrap", "20",
-                 "--json", str(tmp_path / "fit.json"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "flow",
+                str(tmp_path / "m.h5"),
+                "-o",
+                str(tmp_path / "f.h5"),
+                "--rounds",
+                "6",
+                "--rate",
+                "0.2",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "f.h5"),
+                "--depth-points",
+                "4",
+                "--bootstrap",
+                "20",
+                "--json",
+                str(tmp_path / "fit.json"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     j = json.loads((tmp_path / "fit.json").read_text())
     assert len(j["couplings"]) == 4 and len(j["eigenvalues"]) == 4
     assert "|lambda|" in capsys.readouterr().out

@@ -43,18 +43,37 @@ def test_bert_masks_from_the_command_line(bert_tickets, tmp_path):
 
     d, sd, masks, files = bert_tickets
     out = tmp_path / "T.h5"
-    assert main(["ingest", str(d), "--mask", str(files[0]), "--mask", str(files[1]), "-o", str(out), "-q"]) == 0
+    assert (
+        main(["ingest", str(d), "--mask", str(files[0]), "--mask", str(files[1]), "-o", str(out), "-q"]) == 0
+    )
     with rganalysis.load(out) as back:
         assert back.n_rounds == 3
         check_densities(back, [{}, *masks[:2]])
-    assert main(["ingest", str(d), "--mask", str(files[1]), "--mask", str(files[0]), "-o", str(tmp_path / "x.h5"),
-                 "-q"]) == 2
+    assert (
+        main(
+            [
+                "ingest",
+                str(d),
+                "--mask",
+                str(files[1]),
+                "--mask",
+                str(files[0]),
+                "-o",
+                str(tmp_path / "x.h5"),
+                "-q",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "x.h5").exists()
 
 
 def test_ingest_and_info_json(tmp_path, resnet18_sd, capsys):
     torch.save(resnet18_sd, tmp_path / "r18.pth")
-    assert main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "r18.h5"), "--name", "rn18", "-q"]) == 0
+    assert (
+        main(["ingest", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "r18.h5"), "--name", "rn18", "-q"])
+        == 0
+    )
     capsys.readouterr()
     assert main(["info", str(tmp_path / "r18.h5"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
@@ -70,8 +89,20 @@ def test_ingest_and_info_json(tmp_path, resnet18_sd, capsys):
 
 def test_module_entry_point(tmp_path, resnet18_sd):
     torch.save(resnet18_sd, tmp_path / "r18.pth")
-    r = subprocess.run([sys.executable, "-m", "rganalysis", "ingest", str(tmp_path / "r18.pth"), "-o",
-                        str(tmp_path / "x.h5"), "-q"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rganalysis",
+            "ingest",
+            str(tmp_path / "r18.pth"),
+            "-o",
+            str(tmp_path / "x.h5"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     ds = xr.open_dataset(tmp_path / "x.h5", engine="h5netcdf", group="parameters")
     assert "conv1.weight" in ds

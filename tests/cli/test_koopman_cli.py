@@ -22,8 +22,26 @@ def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
     shutil.copyfile(series["path"], path)
     out = tmp_path / "k.json"
     subset = "layer1.*conv*,layer4.1.conv2.weight"  # 2.5 M of the 10.6 M masked weights: a faster test
-    assert main(["koopman", str(path), "--rank", "5", "--subset", subset, "--modes-limit", "2", "--bags", "20",
-                 "--json", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "koopman",
+                str(path),
+                "--rank",
+                "5",
+                "--subset",
+                subset,
+                "--modes-limit",
+                "2",
+                "--bags",
+                "20",
+                "--json",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "7 snapshots of" in text and "rank 5 (numerical rank 5)" in text and "0.90000" in text
     j = json.loads(out.read_text())
@@ -43,7 +61,9 @@ def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
     names = [k for k in series["lin"] if k.startswith("layer1.")] + ["layer4.1.conv2.weight"]
     assert sorted(m0.data_vars) == sorted(names)  # a real eigenvalue: no imaginary parts
     assert m0.attrs["eigenvalue_re"] == pytest.approx(0.9, rel=1e-6) and m0.attrs["class"] == "irrelevant"
-    assert m1.attrs["eigenvalue_im"] > 0 and sorted(m1.data_vars) == sorted(names + [f"{n}.imag" for n in names])
+    assert m1.attrs["eigenvalue_im"] > 0 and sorted(m1.data_vars) == sorted(
+        names + [f"{n}.imag" for n in names]
+    )
     a0 = complex(m0.attrs["amplitude_re"], m0.attrs["amplitude_im"])
     a1 = complex(m1.attrs["amplitude_re"], m1.attrs["amplitude_im"])
     with rganalysis.load(path) as p:

@@ -54,8 +54,13 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     fit_json = json.loads(js.read_text())
     assert json.loads(page.scripts["fit-alpha"]) == fit_json
     # ... and every number in the tables is that JSON's number
-    assert check_tables_equal_json(page, {"summary-": fit_json, "exponents-": fit_json, "fixedpoint-": fit_json,
-                                           "distance-": fit_json}) >= 4 * 8 + 4 + 3
+    assert (
+        check_tables_equal_json(
+            page,
+            {"summary-": fit_json, "exponents-": fit_json, "fixedpoint-": fit_json, "distance-": fit_json},
+        )
+        >= 4 * 8 + 4 + 3
+    )
     # the Koopman spectrum is what `rganalysis koopman` writes, with the command printed
     kcmd = shlex.split(unescape(re.search(r"</code> and <code>([^<]+)</code>", text).group(1)))
     assert kcmd[:3] == ["rganalysis", "koopman", str(flows["alpha"])]
@@ -80,9 +85,25 @@ def test_report_errors_leave_no_file(flows, tmp_path, capsys):
     assert main(["report", str(flows["model_only"]), "-o", str(html), "-q"]) == 2
     assert "TooFewRoundsError" in capsys.readouterr().err
     assert html.read_text() == "old"
-    assert main(["report", str(flows["alpha"]), "-o", str(tmp_path / "x.html"), "--depth-points", "many", "-q"]) == 2
+    assert (
+        main(["report", str(flows["alpha"]), "-o", str(tmp_path / "x.html"), "--depth-points", "many", "-q"])
+        == 2
+    )
     assert "InvalidParameterError" in capsys.readouterr().err
-    assert main(["report", str(flows["alpha"]), str(flows["beta"]), "-o", str(tmp_path / "x.html"),
-                 "--koopman-json", str(html), "-q"]) == 2
+    assert (
+        main(
+            [
+                "report",
+                str(flows["alpha"]),
+                str(flows["beta"]),
+                "-o",
+                str(tmp_path / "x.html"),
+                "--koopman-json",
+                str(html),
+                "-q",
+            ]
+        )
+        == 2
+    )
     assert "once per flow" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]

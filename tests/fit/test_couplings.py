@@ -55,8 +55,10 @@ def test_magnitude_statistics_match_numpy(state: State) -> None:
     for name, w in state.weights.items():
         surv = w[state.masks[name]].double().numpy()
         mag = np.abs(surv)
-        got = {s: float(k.sel(coupling=f"magnitude.{s}[{name}]")) for s in
-               ("mean", "std", "q25", "q50", "q75", "kurtosis")}
+        got = {
+            s: float(k.sel(coupling=f"magnitude.{s}[{name}]"))
+            for s in ("mean", "std", "q25", "q50", "q75", "kurtosis")
+        }
         assert got["mean"] == pytest.approx(mag.mean(), rel=1e-12)
         assert got["std"] == pytest.approx(mag.std(), rel=1e-12)
         for s, q in (("q25", 0.25), ("q50", 0.5), ("q75", 0.75)):
@@ -78,7 +80,8 @@ def test_spectral_uses_masked_reshaped_matrices(state: State) -> None:
         sv = np.linalg.svd(mat, compute_uv=False)
         assert float(k.sel(coupling=f"spectral.top_sv[{name}]")) == pytest.approx(sv[0], rel=1e-10)
         assert float(k.sel(coupling=f"spectral.stable_rank[{name}]")) == pytest.approx(
-            (sv**2).sum() / sv[0] ** 2, rel=1e-10)
+            (sv**2).sum() / sv[0] ** 2, rel=1e-10
+        )
 
 
 def test_several_sets_order(state: State) -> None:
@@ -153,14 +156,19 @@ def test_resample_depth_puts_different_depths_in_one_space() -> None:
 
 
 def test_resample_depth_on_a_flow_and_shared_depths(state: State) -> None:
-    st = State(state.weights, state.masks, depth={"conv1.weight": 0.0, "layer1.0.conv1.weight": 1.0,
-                                                   "fc.weight": 1.0})
+    st = State(
+        state.weights,
+        state.masks,
+        depth={"conv1.weight": 0.0, "layer1.0.conv1.weight": 1.0, "fc.weight": 1.0},
+    )
     f = flow_couplings([st, coarse_grain(st, 0.3)], ("density", "magnitude"))
     r = resample_depth(f, n_points=3)
     assert r.dims == ("round", "coupling") and r.sizes["coupling"] == (1 + 6) * 3
     d = f.sel(coupling=[f"density[{n}]" for n in st.names]).values
     np.testing.assert_allclose(r.sel(coupling="density[depth=0.000]").values, d[:, 0])
     np.testing.assert_allclose(r.sel(coupling="density[depth=1.000]").values, d[:, 1:].mean(axis=1))
-    np.testing.assert_allclose(r.sel(coupling="density[depth=0.500]").values, (d[:, 0] + d[:, 1:].mean(1)) / 2)
+    np.testing.assert_allclose(
+        r.sel(coupling="density[depth=0.500]").values, (d[:, 0] + d[:, 1:].mean(1)) / 2
+    )
     with pytest.raises(InvalidParameterError):
         resample_depth(f, n_points=1)

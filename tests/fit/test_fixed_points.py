@@ -51,8 +51,12 @@ def test_density_mode_has_exponent_minus_one() -> None:
 
 
 def test_classify_eigenvalues() -> None:
-    recs = classify_eigenvalues([1.5, 1.02 + 0.01j, 0.8, 0.0], 1.25, tol=0.05, ci=np.array(
-        [[1.4, 1.6], [1.0, 1.05], [0.79, 0.81], [0.0, 0.01]]))
+    recs = classify_eigenvalues(
+        [1.5, 1.02 + 0.01j, 0.8, 0.0],
+        1.25,
+        tol=0.05,
+        ci=np.array([[1.4, 1.6], [1.0, 1.05], [0.79, 0.81], [0.0, 0.01]]),
+    )
     assert [r["class"] for r in recs] == ["relevant", "marginal", "irrelevant", "irrelevant"]
     assert recs[1]["re"] == 1.02 and recs[1]["im"] == 0.01
     assert recs[1]["abs"] == pytest.approx(abs(1.02 + 0.01j))
@@ -77,8 +81,11 @@ def test_fixed_point_type() -> None:
 
 
 def test_distance_and_near_fixed_point() -> None:
-    flow = xr.DataArray(np.array([[1.0, 1.0], [0.6, 0.5], [0.52, 0.51]]), dims=("round", "coupling"),
-                        coords={"round": [0, 1, 2], "coupling": ["a", "b"]})
+    flow = xr.DataArray(
+        np.array([[1.0, 1.0], [0.6, 0.5], [0.52, 0.51]]),
+        dims=("round", "coupling"),
+        coords={"round": [0, 1, 2], "coupling": ["a", "b"]},
+    )
     fp = np.array([0.5, 0.5])
     d = distance_to_fixed_point(flow, fp)
     assert d.dims == ("round",)
@@ -96,8 +103,12 @@ def test_distance_and_near_fixed_point() -> None:
 
 
 def test_spectrum_json_from_arrays_is_strict_json() -> None:
-    out = spectrum_json([0.8, 0.0, 1.2 + 0.1j], [1.25, 1.25, 2.0], tol=0.05,
-                        ci=np.array([[0.79, 0.81], [0.0, 0.02], [1.1, 1.3]]))
+    out = spectrum_json(
+        [0.8, 0.0, 1.2 + 0.1j],
+        [1.25, 1.25, 2.0],
+        tol=0.05,
+        ci=np.array([[0.79, 0.81], [0.0, 0.02], [1.1, 1.3]]),
+    )
     text = json.dumps(out, allow_nan=False)
     back = json.loads(text)
     assert back["type"] == "saddle"

@@ -78,8 +78,10 @@ def test_threshold_response_reproduces_theory(flow: list[State], threshold_fits,
 def test_trajectory_fit_on_perturbed_flows_agrees_with_response(flow: list[State], threshold_fits) -> None:
     """One-step pairs of 12 flows started from threshold perturbations of one state."""
     start = flow[1]
-    flows = [flow_couplings([s0, coarse_grain(s0, P)]) for s0 in perturb_state(start, "threshold", 0.02,
-                                                                                 random_state=1, n=12)]
+    flows = [
+        flow_couplings([s0, coarse_grain(s0, P)])
+        for s0 in perturb_state(start, "threshold", 0.02, random_state=1, n=12)
+    ]
     est = TrajectoryEstimator(n_bootstrap=100).fit(flows)
     assert est.n_pairs_ == 12 and est.n_flows_ == 12
     T = global_threshold(start, P)
@@ -155,8 +157,9 @@ def test_response_parameter_errors(flow: list[State]) -> None:
 
 
 # --- trajectory estimator on synthetic affine flows --------------------------------------------------
-def _affine_flows(A: np.ndarray, c: np.ndarray, n_flows: int, rounds: int, seed: int = 0,
-                  noise: float = 0.0) -> list[np.ndarray]:
+def _affine_flows(
+    A: np.ndarray, c: np.ndarray, n_flows: int, rounds: int, seed: int = 0, noise: float = 0.0
+) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_flows):
@@ -216,7 +219,9 @@ def test_ridge_shrinks_and_allows_few_pairs() -> None:
 
 def test_too_few_rounds_names_the_numbers(flow: list[State]) -> None:
     f = flow_couplings(flow)  # 3 rounds -> 2 pairs, 3 couplings
-    with pytest.raises(TooFewRoundsError, match=r"2 one-step pair\(s\) from 1 flow\(s\).*3 coupling.*at least 4"):
+    with pytest.raises(
+        TooFewRoundsError, match=r"2 one-step pair\(s\) from 1 flow\(s\).*3 coupling.*at least 4"
+    ):
         TrajectoryEstimator().fit(f)
 
 
@@ -264,8 +269,15 @@ def test_flow_pairs_and_mismatched_flows(flow: list[State]) -> None:
 def test_single_nonlinear_flow_warns_that_eigenvalues_are_undetermined() -> None:
     """One IMP flow lies on a curve: J across it is extrapolation, flagged by the bootstrap."""
     g = torch.Generator().manual_seed(0)
-    states = [State.dense({"a": torch.randn(300, 200, generator=g), "b": torch.randn(200, 300, generator=g) * 0.5,
-                           "c": torch.randn(50, 200, generator=g) * 2.0})]
+    states = [
+        State.dense(
+            {
+                "a": torch.randn(300, 200, generator=g),
+                "b": torch.randn(200, 300, generator=g) * 0.5,
+                "c": torch.randn(50, 200, generator=g) * 2.0,
+            }
+        )
+    ]
     for _ in range(8):
         states.append(coarse_grain(states[-1], P))
     with pytest.warns(IllConditionedWarning, match="poorly determined.*1 flow"):

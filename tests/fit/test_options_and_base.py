@@ -33,7 +33,9 @@ def test_response_estimator_repr_lists_its_rate():
 
 def test_option_parsers():
     assert parse_rank("auto") == "auto" and parse_rank("full") is None and parse_rank("3") == 3
-    assert parse_depth_points("0") is None and parse_depth_points("none") is None and parse_depth_points(8) == 8
+    assert (
+        parse_depth_points("0") is None and parse_depth_points("none") is None and parse_depth_points(8) == 8
+    )
     with pytest.raises(InvalidParameterError, match="rank"):
         parse_rank("many")
     o = FitOptions(couplings="density, magnitude", rank="2")

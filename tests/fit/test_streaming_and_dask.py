@@ -25,21 +25,25 @@ from rganalysis.universality.analysis import UniversalityAnalysis
 
 
 def _pset(sd: dict, name: str):
-    return make_parameter_set([single_round(sd)], adapter="generic", architecture="generic", sources=[], name=name)
+    return make_parameter_set(
+        [single_round(sd)], adapter="generic", architecture="generic", sources=[], name=name
+    )
 
 
 def _mlp(seed: int, width: int = 48) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     nn = torch.nn
-    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                         nn.Linear(width, 10)).state_dict()
+    return nn.Sequential(
+        nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+    ).state_dict()
 
 
 def _cnn(seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     nn = torch.nn
-    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(),
-                         nn.Linear(8 * 16, 10)).state_dict()
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 16, 10)
+    ).state_dict()
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +51,16 @@ def sweep(tmp_path_factory):
     """A small sweep: 5 data-free flows of MLPs and CNNs, as stores."""
     d = tmp_path_factory.mktemp("sweep")
     paths = []
-    for name, sd in [("mlp0", _mlp(0)), ("mlp1", _mlp(1)), ("mlp2w", _mlp(2, 80)), ("cnn0", _cnn(0)),
-                     ("cnn1", _cnn(1))]:
-        compute_flow(_pset(sd, name), 7, 0.2, progress=False, device="cpu").save(d / f"{name}.h5", progress=False)
+    for name, sd in [
+        ("mlp0", _mlp(0)),
+        ("mlp1", _mlp(1)),
+        ("mlp2w", _mlp(2, 80)),
+        ("cnn0", _cnn(0)),
+        ("cnn1", _cnn(1)),
+    ]:
+        compute_flow(_pset(sd, name), 7, 0.2, progress=False, device="cpu").save(
+            d / f"{name}.h5", progress=False
+        )
         paths.append(str(d / f"{name}.h5"))
     return paths
 
@@ -72,7 +83,9 @@ def test_streaming_equals_flow_couplings_with_weights_per_round(tmp_path):
     def train(weights, masks):
         return {k: w * (1.0 + 0.1 * i) + 0.01 * torch.sign(w) for i, (k, w) in enumerate(weights.items())}
 
-    flow = compute_flow(_pset(_mlp(3), "rw"), 4, 0.3, rescaling="rewind", train=train, progress=False, device="cpu")
+    flow = compute_flow(
+        _pset(_mlp(3), "rw"), 4, 0.3, rescaling="rewind", train=train, progress=False, device="cpu"
+    )
     flow.save(tmp_path / "rw.h5", progress=False)
     with rganalysis.load(tmp_path / "rw.h5") as p:
         assert not torch.equal(p.tensor("0.weight", 2), p.tensor("0.weight", 0))
@@ -161,18 +174,26 @@ def test_streaming_peak_memory_stays_near_one_tensor(tmp_path):
     for k in sd:  # nested masks of 3 rounds (densities 1, 0.7, 0.4)
         u = torch.rand(shape, generator=g)
         masks[k] = [torch.ones(shape, dtype=torch.bool), u > 0.3, u > 0.6]
-    ParameterSet(build_info(sd), {0: sd}, masks, n_rounds=3, layouts=[[]] * 3, attrs={"name": "big"},
-                 validate=False).save(tmp_path / "big.h5", progress=False)
+    ParameterSet(
+        build_info(sd), {0: sd}, masks, n_rounds=3, layouts=[[]] * 3, attrs={"name": "big"}, validate=False
+    ).save(tmp_path / "big.h5", progress=False)
     del sd, masks
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
-    res = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "big.h5")], capture_output=True, text=True,
-                         timeout=300, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path / "big.h5")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     bound = 4 * tensor_bytes + 16 * 2**20
     total = n_layers * tensor_bytes
     assert out["equal"]
-    assert out["stream"] < bound, f"streaming peaked at {out['stream'] / 2**20:.0f} MiB > {bound / 2**20:.0f} MiB"
+    assert out["stream"] < bound, (
+        f"streaming peaked at {out['stream'] / 2**20:.0f} MiB > {bound / 2**20:.0f} MiB"
+    )
     assert out["naive"] > total > 2.5 * bound  # the bound is far below the model, and the test can tell
 
 
@@ -213,8 +234,22 @@ def test_dask_local_processes_and_local_cluster_equal_serial(sweep):
         # the CLI path on the same cluster
         from rganalysis.cli import main
 
-        assert main(["compare", *sweep, "--spectrum", "koopman", "--scheduler", cluster.scheduler_address,
-                     "--json", str(sweep[0]) + ".json", "-q"]) == 0
+        assert (
+            main(
+                [
+                    "compare",
+                    *sweep,
+                    "--spectrum",
+                    "koopman",
+                    "--scheduler",
+                    cluster.scheduler_address,
+                    "--json",
+                    str(sweep[0]) + ".json",
+                    "-q",
+                ]
+            )
+            == 0
+        )
     j = json.loads(open(str(sweep[0]) + ".json").read())
     np.testing.assert_array_equal(np.array(j["distance"]), serial.distance_.values)
     assert j["settings"]["scheduler"].startswith("distributed tcp://")

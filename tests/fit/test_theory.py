@@ -41,8 +41,12 @@ def test_symbolic_jacobian_is_the_rank_one_formula() -> None:
 
 def test_symbolic_gaussian_matches_numeric() -> None:
     J = density_jacobian_symbolic(3, "gaussian")
-    syms = [sp.Symbol("T", nonnegative=True), sp.Symbol("p", positive=True),
-            *sp.symbols("N_0:3", positive=True), *sp.symbols("sigma_0:3", positive=True)]
+    syms = [
+        sp.Symbol("T", nonnegative=True),
+        sp.Symbol("p", positive=True),
+        *sp.symbols("N_0:3", positive=True),
+        *sp.symbols("sigma_0:3", positive=True),
+    ]
     f = sp.lambdify(syms, J, modules=["scipy", "numpy"])
     num = np.array(f(0.7, P, *SIZES, *SIGMAS), dtype=float)
     np.testing.assert_allclose(num, gaussian_density_jacobian(SIGMAS, SIZES, P, 0.7), rtol=1e-12)

@@ -156,7 +156,10 @@ def _compare_with_pydmd(x: np.ndarray, r: int) -> tuple[KoopmanDMD, DMD]:
         assert np.linalg.norm(a) == pytest.approx(np.linalg.norm(b), rel=1e-8)
         assert abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)) > 1 - 1e-10
     np.testing.assert_allclose(
-        phi * ours.amplitudes_[idx][None, :], ref.modes * ref.amplitudes[None, :], rtol=0, atol=1e-8 * np.abs(x).max()
+        phi * ours.amplitudes_[idx][None, :],
+        ref.modes * ref.amplitudes[None, :],
+        rtol=0,
+        atol=1e-8 * np.abs(x).max(),
     )
     return ours, ref
 
@@ -230,11 +233,15 @@ def test_block_provider_equals_dense_array() -> None:
     cuts = [0, 17, 1000, 1001, 2500, 3000]
     blocks = [z[:, a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     variants = [
-        KoopmanDMD(rank=6, device="cpu").fit(blocks_from_arrays([torch.from_numpy(b.copy()) for b in blocks])),
+        KoopmanDMD(rank=6, device="cpu").fit(
+            blocks_from_arrays([torch.from_numpy(b.copy()) for b in blocks])
+        ),
         KoopmanDMD(rank=6, device="cpu").fit(blocks),  # a list of numpy blocks
         KoopmanDMD(rank=6, device="cpu", chunk_elements=50).fit(torch.from_numpy(z)),  # forced sub-blocks
         # (T, a, b)-shaped blocks are flattened
-        KoopmanDMD(rank=6, device="cpu").fit([torch.from_numpy(z[:, :1000].reshape(9, 10, 100).copy()), z[:, 1000:]]),
+        KoopmanDMD(rank=6, device="cpu").fit(
+            [torch.from_numpy(z[:, :1000].reshape(9, 10, 100).copy()), z[:, 1000:]]
+        ),
         # a negatively strided numpy block
         KoopmanDMD(rank=6, device="cpu").fit([z[:, 999::-1], z[:, 1000:]]),
     ]
@@ -261,10 +268,16 @@ def test_blocks_from_states_masks_the_weights() -> None:
         states.append(State(dict(w), dict(masks)))
         masks = {k: m & torch.from_numpy(rng.random(tuple(m.shape)) > 0.2) for k, m in masks.items()}
         w = {k: v * 1.1 for k, v in w.items()}
-    z = torch.stack([torch.cat([(s.weights[k] * s.masks[k]).reshape(-1) for k in ("a", "b")]) for s in states])
+    z = torch.stack(
+        [torch.cat([(s.weights[k] * s.masks[k]).reshape(-1) for k in ("a", "b")]) for s in states]
+    )
     gram = snapshot_gram(blocks_from_states(states)).gram
     np.testing.assert_allclose(gram, (z.double() @ z.double().T).numpy(), rtol=1e-12)
-    phis = list(KoopmanDMD(rank=3, device="cpu", n_bags=0).fit(blocks_from_states(states)).modes(blocks_from_states(states)))
+    phis = list(
+        KoopmanDMD(rank=3, device="cpu", n_bags=0)
+        .fit(blocks_from_states(states))
+        .modes(blocks_from_states(states))
+    )
     assert [tuple(p.shape) for p in phis] == [(30, 3), (40, 3)]
 
 
@@ -274,7 +287,9 @@ def test_blocks_from_states_masks_the_weights() -> None:
 NOISY_LAMBDAS = np.array([0.95, 0.8, 0.6])
 
 
-def _noisy_flow(seed: int, t: int = 30, n: int = 300, process: float = 0.05, measure: float = 0.01) -> np.ndarray:
+def _noisy_flow(
+    seed: int, t: int = 30, n: int = 300, process: float = 0.05, measure: float = 0.01
+) -> np.ndarray:
     """x_n = V z_n, z_{n+1} = diag(0.95, 0.8, 0.6) z_n + process noise, plus measurement noise; (t, n)."""
     rng = np.random.default_rng(seed)
     v = np.linalg.qr(rng.standard_normal((n, 3)))[0]
@@ -323,7 +338,9 @@ def test_bagging_is_deterministic_and_widths_relate() -> None:
     p = KoopmanDMD(rank=3, device="cpu", random_state=11, ci_method="percentile").fit(x)
     # same bags; subsampling = |lambda| + sqrt(b / (m - b)) * (percentile - |lambda|), b = 23, m = 29
     centre = np.abs(a.eigenvalues_)[:, None]
-    np.testing.assert_allclose(a.eigenvalue_ci_ - centre, math.sqrt(23 / 6) * (p.eigenvalue_ci_ - centre), atol=1e-12)
+    np.testing.assert_allclose(
+        a.eigenvalue_ci_ - centre, math.sqrt(23 / 6) * (p.eigenvalue_ci_ - centre), atol=1e-12
+    )
     q = np.percentile(np.abs(p.bag_eigenvalues_), [2.5, 97.5], axis=0).T
     np.testing.assert_allclose(p.eigenvalue_ci_, q, atol=1e-14)
 
@@ -359,7 +376,11 @@ def test_classes_and_exponents() -> None:
     b_eff = math.exp(np.mean(np.log(steps)))
     assert model.scale_factor_ == pytest.approx(b_eff)
     np.testing.assert_allclose(model.exponents_, np.log(lams) / np.log(b_eff), rtol=1e-9)
-    assert KoopmanDMD(rank=3, device="cpu", tol=0.01).fit(z).classes_.tolist() == ["relevant", "relevant", "irrelevant"]
+    assert KoopmanDMD(rank=3, device="cpu", tol=0.01).fit(z).classes_.tolist() == [
+        "relevant",
+        "relevant",
+        "irrelevant",
+    ]
     for bad in (1.0, -2.0, [2.0, 3.0], np.nan):
         with pytest.raises(InvalidParameterError):
             model.compute_exponents(bad)
@@ -398,8 +419,15 @@ def test_bad_input() -> None:
         KoopmanDMD(device="cpu").fit([z[:, :5], z[:4, 5:]])
     with pytest.raises(InvalidParameterError, match="no blocks"):
         KoopmanDMD(device="cpu").fit(blocks_from_arrays([]))
-    for kwargs in ({"rank": 2, "energy": 0.9}, {"rank": 0}, {"energy": 1.5}, {"bag_fraction": 1.0},
-                   {"n_bags": -1}, {"tol": -0.1}, {"ci_method": "bootstrap"}):
+    for kwargs in (
+        {"rank": 2, "energy": 0.9},
+        {"rank": 0},
+        {"energy": 1.5},
+        {"bag_fraction": 1.0},
+        {"n_bags": -1},
+        {"tol": -0.1},
+        {"ci_method": "bootstrap"},
+    ):
         with pytest.raises(InvalidParameterError):
             KoopmanDMD(device="cpu", **kwargs).fit(z)
     with pytest.raises(InvalidParameterError, match="not fitted"):

@@ -37,10 +37,6 @@ def _rel_err(found: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.abs(found[match_eigenvalues(true, found)] - true) / np.abs(true)
 
 
-
-
-
-
 def test_ticket_series_gives_back_the_linear_map(series):
     pset = rganalysis.load(series["path"])
     assert pset.flow_attrs["layout"] == "imp-ticket-series" and pset.n_rounds == T_SERIES
@@ -64,9 +60,18 @@ def test_ticket_series_gives_back_the_linear_map(series):
     snaps = snapshot_provider(series["pset"], "conv1.weight,layer1.*conv*")
     g = snaps.gram("cpu")
     assert snaps.n_structured_ == 0
-    z = np.concatenate([np.concatenate([
-        (series["pset"].tensor(n, r) * series["pset"].mask(n, r)).double().reshape(1, -1) for r in range(T_SERIES)])
-        for n in snaps.names], axis=1)
+    z = np.concatenate(
+        [
+            np.concatenate(
+                [
+                    (series["pset"].tensor(n, r) * series["pset"].mask(n, r)).double().reshape(1, -1)
+                    for r in range(T_SERIES)
+                ]
+            )
+            for n in snaps.names
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(g.gram, z @ z.T, rtol=1e-12)
 
 
@@ -77,7 +82,9 @@ def test_in_memory_and_layer_std_scaling(series):
     a = KoopmanDMD(rank=5, subset=subset, n_bags=0).fit(series["path"])
     b = KoopmanDMD(rank=5, subset=subset, n_bags=0).fit(series["pset"])
     np.testing.assert_allclose(a.eigenvalues_, b.eigenvalues_, rtol=1e-12)
-    assert a.tensor_names_ == [k for k in series["lin"] if k.startswith("layer2.") and "conv" in k] + ["fc.weight"]
+    assert a.tensor_names_ == [k for k in series["lin"] if k.startswith("layer2.") and "conv" in k] + [
+        "fc.weight"
+    ]
     c = KoopmanDMD(rank=5, subset=subset, scale="layer-std", n_bags=0).fit(series["path"])
     assert _rel_err(c.eigenvalues_, TRUE).max() < 1e-6
     assert not np.allclose(c.singular_values_, a.singular_values_, rtol=1e-3)
@@ -92,13 +99,19 @@ def test_subsets(series):
     names = select_names(pset, "all")
     assert "bn1.running_var" in names and "layer1.0.bn1.num_batches_tracked" not in names  # int64 skipped
     assert len(names) == 102 and sum(pset.info[n].numel for n in names) == 11_689_512 + 9_600  # + BN buffers
-    dmd = KoopmanDMD(rank=6, subset="layer1.0.*", n_bags=0).fit(series["path"])  # convs + constant batch norms
+    dmd = KoopmanDMD(rank=6, subset="layer1.0.*", n_bags=0).fit(
+        series["path"]
+    )  # convs + constant batch norms
     assert dmd.tensor_names_[:3] == ["layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias"]
     assert dmd.n_features_ == 2 * (36_864 + 4 * 64)
     # rank 6 = T-1: the fit is exactly determined, so the float32 rounding of the stored weights
     # enters undamped (~5e-6 with --subset all; 1e-9 with one snapshot pair to spare, as in the first test)
     assert _rel_err(dmd.eigenvalues_, np.r_[1.0, TRUE]).max() < 3e-5
-    assert select_names(pset, "layer4.1.conv2.weight, fc.*") == ["layer4.1.conv2.weight", "fc.weight", "fc.bias"]
+    assert select_names(pset, "layer4.1.conv2.weight, fc.*") == [
+        "layer4.1.conv2.weight",
+        "fc.weight",
+        "fc.bias",
+    ]
     with pytest.raises(InvalidParameterError, match="matches no floating-point tensor"):
         select_names(pset, "decoder.*")
     with pytest.raises(InvalidParameterError, match="matches no"):
@@ -107,14 +120,16 @@ def test_subsets(series):
         KoopmanDMD(scale="global-std").fit(series["path"])
 
 
-
-
-
-
 def _dense_snapshots(pset: ParameterSet, names: list[str]) -> np.ndarray:
     """(T, N) float64 snapshot matrix, built naively (small sets only)."""
-    return np.stack([np.concatenate([(pset.tensor(n, r) * pset.mask(n, r)).double().reshape(-1).numpy()
-                                     for n in names]) for r in range(pset.n_rounds)])
+    return np.stack(
+        [
+            np.concatenate(
+                [(pset.tensor(n, r) * pset.mask(n, r)).double().reshape(-1).numpy() for n in names]
+            )
+            for r in range(pset.n_rounds)
+        ]
+    )
 
 
 def test_imp_flow_matches_pydmd_through_the_store(imp_flow):
@@ -165,7 +180,9 @@ def test_slabs_give_the_same_gram_and_modes(imp_flow, tmp_path):
             got += 1j * np.concatenate([ds[f"{n}.imag"].values.reshape(-1) for n in whole.tensor_names_])
     # modes in parameter units (the per-layer scale undone): Phi = D (Z/D)^T coef for the scaled fit
     sizes = [int(np.prod(ref[n].shape)) for n in whole.tensor_names_]
-    scales = np.concatenate([np.full(k, whole.layer_scales_[n]) for k, n in zip(sizes, whole.tensor_names_, strict=True)])
+    scales = np.concatenate(
+        [np.full(k, whole.layer_scales_[n]) for k, n in zip(sizes, whole.tensor_names_, strict=True)]
+    )
     phi = ((z / scales).T @ whole.mode_coef_[:, 1]) * scales
     np.testing.assert_allclose(got, phi, rtol=1e-9, atol=1e-12 * np.abs(phi).max())
 
@@ -204,7 +221,9 @@ def test_modes_are_written_safely(imp_flow, tmp_path, monkeypatch):
     # a new write replaces every earlier mode group
     assert write_modes(path, dmd, indices=[3]) == ["koopman/mode_000"]
     ds = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_000")
-    assert ds.attrs["eigenvalue_index"] == 3 and ds.attrs["eigenvalue_abs"] == pytest.approx(abs(dmd.eigenvalues_[3]))
+    assert ds.attrs["eigenvalue_index"] == 3 and ds.attrs["eigenvalue_abs"] == pytest.approx(
+        abs(dmd.eigenvalues_[3])
+    )
     ds.close()
     assert mode_groups(path) == ["koopman/mode_000"]
     # the file open read-only elsewhere in this process: a named error, nothing written
@@ -221,8 +240,9 @@ def _linear_flow(T: int, n_comp: int) -> ParameterSet:
     lam = np.array([0.95, 0.6, 0.3][:n_comp])
     shapes = {"l1.weight": (12, 8), "l1.bias": (12,), "l2.weight": (5, 12)}
     v = {k: rng.standard_normal((n_comp, *s)) for k, s in shapes.items()}
-    rounds = [RoundData({k: torch.from_numpy(np.tensordot(lam**n, v[k], axes=1)) for k in shapes})
-              for n in range(T)]
+    rounds = [
+        RoundData({k: torch.from_numpy(np.tensordot(lam**n, v[k], axes=1)) for k in shapes}) for n in range(T)
+    ]
     return make_parameter_set(rounds, adapter="generic", architecture="generic", sources=[])
 
 
@@ -262,5 +282,3 @@ def test_alive_rounds_and_unnested_masks():
     g = snaps.gram("cpu").gram
     z = _dense_snapshots(p, snaps.names)
     np.testing.assert_allclose(g, z @ z.T, rtol=1e-13)
-
-

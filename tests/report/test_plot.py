@@ -32,10 +32,18 @@ def tiny_flow() -> ParameterSet:
     for k, t in w.items():
         a = t.abs().reshape(-1)
         srt = a.sort().values
-        masks[k] = [(t.abs() >= srt[int(f * a.numel())]) if f else torch.ones_like(t, dtype=torch.bool)
-                    for f in (0.0, 0.3, 0.5, 0.7)]
-    return ParameterSet(build_info(w), {0: w}, masks, n_rounds=4, layouts=[[]] * 4,
-                        flow_attrs={"kind": "computed", "rate": 0.3, "rescaling": "none"})
+        masks[k] = [
+            (t.abs() >= srt[int(f * a.numel())]) if f else torch.ones_like(t, dtype=torch.bool)
+            for f in (0.0, 0.3, 0.5, 0.7)
+        ]
+    return ParameterSet(
+        build_info(w),
+        {0: w},
+        masks,
+        n_rounds=4,
+        layouts=[[]] * 4,
+        flow_attrs={"kind": "computed", "rate": 0.3, "rescaling": "none"},
+    )
 
 
 def _new_ax() -> Axes:
@@ -61,7 +69,9 @@ def test_magnitude_distributions_subsample_is_deterministic(tiny_flow):
     assert len(ax.get_yticklabels()) == 4  # one baseline per round
     full, stride = plot._survivor_samples(tiny_flow, [0, 3], max_samples=10**9)
     assert stride == 1
-    assert full[0].size == 1600 and full[3].size == sum(int(tiny_flow.mask(n, 3).sum()) for n in tiny_flow.names)
+    assert full[0].size == 1600 and full[3].size == sum(
+        int(tiny_flow.mask(n, 3).sum()) for n in tiny_flow.names
+    )
     sub1, s1 = plot._survivor_samples(tiny_flow, [0, 3], max_samples=200)
     sub2, _ = plot._survivor_samples(tiny_flow, [0, 3], max_samples=200)
     assert s1 == 8 and sub1[0].size == 200
@@ -97,7 +107,15 @@ def test_flow_projection_with_fixed_point_and_dataarray():
 
 def test_spectrum_from_json_array_and_ci():
     recs = [
-        {"re": 1.3, "im": 0.0, "abs": 1.3, "exponent": 1.0, "class": "relevant", "ci_low": 1.2, "ci_high": 1.4},
+        {
+            "re": 1.3,
+            "im": 0.0,
+            "abs": 1.3,
+            "exponent": 1.0,
+            "class": "relevant",
+            "ci_low": 1.2,
+            "ci_high": 1.4,
+        },
         {"re": 0.5, "im": 0.5, "abs": 0.5 * 2**0.5, "class": "irrelevant", "ci_low": None, "ci_high": None},
         {"re": 0.5, "im": -0.5, "abs": 0.5 * 2**0.5, "class": "irrelevant", "ci_low": 0.6, "ci_high": 9.0},
         {"re": -1.0, "im": 0.0, "abs": 1.0, "class": "marginal", "ci_low": 0.9, "ci_high": 1.1},
@@ -109,7 +127,10 @@ def test_spectrum_from_json_array_and_ci():
     assert ax.get_xlim()[1] >= 1.3 * 1.1  # every eigenvalue is in view; a wild interval is not
     assert ax.get_xlim()[1] < 5
     ax = _new_ax()
-    assert plot.spectrum(np.array([1.2, 0.3 + 0.4j, 0.3 - 0.4j]), ax=ax, ci=[[1.1, 1.3], [0.4, 0.6], [0.4, 0.6]]) is ax
+    assert (
+        plot.spectrum(np.array([1.2, 0.3 + 0.4j, 0.3 - 0.4j]), ax=ax, ci=[[1.1, 1.3], [0.4, 0.6], [0.4, 0.6]])
+        is ax
+    )
     assert "relevant (1)" in [t.get_text() for t in ax.get_legend().get_texts()]
     with pytest.raises(ValueError):
         plot.spectrum([0.5, 0.2], ci=[[0.4, 0.6]])
@@ -153,12 +174,21 @@ def test_plots_take_fitted_objects(tiny_flow):
 
     fit = FlowFit(depth_points=2, ridge=0.1, n_bootstrap=10).fit(tiny_flow)
     a, b = plot.spectrum(fit), plot.spectrum(fit.to_json())
-    assert [len(c.get_offsets()) for c in a.collections[1:]] == [len(c.get_offsets()) for c in b.collections[1:]]
-    assert [t.get_text() for t in a.get_legend().get_texts()] == [t.get_text() for t in b.get_legend().get_texts()]
-    line_a, line_b = plot.distance_curve(fit).get_lines()[0], plot.distance_curve(fit.to_json()).get_lines()[0]
+    assert [len(c.get_offsets()) for c in a.collections[1:]] == [
+        len(c.get_offsets()) for c in b.collections[1:]
+    ]
+    assert [t.get_text() for t in a.get_legend().get_texts()] == [
+        t.get_text() for t in b.get_legend().get_texts()
+    ]
+    line_a, line_b = (
+        plot.distance_curve(fit).get_lines()[0],
+        plot.distance_curve(fit.to_json()).get_lines()[0],
+    )
     np.testing.assert_array_equal(line_a.get_ydata(), line_b.get_ydata())
     ax = plot.flow_projection(fit)  # the fit's flows and its finite fixed point (a star)
-    assert any(line.get_marker() == "*" for line in ax.get_lines()) == bool(np.isfinite(fit.fixed_point_).all())
+    assert any(line.get_marker() == "*" for line in ax.get_lines()) == bool(
+        np.isfinite(fit.fixed_point_).all()
+    )
     dmd = KoopmanDMD(n_bags=0).fit(tiny_flow)
     n_points = sum(len(c.get_offsets()) for c in plot.spectrum(dmd).collections)
     assert n_points == len(dmd.eigenvalues_)

@@ -76,24 +76,40 @@ def test_several_models_report(flows, tmp_path):
     assert [r[1] for r in shown] == [", ".join(c) for c in cj["classes"]]
 
 
-
-
 def test_options_mirror_fit():
-    o = ReportOptions(couplings="density, magnitude", depth_points="none", rank=2, ridge=0.1, n_bootstrap=50,
-                      tol=0.1)
+    o = ReportOptions(
+        couplings="density, magnitude", depth_points="none", rank=2, ridge=0.1, n_bootstrap=50, tol=0.1
+    )
     assert o.couplings == ("density", "magnitude") and o.depth_points is None
-    assert o.fit_args(None) == ["--couplings", "density,magnitude", "--rank", "2", "--ridge", "0.1",
-                                "--bootstrap", "50", "--tol", "0.1"]
+    assert o.fit_args(None) == [
+        "--couplings",
+        "density,magnitude",
+        "--rank",
+        "2",
+        "--ridge",
+        "0.1",
+        "--bootstrap",
+        "50",
+        "--tol",
+        "0.1",
+    ]
     f = o.flowfit(None)
     assert (f.couplings, f.depth_points, f.rank, f.ridge, f.n_bootstrap, f.tol) == (
-        ["density", "magnitude"], None, 2, 0.1, 50, 0.1)
+        ["density", "magnitude"],
+        None,
+        2,
+        0.1,
+        50,
+        0.1,
+    )
     assert ReportOptions(depth_points="5").depth_points == 5
     assert ReportOptions(estimator="response").resolve_depth_points([]) is None
 
 
 def test_report_object_api(flows):
-    rep = build_report([rganalysis.load(flows["alpha"])], ReportOptions(n_bootstrap=10, dpi=30,
-                                                                        magnitude_samples=2000))
+    rep = build_report(
+        [rganalysis.load(flows["alpha"])], ReportOptions(n_bootstrap=10, dpi=30, magnitude_samples=2000)
+    )
     try:
         assert len(rep.models) == 1 and rep.compare_json is None and rep.pdf_pages() == 6
         assert all(f.png.startswith(b"\x89PNG") for f in rep.models[0].figures)

@@ -100,8 +100,6 @@ def test_nothing_fits_lists_each_adapter(tmp_path):
     assert "generic" in str(e.value) and "no conv, linear or embedding" in str(e.value)
 
 
-
-
 def test_failure_during_write_leaves_nothing(tmp_path, resnet18_sd, monkeypatch):
     import rganalysis.store.hdf5 as store
 
@@ -132,5 +130,3 @@ def test_whole_model_pickle_refused(tmp_path, capsys):
     with pytest.warns(UserWarning, match="can run code"):
         pset = ingest(tmp_path / "model.pt", allow_pickle=True)
     assert torch.equal(pset.tensor("0.weight"), model[0].weight.detach())
-
-

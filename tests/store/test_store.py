@@ -77,7 +77,9 @@ def test_tiny_bert_roundtrip(tmp_path, tiny_bert_dir):
     got = back.to_state_dict()
     assert set(got) == set(src)
     assert_state_dicts_equal({k: got[k] for k in src}, src)
-    assert back.names.index("embeddings.word_embeddings.weight") < back.names.index("encoder.layer.0.attention.self.query.weight")
+    assert back.names.index("embeddings.word_embeddings.weight") < back.names.index(
+        "encoder.layer.0.attention.self.query.weight"
+    )
     assert back.names.index("encoder.layer.1.output.dense.weight") < back.names.index("pooler.dense.weight")
     assert back.info["embeddings.word_embeddings.weight"].kind == "embedding"
     assert not back.info["embeddings.word_embeddings.weight"].prunable
@@ -112,7 +114,9 @@ def test_minilm_shipped_checkpoint_roundtrip(tmp_path):
     assert any(k.endswith("model.safetensors") for k in sha)
     assert back.attrs["adapter"] == "hf-bert"
     versions = json.loads(back.attrs["package_versions"])
-    assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"].startswith(torch.__version__[:3])
+    assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"].startswith(
+        torch.__version__[:3]
+    )
     with h5py.File(out) as f:
         assert f.attrs["format"] == "rganalysis-store"
 
@@ -188,11 +192,19 @@ def test_flow_with_changing_weights_and_rewind_roundtrip(tmp_path):
     w0 = {"l1.weight": torch.randn(4, 3), "l1.bias": torch.randn(4), "l2.weight": torch.randn(2, 4)}
     w1 = {**w0, "l1.weight": w0["l1.weight"] * 2}
     m1 = {"l1.weight": (torch.rand(4, 3) > 0.5).float()}
-    rounds = [RoundData(dict(w0), layout=[LayoutEntry(k, PARAM, k) for k in w0]),
-              RoundData(dict(w1), masks=m1, layout=[LayoutEntry(k, PARAM, k) for k in w1])]
+    rounds = [
+        RoundData(dict(w0), layout=[LayoutEntry(k, PARAM, k) for k in w0]),
+        RoundData(dict(w1), masks=m1, layout=[LayoutEntry(k, PARAM, k) for k in w1]),
+    ]
     rewind = {k: v + 1 for k, v in w0.items()}
-    pset = make_parameter_set(rounds, adapter="generic", architecture="generic", sources=[], rewind=rewind,
-                              rewind_layout=[LayoutEntry(k, PARAM, k) for k in rewind])
+    pset = make_parameter_set(
+        rounds,
+        adapter="generic",
+        architecture="generic",
+        sources=[],
+        rewind=rewind,
+        rewind_layout=[LayoutEntry(k, PARAM, k) for k in rewind],
+    )
     pset.save(tmp_path / "f.h5", progress=False)
     back = rganalysis.load(tmp_path / "f.h5")
     assert back.n_rounds == 2
@@ -213,8 +225,9 @@ def test_public_reader_streams_versions_and_mask_blocks(tmp_path):
 
     g = torch.Generator().manual_seed(0)
     sd = {"a.weight": torch.randn(12, 5, generator=g), "b.weight": torch.randn(3, 12, generator=g)}
-    base = make_parameter_set([single_round(sd)], adapter="generic", architecture="mlp", sources=[], name="m",
-                              rewind=dict(sd))
+    base = make_parameter_set(
+        [single_round(sd)], adapter="generic", architecture="mlp", sources=[], name="m", rewind=dict(sd)
+    )
     flow = compute_flow(base, 4, 0.3, device="cpu", progress=False)  # data-free: one run per tensor
     assert flow.weight_runs("a.weight") == [(0, 5)]
     flow.save(tmp_path / "f.h5", progress=False)

@@ -39,7 +39,9 @@ def test_tasks_are_derived_from_bundled_digits():
     # the permuted task is a relabelling: one fixed bijection of the classes
     pairs = set(zip(d.y_train.tolist(), tasks["permuted"].y_train.tolist(), strict=True))
     assert len(pairs) == 10 and len({b for _, b in pairs}) == 10
-    assert 0.3 < float((tasks["labelnoise"].y_train != d.y_train).float().mean()) < 0.4  # 40% drawn, 1/10 unchanged
+    assert (
+        0.3 < float((tasks["labelnoise"].y_train != d.y_train).float().mean()) < 0.4
+    )  # 40% drawn, 1/10 unchanged
     assert not np.allclose(tasks["noisy"].x_test.numpy(), d.x_test.numpy())
 
 

@@ -38,15 +38,28 @@ from rganalysis.universality.signature import (
 B = 1.25  # scale factor of a flow at rate 0.2
 
 
-def sig(name: str, exponents, vectors=None, fixed_point=None, ms=None, c: int = 3, b: float = B,
-        extra_eigs=()) -> FlowSignature:
+def sig(
+    name: str, exponents, vectors=None, fixed_point=None, ms=None, c: int = 3, b: float = B, extra_eigs=()
+) -> FlowSignature:
     """A signature with eigenvalues b**y (real, positive) plus ``extra_eigs`` as given."""
-    lam = np.concatenate([np.asarray(b, float) ** np.asarray(exponents, float), np.asarray(extra_eigs, complex)])
+    lam = np.concatenate(
+        [np.asarray(b, float) ** np.asarray(exponents, float), np.asarray(extra_eigs, complex)]
+    )
     lam = lam.astype(complex)
     V = np.eye(c, lam.size, dtype=complex) if vectors is None else np.asarray(vectors, complex)
-    return FlowSignature(name, [f"k{i}" for i in range(c)], lam, V, b, 0.05,
-                         np.zeros(c) if fixed_point is None else np.asarray(fixed_point, float),
-                         "fit", np.ones(c) if ms is None else np.asarray(ms, float), lam.size, 9)
+    return FlowSignature(
+        name,
+        [f"k{i}" for i in range(c)],
+        lam,
+        V,
+        b,
+        0.05,
+        np.zeros(c) if fixed_point is None else np.asarray(fixed_point, float),
+        "fit",
+        np.ones(c) if ms is None else np.asarray(ms, float),
+        lam.size,
+        9,
+    )
 
 
 # --- components on hand-built signatures --------------------------------------------------------------
@@ -63,7 +76,8 @@ def test_spectrum_distance_known_matching():
     # a marginal eigenvalue (|lambda| = 0.97, y < 0) is retained; nothing retained -> 0 against nothing
     m = sig("m", [math.log(0.97) / math.log(B)])
     assert m.retained.all() and spectrum_distance(m, sig("e", [], extra_eigs=[0.5])) == pytest.approx(
-        abs(math.log(0.97) / math.log(B)), abs=1e-12)
+        abs(math.log(0.97) / math.log(B)), abs=1e-12
+    )
     assert spectrum_distance(sig("e1", [], extra_eigs=[0.1]), sig("e2", [], extra_eigs=[0.8])) == 0.0
 
 
@@ -120,8 +134,19 @@ def test_principal_angles_and_subspace_distance_of_known_subspaces():
     # a complex-conjugate pair of retained eigenvalues spans a real 2-d subspace
     z = 1.2 * np.exp(0.4j)
     v = (e[:, 0] + 1j * e[:, 1]) / math.sqrt(2)
-    cpair = FlowSignature("c", ["k0", "k1", "k2"], [z, np.conj(z)], np.stack([v, v.conj()], 1), B, 0.05,
-                          np.zeros(3), "fit", np.ones(3), 2, 9)
+    cpair = FlowSignature(
+        "c",
+        ["k0", "k1", "k2"],
+        [z, np.conj(z)],
+        np.stack([v, v.conj()], 1),
+        B,
+        0.05,
+        np.zeros(3),
+        "fit",
+        np.ones(3),
+        2,
+        9,
+    )
     np.testing.assert_allclose(principal_angles(cpair, a2), [0.0, 0.0], atol=1e-7)
     assert subspace_distance(cpair, a2) == pytest.approx(0.0, abs=1e-7)
     # coupling units: a subspace is compared after dividing each coupling by s
@@ -170,13 +195,15 @@ def test_signature_json_round_trip_of_fields():
 
 
 # --- classes ---------------------------------------------------------------------------------------------
-KNOWN = np.array([
-    [0.0, 0.1, 0.2, 0.9, 1.0],
-    [0.1, 0.0, 0.15, 0.95, 0.9],
-    [0.2, 0.15, 0.0, 0.8, 0.85],
-    [0.9, 0.95, 0.8, 0.0, 0.3],
-    [1.0, 0.9, 0.85, 0.3, 0.0],
-])
+KNOWN = np.array(
+    [
+        [0.0, 0.1, 0.2, 0.9, 1.0],
+        [0.1, 0.0, 0.15, 0.95, 0.9],
+        [0.2, 0.15, 0.0, 0.8, 0.85],
+        [0.9, 0.95, 0.8, 0.0, 0.3],
+        [1.0, 0.9, 0.85, 0.3, 0.0],
+    ]
+)
 NAMES = ["a", "b", "c", "d", "e"]
 
 
@@ -210,12 +237,6 @@ def test_analysis_on_signatures_gives_classes_and_json():
     json.dumps(j, allow_nan=False)
     ua2 = UniversalityAnalysis(threshold="auto").fit(sigs)
     assert ua2.threshold_rule_ == "largest_gap" and ua2.classes_ == [["a", "b"], ["c"]]
-
-
-
-
-
-
 
 
 def test_real_flows_self_distance_zero_and_symmetric(stores):
@@ -273,18 +294,15 @@ def test_koopman_eigenvalues_of_a_known_linear_flow():
     weights = {}
     for r in range(R):
         x = (torch.tensor(lam**r)[:, None] * V).sum(0)
-        weights[r] = {"a.weight": x[:1200].reshape(40, 30).clone(), "b.weight": x[1200:].reshape(20, 40).clone()}
+        weights[r] = {
+            "a.weight": x[:1200].reshape(40, 30).clone(),
+            "b.weight": x[1200:].reshape(20, 40).clone(),
+        }
     p = ParameterSet(build_info(weights[0]), weights, {}, n_rounds=R, layouts=[[]] * R)
     assert p.pruned_names() == ["a.weight", "b.weight"]
     ev = koopman_eigenvalues(p)  # default rank T - 1 = 8 is lowered to the numerical rank 3
     np.testing.assert_allclose(np.sort(ev.real)[::-1], lam, rtol=1e-6)
     np.testing.assert_allclose(ev.imag, 0.0, atol=1e-6)
-
-
-
-
-
-
 
 
 def test_distance_matrix_shapes():

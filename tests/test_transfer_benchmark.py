@@ -1,0 +1,211 @@
+"""The ticket-transfer benchmark (examples/transfer_benchmark.py): task design, scoring statistics,
+deterministic generation on a tiny config, and the whole --quick run (about a minute on 2 CPU cores).
+
+Nothing here asserts how well any real distance predicts the gaps: that is what the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transfer_benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def tb():
+    spec = importlib.util.spec_from_file_location("transfer_benchmark", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------------------------------------------- tasks
+def test_task_design(tb):
+    tasks = tb.make_tasks(tb.FULL_TASKS, seed=0)
+    specs = tb.TASK_SPECS
+    fams = {f: [t for t in tb.FULL_TASKS if specs[t].family == f] for f in tb.FAMILIES}
+    assert len(tb.FULL_TASKS) >= 8 and all(len(v) >= 4 for v in fams.values())
+    assert len(fams["input_transforms"]) - 1 >= 3  # at least three transforms besides the identity
+    # class subsets: 5 classes each, overlaps over ordered pairs span 0..100 %
+    overlaps = {tb.class_overlap(specs[a], specs[b]) for a in fams["class_subsets"] for b in fams["class_subsets"] if a != b}
+    assert overlaps == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+    for t in fams["class_subsets"]:
+        assert set(tasks[t].y_train.tolist()) == set(specs[t].classes) and len(specs[t].classes) == 5
+        assert set(tasks[t].y_test.tolist()) == set(specs[t].classes)
+    for t in fams["input_transforms"]:
+        assert set(tasks[t].y_train.tolist()) == set(range(10))
+    o = tasks["orig"]
+    assert o.x_train.shape[1] == 64 and o.x_train.dtype == torch.float32
+    assert len(o.y_train) + len(o.y_test) == 1797
+    img = o.x_test.reshape(-1, 8, 8)
+    assert torch.equal(tasks["hflip"].x_test.reshape(-1, 8, 8), img.flip(2))
+    assert torch.equal(tasks["transpose"].x_test.reshape(-1, 8, 8), img.transpose(1, 2))
+    assert torch.allclose(tasks["invert"].x_test, 1 - o.x_test)
+    assert torch.equal(torch.sort(tasks["permute"].x_test, 1).values, torch.sort(o.x_test, 1).values)
+    assert not torch.equal(tasks["permute"].x_test, o.x_test)
+    # the split and the random transforms are functions of the seed
+    again = tb.make_tasks(["noise", "permute"], seed=0)
+    assert torch.equal(again["noise"].x_train, tasks["noise"].x_train)
+    assert not torch.equal(tb.make_tasks(["noise"], seed=1)["noise"].x_train[:5], tasks["noise"].x_train[:5])
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def test_rowwise_spearman_matches_scipy(tb):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 7)), rng.random((20, 7))
+    x[3, :3] = x[3, 3]  # ties
+    ours = tb.rowwise_spearman(x, y)
+    for i in range(20):
+        assert ours[i] == pytest.approx(spearmanr(x[i], y[i]).statistic, abs=1e-12)
+    assert tb.rowwise_spearman(np.ones(5), y[0, :5]) == 0.0  # constant: no ranking information
+
+
+def _synthetic_gap(k: int, seed: int) -> np.ndarray:
+    g = -np.random.default_rng(seed).random((k, k))
+    np.fill_diagonal(g, 0.0)
+    return g
+
+
+def test_minus_gap_distance_is_perfect(tb):
+    gap = _synthetic_gap(8, 1)
+    perms = tb.permutations(8, 2000, seed=3)
+    r = tb.score_group(-gap, gap, [f"t{i}" for i in range(8)], perms)
+    assert all(v == pytest.approx(-1.0) for v in r["rho_per_target"].values())
+    assert r["mean_rho"] == pytest.approx(-1.0) and r["n_negative"] == r["n_targets"] == 8
+    assert r["perm_p"] < 0.01 and r["pooled_rho"] == pytest.approx(-1.0)
+    assert r["perm_p"] == pytest.approx(1 / 2001, abs=3 / 2001)  # only (near-)identity relabellings tie
+
+
+def test_random_distance_p_is_not_tiny(tb):
+    ps = []
+    for s in range(20):
+        gap = _synthetic_gap(8, 100 + s)
+        D = tb.random_distance([], [f"t{i}" for i in range(8)], "mlp", s, None)
+        np.testing.assert_array_equal(D, D.T)
+        ps.append(tb.score_group(D, gap, [f"t{i}" for i in range(8)], tb.permutations(8, 500, s))["perm_p"])
+    assert min(ps) > 0.005 and 0.25 < np.mean(ps) < 0.75  # roughly uniform under the null
+
+
+def test_permutation_relabels_tasks(tb):
+    rng = np.random.default_rng(0)
+    D, gap = rng.random((5, 5)), _synthetic_gap(5, 0)
+    perms = tb.permutations(5, 7, seed=0)
+    null = tb.permuted_target_rhos(D, gap, perms)
+    assert null.shape == (7, 5)
+    p = perms[2]
+    np.testing.assert_allclose(null[2], tb.target_rhos(D[np.ix_(p, p)], gap))
+    np.testing.assert_array_equal(tb.permutations(5, 7, seed=0), perms)  # seeded
+
+
+def test_combined_over_seeds(tb):
+    parts = []
+    for s in range(3):
+        gap = _synthetic_gap(6, s)
+        parts.append(tb.score_group(-gap, gap, list("abcdef"), tb.permutations(6, 1000, s)))
+    c = tb.combine(parts)
+    assert c["n_targets"] == 18 and c["n_negative"] == 18 and c["mean_rho"] == pytest.approx(-1.0)
+    assert c["perm_p"] < min(p["perm_p"] for p in parts)  # independent permutations per seed multiply the evidence
+
+
+def test_unit_degree_vector(tb):
+    lin = torch.tensor([[1, 1, 0], [0, 0, 0]], dtype=torch.bool)  # linear (out 2, in 3), 2 weights
+    conv = torch.zeros(2, 1, 3, 3, dtype=torch.bool)
+    conv[0, 0, 0, 0] = conv[0, 0, 1, 1] = conv[1, 0, 2, 2] = True  # conv (out 2, in 1), 3 weights
+    v = tb.unit_degree_vector({"a": lin, "b": conv})
+    np.testing.assert_allclose(v, [1, 0, 0.5, 0.5, 0, 2 / 3, 1 / 3, 1])
+    D = tb.unit_degree_cosine([], ["x", "y"], "mlp", 0, type("G", (), {"last_masks": lambda self, t: {
+        "a": lin if t == "x" else ~lin, "b": conv}})())
+    assert D.shape == (2, 2) and D[0, 0] == 0 and 0 < D[0, 1] < 1
+
+
+def test_random_mask_keeps_layer_counts(tb):
+    g = torch.Generator().manual_seed(0)
+    ticket = {"a": torch.rand(30, 20, generator=g) < 0.1, "b": torch.rand(4, 2, 3, 3, generator=g) < 0.5}
+    m = tb.random_mask(ticket, seed=5)
+    assert {k: int(v.sum()) for k, v in m.items()} == {k: int(v.sum()) for k, v in ticket.items()}
+    assert all(torch.equal(m[k], tb.random_mask(ticket, seed=5)[k]) for k in m)
+
+
+# ---------------------------------------------------------------------------------------------------- generation
+def test_generation_is_bit_identical_and_cached(tb, tmp_path):
+    cfg = tb.BenchConfig(tasks=("cls01234", "cls56789", "orig"), rounds=2, rate=0.5, epochs=2)
+    logs: list[str] = []
+    a = tb.generate_one(tmp_path / "a", "mlp", 7, cfg, log=logs.append)
+    b = tb.generate_one(tmp_path / "b", "mlp", 7, cfg, log=logs.append)
+    for k in ("transfer_accuracy", "native_accuracy", "random_mask_accuracy", "imp_accuracy", "global_density",
+              "layer_density", "dense_accuracy"):
+        assert a[k] == b[k], k
+    assert a["native_equals_imp_last_round"] is True
+    acc = np.array(a["transfer_accuracy"])
+    assert acc.shape == (3, 3) and ((acc >= 0) & (acc <= 1)).all()
+    assert a["global_density"]["orig"][-1] == pytest.approx(0.25, rel=0.01)
+    # a complete generation is reused, not recomputed; other settings in the same folder are refused
+    c = tb.generate_one(tmp_path / "a", "mlp", 7, cfg, log=logs.append)
+    assert c["timing"] == a["timing"] and any("skipped" in line for line in logs)
+    with pytest.raises(RuntimeError, match="other settings"):
+        tb.generate_one(tmp_path / "a", "mlp", 7, tb.BenchConfig(tasks=cfg.tasks, rounds=2, rate=0.5, epochs=3))
+    # an interrupted run (JSON lost) reuses its finished flows and gives the same numbers
+    (tmp_path / "b" / "seed_7" / "mlp" / "generation.json").unlink()
+    d = tb.generate_one(tmp_path / "b", "mlp", 7, cfg, log=logs.append)
+    assert d["timing"]["flows_reused"] == list(cfg.tasks) and d["transfer_accuracy"] == a["transfer_accuracy"]
+
+
+def test_held_out_seeds_are_refused_without_flag(tb, tmp_path):
+    with pytest.raises(SystemExit):
+        tb.main(["generate", "--seeds", "2", "--out", str(tmp_path), "--quick"])
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------- quick run
+def _numbers(res: dict) -> dict:
+    return {k: v for k, v in res.items() if k != "timing"}
+
+
+@pytest.mark.slow
+def test_quick_benchmark(tb, tmp_path, capsys):
+    assert tb.main(["--quick", "--out", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert "Within-target Spearman rho" in stdout
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "distance_vs_gap.png").stat().st_size > 10_000
+    s = res["settings"]
+    assert s["seeds"] == [0] and s["config"]["tasks"] == list(tb.QUICK_TASKS) and s["distances"] == list(tb.DISTANCES)
+    n = len(tb.QUICK_TASKS)
+    for arch in ("mlp", "cnn"):
+        g = res["generation"][f"{arch}/seed_0"]
+        acc = np.array(g["transfer_accuracy"])
+        assert acc.shape == (n, n) and ((acc >= 0) & (acc <= 1)).all()
+        assert g["native_equals_imp_last_round"]
+        assert np.mean(g["native_accuracy"]) > np.mean(g["random_mask_accuracy"]) + 0.1  # tickets beat random masks
+        for t in tb.QUICK_TASKS:
+            assert (tmp_path / "seed_0" / arch / "flows" / f"{t}.h5").exists()
+        for name in tb.DISTANCES:
+            D = np.array(res["distances"][name][f"{arch}/seed_0"])
+            assert D.shape == (n, n) and np.isfinite(D).all()
+    assert len(res["pairs"]) == 2 * n * (n - 1)
+    assert all(math.isfinite(p["gap"]) and -1 <= p["gap"] <= 1 for p in res["pairs"])
+    for name in tb.DISTANCES:
+        for arch in ("mlp", "cnn", "both"):
+            for group in tb.GROUPS:
+                c = res["scores"][name][arch][group]["combined"]
+                assert -1 <= c["mean_rho"] <= 1 and 0 < c["perm_p"] <= 1 and c["n_perm"] == 2000
+                assert c["n_targets"] == (2 if arch == "both" else 1) * (n if group == "all" else n // 2)
+    # the score stage is deterministic: run it again on the cached generation
+    again = tb.score(tmp_path, [0], ["mlp", "cnn"], n_perm=2000, figure=False, write=False, log=lambda _: None)
+    assert _numbers(json.loads(json.dumps(again))) == _numbers(res)
+    # a distance defined as -gap scores a within-target rho of -1 for every target
+    minus_gap = {"minus_gap": lambda paths, names, arch, seed, data: -data.gap}
+    r = tb.score(tmp_path, [0], ["mlp"], minus_gap, n_perm=200, figure=False, write=False, log=lambda _: None)
+    for group in tb.GROUPS:
+        per = r["scores"]["minus_gap"]["mlp"][group]["seeds"]["0"]["rho_per_target"]
+        assert all(v == pytest.approx(-1.0) for v in per.values()), (group, per)

@@ -29,7 +29,7 @@ task, and whichever task it used would be favoured.
 Tickets: the dense network is trained from ``theta_0`` on each task (Adam, lr 5e-3, batch 128, 20
 epochs; ``--quick``: 8), then ``rounds`` rounds of IMP (global magnitude pruning of all conv/linear
 weights, ``rate`` of the survivors per round, rewinding to ``theta_0`` and retraining each round)
-by :func:`rganalysis.flow.compute_flow`; full mode 8 rounds at rate 0.4 (final density 0.6**8 =
+by :func:`rganalysis.compute_flow`; full mode 8 rounds at rate 0.4 (final density 0.6**8 =
 1.7 %), ``--quick`` 4 rounds at rate 0.6 (2.6 %).  Every flow is saved as a store
 (``OUT/seed_S/ARCH/flows/TASK.h5``).  The last round's mask is the task's ticket.
 
@@ -82,12 +82,14 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+import rganalysis
+from rganalysis.store.checkpoint import make_parameter_set, single_round
 
 #: Bump when a change alters generated numbers: cached generations of another version are refused.
 BENCH_VERSION = "1"
@@ -96,30 +98,6 @@ HELD_OUT_SEEDS: tuple[int, ...] = (2, 3, 4)
 FAMILIES: tuple[str, ...] = ("class_subsets", "input_transforms")
 GROUPS: tuple[str, ...] = (*FAMILIES, "all")
 ARCH_NAMES: tuple[str, ...] = ("mlp", "cnn")
-
-
-# ====================================================================================================
-# the rganalysis API used here (the package is being reorganised: keep every coupling in this block)
-# ====================================================================================================
-def _rganalysis() -> SimpleNamespace:
-    """The five rganalysis entry points this benchmark uses: top-level names first, then the
-    current module paths."""
-    import rganalysis
-
-    def get(name: str, module: str) -> Any:
-        if hasattr(rganalysis, name):
-            return getattr(rganalysis, name)
-        import importlib
-
-        return getattr(importlib.import_module(module), name)
-
-    return SimpleNamespace(
-        compute_flow=get("compute_flow", "rganalysis.flow"),
-        make_parameter_set=get("make_parameter_set", "rganalysis.checkpoint"),
-        single_round=get("single_round", "rganalysis.checkpoint"),
-        load=get("load", "rganalysis.store"),
-        UniversalityAnalysis=get("UniversalityAnalysis", "rganalysis.universality"),
-    )
 
 
 # ====================================================================================================
@@ -169,18 +147,44 @@ def _window(k: int) -> tuple[int, ...]:
 TASK_SPECS: dict[str, TaskSpec] = {
     s.name: s
     for s in [
-        *[TaskSpec("cls" + "".join(map(str, _window(k))), "class_subsets", _window(k), "identity",
-                   f"digits {k}-{k + 4} only ({(5 - k) * 20} % class overlap with cls01234)") for k in range(6)],
-        TaskSpec("cls01234r", "class_subsets", _window(0), "identity",
-                 "digits 0-4 again, a replicate run (another mini-batch order): 100 % class overlap"),
+        *[
+            TaskSpec(
+                "cls" + "".join(map(str, _window(k))),
+                "class_subsets",
+                _window(k),
+                "identity",
+                f"digits {k}-{k + 4} only ({(5 - k) * 20} % class overlap with cls01234)",
+            )
+            for k in range(6)
+        ],
+        TaskSpec(
+            "cls01234r",
+            "class_subsets",
+            _window(0),
+            "identity",
+            "digits 0-4 again, a replicate run (another mini-batch order): 100 % class overlap",
+        ),
         TaskSpec("orig", "input_transforms", tuple(range(10)), "identity", "all 10 digits, unchanged"),
         TaskSpec("hflip", "input_transforms", tuple(range(10)), "hflip", "image flipped left-right"),
         TaskSpec("transpose", "input_transforms", tuple(range(10)), "transpose", "8x8 image transposed"),
         TaskSpec("invert", "input_transforms", tuple(range(10)), "invert", "pixels inverted, 1 - x"),
-        TaskSpec("noise", "input_transforms", tuple(range(10)), "noise",
-                 "additive Gaussian noise (sigma noise_sigma), fixed per image"),
-        TaskSpec("permute", "input_transforms", tuple(range(10)), "permute", "a fixed random permutation of the 64 pixels"),
-        TaskSpec("blur", "input_transforms", tuple(range(10)), "blur", "Gaussian blur (sigma blur_sigma pixel)"),
+        TaskSpec(
+            "noise",
+            "input_transforms",
+            tuple(range(10)),
+            "noise",
+            "additive Gaussian noise (sigma noise_sigma), fixed per image",
+        ),
+        TaskSpec(
+            "permute",
+            "input_transforms",
+            tuple(range(10)),
+            "permute",
+            "a fixed random permutation of the 64 pixels",
+        ),
+        TaskSpec(
+            "blur", "input_transforms", tuple(range(10)), "blur", "Gaussian blur (sigma blur_sigma pixel)"
+        ),
     ]
 }
 FULL_TASKS: tuple[str, ...] = tuple(TASK_SPECS)
@@ -203,8 +207,9 @@ def class_overlap(a: TaskSpec, b: TaskSpec) -> float:
     return len(set(a.classes) & set(b.classes)) / len(b.classes)
 
 
-def make_tasks(names: Sequence[str], seed: int, noise_sigma: float = 0.4, blur_sigma: float = 0.8,
-               test_size: float = 0.3) -> dict[str, Task]:
+def make_tasks(
+    names: Sequence[str], seed: int, noise_sigma: float = 0.4, blur_sigma: float = 0.8, test_size: float = 0.3
+) -> dict[str, Task]:
     """The tasks ``names`` for ``seed``: split, noise and pixel permutation are drawn from ``seed``."""
     from scipy.ndimage import gaussian_filter
     from sklearn.datasets import load_digits
@@ -232,7 +237,9 @@ def make_tasks(names: Sequence[str], seed: int, noise_sigma: float = 0.4, blur_s
         keep = np.isin(y, s.classes)
         tr, te = idx_tr[keep[idx_tr]], idx_te[keep[idx_te]]
         t = torch.from_numpy
-        out[n] = Task(s, t(Xt[tr].copy()), t(y[tr].astype(np.int64)), t(Xt[te].copy()), t(y[te].astype(np.int64)))
+        out[n] = Task(
+            s, t(Xt[tr].copy()), t(y[tr].astype(np.int64)), t(Xt[te].copy()), t(y[te].astype(np.int64))
+        )
     return out
 
 
@@ -253,8 +260,18 @@ class Reshape(nn.Module):
 
 def make_cnn() -> nn.Module:
     """conv 3x3 (1->16) - conv 3x3 (16->32) - maxpool 2 - linear 512->64 - linear 64->10, ReLU."""
-    return nn.Sequential(Reshape(), nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
-                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        Reshape(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(512, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
 
 
 ARCHS: dict[str, Callable[[], nn.Module]] = {"mlp": make_mlp, "cnn": make_cnn}
@@ -272,8 +289,16 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def train_masked(model: nn.Module, init: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], task: Task,
-                 epochs: int, batch_size: int, lr: float, seed: int) -> tuple[dict[str, torch.Tensor], float]:
+def train_masked(
+    model: nn.Module,
+    init: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    task: Task,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], float]:
     """Train ``model`` from the state dict ``init`` on ``task`` with pruned weights held at exactly zero.
 
     ``masks``: parameter name -> bool mask (absent: dense).  Adam, mini-batches in an order drawn from
@@ -292,14 +317,16 @@ def train_masked(model: nn.Module, init: Mapping[str, torch.Tensor], masks: Mapp
     for _ in range(epochs):
         order = torch.randperm(n, generator=g)
         for i in range(0, n, batch_size):
-            b = order[i:i + batch_size]
+            b = order[i : i + batch_size]
             opt.zero_grad(set_to_none=False)
             loss_fn(model(task.x_train[b]), task.y_train[b]).backward()
             for k, m in masks.items():
                 params[k].grad.mul_(m)
             opt.step()
     model.eval()
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, accuracy(model, task.x_test, task.y_test)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, accuracy(
+        model, task.x_test, task.y_test
+    )
 
 
 # ====================================================================================================
@@ -354,19 +381,22 @@ def _flow_path(out: Path, arch: str, seed: int, task: str) -> Path:
     return generation_dir(out, arch, seed) / "flows" / f"{task}.h5"
 
 
-def _imp(arch: str, seed: int, theta0: Mapping[str, torch.Tensor], task: Task, cfg: BenchConfig,
-         path: Path) -> dict[str, Any]:
+def _imp(
+    arch: str, seed: int, theta0: Mapping[str, torch.Tensor], task: Task, cfg: BenchConfig, path: Path
+) -> dict[str, Any]:
     """The IMP flow of one task (dense training, then ``cfg.rounds`` rounds with rewinding to
     ``theta0``), saved to ``path``; reused when ``path`` holds a flow of the same settings."""
-    rg = _rganalysis()
     train_seed = stable_seed("train", seed, task.spec.name)
     if path.exists():
-        with rg.load(path) as f:
+        with rganalysis.load(path) as f:
             if str(f.attrs.get("benchmark_key")) == cfg.key() and f.n_rounds == cfg.rounds + 1:
                 last = f.n_rounds - 1
-                return {"accuracy": [float(a) for a in f.metrics["test_accuracy"]],
-                        "global_density": [float(x) for x in f.global_density().values],
-                        "masks": {k: f.mask(k, last).clone() for k in f.pruned_names()}, "reused": True}
+                return {
+                    "accuracy": [float(a) for a in f.metrics["test_accuracy"]],
+                    "global_density": [float(x) for x in f.global_density().values],
+                    "masks": {k: f.mask(k, last).clone() for k in f.pruned_names()},
+                    "reused": True,
+                }
     model = ARCHS[arch]()
     dense, acc0 = train_masked(model, theta0, {}, task, seed=train_seed, **cfg.train_kw())
     accs = [acc0]
@@ -378,15 +408,31 @@ def _imp(arch: str, seed: int, theta0: Mapping[str, torch.Tensor], task: Task, c
         accs.append(acc)
         return {k: sd[k] for k in weights}
 
-    base = rg.make_parameter_set([rg.single_round(dense)], adapter="generic", architecture=arch, sources=[],
-                                 name=f"{arch}-{task.spec.name}-seed{seed}", rewind=dict(theta0),
-                                 extra_attrs={"benchmark_key": cfg.key(), "task": task.spec.name,
-                                              "family": task.spec.family, "seed": int(seed)})
-    flow = rg.compute_flow(base, cfg.rounds, cfg.rate, rescaling="rewind", train=train, device="cpu", progress=False)
+    base = make_parameter_set(
+        [single_round(dense)],
+        adapter="generic",
+        architecture=arch,
+        sources=[],
+        name=f"{arch}-{task.spec.name}-seed{seed}",
+        rewind=dict(theta0),
+        extra_attrs={
+            "benchmark_key": cfg.key(),
+            "task": task.spec.name,
+            "family": task.spec.family,
+            "seed": int(seed),
+        },
+    )
+    flow = rganalysis.compute_flow(
+        base, cfg.rounds, cfg.rate, rescaling="rewind", train=train, device="cpu", progress=False
+    )
     flow.metrics["test_accuracy"] = list(accs)
     last = flow.n_rounds - 1
-    res = {"accuracy": accs, "global_density": [float(x) for x in flow.global_density().values],
-           "masks": {k: flow.mask(k, last).clone() for k in flow.pruned_names()}, "reused": False}
+    res = {
+        "accuracy": accs,
+        "global_density": [float(x) for x in flow.global_density().values],
+        "masks": {k: flow.mask(k, last).clone() for k in flow.pruned_names()},
+        "reused": False,
+    }
     flow.save(path, force=True, progress=False)
     return res
 
@@ -402,7 +448,9 @@ def random_mask(ticket: Mapping[str, torch.Tensor], seed: int) -> dict[str, torc
     return out
 
 
-def load_generation_record(out: Path, arch: str, seed: int, cfg: BenchConfig | None = None) -> dict[str, Any] | None:
+def load_generation_record(
+    out: Path, arch: str, seed: int, cfg: BenchConfig | None = None
+) -> dict[str, Any] | None:
     """The generation record of (arch, seed) if it is complete (its JSON and every flow present) and,
     when ``cfg`` is given, made with the same settings; else None."""
     p = generation_dir(out, arch, seed) / "generation.json"
@@ -416,8 +464,16 @@ def load_generation_record(out: Path, arch: str, seed: int, cfg: BenchConfig | N
     return rec
 
 
-def generate_one(out: Path, arch: str, seed: int, cfg: BenchConfig, *, force: bool = False, threads: int = 1,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+def generate_one(
+    out: Path,
+    arch: str,
+    seed: int,
+    cfg: BenchConfig,
+    *,
+    force: bool = False,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Flows, transfer, native and random-mask accuracies of one (arch, seed), cached in
     ``OUT/seed_S/ARCH/`` (``generation.json`` written atomically last).  A complete record of the
     same settings is returned as is (unless ``force``); one of other settings is an error.
@@ -438,8 +494,10 @@ def generate_one(out: Path, arch: str, seed: int, cfg: BenchConfig, *, force: bo
             return rec
         old = json.loads(rec_path.read_text())
         if old.get("config_key") != cfg.key():
-            raise RuntimeError(f"{rec_path} was generated with other settings ({old.get('config')}); "
-                               "use another --out or --force")
+            raise RuntimeError(
+                f"{rec_path} was generated with other settings ({old.get('config')}); "
+                "use another --out or --force"
+            )
     t0 = time.perf_counter()
     tasks = make_tasks(cfg.tasks, seed, cfg.noise_sigma, cfg.blur_sigma, cfg.test_size)
     theta0 = rewind_point(arch, seed)
@@ -449,8 +507,10 @@ def generate_one(out: Path, arch: str, seed: int, cfg: BenchConfig, *, force: bo
         t = time.perf_counter()
         flows[name] = _imp(arch, seed, theta0, tasks[name], cfg, _flow_path(out, arch, seed, name))
         a = flows[name]["accuracy"]
-        log(f"[{arch} seed {seed}] IMP {name:<10} dense {a[0]:.3f} -> ticket {a[-1]:.3f} at density "
-            f"{flows[name]['global_density'][-1]:.4f} ({'reused' if flows[name]['reused'] else f'{time.perf_counter() - t:.1f} s'})")
+        log(
+            f"[{arch} seed {seed}] IMP {name:<10} dense {a[0]:.3f} -> ticket {a[-1]:.3f} at density "
+            f"{flows[name]['global_density'][-1]:.4f} ({'reused' if flows[name]['reused'] else f'{time.perf_counter() - t:.1f} s'})"
+        )
     t_flows = time.perf_counter() - t0
 
     model = ARCHS[arch]()
@@ -459,33 +519,54 @@ def generate_one(out: Path, arch: str, seed: int, cfg: BenchConfig, *, force: bo
     for j, tgt in enumerate(names):
         tseed = stable_seed("train", seed, tgt)  # the target's own mini-batch order for every source
         for i, src in enumerate(names):
-            acc[i, j] = train_masked(model, theta0, flows[src]["masks"], tasks[tgt], seed=tseed, **cfg.train_kw())[1]
+            acc[i, j] = train_masked(
+                model, theta0, flows[src]["masks"], tasks[tgt], seed=tseed, **cfg.train_kw()
+            )[1]
     rand = []
     for tgt in names:
         m = random_mask(flows[tgt]["masks"], stable_seed("random-mask", arch, seed, tgt))
-        rand.append(train_masked(model, theta0, m, tasks[tgt], seed=stable_seed("train", seed, tgt), **cfg.train_kw())[1])
+        rand.append(
+            train_masked(
+                model, theta0, m, tasks[tgt], seed=stable_seed("train", seed, tgt), **cfg.train_kw()
+            )[1]
+        )
     native = [float(acc[j, j]) for j in range(n)]
     mismatch = [t for j, t in enumerate(names) if native[j] != flows[t]["accuracy"][-1]]
     if mismatch:
-        log(f"[{arch} seed {seed}] WARNING: retrained native ticket differs from the IMP round for {mismatch}")
+        log(
+            f"[{arch} seed {seed}] WARNING: retrained native ticket differs from the IMP round for {mismatch}"
+        )
     rec = {
-        "arch": arch, "seed": int(seed), "config_key": cfg.key(), "config": cfg.to_json(),
-        "tasks": names, "families": [TASK_SPECS[t].family for t in names],
+        "arch": arch,
+        "seed": int(seed),
+        "config_key": cfg.key(),
+        "config": cfg.to_json(),
+        "tasks": names,
+        "families": [TASK_SPECS[t].family for t in names],
         "descriptions": [TASK_SPECS[t].description for t in names],
         "flows": {t: str(_flow_path(Path("."), arch, seed, t)) for t in names},
-        "transfer_accuracy": acc.tolist(), "native_accuracy": native, "random_mask_accuracy": rand,
+        "transfer_accuracy": acc.tolist(),
+        "native_accuracy": native,
+        "random_mask_accuracy": rand,
         "dense_accuracy": [flows[t]["accuracy"][0] for t in names],
         "imp_accuracy": {t: flows[t]["accuracy"] for t in names},
         "global_density": {t: flows[t]["global_density"] for t in names},
-        "layer_density": {t: {k: float(m.float().mean()) for k, m in flows[t]["masks"].items()} for t in names},
+        "layer_density": {
+            t: {k: float(m.float().mean()) for k, m in flows[t]["masks"].items()} for t in names
+        },
         "native_equals_imp_last_round": not mismatch,
-        "timing": {"flows_s": t_flows, "total_s": time.perf_counter() - t0,
-                   "flows_reused": [t for t in names if flows[t]["reused"]]},
+        "timing": {
+            "flows_s": t_flows,
+            "total_s": time.perf_counter() - t0,
+            "flows_reused": [t for t in names if flows[t]["reused"]],
+        },
     }
     _write_json_atomic(rec_path, rec)
-    log(f"[{arch} seed {seed}] generation done in {rec['timing']['total_s']:.1f} s "
+    log(
+        f"[{arch} seed {seed}] generation done in {rec['timing']['total_s']:.1f} s "
         f"(flows {t_flows:.1f} s); ticket - random mask accuracy, mean over tasks: "
-        f"{np.mean(native) - np.mean(rand):+.3f}")
+        f"{np.mean(native) - np.mean(rand):+.3f}"
+    )
     return rec
 
 
@@ -494,8 +575,17 @@ def _generate_job(args: tuple[str, str, int, dict[str, Any], bool, int]) -> dict
     return generate_one(Path(out), arch, seed, BenchConfig.from_json(cfg_json), force=force, threads=threads)
 
 
-def generate(out: Path, seeds: Sequence[int], archs: Sequence[str], cfg: BenchConfig, *, jobs: int = 1,
-             force: bool = False, threads: int = 1, log: Callable[[str], None] = print) -> dict[tuple[str, int], dict]:
+def generate(
+    out: Path,
+    seeds: Sequence[int],
+    archs: Sequence[str],
+    cfg: BenchConfig,
+    *,
+    jobs: int = 1,
+    force: bool = False,
+    threads: int = 1,
+    log: Callable[[str], None] = print,
+) -> dict[tuple[str, int], dict]:
     """:func:`generate_one` for every (arch, seed), in ``jobs`` processes (the numbers do not depend on it)."""
     units = [(a, s) for s in seeds for a in archs]
     if jobs <= 1 or len(units) == 1:
@@ -548,7 +638,7 @@ class Generation:
     def last_masks(self, task: str) -> dict[str, torch.Tensor]:
         """The ticket of ``task``: pruned tensor name -> bool mask of the last IMP round (cached)."""
         if task not in self._masks:
-            with _rganalysis().load(self.out / self.record["flows"][task]) as f:
+            with rganalysis.load(self.out / self.record["flows"][task]) as f:
                 last = f.n_rounds - 1
                 self._masks[task] = {k: f.mask(k, last).clone() for k in f.pruned_names()}
         return self._masks[task]
@@ -616,7 +706,9 @@ def unit_degree_vector(masks: Mapping[str, torch.Tensor]) -> np.ndarray:
 
 
 @register_distance("unit_degree_cosine")
-def unit_degree_cosine(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+def unit_degree_cosine(
+    paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
+) -> np.ndarray:
     """Cosine distance 1 - <u, v> / (|u| |v|) of the :func:`unit_degree_vector` of the last-round
     masks.  (n, n), in [0, 1] (degrees are non-negative)."""
     V = np.stack([unit_degree_vector(data.last_masks(t)) for t in names])
@@ -628,7 +720,9 @@ def unit_degree_cosine(paths: list[Path], names: list[str], arch: str, seed: int
 
 
 @register_distance("random")
-def random_distance(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+def random_distance(
+    paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
+) -> np.ndarray:
     """A random symmetric matrix, uniform in [0, 1), zero diagonal, seeded by (arch, seed, names)."""
     rng = np.random.default_rng(stable_seed("random-distance", arch, seed, ",".join(names)))
     A = rng.random((len(names), len(names)))
@@ -638,12 +732,14 @@ def random_distance(paths: list[Path], names: list[str], arch: str, seed: int, d
 
 
 @register_distance("compare_default")
-def compare_default(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+def compare_default(
+    paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
+) -> np.ndarray:
     """rganalysis's default universality distance (``rganalysis compare`` defaults), fitted on the
     n flows of this (arch, seed) together."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ua = _rganalysis().UniversalityAnalysis().fit([str(p) for p in paths], names=list(names))
+        ua = rganalysis.UniversalityAnalysis().fit([str(p) for p in paths], names=list(names))
     return np.asarray(ua.distance_.values, dtype=np.float64)
 
 
@@ -682,7 +778,9 @@ def target_rhos(D: np.ndarray, gap: np.ndarray) -> np.ndarray:
 def permutations(k: int, n_perm: int, seed: int) -> np.ndarray:
     """(n_perm, k) random permutations of range(k) from a generator seeded by ``seed``."""
     rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(k) for _ in range(n_perm)]) if n_perm else np.zeros((0, k), dtype=np.intp)
+    return (
+        np.stack([rng.permutation(k) for _ in range(n_perm)]) if n_perm else np.zeros((0, k), dtype=np.intp)
+    )
 
 
 def permuted_target_rhos(D: np.ndarray, gap: np.ndarray, perms: np.ndarray) -> np.ndarray:
@@ -717,15 +815,22 @@ def score_group(D: np.ndarray, gap: np.ndarray, names: Sequence[str], perms: np.
     rhos = target_rhos(D, gap)
     null = permuted_target_rhos(D, gap, perms)
     k = len(names)
-    tgt_gap = np.array([[gap[i, j] for i in range(k) if i != j] for j in range(k)]) if k > 1 else np.zeros((0, 0))
+    tgt_gap = (
+        np.array([[gap[i, j] for i in range(k) if i != j] for j in range(k)]) if k > 1 else np.zeros((0, 0))
+    )
     pooled = _pooled(D, gap)
     return {
         "rho_per_target": {n: float(r) for n, r in zip(names, rhos, strict=True)},
-        "mean_rho": float(rhos.mean()), "n_negative": int((rhos < 0).sum()), "n_targets": k,
+        "mean_rho": float(rhos.mean()),
+        "n_negative": int((rhos < 0).sum()),
+        "n_targets": k,
         "n_constant_gap": int(sum(np.ptp(g) == 0 for g in tgt_gap)) if k > 1 else 0,
-        "pooled_rho": pooled["rho"], "pooled_p": pooled["p"],
-        "perm_p": permutation_p(float(rhos.mean()), null.mean(1)), "n_perm": len(perms),
-        "_rhos": rhos, "_null": null,
+        "pooled_rho": pooled["rho"],
+        "pooled_p": pooled["p"],
+        "perm_p": permutation_p(float(rhos.mean()), null.mean(1)),
+        "n_perm": len(perms),
+        "_rhos": rhos,
+        "_null": null,
     }
 
 
@@ -735,8 +840,14 @@ def combine(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     that mean (the k-th draws of all parts taken together)."""
     rhos = np.concatenate([p["_rhos"] for p in parts])
     null = np.concatenate([p["_null"] for p in parts], axis=1).mean(1)
-    return {"mean_rho": float(rhos.mean()), "n_negative": int((rhos < 0).sum()), "n_targets": len(rhos),
-            "perm_p": permutation_p(float(rhos.mean()), null), "n_perm": len(null), "n_parts": len(parts)}
+    return {
+        "mean_rho": float(rhos.mean()),
+        "n_negative": int((rhos < 0).sum()),
+        "n_targets": len(rhos),
+        "perm_p": permutation_p(float(rhos.mean()), null),
+        "n_perm": len(null),
+        "n_parts": len(parts),
+    }
 
 
 def group_indices(families: Sequence[str], group: str) -> list[int]:
@@ -744,9 +855,11 @@ def group_indices(families: Sequence[str], group: str) -> list[int]:
     return [i for i, f in enumerate(families) if group in ("all", f)]
 
 
-def compute_distances(gens: Mapping[tuple[str, int], Generation], distances: Mapping[str, DistanceFn],
-                      log: Callable[[str], None] = print) -> tuple[dict[str, dict[tuple[str, int], np.ndarray]],
-                                                                    dict[str, dict[str, float]]]:
+def compute_distances(
+    gens: Mapping[tuple[str, int], Generation],
+    distances: Mapping[str, DistanceFn],
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, dict[tuple[str, int], np.ndarray]], dict[str, dict[str, float]]]:
     """Every distance on every (arch, seed): ``{name: {(arch, seed): (n, n)}}`` and wall seconds."""
     mats: dict[str, dict[tuple[str, int], np.ndarray]] = {}
     timing: dict[str, dict[str, float]] = {}
@@ -757,16 +870,22 @@ def compute_distances(gens: Mapping[tuple[str, int], Generation], distances: Map
             D = np.asarray(fn(g.paths, g.tasks, arch, seed, g), dtype=np.float64)
             n = len(g.tasks)
             if D.shape != (n, n) or not np.isfinite(D).all():
-                raise ValueError(f"distance {name!r} on {arch} seed {seed}: need a finite ({n}, {n}) matrix, "
-                                 f"got shape {D.shape}" + ("" if D.shape != (n, n) else " with non-finite entries"))
+                raise ValueError(
+                    f"distance {name!r} on {arch} seed {seed}: need a finite ({n}, {n}) matrix, "
+                    f"got shape {D.shape}" + ("" if D.shape != (n, n) else " with non-finite entries")
+                )
             mats[name][arch, seed] = D
             timing[name][f"{arch}/seed_{seed}"] = time.perf_counter() - (t)
             log(f"distance {name:<20} {arch} seed {seed}: {time.perf_counter() - t:.1f} s")
     return mats, timing
 
 
-def score_all(gens: Mapping[tuple[str, int], Generation], mats: Mapping[str, Mapping[tuple[str, int], np.ndarray]],
-              n_perm: int = 2000, perm_seed: int = 0) -> dict[str, Any]:
+def score_all(
+    gens: Mapping[tuple[str, int], Generation],
+    mats: Mapping[str, Mapping[tuple[str, int], np.ndarray]],
+    n_perm: int = 2000,
+    perm_seed: int = 0,
+) -> dict[str, Any]:
     """Scores of every distance: ``{distance: {arch or "both": {group: {"seeds": {seed: scores},
     "combined": aggregate}}}}``.  The permutations of (arch, seed, group) are drawn from a generator
     seeded by (perm_seed, arch, seed, group), the same for every distance."""
@@ -801,14 +920,18 @@ def score_all(gens: Mapping[tuple[str, int], Generation], mats: Mapping[str, Map
 # ====================================================================================================
 # stage 2: the score command (JSON, table, figure)
 # ====================================================================================================
-def load_generations(out: Path, seeds: Sequence[int], archs: Sequence[str]) -> dict[tuple[str, int], Generation]:
+def load_generations(
+    out: Path, seeds: Sequence[int], archs: Sequence[str]
+) -> dict[tuple[str, int], Generation]:
     """The complete generation records of every (arch, seed), all of one setting; an error otherwise."""
     gens = {}
     for seed in seeds:
         for arch in archs:
             rec = load_generation_record(out, arch, seed)
             if rec is None:
-                raise FileNotFoundError(f"no complete generation for {arch} seed {seed} in {out}: run `generate` first")
+                raise FileNotFoundError(
+                    f"no complete generation for {arch} seed {seed} in {out}: run `generate` first"
+                )
             gens[arch, seed] = Generation(Path(out), arch, seed, rec)
     keys = {g.record["config_key"] for g in gens.values()}
     if len(keys) > 1:
@@ -822,22 +945,29 @@ def _fmt(x: float | None, spec: str) -> str:
 
 def format_accuracy_table(gens: Mapping[tuple[str, int], Generation]) -> str:
     """Per (arch, seed) and task: dense, ticket and random-mask test accuracy and ticket density."""
-    lines = [f"{'arch':<4} {'seed':>4} {'task':<10} {'family':<16} {'dense':>6} {'ticket':>6} {'random':>6} "
-             f"{'t - r':>6} {'density':>8}"]
+    lines = [
+        f"{'arch':<4} {'seed':>4} {'task':<10} {'family':<16} {'dense':>6} {'ticket':>6} {'random':>6} "
+        f"{'t - r':>6} {'density':>8}"
+    ]
     for (arch, seed), g in gens.items():
         r = g.record
         for j, t in enumerate(g.tasks):
             nat, rnd = r["native_accuracy"][j], r["random_mask_accuracy"][j]
-            lines.append(f"{arch:<4} {seed:>4} {t:<10} {g.families[j]:<16} {r['dense_accuracy'][j]:>6.3f} "
-                         f"{nat:>6.3f} {rnd:>6.3f} {nat - rnd:>+6.3f} {r['global_density'][t][-1]:>8.4f}")
+            lines.append(
+                f"{arch:<4} {seed:>4} {t:<10} {g.families[j]:<16} {r['dense_accuracy'][j]:>6.3f} "
+                f"{nat:>6.3f} {rnd:>6.3f} {nat - rnd:>+6.3f} {r['global_density'][t][-1]:>8.4f}"
+            )
     return "\n".join(lines)
 
 
 def format_score_table(scores: Mapping[str, Any], seeds: Sequence[int]) -> str:
     """One row per (distance, arch, group): per seed mean within-target rho, #rho<0/#targets and
     permutation p; then the aggregate over seeds and the pooled rho of each seed."""
-    head = f"{'distance':<20} {'arch':<4} {'group':<16} " + " ".join(
-        f"{'seed ' + str(s) + ': rho  neg/n      p':>27}" for s in seeds) + f" {'seeds: rho  neg/n      p':>27}  pooled rho"
+    head = (
+        f"{'distance':<20} {'arch':<4} {'group':<16} "
+        + " ".join(f"{'seed ' + str(s) + ': rho  neg/n      p':>27}" for s in seeds)
+        + f" {'seeds: rho  neg/n      p':>27}  pooled rho"
+    )
     lines = [head, "-" * len(head)]
     for name, by_arch in scores.items():
         for arch, by_group in by_arch.items():
@@ -845,17 +975,32 @@ def format_score_table(scores: Mapping[str, Any], seeds: Sequence[int]) -> str:
                 cells = []
                 for s in seeds:
                     r = sc["seeds"].get(str(s))
-                    cells.append(f"{'':>27}" if r is None else
-                                 f"{r['mean_rho']:+.3f} {r['n_negative']:>3}/{r['n_targets']:<3} {r['perm_p']:.4f}".rjust(27))
+                    cells.append(
+                        f"{'':>27}"
+                        if r is None
+                        else f"{r['mean_rho']:+.3f} {r['n_negative']:>3}/{r['n_targets']:<3} {r['perm_p']:.4f}".rjust(
+                            27
+                        )
+                    )
                 c = sc["combined"]
-                pooled = ",".join(_fmt(sc["seeds"][str(s)]["pooled_rho"], "+.2f") for s in seeds if str(s) in sc["seeds"])
-                cells.append(f"{c['mean_rho']:+.3f} {c['n_negative']:>3}/{c['n_targets']:<3} {c['perm_p']:.4f}".rjust(27))
+                pooled = ",".join(
+                    _fmt(sc["seeds"][str(s)]["pooled_rho"], "+.2f") for s in seeds if str(s) in sc["seeds"]
+                )
+                cells.append(
+                    f"{c['mean_rho']:+.3f} {c['n_negative']:>3}/{c['n_targets']:<3} {c['perm_p']:.4f}".rjust(
+                        27
+                    )
+                )
                 lines.append(f"{name:<20} {arch:<4} {group:<16} " + " ".join(cells) + f"  {pooled}")
     return "\n".join(lines)
 
 
-def plot_distance_vs_gap(path: Path, gens: Mapping[tuple[str, int], Generation],
-                         mats: Mapping[str, Mapping[tuple[str, int], np.ndarray]], scores: Mapping[str, Any]) -> Path:
+def plot_distance_vs_gap(
+    path: Path,
+    gens: Mapping[tuple[str, int], Generation],
+    mats: Mapping[str, Mapping[tuple[str, int], np.ndarray]],
+    scores: Mapping[str, Any],
+) -> Path:
     """Scatter of distance (x) vs gap (y, accuracy points): one row per distance, one column per
     (arch, group); colour = target task, marker = seed (o, s, ^, ... in seed order).  Panels are titled with the aggregate score."""
     import matplotlib
@@ -883,8 +1028,14 @@ def plot_distance_vs_gap(path: Path, gens: Mapping[tuple[str, int], Generation],
                 D, G = mats[name][a, seed], g.gap
                 for j in idx:
                     src = [i for i in idx if i != j]
-                    ax.scatter(D[src, j], G[src, j], s=10, color=colour[g.tasks[j]], marker=markers[si % len(markers)],
-                               label=g.tasks[j] if si == 0 else None)
+                    ax.scatter(
+                        D[src, j],
+                        G[src, j],
+                        s=10,
+                        color=colour[g.tasks[j]],
+                        marker=markers[si % len(markers)],
+                        label=g.tasks[j] if si == 0 else None,
+                    )
             sc = scores[name].get(arch, {}).get(grp)
             t = f"{name}\n{arch} {grp}"
             if sc:
@@ -898,17 +1049,34 @@ def plot_distance_vs_gap(path: Path, gens: Mapping[tuple[str, int], Generation],
                 ax.set_xlabel("distance(source, target)", fontsize=7)
     handles, labels = axes[0, len(GROUPS) - 1].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=7,
-                   title="target (marker: seed " + ", ".join(f"{s} {markers[i]}" for i, s in enumerate(seed_order)) + ")")
+        fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            ncol=min(len(labels), 8),
+            fontsize=7,
+            title="target (marker: seed "
+            + ", ".join(f"{s} {markers[i]}" for i, s in enumerate(seed_order))
+            + ")",
+        )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def score(out: Path, seeds: Sequence[int], archs: Sequence[str], distances: Mapping[str, DistanceFn] | None = None,
-          *, n_perm: int = 2000, perm_seed: int = 0, figure: bool = True, write: bool = True,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+def score(
+    out: Path,
+    seeds: Sequence[int],
+    archs: Sequence[str],
+    distances: Mapping[str, DistanceFn] | None = None,
+    *,
+    n_perm: int = 2000,
+    perm_seed: int = 0,
+    figure: bool = True,
+    write: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """The scoring stage: read the generations, compute every distance, score, print the tables and
     write ``OUT/results.json`` and ``OUT/distance_vs_gap.png`` (unless ``write``/``figure`` is False)."""
     distances = dict(DISTANCES if distances is None else distances)
@@ -923,32 +1091,61 @@ def score(out: Path, seeds: Sequence[int], archs: Sequence[str], distances: Mapp
             for i, src in enumerate(g.tasks):
                 if i == j:
                     continue
-                pairs.append({"arch": arch, "seed": seed, "source": src, "target": tgt,
-                              "source_family": g.families[i], "target_family": g.families[j],
-                              "class_overlap": class_overlap(TASK_SPECS[src], TASK_SPECS[tgt]),
-                              "transfer_accuracy": float(acc[i, j]), "native_accuracy": float(acc[j, j]),
-                              "gap": float(gap[i, j]),
-                              "distance": {n: float(mats[n][arch, seed][i, j]) for n in mats}})
+                pairs.append(
+                    {
+                        "arch": arch,
+                        "seed": seed,
+                        "source": src,
+                        "target": tgt,
+                        "source_family": g.families[i],
+                        "target_family": g.families[j],
+                        "class_overlap": class_overlap(TASK_SPECS[src], TASK_SPECS[tgt]),
+                        "transfer_accuracy": float(acc[i, j]),
+                        "native_accuracy": float(acc[j, j]),
+                        "gap": float(gap[i, j]),
+                        "distance": {n: float(mats[n][arch, seed][i, j]) for n in mats},
+                    }
+                )
     res = {
-        "settings": {"config": cfg_json, "config_key": next(iter(gens.values())).record["config_key"],
-                     "seeds": list(seeds), "archs": list(archs), "distances": list(distances),
-                     "n_perm": n_perm, "perm_seed": perm_seed, "calibration_seeds": list(CALIBRATION_SEEDS),
-                     "held_out_seeds": list(HELD_OUT_SEEDS), "groups": list(GROUPS),
-                     "tasks": {t: {"family": TASK_SPECS[t].family, "classes": list(TASK_SPECS[t].classes),
-                                   "description": TASK_SPECS[t].description} for t in cfg_json["tasks"]},
-                     "archs_doc": {a: ARCHS[a].__doc__ for a in archs}},
-        "generation": {f"{a}/seed_{s}": {k: v for k, v in g.record.items() if k not in ("timing", "config")}
-                       for (a, s), g in gens.items()},
+        "settings": {
+            "config": cfg_json,
+            "config_key": next(iter(gens.values())).record["config_key"],
+            "seeds": list(seeds),
+            "archs": list(archs),
+            "distances": list(distances),
+            "n_perm": n_perm,
+            "perm_seed": perm_seed,
+            "calibration_seeds": list(CALIBRATION_SEEDS),
+            "held_out_seeds": list(HELD_OUT_SEEDS),
+            "groups": list(GROUPS),
+            "tasks": {
+                t: {
+                    "family": TASK_SPECS[t].family,
+                    "classes": list(TASK_SPECS[t].classes),
+                    "description": TASK_SPECS[t].description,
+                }
+                for t in cfg_json["tasks"]
+            },
+            "archs_doc": {a: ARCHS[a].__doc__ for a in archs},
+        },
+        "generation": {
+            f"{a}/seed_{s}": {k: v for k, v in g.record.items() if k not in ("timing", "config")}
+            for (a, s), g in gens.items()
+        },
         "pairs": pairs,
         "distances": {n: {f"{a}/seed_{s}": m.tolist() for (a, s), m in by.items()} for n, by in mats.items()},
         "scores": scores,
-        "timing": {"distances_s": dist_timing,
-                   "generation_s": {f"{a}/seed_{s}": g.record["timing"]["total_s"] for (a, s), g in gens.items()}},
+        "timing": {
+            "distances_s": dist_timing,
+            "generation_s": {f"{a}/seed_{s}": g.record["timing"]["total_s"] for (a, s), g in gens.items()},
+        },
     }
     log("\nTest accuracy: dense, own ticket, random mask of the ticket's per-layer densities")
     log(format_accuracy_table(gens))
-    log("\nWithin-target Spearman rho of distance(source, target) vs gap over sources (negative = farther "
-        f"transfers are worse); mean, #targets rho<0 / #targets, task-permutation p ({n_perm} draws)")
+    log(
+        "\nWithin-target Spearman rho of distance(source, target) vs gap over sources (negative = farther "
+        f"transfers are worse); mean, #targets rho<0 / #targets, task-permutation p ({n_perm} draws)"
+    )
     log(format_score_table(scores, seeds))
     if write:
         _write_json_atomic(Path(out) / "results.json", res)
@@ -971,27 +1168,55 @@ def _str_list(s: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="run", choices=["generate", "score", "run"],
-                   help="generate (flows and accuracies), score (distances and scores) or run (both; default)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=["generate", "score", "run"],
+        help="generate (flows and accuracies), score (distances and scores) or run (both; default)",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default bench-out)")
-    p.add_argument("--seeds", type=_int_list, default=None,
-                   help="comma-separated seeds (default: the calibration seeds 0,1; --quick: 0)")
+    p.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=None,
+        help="comma-separated seeds (default: the calibration seeds 0,1; --quick: 0)",
+    )
     p.add_argument("--held-out", action="store_true", help=f"allow the held-out seeds {HELD_OUT_SEEDS}")
-    p.add_argument("--archs", type=_str_list, default=list(ARCH_NAMES), help="comma-separated (default mlp,cnn)")
-    p.add_argument("--distances", type=_str_list, default=None,
-                   help=f"comma-separated distance names (default all registered: {','.join(DISTANCES)})")
-    p.add_argument("--quick", action="store_true",
-                   help="6 tasks, 4 rounds at rate 0.6, 8 epochs, seed 0 (under 2 minutes on 2 cores)")
+    p.add_argument(
+        "--archs", type=_str_list, default=list(ARCH_NAMES), help="comma-separated (default mlp,cnn)"
+    )
+    p.add_argument(
+        "--distances",
+        type=_str_list,
+        default=None,
+        help=f"comma-separated distance names (default all registered: {','.join(DISTANCES)})",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="6 tasks, 4 rounds at rate 0.6, 8 epochs, seed 0 (under 2 minutes on 2 cores)",
+    )
     p.add_argument("--rounds", type=int, default=None, help="IMP rounds (default 8; --quick 4)")
     p.add_argument("--rate", type=float, default=None, help="IMP rate per round (default 0.4; --quick 0.6)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per training (default 20; --quick 8)")
-    p.add_argument("--tasks", type=_str_list, default=None, help=f"task subset (default all: {','.join(FULL_TASKS)})")
+    p.add_argument(
+        "--tasks", type=_str_list, default=None, help=f"task subset (default all: {','.join(FULL_TASKS)})"
+    )
     p.add_argument("--n-perm", type=int, default=2000, help="task permutations per p-value (default 2000)")
     p.add_argument("--perm-seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=1, help="processes for generate, one (arch, seed) each (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1; numbers are defined at 1)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="processes for generate, one (arch, seed) each (default 1)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (default 1; numbers are defined at 1)",
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if a complete generation exists")
     p.add_argument("--no-figure", action="store_true")
     a = p.parse_args(argv)
@@ -999,13 +1224,23 @@ def main(argv: list[str] | None = None) -> int:
     seeds = a.seeds if a.seeds is not None else ([0] if a.quick else list(CALIBRATION_SEEDS))
     held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
     if held and not a.held_out:
-        p.error(f"seeds {held} are held out: they are run once, with the pre-registered distance (--held-out)")
+        p.error(
+            f"seeds {held} are held out: they are run once, with the pre-registered distance (--held-out)"
+        )
     unknown = [x for x in a.archs if x not in ARCHS]
     if unknown:
         p.error(f"unknown architectures {unknown}; known: {list(ARCHS)}")
     base = BenchConfig.quick() if a.quick else BenchConfig()
-    over = {k: v for k, v in {"rounds": a.rounds, "rate": a.rate, "epochs": a.epochs,
-                              "tasks": tuple(a.tasks) if a.tasks else None}.items() if v is not None}
+    over = {
+        k: v
+        for k, v in {
+            "rounds": a.rounds,
+            "rate": a.rate,
+            "epochs": a.epochs,
+            "tasks": tuple(a.tasks) if a.tasks else None,
+        }.items()
+        if v is not None
+    }
     if "tasks" in over and any(t not in TASK_SPECS for t in over["tasks"]):
         p.error(f"unknown tasks; known: {list(TASK_SPECS)}")
     cfg = dataclasses.replace(base, **over)
@@ -1015,13 +1250,22 @@ def main(argv: list[str] | None = None) -> int:
     set_determinism(a.threads)
     t0 = time.perf_counter()
     if a.command in ("generate", "run"):
-        print(f"generate: {len(cfg.tasks)} tasks x {len(a.archs)} architectures x seeds {seeds}; IMP {cfg.rounds} "
-              f"rounds at rate {cfg.rate} (final density {(1 - cfg.rate) ** cfg.rounds:.4f}), {cfg.epochs} epochs",
-              flush=True)
+        print(
+            f"generate: {len(cfg.tasks)} tasks x {len(a.archs)} architectures x seeds {seeds}; IMP {cfg.rounds} "
+            f"rounds at rate {cfg.rate} (final density {(1 - cfg.rate) ** cfg.rounds:.4f}), {cfg.epochs} epochs",
+            flush=True,
+        )
         generate(a.out, seeds, a.archs, cfg, jobs=a.jobs, force=a.force, threads=a.threads)
     if a.command in ("score", "run"):
-        score(a.out, seeds, a.archs, {n: DISTANCES[n] for n in names}, n_perm=a.n_perm, perm_seed=a.perm_seed,
-              figure=not a.no_figure)
+        score(
+            a.out,
+            seeds,
+            a.archs,
+            {n: DISTANCES[n] for n in names},
+            n_perm=a.n_perm,
+            perm_seed=a.perm_seed,
+            figure=not a.no_figure,
+        )
     print(f"\n{a.command} took {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -1031,9 +1275,35 @@ if __name__ == "__main__":
 
 
 __all__ = [
-    "ARCHS", "BenchConfig", "CALIBRATION_SEEDS", "DISTANCES", "DistanceFn", "FAMILIES", "GROUPS", "Generation",
-    "HELD_OUT_SEEDS", "TASK_SPECS", "Task", "TaskSpec", "class_overlap", "combine", "generate", "generate_one",
-    "load_generations", "make_tasks", "permutation_p", "permutations", "permuted_target_rhos", "random_mask",
-    "register_distance", "rowwise_spearman", "score", "score_all", "score_group", "stable_seed", "target_rhos",
-    "train_masked", "unit_degree_vector",
+    "ARCHS",
+    "BenchConfig",
+    "CALIBRATION_SEEDS",
+    "DISTANCES",
+    "DistanceFn",
+    "FAMILIES",
+    "GROUPS",
+    "Generation",
+    "HELD_OUT_SEEDS",
+    "TASK_SPECS",
+    "Task",
+    "TaskSpec",
+    "class_overlap",
+    "combine",
+    "generate",
+    "generate_one",
+    "load_generations",
+    "make_tasks",
+    "permutation_p",
+    "permutations",
+    "permuted_target_rhos",
+    "random_mask",
+    "register_distance",
+    "rowwise_spearman",
+    "score",
+    "score_all",
+    "score_group",
+    "stable_seed",
+    "target_rhos",
+    "train_masked",
+    "unit_degree_vector",
 ]

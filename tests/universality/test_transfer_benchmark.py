@@ -17,7 +17,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transfer_benchmark.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transfer_benchmark.py"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,12 @@ def test_task_design(tb):
     assert len(tb.FULL_TASKS) >= 8 and all(len(v) >= 4 for v in fams.values())
     assert len(fams["input_transforms"]) - 1 >= 3  # at least three transforms besides the identity
     # class subsets: 5 classes each, overlaps over ordered pairs span 0..100 %
-    overlaps = {tb.class_overlap(specs[a], specs[b]) for a in fams["class_subsets"] for b in fams["class_subsets"] if a != b}
+    overlaps = {
+        tb.class_overlap(specs[a], specs[b])
+        for a in fams["class_subsets"]
+        for b in fams["class_subsets"]
+        if a != b
+    }
     assert overlaps == {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
     for t in fams["class_subsets"]:
         assert set(tasks[t].y_train.tolist()) == set(specs[t].classes) and len(specs[t].classes) == 5
@@ -114,7 +119,9 @@ def test_combined_over_seeds(tb):
         parts.append(tb.score_group(-gap, gap, list("abcdef"), tb.permutations(6, 1000, s)))
     c = tb.combine(parts)
     assert c["n_targets"] == 18 and c["n_negative"] == 18 and c["mean_rho"] == pytest.approx(-1.0)
-    assert c["perm_p"] < min(p["perm_p"] for p in parts)  # independent permutations per seed multiply the evidence
+    assert c["perm_p"] < min(
+        p["perm_p"] for p in parts
+    )  # independent permutations per seed multiply the evidence
 
 
 def test_unit_degree_vector(tb):
@@ -123,8 +130,13 @@ def test_unit_degree_vector(tb):
     conv[0, 0, 0, 0] = conv[0, 0, 1, 1] = conv[1, 0, 2, 2] = True  # conv (out 2, in 1), 3 weights
     v = tb.unit_degree_vector({"a": lin, "b": conv})
     np.testing.assert_allclose(v, [1, 0, 0.5, 0.5, 0, 2 / 3, 1 / 3, 1])
-    D = tb.unit_degree_cosine([], ["x", "y"], "mlp", 0, type("G", (), {"last_masks": lambda self, t: {
-        "a": lin if t == "x" else ~lin, "b": conv}})())
+    D = tb.unit_degree_cosine(
+        [],
+        ["x", "y"],
+        "mlp",
+        0,
+        type("G", (), {"last_masks": lambda self, t: {"a": lin if t == "x" else ~lin, "b": conv}})(),
+    )
     assert D.shape == (2, 2) and D[0, 0] == 0 and 0 < D[0, 1] < 1
 
 
@@ -142,8 +154,15 @@ def test_generation_is_bit_identical_and_cached(tb, tmp_path):
     logs: list[str] = []
     a = tb.generate_one(tmp_path / "a", "mlp", 7, cfg, log=logs.append)
     b = tb.generate_one(tmp_path / "b", "mlp", 7, cfg, log=logs.append)
-    for k in ("transfer_accuracy", "native_accuracy", "random_mask_accuracy", "imp_accuracy", "global_density",
-              "layer_density", "dense_accuracy"):
+    for k in (
+        "transfer_accuracy",
+        "native_accuracy",
+        "random_mask_accuracy",
+        "imp_accuracy",
+        "global_density",
+        "layer_density",
+        "dense_accuracy",
+    ):
         assert a[k] == b[k], k
     assert a["native_equals_imp_last_round"] is True
     acc = np.array(a["transfer_accuracy"])
@@ -153,7 +172,9 @@ def test_generation_is_bit_identical_and_cached(tb, tmp_path):
     c = tb.generate_one(tmp_path / "a", "mlp", 7, cfg, log=logs.append)
     assert c["timing"] == a["timing"] and any("skipped" in line for line in logs)
     with pytest.raises(RuntimeError, match="other settings"):
-        tb.generate_one(tmp_path / "a", "mlp", 7, tb.BenchConfig(tasks=cfg.tasks, rounds=2, rate=0.5, epochs=3))
+        tb.generate_one(
+            tmp_path / "a", "mlp", 7, tb.BenchConfig(tasks=cfg.tasks, rounds=2, rate=0.5, epochs=3)
+        )
     # an interrupted run (JSON lost) reuses its finished flows and gives the same numbers
     (tmp_path / "b" / "seed_7" / "mlp" / "generation.json").unlink()
     d = tb.generate_one(tmp_path / "b", "mlp", 7, cfg, log=logs.append)
@@ -179,14 +200,20 @@ def test_quick_benchmark(tb, tmp_path, capsys):
     res = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "distance_vs_gap.png").stat().st_size > 10_000
     s = res["settings"]
-    assert s["seeds"] == [0] and s["config"]["tasks"] == list(tb.QUICK_TASKS) and s["distances"] == list(tb.DISTANCES)
+    assert (
+        s["seeds"] == [0]
+        and s["config"]["tasks"] == list(tb.QUICK_TASKS)
+        and s["distances"] == list(tb.DISTANCES)
+    )
     n = len(tb.QUICK_TASKS)
     for arch in ("mlp", "cnn"):
         g = res["generation"][f"{arch}/seed_0"]
         acc = np.array(g["transfer_accuracy"])
         assert acc.shape == (n, n) and ((acc >= 0) & (acc <= 1)).all()
         assert g["native_equals_imp_last_round"]
-        assert np.mean(g["native_accuracy"]) > np.mean(g["random_mask_accuracy"]) + 0.1  # tickets beat random masks
+        assert (
+            np.mean(g["native_accuracy"]) > np.mean(g["random_mask_accuracy"]) + 0.1
+        )  # tickets beat random masks
         for t in tb.QUICK_TASKS:
             assert (tmp_path / "seed_0" / arch / "flows" / f"{t}.h5").exists()
         for name in tb.DISTANCES:
@@ -201,7 +228,9 @@ def test_quick_benchmark(tb, tmp_path, capsys):
                 assert -1 <= c["mean_rho"] <= 1 and 0 < c["perm_p"] <= 1 and c["n_perm"] == 2000
                 assert c["n_targets"] == (2 if arch == "both" else 1) * (n if group == "all" else n // 2)
     # the score stage is deterministic: run it again on the cached generation
-    again = tb.score(tmp_path, [0], ["mlp", "cnn"], n_perm=2000, figure=False, write=False, log=lambda _: None)
+    again = tb.score(
+        tmp_path, [0], ["mlp", "cnn"], n_perm=2000, figure=False, write=False, log=lambda _: None
+    )
     assert _numbers(json.loads(json.dumps(again))) == _numbers(res)
     # a distance defined as -gap scores a within-target rho of -1 for every target
     minus_gap = {"minus_gap": lambda paths, names, arch, seed, data: -data.gap}

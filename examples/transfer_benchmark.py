@@ -743,6 +743,157 @@ def compare_default(
     return np.asarray(ua.distance_.values, dtype=np.float64)
 
 
+_SIGNATURES: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def flow_signatures(
+    paths: Sequence[Path], names: Sequence[str], couplings: tuple[str, ...] = ("density",)
+) -> list:
+    """rganalysis flow signatures of the stores (the defaults of ``rganalysis compare``), cached per
+    (path, couplings) in this process."""
+    from rganalysis.universality.signature import flow_signature
+
+    out = []
+    for p, n in zip(paths, names, strict=True):
+        key = (str(p), tuple(couplings))
+        if key not in _SIGNATURES:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _SIGNATURES[key] = flow_signature(str(p), name=n, couplings=couplings, device="cpu")
+        out.append(_SIGNATURES[key])
+    return out
+
+
+def rganalysis_distance(
+    weights: Mapping[str, float] | None = None,
+    alignment: str = "auto",
+    couplings: tuple[str, ...] = ("density",),
+) -> DistanceFn:
+    """A :data:`DistanceFn`: rganalysis's universality distance with these ``weights`` (None: its
+    defaults) and ``alignment``, on flow signatures fitted in the ``couplings`` space."""
+
+    def fn(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+        from rganalysis.universality.distances import distance_matrix
+
+        dm = distance_matrix(flow_signatures(paths, names, couplings), weights, alignment=alignment)
+        return np.asarray(dm.total.values, dtype=np.float64)
+
+    return fn
+
+
+register_distance("rganalysis")(rganalysis_distance())  # the default of rganalysis compare (aligned here)
+register_distance("rganalysis_invariant")(rganalysis_distance(alignment="invariant"))
+
+#: The candidates compared on the calibration seeds (``calibrate``), fixed before that run: name ->
+#: (weights, alignment, couplings of the fits).  The default of ``rganalysis compare`` is the best
+#: aligned and the best invariant candidate by :func:`calibration_criterion`.
+_FIT = {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0}
+CANDIDATES: dict[str, tuple[dict[str, float], str, tuple[str, ...]]] = {
+    "A1 survival": ({"survival": 1.0}, "aligned", ("density",)),
+    "A2 units": ({"units": 1.0}, "aligned", ("density",)),
+    "A3 survival+units": ({"survival": 1.0, "units": 1.0}, "aligned", ("density",)),
+    "A4 survival+3units": ({"survival": 1.0, "units": 3.0}, "aligned", ("density",)),
+    "A5 survival+10units": ({"survival": 1.0, "units": 10.0}, "aligned", ("density",)),
+    "A6 survival+30units": ({"survival": 1.0, "units": 30.0}, "aligned", ("density",)),
+    "A7 survival+units+fit": ({"survival": 1.0, "units": 1.0, **_FIT}, "aligned", ("density",)),
+    "A8 survival+10units+profile": (
+        {"survival": 1.0, "units": 10.0, "unit_profile": 1.0},
+        "aligned",
+        ("density",),
+    ),
+    "I1 profile": ({"unit_profile": 1.0}, "invariant", ("density",)),
+    "I2 fit (v1 default)": (dict(_FIT), "invariant", ("density",)),
+    "I3 profile+fit": ({"unit_profile": 1.0, **_FIT}, "invariant", ("density",)),
+    "I4 fit on density,unit": (dict(_FIT), "invariant", ("density", "unit")),
+    "I5 profile+fit on density,unit": ({"unit_profile": 1.0, **_FIT}, "invariant", ("density", "unit")),
+}
+
+
+def calibration_criterion(scores: Mapping[str, Any]) -> float:
+    """The pre-registered selection criterion: the mean over the groups (class subsets, input transforms,
+    all) of the mean within-target rho over both architectures and all scored seeds (lower is better)."""
+    return float(np.mean([scores["both"][g]["combined"]["mean_rho"] for g in GROUPS]))
+
+
+#: A pair of tasks "transfers" when both of its tickets lose at most this much accuracy on the other task.
+TRANSFER_OK = 0.05
+
+
+def class_threshold(gens: Mapping[tuple[str, int], Generation], fn: DistanceFn) -> tuple[float, float]:
+    """The class threshold of a distance: the cut ``D <= t`` that best separates the pairs of tasks that
+    transfer both ways (both gaps >= -:data:`TRANSFER_OK`) from the others, by balanced accuracy over all
+    pairs of all (arch, seed).  Returns (t, balanced accuracy); t is the midpoint between consecutive
+    distances."""
+    d, ok = [], []
+    for (arch, seed), g in gens.items():
+        D = fn(g.paths, g.tasks, arch, seed, g)
+        G = g.gap
+        for i in range(len(g.tasks)):
+            for j in range(i + 1, len(g.tasks)):
+                d.append(D[i, j])
+                ok.append(min(G[i, j], G[j, i]) >= -TRANSFER_OK)
+    d, ok = np.asarray(d), np.asarray(ok)
+    cuts = np.unique(d)
+    cands = np.concatenate([[cuts[0] - 1e-9], (cuts[:-1] + cuts[1:]) / 2, [cuts[-1] + 1e-9]])
+    best = (-1.0, 0.0)
+    for t in cands:
+        pred = d <= t
+        tpr = (pred & ok).sum() / max(1, ok.sum())
+        tnr = (~pred & ~ok).sum() / max(1, (~ok).sum())
+        best = max(best, ((tpr + tnr) / 2, float(t)))
+    return best[1], best[0]
+
+
+def calibrate(
+    out: Path,
+    seeds: Sequence[int] = CALIBRATION_SEEDS,
+    archs: Sequence[str] = ARCH_NAMES,
+    *,
+    n_perm: int = 2000,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Score every :data:`CANDIDATES` distance on the calibration seeds; print the table and the choice
+    (best aligned, best invariant by :func:`calibration_criterion`); write ``OUT/calibration.json``."""
+    if set(seeds) & set(HELD_OUT_SEEDS):
+        raise ValueError("calibration uses the calibration seeds only")
+    dists = {n: rganalysis_distance(w, a, c) for n, (w, a, c) in CANDIDATES.items()}
+    dists.update({k: DISTANCES[k] for k in ("mask_jaccard", "unit_degree_cosine")})
+    res = score(out, seeds, archs, dists, n_perm=n_perm, figure=False, write=False, log=log)
+    crit = {n: calibration_criterion(res["scores"][n]) for n in dists}
+    best = {
+        mode: min((n for n in CANDIDATES if CANDIDATES[n][1] == mode), key=crit.__getitem__)
+        for mode in ("aligned", "invariant")
+    }
+    log(
+        "\ncalibration criterion (mean over groups of the both-architectures mean within-target rho; lower is "
+        "better):"
+    )
+    for n, c in sorted(crit.items(), key=lambda kv: kv[1]):
+        log(f"  {c:+.3f}  {n}" + ("   <- chosen" if n in best.values() else ""))
+    gens = load_generations(out, seeds, archs)
+    thresholds = {}
+    for mode, n in best.items():
+        w, a, c = CANDIDATES[n]
+        t, acc = class_threshold(gens, rganalysis_distance(w, a, c))
+        thresholds[mode] = {"threshold": t, "balanced_accuracy": acc}
+        log(
+            f"class threshold ({mode}, {n}): {t:.4g} (balanced accuracy {acc:.3f} for 'both tickets transfer "
+            f"within {TRANSFER_OK:g}')"
+        )
+    cal = {
+        "seeds": list(seeds),
+        "criterion": crit,
+        "chosen": best,
+        "thresholds": thresholds,
+        "candidates": {
+            n: {"weights": w, "alignment": a, "couplings": list(c)} for n, (w, a, c) in CANDIDATES.items()
+        },
+        "scores": res["scores"],
+    }
+    _write_json_atomic(Path(out) / "calibration.json", cal)
+    return cal
+
+
 # ====================================================================================================
 # stage 2: scores
 # ====================================================================================================
@@ -1175,8 +1326,9 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="run",
-        choices=["generate", "score", "run"],
-        help="generate (flows and accuracies), score (distances and scores) or run (both; default)",
+        choices=["generate", "score", "run", "calibrate"],
+        help="generate (flows and accuracies), score (distances and scores), run (both; default) or calibrate "
+        "(the candidate distances on the calibration seeds)",
     )
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="output folder (default bench-out)")
     p.add_argument(
@@ -1256,6 +1408,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         generate(a.out, seeds, a.archs, cfg, jobs=a.jobs, force=a.force, threads=a.threads)
+    if a.command == "calibrate":
+        calibrate(a.out, seeds, a.archs, n_perm=a.n_perm)
     if a.command in ("score", "run"):
         score(
             a.out,

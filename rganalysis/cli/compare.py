@@ -29,7 +29,12 @@ def _weights(text: str | None) -> dict[str, float] | None:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from rganalysis.universality.classes import DEFAULT_THRESHOLD
+    from rganalysis.universality.classes import DEFAULT_THRESHOLDS
+    from rganalysis.universality.distances import (
+        ALIGNMENTS,
+        DEFAULT_WEIGHTS_ALIGNED,
+        DEFAULT_WEIGHTS_INVARIANT,
+    )
     from rganalysis.universality.signature import DEFAULT_DEPTH_POINTS, DEFAULT_FIXED_POINT_RIDGE
 
     p = sub.add_parser(
@@ -70,13 +75,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default=None,
-        help="component weights, e.g. spectrum=1,fixed_point=1,subspace=1 (the default)",
+        help="component weights, e.g. survival=1,units=10 (default: the aligned defaults "
+        + ",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS_ALIGNED.items() if v)
+        + " when every pair of flows starts from the same weights up to a permutation of units, else the "
+        "invariant ones "
+        + ",".join(f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS_INVARIANT.items() if v)
+        + "; components that carry no information are dropped from the defaults)",
+    )
+    p.add_argument(
+        "--alignment",
+        choices=ALIGNMENTS,
+        default="auto",
+        help="aligned (unit by unit), invariant (permutation-invariant summaries) or auto (aligned when every "
+        "pair of flows is; default: auto)",
     )
     p.add_argument(
         "--threshold",
-        default=str(DEFAULT_THRESHOLD),
-        help=f"class threshold on the total distance (default {DEFAULT_THRESHOLD}), or 'auto' "
-        "(middle of the largest gap between merge heights)",
+        default=None,
+        help="class threshold on the total distance, a number or 'auto' (middle of the largest gap between merge "
+        "heights); default: the mode's calibrated one ("
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_THRESHOLDS.items())
+        + ")",
     )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
     p.add_argument(
@@ -121,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--rate must be in (0, 1), got {args.rate}")
     if args.workers < 1:
         raise InvalidParameterError(f"--workers must be >= 1, got {args.workers}")
-    threshold: float | str = "auto" if args.threshold == "auto" else _float(args.threshold, "--threshold")
+    threshold: float | str | None = (
+        args.threshold if args.threshold in (None, "auto") else _float(args.threshold, "--threshold")
+    )
     scheduler = args.scheduler or ("processes" if args.workers > 1 else "sync")
     fit_opts = options_from_args(FitOptions, args)
     ua = UniversalityAnalysis(
@@ -130,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         rank=fit_opts.rank,
         tol=fit_opts.tol,
         weights=_weights(args.weights),
+        alignment=args.alignment,
         spectrum=args.spectrum,
         threshold=threshold,
         linkage=args.linkage,

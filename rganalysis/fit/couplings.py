@@ -17,6 +17,7 @@ from rganalysis.errors import InvalidParameterError
 from rganalysis.store.state import State
 
 __all__ = [
+    "UNIT_QUANTILES",
     "available_coupling_sets",
     "compute_couplings",
     "coupling_name",
@@ -148,6 +149,34 @@ def _spectral(state: State) -> dict[str, dict[str, float]]:
         fro2 = float((mat * mat).sum())
         top = float(torch.linalg.matrix_norm(mat, ord=2)) if mat.numel() else 0.0
         out[name] = {"top_sv": top, "stable_rank": fro2 / top**2 if top > 0 else math.nan}
+    return out
+
+
+#: Quantiles of the per-layer distribution of unit degrees in the ``unit`` coupling set.
+UNIT_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+# --------------------------------------------------------------------------------------------------
+@register_coupling_set("unit")
+def _unit(state: State) -> dict[str, dict[str, float]]:
+    """Per layer, the distribution of its units' degrees (the fraction of each unit's connections that
+    survive), for output and input units: quantiles ``out_q10 .. out_q90``, ``in_q10 .. in_q90``
+    (:data:`UNIT_QUANTILES`) and the fraction of dead units ``out_dead``, ``in_dead``.  These are
+    invariant under permutations of the units and under a global weight scale; layers with fewer than
+    two dimensions are skipped."""
+    out: dict[str, dict[str, float]] = {}
+    for name, m in state.masks.items():
+        if m.dim() < 2:
+            continue
+        mf = m.to(torch.float64)
+        stats: dict[str, float] = {}
+        for side, dims in (("out", tuple(range(1, m.dim()))), ("in", (0, *range(2, m.dim())))):
+            deg = mf.mean(dims)
+            q = torch.quantile(deg, torch.tensor(UNIT_QUANTILES, dtype=torch.float64, device=deg.device))
+            for qq, v in zip(UNIT_QUANTILES, q.tolist(), strict=True):
+                stats[f"{side}_q{round(qq * 100):02d}"] = v
+            stats[f"{side}_dead"] = float((deg == 0).to(torch.float64).mean())
+        out[name] = stats
     return out
 
 

@@ -313,6 +313,12 @@ class ParameterSet:
         """The rewind point as canonical name -> tensor, or None."""
         return None if self._rewind is None else {k: self._get(v) for k, v in self._rewind.items()}
 
+    def rewind_tensor(self, name: str) -> torch.Tensor | None:
+        """The rewind point's value of ``name`` (read alone), or None when the rewind point lacks it."""
+        if self._rewind is None or name not in self._rewind:
+            return None
+        return self._get(self._rewind[name])
+
     def rewind_names(self) -> list[str]:
         """Names of the tensors of the rewind point (empty without one)."""
         return list(self._rewind or ())

@@ -14,13 +14,13 @@ import numpy as np
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.classes import (
-    DEFAULT_THRESHOLD,
+    DEFAULT_THRESHOLDS,
     class_graph,
     classes_from_distance,
     hierarchical_clustering,
     largest_gap_threshold,
 )
-from rganalysis.universality.distances import component_weights, distance_matrix
+from rganalysis.universality.distances import ALIGNMENTS, component_weights, distance_matrix
 from rganalysis.universality.signature import (
     DEFAULT_DEPTH_POINTS,
     DEFAULT_FIXED_POINT_RIDGE,
@@ -50,11 +50,18 @@ class UniversalityAnalysis(Estimator):
         >= ``rank_rtol`` x the largest and must divide the residual by ``rank_gain``; at most
         ``max_rank``), an int, or None (full least squares)
     tol : marginal band around ``|lambda| = 1``: eigenvalues with ``|lambda| >= 1 - tol`` are retained
-    weights : component weights of the total (default :data:`DEFAULT_WEIGHTS`)
+    weights : component weights of the total (default: the aligned or the invariant defaults,
+        :data:`~rganalysis.universality.distances.DEFAULT_WEIGHTS_ALIGNED` /
+        ``DEFAULT_WEIGHTS_INVARIANT``, with components that carry no information over the flows dropped)
+    alignment : ``"auto"`` (aligned components and weights when every pair of flows starts from the same
+        weights up to a permutation of units), ``"aligned"`` or ``"invariant"``
+    units : compute the unit signatures (the ``survival``, ``units`` and ``unit_profile`` components;
+        needs nested masks)
     spectrum : ``"coupling"`` (exponents of the coupling-space fit) or ``"koopman"`` (DMD of the
         parameter snapshots enters the total in place of it; both are reported)
     threshold : total distance at or below which two models are joined (default
-        :data:`DEFAULT_THRESHOLD`), or ``"auto"`` (:func:`largest_gap_threshold`)
+        None: the mode's calibrated :data:`~rganalysis.universality.classes.DEFAULT_THRESHOLDS`), or
+        ``"auto"`` (:func:`largest_gap_threshold`)
     linkage : scipy linkage method of the hierarchical clustering (default ``"average"``)
     rounds, rate : data-free flow computed for single-round model stores (see :func:`flow_signature`)
     koopman_rank : DMD rank (default ``T - 1``)
@@ -66,7 +73,10 @@ class UniversalityAnalysis(Estimator):
 
     Fitted attributes: ``signatures_`` (list of :class:`FlowSignature`), ``names_``, ``distance_``
     (DataArray (model, model_other)), ``components_`` (DataArray (component, model, model_other)),
-    ``weights_``, ``threshold_``, ``threshold_rule_`` (``"fixed"`` or ``"largest_gap"``),
+    ``weights_`` (the weights used), ``mode_`` (``aligned`` / ``invariant``), ``aligned_`` ((n, n) bool:
+    which pairs' units correspond), ``informative_`` (component -> bool), ``dropped_`` (default-weighted
+    components set to 0 because they carry no information), ``threshold_``, ``threshold_rule_``
+    (``"fixed"`` or ``"largest_gap"``),
     ``graph_`` (networkx Graph), ``classes_`` (lists of names), ``hierarchy_`` (dict, see
     :func:`hierarchical_clustering`), ``scheduler_`` (where it ran).
     """
@@ -82,8 +92,10 @@ class UniversalityAnalysis(Estimator):
         rank_gain: float = DEFAULT_RANK_GAIN,
         tol: float = 0.05,
         weights: Mapping[str, float] | None = None,
+        alignment: str = "auto",
+        units: bool = True,
         spectrum: str = "coupling",
-        threshold: float | str = DEFAULT_THRESHOLD,
+        threshold: float | str | None = None,
         linkage: str = "average",
         rounds: int | None = None,
         rate: float = 0.2,
@@ -101,6 +113,8 @@ class UniversalityAnalysis(Estimator):
         self.rank_gain = rank_gain
         self.tol = tol
         self.weights = weights
+        self.alignment = alignment
+        self.units = units
         self.spectrum = spectrum
         self.threshold = threshold
         self.linkage = linkage
@@ -126,6 +140,7 @@ class UniversalityAnalysis(Estimator):
             koopman=self.spectrum == "koopman",
             koopman_rank=self.koopman_rank,
             fixed_point_ridge=self.fixed_point_ridge,
+            units=self.units,
             device=self.device,
         )
 
@@ -140,6 +155,8 @@ class UniversalityAnalysis(Estimator):
         if names is not None and len(names) != len(flows):
             raise InvalidParameterError(f"{len(names)} names for {len(flows)} flows")
         component_weights(self.weights, self.spectrum)  # validate early
+        if self.alignment not in ALIGNMENTS:
+            raise InvalidParameterError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         opts = self._signature_options()
         todo = [(i, f) for i, f in enumerate(flows) if not isinstance(f, FlowSignature)]
         sigs: list[FlowSignature | None] = [f if isinstance(f, FlowSignature) else None for f in flows]
@@ -171,16 +188,16 @@ class UniversalityAnalysis(Estimator):
     def _classify(self) -> UniversalityAnalysis:
         sigs = self.signatures_
         self.names_ = [s.name for s in sigs]
-        self.distance_, self.components_ = distance_matrix(sigs, self.weights, self.spectrum)
-        self.weights_ = {
-            k: v
-            for k, v in component_weights(self.weights, self.spectrum).items()
-            if k in self.components_["component"].values
-        }
+        dm = distance_matrix(sigs, self.weights, self.spectrum, alignment=self.alignment)
+        self.distance_, self.components_ = dm.total, dm.components
+        self.weights_, self.mode_, self.aligned_ = dm.weights, dm.mode, dm.aligned
+        self.informative_, self.dropped_ = dm.informative, dm.dropped
         D = self.distance_.values
         if self.threshold == "auto":
             self.threshold_ = largest_gap_threshold(D, self.names_, self.linkage)
             self.threshold_rule_ = "largest_gap"
+        elif self.threshold is None:
+            self.threshold_, self.threshold_rule_ = DEFAULT_THRESHOLDS[self.mode_], f"default ({self.mode_})"
         else:
             t = float(self.threshold)
             if not (math.isfinite(t) and t >= 0):
@@ -212,6 +229,10 @@ class UniversalityAnalysis(Estimator):
             },
             "weights": dict(self.weights_),
             "total": "sum over components of weights[component] * components[component] (weight 0: reported only)",
+            "mode": self.mode_,
+            "aligned": [[bool(x) for x in row] for row in self.aligned_],
+            "informative": dict(self.informative_),
+            "dropped": list(self.dropped_),
             "classes": [list(c) for c in self.classes_],
             "threshold": float(self.threshold_),
             "threshold_rule": self.threshold_rule_,
@@ -230,6 +251,8 @@ class UniversalityAnalysis(Estimator):
                 "rank_gain": self.rank_gain,
                 "tol": self.tol,
                 "spectrum": self.spectrum,
+                "alignment": self.alignment,
+                "units": self.units,
                 "p": 1,
                 "linkage": self.linkage,
                 "rounds": self.rounds,

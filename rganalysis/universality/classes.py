@@ -15,16 +15,18 @@ __all__ = [
     "class_graph",
     "classes_from_distance",
     "DEFAULT_THRESHOLD",
+    "DEFAULT_THRESHOLDS",
     "hierarchical_clustering",
     "largest_gap_threshold",
 ]
 
 
-# ====================================================================================================
-# classes
-# ====================================================================================================
-#: Default class threshold on the total distance (see docs/universality.md for its calibration).
-DEFAULT_THRESHOLD = 0.3
+#: Default class thresholds on the total distance, per comparison mode, calibrated on the calibration
+#: seeds of examples/transfer_benchmark.py: the cut that best separates pairs of tasks whose tickets
+#: transfer both ways (within 0.05 accuracy) from the others (docs/universality.md).
+DEFAULT_THRESHOLDS: dict[str, float] = {"aligned": 0.97, "invariant": 0.024}
+#: The threshold when the mode is unknown (fewer than two models): the invariant one.
+DEFAULT_THRESHOLD = DEFAULT_THRESHOLDS["invariant"]
 
 
 def _check_matrix(D: np.ndarray, names: Sequence[str]) -> np.ndarray:

@@ -4,6 +4,7 @@ their weights and the total.  Definitions: docs/universality.md.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,10 +14,25 @@ import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.signature import FlowSignature
+from rganalysis.universality.units import (
+    Alignment,
+    align_units,
+    survival_distance,
+    unit_distance,
+    unit_profile_distance,
+)
 
 __all__ = [
     "COMPONENTS",
-    "DEFAULT_WEIGHTS",
+    "DEFAULT_WEIGHTS_ALIGNED",
+    "DEFAULT_WEIGHTS_INVARIANT",
+    "DEFAULT_WEIGHTS_V1",
+    "ALIGNED_COMPONENTS",
+    "ALIGNMENTS",
+    "DistanceMatrix",
+    "component_weights",
+    "informative_components",
+    "pair_components",
     "distance_matrix",
     "fixed_point_distance",
     "flow_distance",
@@ -31,12 +47,38 @@ __all__ = [
 # ====================================================================================================
 # component distances
 # ====================================================================================================
-#: Components of the distance between two flows, in report order.
-COMPONENTS = ("spectrum", "fixed_point", "subspace", "koopman")
+#: Components of the distance between two flows, in report order.  ``spectrum``, ``fixed_point``,
+#: ``subspace`` (and ``koopman``) compare the fitted RG maps; ``survival`` and ``units`` compare the
+#: flows weight by weight and unit by unit (aligned flows only); ``unit_profile`` compares the
+#: distributions of unit degrees (any two flows).
+COMPONENTS = ("spectrum", "fixed_point", "subspace", "koopman", "survival", "units", "unit_profile")
+ALIGNED_COMPONENTS = ("survival", "units")
 
-#: Weights of the total distance (``spectrum="coupling"``).  With ``spectrum="koopman"`` the
-#: ``koopman`` component takes the spectrum's weight and ``spectrum`` is reported with weight 0.
-DEFAULT_WEIGHTS: dict[str, float] = {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0, "koopman": 0.0}
+#: Default weights of the total between *aligned* flows (same starting weights up to a permutation of
+#: units), chosen on the calibration seeds of examples/transfer_benchmark.py (docs/universality.md).
+DEFAULT_WEIGHTS_ALIGNED: dict[str, float] = {
+    "spectrum": 0.0,
+    "fixed_point": 0.0,
+    "subspace": 0.0,
+    "koopman": 0.0,
+    "survival": 1.0,
+    "units": 10.0,
+    "unit_profile": 0.0,
+}
+#: Default weights between flows that are not aligned (other seeds, other architectures).
+DEFAULT_WEIGHTS_INVARIANT: dict[str, float] = {
+    "spectrum": 0.0,
+    "fixed_point": 0.0,
+    "subspace": 0.0,
+    "koopman": 0.0,
+    "survival": 0.0,
+    "units": 0.0,
+    "unit_profile": 1.0,
+}
+#: The weights of compare v1 (the density-fit distance), kept for reference (``--weights`` can ask for them).
+DEFAULT_WEIGHTS_V1: dict[str, float] = {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0}
+#: How flows are compared: ``auto`` (aligned when every pair is), ``aligned`` or ``invariant``.
+ALIGNMENTS = ("auto", "aligned", "invariant")
 
 
 def _wasserstein(a: np.ndarray, b: np.ndarray, p: float = 1) -> float:
@@ -136,25 +178,36 @@ def koopman_distance(a: FlowSignature, b: FlowSignature, p: float = 1) -> float:
 class FlowDistance:
     """Distance between two flows: its components, the weights and the total.
 
-    ``components`` maps each computed component to its value (NaN where not defined, e.g. the
-    coupling spaces differ and that component's weight is 0); ``total = sum_k weights[k] *
-    components[k]`` over the components with a non-zero weight; ``angles`` are the principal angles
-    in degrees (empty when not defined).
+    ``components`` maps each computed component to its value (NaN where not defined: other coupling
+    spaces, or flows that are not aligned); ``total = sum_k weights[k] * components[k]`` over the
+    components with a non-zero weight; ``angles`` are the principal angles in degrees (empty when not
+    defined); ``alignment`` says whether (and how) the two flows' units correspond.
     """
 
     components: dict[str, float]
     weights: dict[str, float]
     total: float
     angles: np.ndarray
+    alignment: Alignment | None = None
 
 
-def component_weights(weights: Mapping[str, float] | None, spectrum: str) -> dict[str, float]:
+def component_weights(
+    weights: Mapping[str, float] | None, spectrum: str, mode: str = "invariant"
+) -> dict[str, float]:
+    """The weights of the total: ``weights`` as given (components it does not name weigh 0), or the
+    defaults of ``mode`` (``aligned`` or ``invariant``), where ``spectrum="koopman"`` moves the
+    spectrum's weight to ``koopman``."""
     if spectrum not in ("coupling", "koopman"):
         raise InvalidParameterError(f"spectrum must be 'coupling' or 'koopman', got {spectrum!r}")
-    w = dict(DEFAULT_WEIGHTS)
-    if spectrum == "koopman":
-        w["koopman"], w["spectrum"] = w["spectrum"], 0.0
-    for k, v in (weights or {}).items():
+    if mode not in ("aligned", "invariant"):
+        raise InvalidParameterError(f"mode must be 'aligned' or 'invariant', got {mode!r}")
+    if weights is None:
+        w = dict(DEFAULT_WEIGHTS_ALIGNED if mode == "aligned" else DEFAULT_WEIGHTS_INVARIANT)
+        if spectrum == "koopman":
+            w["koopman"], w["spectrum"] = w["spectrum"], 0.0
+        return w
+    w = dict.fromkeys(COMPONENTS, 0.0)
+    for k, v in weights.items():
         if k not in COMPONENTS:
             raise InvalidParameterError(f"unknown distance component {k!r}; known: {', '.join(COMPONENTS)}")
         v = float(v)
@@ -166,36 +219,110 @@ def component_weights(weights: Mapping[str, float] | None, spectrum: str) -> dic
     return w
 
 
+def pair_components(
+    a: FlowSignature, b: FlowSignature, spectrum: str = "coupling", p: float = 1
+) -> tuple[dict[str, float], np.ndarray, Alignment | None]:
+    """Every component that is defined for the pair (NaN for the others), the principal angles
+    (degrees) and the units' alignment (None without unit signatures)."""
+    comp: dict[str, float] = {"spectrum": spectrum_distance(a, b, p)}
+    angles = np.zeros(0)
+    if a.couplings == b.couplings:
+        comp["fixed_point"] = fixed_point_distance(a, b)
+        comp["subspace"] = subspace_distance(a, b)
+        angles = np.degrees(principal_angles(a, b))
+    else:
+        comp["fixed_point"] = comp["subspace"] = math.nan
+    if spectrum == "koopman" or (a.koopman_eigenvalues is not None and b.koopman_eigenvalues is not None):
+        comp["koopman"] = koopman_distance(a, b, p)
+    alignment = None
+    if a.units is not None and b.units is not None:
+        alignment = align_units(a.units, b.units)
+        comp["survival"] = survival_distance(a.units, b.units, alignment)
+        comp["units"] = unit_distance(a.units, b.units, alignment)
+        comp["unit_profile"] = unit_profile_distance(a.units, b.units)
+    return comp, angles, alignment
+
+
 def flow_distance(
     a: FlowSignature,
     b: FlowSignature,
     weights: Mapping[str, float] | None = None,
     spectrum: str = "coupling",
     p: float = 1,
+    alignment: str = "auto",
 ) -> FlowDistance:
     """All components between two signatures and their weighted total.
 
-    ``spectrum="koopman"`` computes the ``koopman`` component too and gives it the spectrum's weight
-    (``spectrum`` stays in the report with weight 0).  A component is computed when its weight is
-    non-zero or it is cheap and defined; components with weight 0 never enter the total.
+    ``alignment="auto"`` uses the aligned default weights when the two flows' units correspond, the
+    invariant ones otherwise (``aligned`` / ``invariant`` force one).  ``spectrum="koopman"`` computes
+    the ``koopman`` component and gives it the spectrum's weight.  A component with a non-zero weight
+    that is not defined for the pair raises :class:`InvalidParameterError`.
     """
-    w = component_weights(weights, spectrum)
-    comp: dict[str, float] = {"spectrum": spectrum_distance(a, b, p)}
-    same = a.couplings == b.couplings
-    angles = np.zeros(0)
-    if same:
-        comp["fixed_point"] = fixed_point_distance(a, b)
-        comp["subspace"] = subspace_distance(a, b)
-        angles = np.degrees(principal_angles(a, b))
-    else:
-        for k in ("fixed_point", "subspace"):
-            if w[k] > 0:
-                _check_space(a, b, f"the {k} component (weight {w[k]})")
-            comp[k] = math.nan
-    if spectrum == "koopman" or w["koopman"] > 0:
-        comp["koopman"] = koopman_distance(a, b, p)
-    total = float(sum(w[k] * comp[k] for k in comp if w[k] > 0))
-    return FlowDistance(comp, {k: w[k] for k in comp}, total, angles)
+    comp, angles, al = pair_components(a, b, spectrum, p)
+    mode = _mode(alignment, [al])
+    w = component_weights(weights, spectrum, mode)
+    total = _total(comp, w, f"{a.name!r} and {b.name!r}", al)
+    return FlowDistance(comp, {k: w[k] for k in comp}, total, angles, al)
+
+
+def _mode(alignment: str, alignments: Sequence[Alignment | None]) -> str:
+    if alignment not in ALIGNMENTS:
+        raise InvalidParameterError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+    if alignment != "auto":
+        return alignment
+    return (
+        "aligned" if alignments and all(al is not None and al.aligned for al in alignments) else "invariant"
+    )
+
+
+def _total(comp: Mapping[str, float], w: Mapping[str, float], pair: str, al: Alignment | None) -> float:
+    for k, v in w.items():
+        if v > 0 and not math.isfinite(comp.get(k, math.nan)):
+            why = (
+                al.why
+                if al is not None and k in ALIGNED_COMPONENTS and al.why
+                else "no unit signature"
+                if k in (*ALIGNED_COMPONENTS, "unit_profile") and al is None
+                else "different coupling spaces: fit both on normalised-depth couplings (depth_points=N)"
+                if k in ("fixed_point", "subspace")
+                else "not computed"
+            )
+            raise InvalidParameterError(f"the {k} component (weight {v:g}) is not defined for {pair}: {why}")
+    return float(sum(w[k] * comp[k] for k in w if w[k] > 0))
+
+
+def informative_components(values: Mapping[str, np.ndarray]) -> dict[str, bool]:
+    """Per component, whether its off-diagonal values carry information: not all NaN, not all zero,
+    and (with at least 3 pairs) not all equal."""
+    out = {}
+    for k, v in values.items():
+        x = v[np.isfinite(v)]
+        if x.size == 0 or not np.any(x != 0):
+            out[k] = False
+        elif x.size >= 3:
+            out[k] = bool(np.ptp(x) > 1e-12 * max(1.0, float(np.abs(x).max())))
+        else:
+            out[k] = True
+    return out
+
+
+@dataclass
+class DistanceMatrix:
+    """The result of :func:`distance_matrix`.
+
+    ``total`` (model, model_other) and ``components`` (component, model, model_other) DataArrays
+    (NaN where undefined); ``weights`` used; ``mode`` (``aligned`` / ``invariant``); ``aligned``
+    (n, n) bool per pair; ``informative`` per component (see :func:`informative_components`);
+    ``dropped``: components whose default weight was set to 0 because they carry no information.
+    """
+
+    total: xr.DataArray
+    components: xr.DataArray
+    weights: dict[str, float]
+    mode: str
+    aligned: np.ndarray
+    informative: dict[str, bool]
+    dropped: list[str]
 
 
 def distance_matrix(
@@ -203,36 +330,44 @@ def distance_matrix(
     weights: Mapping[str, float] | None = None,
     spectrum: str = "coupling",
     p: float = 1,
-) -> tuple[xr.DataArray, xr.DataArray]:
+    alignment: str = "auto",
+) -> DistanceMatrix:
     """Pairwise distances of ``n`` signatures.
 
-    Returns
-    -------
-    total : DataArray (model, model_other), float64, symmetric, zero diagonal
-    components : DataArray (component, model, model_other), float64 (NaN where undefined); attribute
-        ``weights`` (JSON string of the weights used)
+    Every defined component is computed for every pair.  The weights are the defaults of the mode
+    (``alignment="auto"``: aligned when every pair of flows is, else invariant) updated by ``weights``;
+    with default weights, a component that carries no information over these flows
+    (:func:`informative_components`) takes weight 0, and is reported as such.
     """
-    import json
-
     sigs = list(signatures)
     n = len(sigs)
     names = [s.name for s in sigs]
-    pairs = {}
-    for i in range(n):
-        for j in range(i + 1, n):
-            pairs[i, j] = flow_distance(sigs[i], sigs[j], weights, spectrum, p)
-    keys = (
-        [k for k in COMPONENTS if any(k in d.components for d in pairs.values())]
-        if pairs
-        else [k for k, v in component_weights(weights, spectrum).items() if v > 0 or k == "spectrum"]
-    )
-    total = np.zeros((n, n))
+    pairs = {
+        (i, j): pair_components(sigs[i], sigs[j], spectrum, p) for i in range(n) for j in range(i + 1, n)
+    }
+    mode = _mode(alignment, [al for _, _, al in pairs.values()])
+    w = component_weights(weights, spectrum, mode)
+    keys = [k for k in COMPONENTS if any(k in c for c, _, _ in pairs.values())] or ["spectrum"]
     comps = np.zeros((len(keys), n, n))
-    for (i, j), d in pairs.items():
-        total[i, j] = total[j, i] = d.total
-        for c, k in enumerate(keys):
-            comps[c, i, j] = comps[c, j, i] = d.components.get(k, math.nan)
-    w = component_weights(weights, spectrum)
+    aligned = np.eye(n, dtype=bool)
+    for (i, j), (c, _, al) in pairs.items():
+        aligned[i, j] = aligned[j, i] = al is not None and al.aligned
+        for ci, k in enumerate(keys):
+            comps[ci, i, j] = comps[ci, j, i] = c.get(k, math.nan)
+    off = ~np.eye(n, dtype=bool)
+    informative = informative_components({k: comps[ci][off] for ci, k in enumerate(keys)})
+    dropped = []
+    if weights is None:
+        for k in keys:
+            if w.get(k, 0) > 0 and not informative[k]:
+                w[k] = 0.0
+                dropped.append(k)
+    used = {k: w.get(k, 0.0) for k in keys}
+    total = np.zeros((n, n))
+    for (i, j), (c, _, al) in pairs.items():
+        total[i, j] = total[j, i] = _total(
+            c, {k: v for k, v in used.items()}, f"{names[i]!r} and {names[j]!r}", al
+        )
     coords = {"model": names, "model_other": names}
     D = xr.DataArray(total, dims=("model", "model_other"), coords=coords, name="distance")
     C = xr.DataArray(
@@ -240,6 +375,6 @@ def distance_matrix(
         dims=("component", "model", "model_other"),
         coords={"component": keys, **coords},
         name="components",
-        attrs={"weights": json.dumps({k: w[k] for k in keys})},
+        attrs={"weights": json.dumps(used)},
     )
-    return D, C
+    return DistanceMatrix(D, C, used, mode, aligned, informative, dropped)

@@ -17,6 +17,7 @@ import xarray as xr
 
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, TooFewRoundsError
 from rganalysis.fit.flowfit import FlowFit
+from rganalysis.universality.units import UnitSignature
 
 __all__ = [
     "auto_rank",
@@ -118,6 +119,7 @@ class FlowSignature:
     n_rounds : rounds of the flow (pairs = n_rounds - 1)
     koopman_eigenvalues : (k,) complex128 or None, DMD eigenvalues of the parameter snapshots
     meta : free-form provenance (source path, architecture, warnings of the fit, ...)
+    units : :class:`~rganalysis.universality.units.UnitSignature` or None, what the unit components need
     """
 
     name: str
@@ -133,6 +135,7 @@ class FlowSignature:
     n_rounds: int
     koopman_eigenvalues: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    units: UnitSignature | None = None
 
     def __post_init__(self) -> None:
         self.couplings = [str(c) for c in self.couplings]
@@ -180,6 +183,7 @@ class FlowSignature:
         name: str | None = None,
         *,
         koopman: np.ndarray | None = None,
+        units: UnitSignature | None = None,
         meta: Mapping[str, Any] | None = None,
         fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
     ) -> FlowSignature:
@@ -221,6 +225,7 @@ class FlowSignature:
             n_rounds=int(K.shape[0] // max(1, len(fit.couplings_))),
             koopman_eigenvalues=koopman,
             meta=meta,
+            units=units,
         )
 
     # ------------------------------------------------------------------ JSON
@@ -348,6 +353,7 @@ def flow_signature(
     koopman: bool = False,
     koopman_rank: int | None = None,
     fixed_point_ridge: float = DEFAULT_FIXED_POINT_RIDGE,
+    units: bool = True,
     device: str = "auto",
 ) -> FlowSignature:
     """Fit one flow and reduce it to a :class:`FlowSignature` (picklable: runs on dask workers).
@@ -364,6 +370,7 @@ def flow_signature(
         without, :class:`~rganalysis.errors.TooFewRoundsError`
     koopman, koopman_rank : also compute :func:`koopman_eigenvalues`
     fixed_point_ridge : ridge of :func:`ridge_fixed_point` (0: FlowFit's exact fixed point)
+    units : also compute the :class:`~rganalysis.universality.units.UnitSignature` (needs nested masks)
     """
     from rganalysis.fit.streaming import stream_flow_couplings
     from rganalysis.store.hdf5 import load
@@ -403,7 +410,10 @@ def flow_signature(
         meta["couplings_sets"] = list(couplings)
         meta["depth_points"] = depth_points
         eig = koopman_eigenvalues(flow, rank=koopman_rank, device=device) if koopman else None
-        return FlowSignature.from_fit(fit, label, koopman=eig, meta=meta, fixed_point_ridge=fixed_point_ridge)
+        usig = UnitSignature.from_flow(flow, label) if units else None
+        return FlowSignature.from_fit(
+            fit, label, koopman=eig, units=usig, meta=meta, fixed_point_ridge=fixed_point_ridge
+        )
     finally:
         if own:
             pset.close()

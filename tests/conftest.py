@@ -399,3 +399,85 @@ BERT_MASKED = (
     "intermediate.dense",
     "output.dense",
 )
+
+
+# ------------------------------------------------------------------------------------------------
+# trained IMP flows on digits (real training, seconds): the unit-resolved symmetry tests
+# ------------------------------------------------------------------------------------------------
+_DIGITS_FLOWS: dict = {}
+
+
+def digits_mlp_flow(init_seed: int, classes: tuple[int, ...], rounds: int = 4, rate: float = 0.5):
+    """A real IMP flow with rewinding: MLP 64-32-32-10 initialised with ``init_seed`` (the rewind
+    point), trained (SGD, 3 epochs) on the digits of ``classes`` before every round.  Cached."""
+    key = (init_seed, tuple(classes), rounds, rate)
+    if key in _DIGITS_FLOWS:
+        return _DIGITS_FLOWS[key]
+    from sklearn.datasets import load_digits
+
+    from rganalysis.store.checkpoint import make_parameter_set, single_round
+
+    X, y = load_digits(return_X_y=True)
+    keep = np.isin(y, classes)
+    x, y = torch.from_numpy((X[keep] / 16).astype(np.float32)), torch.from_numpy(y[keep])
+    torch.manual_seed(init_seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 10),
+    )
+    theta0 = {k: v.clone() for k, v in model.state_dict().items()}
+    names = [k for k in theta0 if k.endswith("weight")]
+
+    def train(weights, masks):
+        model.load_state_dict({**theta0, **{k: w * masks[k] for k, w in weights.items()}})
+        params = dict(model.named_parameters())
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            for b in torch.randperm(len(y), generator=g).split(64):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x[b]), y[b]).backward()
+                for k, m in masks.items():
+                    params[k].grad.mul_(m)
+                opt.step()
+        return {k: model.state_dict()[k].clone() for k in weights}
+
+    dense = train(
+        {k: theta0[k] for k in names}, {k: torch.ones_like(theta0[k], dtype=torch.bool) for k in names}
+    )
+    base = make_parameter_set(
+        [single_round({**theta0, **dense})],
+        adapter="generic",
+        architecture="mlp",
+        sources=[],
+        name=f"mlp{init_seed}-{''.join(map(str, classes))}",
+        rewind=theta0,
+    )
+    flow = compute_flow(base, rounds, rate, rescaling="rewind", train=train, device="cpu", progress=False)
+    _DIGITS_FLOWS[key] = flow
+    return flow
+
+
+def transform_flow(flow, fn, name: str):
+    """A copy of ``flow`` with every stored tensor (every round, the rewind point) and mask mapped by
+    ``fn(tensor_name, tensor) -> tensor`` (masks as bool tensors)."""
+    from rganalysis.store.parameter_set import ParameterSet
+
+    R = flow.n_rounds
+    weights = {r: {n: fn(n, flow.tensor(n, r)) for n in flow.changed_names(r)} for r in range(R)}
+    masks = {n: [fn(n, flow.mask(n, r)) for r in range(R)] for n in flow.masked_names()}
+    rewind = {n: fn(n, t) for n, t in (flow.rewind_state() or {}).items()}
+    attrs = {**flow.attrs, "name": name}
+    return ParameterSet(
+        flow.info,
+        weights,
+        masks,
+        n_rounds=R,
+        layouts=[[]] * R,
+        rewind=rewind or None,
+        attrs=attrs,
+        flow_attrs=flow.flow_attrs,
+    )

@@ -75,7 +75,8 @@ class UniversalityAnalysis(Estimator):
     (DataArray (model, model_other)), ``components_`` (DataArray (component, model, model_other)),
     ``weights_`` (the weights used), ``mode_`` (``aligned`` / ``invariant``), ``aligned_`` ((n, n) bool:
     which pairs' units correspond), ``informative_`` (component -> bool), ``dropped_`` (default-weighted
-    components set to 0 because they carry no information), ``threshold_``, ``threshold_rule_``
+    components set to 0 because they carry no information), ``weights_rule_`` (``aligned default``,
+    ``invariant default``, ``fit default`` or ``given``), ``threshold_``, ``threshold_rule_``
     (``"fixed"`` or ``"largest_gap"``),
     ``graph_`` (networkx Graph), ``classes_`` (lists of names), ``hierarchy_`` (dict, see
     :func:`hierarchical_clustering`), ``scheduler_`` (where it ran).
@@ -191,13 +192,14 @@ class UniversalityAnalysis(Estimator):
         dm = distance_matrix(sigs, self.weights, self.spectrum, alignment=self.alignment)
         self.distance_, self.components_ = dm.total, dm.components
         self.weights_, self.mode_, self.aligned_ = dm.weights, dm.mode, dm.aligned
-        self.informative_, self.dropped_ = dm.informative, dm.dropped
+        self.informative_, self.dropped_, self.weights_rule_ = dm.informative, dm.dropped, dm.rule
         D = self.distance_.values
         if self.threshold == "auto":
             self.threshold_ = largest_gap_threshold(D, self.names_, self.linkage)
             self.threshold_rule_ = "largest_gap"
         elif self.threshold is None:
-            self.threshold_, self.threshold_rule_ = DEFAULT_THRESHOLDS[self.mode_], f"default ({self.mode_})"
+            key = "fit" if self.weights_rule_ == "fit default" else self.mode_
+            self.threshold_, self.threshold_rule_ = DEFAULT_THRESHOLDS[key], f"default ({key})"
         else:
             t = float(self.threshold)
             if not (math.isfinite(t) and t >= 0):
@@ -233,6 +235,7 @@ class UniversalityAnalysis(Estimator):
             "aligned": [[bool(x) for x in row] for row in self.aligned_],
             "informative": dict(self.informative_),
             "dropped": list(self.dropped_),
+            "weights_rule": self.weights_rule_,
             "classes": [list(c) for c in self.classes_],
             "threshold": float(self.threshold_),
             "threshold_rule": self.threshold_rule_,

@@ -32,6 +32,7 @@ __all__ = [
     "DistanceMatrix",
     "component_weights",
     "informative_components",
+    "resolve_weights",
     "pair_components",
     "distance_matrix",
     "fixed_point_distance",
@@ -195,16 +196,16 @@ def component_weights(
     weights: Mapping[str, float] | None, spectrum: str, mode: str = "invariant"
 ) -> dict[str, float]:
     """The weights of the total: ``weights`` as given (components it does not name weigh 0), or the
-    defaults of ``mode`` (``aligned`` or ``invariant``), where ``spectrum="koopman"`` moves the
-    spectrum's weight to ``koopman``."""
+    defaults of ``mode`` (``aligned`` or ``invariant``), to which ``spectrum="koopman"`` adds the
+    ``koopman`` component with weight 1 (and gives the coupling ``spectrum`` weight 0)."""
     if spectrum not in ("coupling", "koopman"):
         raise InvalidParameterError(f"spectrum must be 'coupling' or 'koopman', got {spectrum!r}")
     if mode not in ("aligned", "invariant"):
         raise InvalidParameterError(f"mode must be 'aligned' or 'invariant', got {mode!r}")
     if weights is None:
         w = dict(DEFAULT_WEIGHTS_ALIGNED if mode == "aligned" else DEFAULT_WEIGHTS_INVARIANT)
-        if spectrum == "koopman":
-            w["koopman"], w["spectrum"] = w["spectrum"], 0.0
+        if spectrum == "koopman":  # the parameter-space spectrum enters the total, the coupling one does not
+            w["koopman"], w["spectrum"] = 1.0, 0.0
         return w
     w = dict.fromkeys(COMPONENTS, 0.0)
     for k, v in weights.items():
@@ -217,6 +218,33 @@ def component_weights(
     if not any(w.values()):
         raise InvalidParameterError("all distance weights are 0")
     return w
+
+
+def resolve_weights(
+    weights: Mapping[str, float] | None, spectrum: str, mode: str, usable: Mapping[str, bool]
+) -> tuple[dict[str, float], str, list[str]]:
+    """The weights of a total and where they come from.
+
+    ``weights`` given: exactly those (rule ``given``).  Otherwise the defaults of ``mode``, less the
+    components that are not ``usable`` (undefined or carrying no information over the flows compared:
+    they are returned as ``dropped``); when none of the mode's components is usable (no unit signatures),
+    the fitted-map weights of version 1, :data:`DEFAULT_WEIGHTS_V1` (rule ``fit default``).
+    """
+    if weights is not None:
+        return component_weights(weights, spectrum, mode), "given", []
+    w = component_weights(None, spectrum, mode)
+    dropped = [k for k, v in w.items() if v > 0 and not usable.get(k, False)]
+    for k in dropped:
+        w[k] = 0.0
+    if any(w.values()):
+        return w, f"{mode} default", dropped
+    w = component_weights(DEFAULT_WEIGHTS_V1, spectrum, mode)
+    if spectrum == "koopman":
+        w["koopman"], w["spectrum"] = 1.0, 0.0
+    more = [k for k, v in w.items() if v > 0 and not usable.get(k, False)]
+    for k in more:
+        w[k] = 0.0
+    return w, "fit default", dropped + more
 
 
 def pair_components(
@@ -260,7 +288,7 @@ def flow_distance(
     """
     comp, angles, al = pair_components(a, b, spectrum, p)
     mode = _mode(alignment, [al])
-    w = component_weights(weights, spectrum, mode)
+    w, _, _ = resolve_weights(weights, spectrum, mode, {k: math.isfinite(v) for k, v in comp.items()})
     total = _total(comp, w, f"{a.name!r} and {b.name!r}", al)
     return FlowDistance(comp, {k: w[k] for k in comp}, total, angles, al)
 
@@ -313,7 +341,8 @@ class DistanceMatrix:
     ``total`` (model, model_other) and ``components`` (component, model, model_other) DataArrays
     (NaN where undefined); ``weights`` used; ``mode`` (``aligned`` / ``invariant``); ``aligned``
     (n, n) bool per pair; ``informative`` per component (see :func:`informative_components`);
-    ``dropped``: components whose default weight was set to 0 because they carry no information.
+    ``dropped``: components whose default weight was set to 0 because they carry no information;
+    ``rule``: where the weights come from (:func:`resolve_weights`).
     """
 
     total: xr.DataArray
@@ -323,6 +352,7 @@ class DistanceMatrix:
     aligned: np.ndarray
     informative: dict[str, bool]
     dropped: list[str]
+    rule: str = "given"
 
 
 def distance_matrix(
@@ -334,10 +364,9 @@ def distance_matrix(
 ) -> DistanceMatrix:
     """Pairwise distances of ``n`` signatures.
 
-    Every defined component is computed for every pair.  The weights are the defaults of the mode
-    (``alignment="auto"``: aligned when every pair of flows is, else invariant) updated by ``weights``;
-    with default weights, a component that carries no information over these flows
-    (:func:`informative_components`) takes weight 0, and is reported as such.
+    Every defined component is computed for every pair.  The weights are ``weights`` as given, else the
+    defaults of the mode (``alignment="auto"``: aligned when every pair of flows is, else invariant) less
+    the components that carry no information over these flows (:func:`resolve_weights`).
     """
     sigs = list(signatures)
     n = len(sigs)
@@ -346,7 +375,6 @@ def distance_matrix(
         (i, j): pair_components(sigs[i], sigs[j], spectrum, p) for i in range(n) for j in range(i + 1, n)
     }
     mode = _mode(alignment, [al for _, _, al in pairs.values()])
-    w = component_weights(weights, spectrum, mode)
     keys = [k for k in COMPONENTS if any(k in c for c, _, _ in pairs.values())] or ["spectrum"]
     comps = np.zeros((len(keys), n, n))
     aligned = np.eye(n, dtype=bool)
@@ -356,12 +384,9 @@ def distance_matrix(
             comps[ci, i, j] = comps[ci, j, i] = c.get(k, math.nan)
     off = ~np.eye(n, dtype=bool)
     informative = informative_components({k: comps[ci][off] for ci, k in enumerate(keys)})
-    dropped = []
-    if weights is None:
-        for k in keys:
-            if w.get(k, 0) > 0 and not informative[k]:
-                w[k] = 0.0
-                dropped.append(k)
+    if n < 2:  # nothing to compare: every defined component counts
+        informative = {k: True for k in keys}
+    w, rule, dropped = resolve_weights(weights, spectrum, mode, informative)
     used = {k: w.get(k, 0.0) for k in keys}
     total = np.zeros((n, n))
     for (i, j), (c, _, al) in pairs.items():
@@ -377,4 +402,4 @@ def distance_matrix(
         name="components",
         attrs={"weights": json.dumps(used)},
     )
-    return DistanceMatrix(D, C, used, mode, aligned, informative, dropped)
+    return DistanceMatrix(D, C, used, mode, aligned, informative, dropped, rule)

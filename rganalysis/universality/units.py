@@ -240,14 +240,20 @@ def unit_distance(a: UnitSignature, b: UnitSignature, al: Alignment) -> float:
     sa, sb = _shares(a), _shares(b, al.perms)
     vals = []
     for x, y in zip(sa[1:], sb[1:], strict=True):
+        if np.array_equal(x, y):  # exactly 0 for equal shares (the cosine rounds to ~1e-16)
+            vals.append(0.0)
+            continue
         nx, ny = np.linalg.norm(x), np.linalg.norm(y)
-        vals.append(1.0 - float(x @ y) / (nx * ny) if nx > 0 and ny > 0 else (0.0 if nx == ny else 1.0))
+        vals.append(
+            max(0.0, 1.0 - float(x @ y) / (nx * ny)) if nx > 0 and ny > 0 else (0.0 if nx == ny else 1.0)
+        )
     return float(np.mean(vals)) if vals else 0.0
 
 
 def _profile(sig: UnitSignature) -> np.ndarray:
-    """(R, 2, depths, levels): per round and side, the quantile function of the unit degrees of the tensor
-    nearest to each normalised depth of :data:`PROFILE_DEPTHS`."""
+    """(R, 2, depths, levels): per round and side, the quantile function of the *relative* unit degrees
+    (each unit's degree divided by the mean degree of its side, i.e. by the layer's density; 0 for an empty
+    layer) of the tensor nearest to each normalised depth of :data:`PROFILE_DEPTHS`."""
     tensors = list(sig.shapes)
     dep = np.array([sig.depth[t] for t in tensors])
     out = np.zeros((sig.n_rounds, 2, len(PROFILE_DEPTHS), len(PROFILE_LEVELS)))
@@ -255,16 +261,21 @@ def _profile(sig: UnitSignature) -> np.ndarray:
         ti = tensors.index(g.tensor)
         for j, d in enumerate(PROFILE_DEPTHS):
             if int(np.argmin(np.abs(dep - d))) == ti:
-                out[:, g.axis, j, :] = np.quantile(sig.degree[k], PROFILE_LEVELS, axis=1).T
+                d = sig.degree[k]
+                rho = d.mean(axis=1, keepdims=True)
+                rel = np.divide(d, rho, out=np.zeros_like(d), where=rho > 0)
+                out[:, g.axis, j, :] = np.quantile(rel, PROFILE_LEVELS, axis=1).T
     return out
 
 
 def unit_profile_distance(a: UnitSignature, b: UnitSignature) -> float:
-    """Permutation-invariant: the 1-Wasserstein distance between the two flows' distributions of unit
-    degrees (fraction of a unit's connections alive), per side (input / output units) and normalised
-    depth, averaged over those and over the rounds matched by global density (log scale, the overlap of
-    the two flows).  Degree units (fractions): 0.05 = units differ by 5 % of their connections on
-    average.  Defined for any two flows (other seeds, other architectures)."""
+    """Permutation-invariant: the 1-Wasserstein distance between the two flows' distributions of relative
+    unit degrees (the fraction of a unit's connections alive, divided by its layer's density), per side
+    (input / output units) and normalised depth, averaged over those and over the rounds matched by global
+    density (log scale, the overlap of the two flows).  Dimensionless: 0.1 = units differ from each other
+    by 10 % of their layer's density more in one flow than in the other.  Relative degrees see how
+    unevenly IMP thins the units of a layer (what a shuffle of the weights destroys), not the layer's
+    density.  Defined for any two flows (other seeds, other architectures)."""
     pa, pb = _profile(a), _profile(b)
     la, lb = np.log(a.global_density), np.log(b.global_density)
     lo, hi = max(la.min(), lb.min()), min(la[1:].max(initial=-np.inf), lb[1:].max(initial=-np.inf))

@@ -9,7 +9,7 @@ import numpy as np
 from rganalysis.cli import main
 from rganalysis.universality.analysis import UniversalityAnalysis
 from rganalysis.universality.classes import (
-    DEFAULT_THRESHOLD,
+    DEFAULT_THRESHOLDS,
 )
 
 from conftest import toy_pset
@@ -23,13 +23,22 @@ def test_cli_compare_json(stores, tmp_path, capsys):
     )
     assert rc == 0
     text = capsys.readouterr().out
-    assert "total distance = 1*spectrum + 1*fixed_point + 1*subspace" in text and "classes" in text
+    assert "total distance = 1*unit_profile" in text and "classes" in text
     j = json.loads(out.read_text())
     assert j["models"] == ["mlp0", "mlp1", "cnn0"]
     D = np.array(j["distance"])
     np.testing.assert_array_equal(D, D.T)
-    assert set(j["components"]) == {"spectrum", "fixed_point", "subspace"}
-    assert j["threshold"] == DEFAULT_THRESHOLD and j["threshold_rule"] == "fixed"
+    assert set(j["components"]) == {
+        "spectrum",
+        "fixed_point",
+        "subspace",
+        "survival",
+        "units",
+        "unit_profile",
+    }
+    assert j["mode"] == "invariant" and j["weights_rule"] == "invariant default"
+    assert j["threshold"] == DEFAULT_THRESHOLDS["invariant"] and j["threshold_rule"] == "default (invariant)"
+    assert all(v is None for v in np.array(j["components"]["survival"])[~np.eye(3, dtype=bool)])
     assert sorted(sum(j["classes"], [])) == sorted(j["models"])
     assert len(j["hierarchical"]["linkage"]) == 2 and j["hierarchical"]["method"] == "average"
     assert set(j["fits"]) == set(j["models"])
@@ -98,13 +107,15 @@ def test_cli_compare_koopman_spectrum(stores, tmp_path):
     )
     assert rc == 0
     j = json.loads(out.read_text())
-    assert set(j["components"]) == {"spectrum", "fixed_point", "subspace", "koopman"}
-    assert j["weights"]["spectrum"] == 0 and j["weights"]["koopman"] == 1
+    assert set(j["components"]) >= {"spectrum", "fixed_point", "subspace", "koopman", "unit_profile"}
+    assert (
+        j["weights"]["spectrum"] == 0 and j["weights"]["koopman"] == 1 and j["weights"]["unit_profile"] == 1
+    )
     K = np.array(j["components"]["koopman"])
     np.testing.assert_array_equal(K, K.T)
     assert (K[~np.eye(3, dtype=bool)] > 0).all()
     D = np.array(j["distance"])
-    parts = sum(np.array(j["components"][k]) for k in ("fixed_point", "subspace", "koopman"))
+    parts = sum(np.array(j["components"][k]) for k in ("unit_profile", "koopman"))
     np.testing.assert_allclose(D, parts, rtol=1e-12, atol=1e-15)
     for f in j["fits"].values():
         assert f["koopman_eigenvalues"] and f["koopman_eigenvalues"][0]["abs"] > 0.5

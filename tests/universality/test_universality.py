@@ -14,7 +14,7 @@ import rganalysis
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
 from rganalysis.universality.analysis import UniversalityAnalysis
 from rganalysis.universality.classes import (
-    DEFAULT_THRESHOLD,
+    DEFAULT_THRESHOLDS,
     classes_from_distance,
     hierarchical_clustering,
     largest_gap_threshold,
@@ -158,23 +158,26 @@ def test_principal_angles_and_subspace_distance_of_known_subspaces():
 
 
 def test_flow_distance_total_weights_and_spaces():
+    """Without unit signatures, the default total is the fitted-map distance of version 1."""
     a = sig("a", [0.5, 0.2], fixed_point=[1, 0, 0])
     b = sig("b", [0.4], fixed_point=[0, 0, 0])
     d = flow_distance(a, b)
+    assert d.alignment is None and "survival" not in d.components
     assert d.components["spectrum"] == pytest.approx(0.15)
     assert d.components["fixed_point"] == pytest.approx(math.sqrt(1 / 3))
     assert d.components["subspace"] == pytest.approx(math.sqrt((2 + 1 - 2) / 3))
     assert d.total == pytest.approx(sum(d.components.values()))
-    d2 = flow_distance(a, b, weights={"spectrum": 2.0, "subspace": 0.0})
+    d2 = flow_distance(a, b, weights={"spectrum": 2.0, "fixed_point": 1.0})  # exactly these weights
     assert d2.total == pytest.approx(2 * 0.15 + math.sqrt(1 / 3))
     assert d2.components["subspace"] == d.components["subspace"]  # reported, not summed
     with pytest.raises(InvalidParameterError, match="unknown distance component"):
         flow_distance(a, b, weights={"fixd_point": 1})
-    # different coupling spaces: only the spectrum is defined, and only if the others weigh 0
+    # different coupling spaces: only the spectrum is defined; asking for more names the fix
     c4 = sig("c4", [0.4], c=4)
     with pytest.raises(InvalidParameterError, match="depth_points"):
-        flow_distance(a, c4)
-    dd = flow_distance(a, c4, weights={"fixed_point": 0, "subspace": 0})
+        flow_distance(a, c4, weights={"spectrum": 1, "fixed_point": 1})
+    assert flow_distance(a, c4).total == pytest.approx(0.15)  # the defaults drop what is undefined
+    dd = flow_distance(a, c4, weights={"spectrum": 1})
     assert dd.total == pytest.approx(0.15) and math.isnan(dd.components["fixed_point"])
     # koopman spectrum: takes the spectrum's weight, the coupling spectrum stays reported with weight 0
     a.koopman_eigenvalues = np.array([0.9, 0.1])
@@ -228,8 +231,9 @@ def test_analysis_on_signatures_gives_classes_and_json():
     sigs = [sig("a", [0.5]), sig("b", [0.52]), sig("c", [0.1], vectors=np.eye(3)[:, [2]])]
     ua = UniversalityAnalysis().fit(sigs)
     D = ua.distance_.values
-    assert D[0, 1] == pytest.approx(0.02) and D[0, 2] > DEFAULT_THRESHOLD
-    assert ua.classes_ == [["a", "b"], ["c"]] and ua.threshold_ == DEFAULT_THRESHOLD
+    assert ua.weights_rule_ == "fit default" and ua.threshold_rule_ == "default (fit)"
+    assert D[0, 1] == pytest.approx(0.02) and D[0, 2] > DEFAULT_THRESHOLDS["fit"]
+    assert ua.classes_ == [["a", "b"], ["c"]] and ua.threshold_ == DEFAULT_THRESHOLDS["fit"]
     j = ua.to_json()
     assert set(j) >= {"models", "distance", "components", "classes", "threshold", "hierarchical"}
     assert j["models"] == ["a", "b", "c"] and j["classes"] == [["a", "b"], ["c"]]
@@ -246,16 +250,24 @@ def test_real_flows_self_distance_zero_and_symmetric(stores):
     np.testing.assert_array_equal(D, D.T)
     np.testing.assert_array_equal(np.diag(D), 0.0)
     assert (D[~np.eye(3, dtype=bool)] > 0).all()
+    # other seeds and architectures: not aligned, the invariant unit profile is the default total
+    assert ua.mode_ == "invariant" and not ua.aligned_[0, 1] and ua.weights_["unit_profile"] == 1.0
+    C = ua.components_
+    assert list(C["component"].values) == [
+        "spectrum",
+        "fixed_point",
+        "subspace",
+        "survival",
+        "units",
+        "unit_profile",
+    ]
+    assert np.isnan(C.sel(component="survival").values[0, 1])
+    np.testing.assert_allclose(C.sel(component="unit_profile").values, D, rtol=1e-12, atol=1e-15)
     # distance of a flow to an independent fit of the same flow is exactly 0, component by component
     s0, s0b = (flow_signature(stores["mlp0"]) for _ in range(2))
     d = flow_distance(s0, s0b)
-    assert d.total == 0.0 and all(v == 0.0 for v in d.components.values())
-    C = ua.components_
-    assert list(C["component"].values) == ["spectrum", "fixed_point", "subspace"]
-    np.testing.assert_allclose(C.sum("component").values, D, rtol=1e-12, atol=1e-15)
+    assert d.alignment.identity and d.total == 0.0 and all(v == 0.0 for v in d.components.values())
     assert ua.names_ == ["mlp0", "mlp1", "cnn0"]
-    # two seeds of one MLP are closer than the MLP and the CNN
-    assert D[0, 1] < D[0, 2]
 
 
 def test_auto_rank_and_model_store_needs_a_flow(stores):
@@ -307,6 +319,11 @@ def test_koopman_eigenvalues_of_a_known_linear_flow():
 
 def test_distance_matrix_shapes():
     sigs = [sig("a", [0.5]), sig("b", [0.4])]
-    D, C = distance_matrix(sigs)
+    dm = distance_matrix(sigs)
+    D, C = dm.total, dm.components
     assert D.dims == ("model", "model_other") and C.dims == ("component", "model", "model_other")
-    assert json.loads(C.attrs["weights"]) == {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0}
+    # one pair whose fixed points and subspaces coincide: those components carry nothing and are dropped
+    assert json.loads(C.attrs["weights"]) == {"spectrum": 1.0, "fixed_point": 0.0, "subspace": 0.0}
+    assert (
+        dm.rule == "fit default" and dm.mode == "invariant" and dm.dropped[-2:] == ["fixed_point", "subspace"]
+    )

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import rganalysis
     from rganalysis.errors import InvalidParameterError, OutputExistsError
     from rganalysis.rg.flow import compute_flow
+    from rganalysis.store.checks import collapsed_layers
 
     if args.output.exists() and not args.force:
         raise OutputExistsError(f"{args.output} exists; pass --force to overwrite it")
@@ -51,8 +52,14 @@ def run(args: argparse.Namespace) -> int:
         )
         flow.save(args.output, force=args.force, compress=args.compress, progress=not args.quiet)
         g = flow.global_density().values
+        collapsed = collapsed_layers(flow)
     print(
         f"{args.output}: {args.rounds} rounds of {args.scope} IMP at rate {args.rate} on "
         f"{len(flow.pruned_names())} layers; global density {g[0]:.4f} -> {g[-1]:.4f}"
     )
+    if collapsed:
+        print(
+            f"layer collapse: {len(collapsed)} layer(s) emptied: "
+            + ", ".join(f"{k} (from round {r})" for k, r in collapsed.items())
+        )
     return 0

@@ -17,7 +17,9 @@ from rganalysis.errors import InvalidParameterError
 from rganalysis.store.state import State
 
 __all__ = [
+    "COUPLING_DOMAINS",
     "UNIT_QUANTILES",
+    "coupling_domain",
     "available_coupling_sets",
     "compute_couplings",
     "coupling_name",
@@ -178,6 +180,25 @@ def _unit(state: State) -> dict[str, dict[str, float]]:
             stats[f"{side}_dead"] = float((deg == 0).to(torch.float64).mean())
         out[name] = stats
     return out
+
+
+#: Where the couplings of each built-in set live: (low, high) per set, or per ``set.statistic``.  A
+#: fixed point outside these bounds is an extrapolation of the fitted map, not a state IMP can reach.
+COUPLING_DOMAINS: dict[str, tuple[float, float]] = {
+    "density": (0.0, 1.0),
+    "unit": (0.0, 1.0),
+    "magnitude": (0.0, math.inf),
+    "magnitude.kurtosis": (1.0, math.inf),
+    "spectral": (0.0, math.inf),
+    "spectral.stable_rank": (1.0, math.inf),
+}
+
+
+def coupling_domain(name: str) -> tuple[float, float]:
+    """The (low, high) bounds of a coupling named ``set[...]`` or ``set.statistic[...]`` (also after
+    :func:`resample_depth`); ``(-inf, inf)`` for a set without declared bounds."""
+    head = name.split("[", 1)[0]
+    return COUPLING_DOMAINS.get(head, COUPLING_DOMAINS.get(head.split(".", 1)[0], (-math.inf, math.inf)))
 
 
 # --- computing ---------------------------------------------------------------------------------------

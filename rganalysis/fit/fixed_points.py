@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ __all__ = [
     "effective_scale_factor",
     "exponents",
     "fixed_point_type",
+    "interval_class",
     "flow_scale",
     "near_fixed_point",
     "NearFixedPoint",
@@ -85,6 +87,21 @@ def _eig_class(mod: float, tol: float) -> str:
     return "marginal"
 
 
+def interval_class(low: float, high: float, tol: float = 0.05) -> str:
+    """The class an interval ``[low, high]`` of ``|lambda|`` supports: ``relevant`` (all of it above
+    ``1 + tol``), ``irrelevant`` (all below ``1 - tol``), ``marginal`` (all inside the band), else
+    ``undetermined`` (it straddles a boundary, or is unknown: NaN)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "undetermined"
+    if low > 1.0 + tol:
+        return "relevant"
+    if high < 1.0 - tol:
+        return "irrelevant"
+    if low >= 1.0 - tol and high <= 1.0 + tol:
+        return "marginal"
+    return "undetermined"
+
+
 def _check_tol(tol: float) -> float:
     tol = float(tol)
     if not (math.isfinite(tol) and 0.0 <= tol < 1.0):
@@ -109,8 +126,11 @@ def classify_eigenvalues(
 
     Returns
     -------
-    list of dict with keys ``re``, ``im``, ``abs``, ``exponent`` (float, ``-inf`` for 0), ``class``
-    (``relevant`` / ``irrelevant`` / ``marginal``) and, when ``ci`` is given, ``ci_low``, ``ci_high``.
+    list of dict with keys ``re``, ``im``, ``abs``, ``exponent`` (float, ``-inf`` for 0),
+    ``class_estimate`` (the class of ``|lambda|`` itself: ``relevant`` / ``irrelevant`` / ``marginal``)
+    and ``class``: with ``ci``, the class its interval supports (:func:`interval_class`; ``undetermined``
+    when the interval straddles a boundary or is NaN), without, the estimate's; and, when ``ci`` is given,
+    ``ci_low``, ``ci_high``.
     """
     tol = _check_tol(tol)
     lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
@@ -127,23 +147,17 @@ def classify_eigenvalues(
             "abs": float(abs(z)),
             "exponent": float(y[i]),
             "class": _eig_class(float(abs(z)), tol),
+            "class_estimate": _eig_class(float(abs(z)), tol),
         }
         if ci is not None:
             rec["ci_low"] = float(ci[i, 0])
             rec["ci_high"] = float(ci[i, 1])
+            rec["class"] = interval_class(rec["ci_low"], rec["ci_high"], tol)
         out.append(rec)
     return out
 
 
-def fixed_point_type(eigenvalues: Sequence[complex] | np.ndarray, tol: float = 0.05) -> str:
-    """``"stable"`` (all irrelevant), ``"unstable"`` (all relevant), ``"saddle"`` (relevant and
-    irrelevant directions, marginal ones allowed), else ``"marginal"`` (some marginal direction and
-    only one other kind)."""
-    tol = _check_tol(tol)
-    mods = np.abs(np.asarray(eigenvalues, dtype=np.complex128).reshape(-1))
-    if mods.size == 0:
-        raise InvalidParameterError("no eigenvalues to classify")
-    classes = {_eig_class(float(m), tol) for m in mods}
+def _type_of(classes: set[str]) -> str:
     if "relevant" in classes and "irrelevant" in classes:
         return "saddle"
     if classes == {"irrelevant"}:
@@ -151,6 +165,34 @@ def fixed_point_type(eigenvalues: Sequence[complex] | np.ndarray, tol: float = 0
     if classes == {"relevant"}:
         return "unstable"
     return "marginal"
+
+
+def fixed_point_type(
+    eigenvalues: Sequence[complex] | np.ndarray, tol: float = 0.05, classes: Sequence[str] | None = None
+) -> str:
+    """``"stable"`` (all irrelevant), ``"unstable"`` (all relevant), ``"saddle"`` (relevant and
+    irrelevant directions, marginal ones allowed), else ``"marginal"`` (some marginal direction and
+    only one other kind).
+
+    ``classes`` (one per eigenvalue, e.g. the interval verdicts of :func:`classify_eigenvalues`) replaces
+    the classes of the moduli; an ``undetermined`` one may be any of the three, and the type is
+    ``undetermined`` unless it is the same whichever they are.
+    """
+    tol = _check_tol(tol)
+    mods = np.abs(np.asarray(eigenvalues, dtype=np.complex128).reshape(-1))
+    if mods.size == 0:
+        raise InvalidParameterError("no eigenvalues to classify")
+    if classes is None:
+        return _type_of({_eig_class(float(m), tol) for m in mods})
+    known = {c for c in classes if c != "undetermined"}
+    n_open = sum(c == "undetermined" for c in classes)
+    if n_open == 0:
+        return _type_of(known)
+    kinds = ("relevant", "irrelevant", "marginal")
+    types = {
+        _type_of(known | set(extra)) for k in range(1, min(n_open, 3) + 1) for extra in combinations(kinds, k)
+    }
+    return types.pop() if len(types) == 1 else "undetermined"
 
 
 def _flow_array(flow: xr.DataArray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,10 +346,13 @@ def spectrum_json(
                 diagnostics[key.rstrip("_")] = _json_float(v) if isinstance(v, float) else int(v)
     lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
     beff = effective_scale_factor(b)
-    recs = classify_eigenvalues(lam, beff, tol)
     ci_arr = None if ci is None else np.asarray(ci, dtype=np.float64)
     if ci_arr is not None and ci_arr.shape != (lam.size, 2):
         raise InvalidParameterError(f"ci must have shape ({lam.size}, 2), got {ci_arr.shape}")
+    # a verdict only where its interval supports it: without an interval, every class is undetermined
+    recs = classify_eigenvalues(
+        lam, beff, tol, ci_arr if ci_arr is not None else np.full((lam.size, 2), np.nan)
+    )
     eig_json = []
     for i, r in enumerate(recs):
         eig_json.append(
@@ -317,6 +362,7 @@ def spectrum_json(
                 "abs": _json_float(r["abs"]),
                 "exponent": _json_float(r["exponent"]),
                 "class": r["class"],
+                "class_estimate": r["class_estimate"],
                 "ci_low": None if ci_arr is None else _json_float(ci_arr[i, 0]),
                 "ci_high": None if ci_arr is None else _json_float(ci_arr[i, 1]),
             }
@@ -324,7 +370,8 @@ def spectrum_json(
     out: dict[str, Any] = {
         "scale_factor": beff,
         "tol": float(tol),
-        "type": fixed_point_type(lam, tol),
+        "type": fixed_point_type(lam, tol, [r["class"] for r in recs]),
+        "type_estimate": fixed_point_type(lam, tol),
         "eigenvalues": eig_json,
     }
     b_arr = np.asarray(b, dtype=np.float64).reshape(-1)

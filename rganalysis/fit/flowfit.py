@@ -13,8 +13,9 @@ import xarray as xr
 
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
-from rganalysis.fit.couplings import flow_couplings, resample_depth
+from rganalysis.fit.couplings import coupling_domain, flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
+    classify_eigenvalues,
     distance_to_fixed_point,
     effective_scale_factor,
     fixed_point_type,
@@ -23,7 +24,7 @@ from rganalysis.fit.fixed_points import (
     spectrum_json,
 )
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
-from rganalysis.store.checks import check_nested
+from rganalysis.store.checks import check_nested, collapsed_layers
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]
@@ -47,7 +48,11 @@ class FlowFit(Estimator):
     device : where the response estimator runs
 
     Fitted attributes: ``couplings_`` (list of (round, coupling) DataArrays), ``estimator_``,
-    ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``fixed_point_``, ``fixed_point_type_``,
+    ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``eigenvalue_classes_`` (the class each eigenvalue's
+    bootstrap interval supports, ``undetermined`` when it straddles a boundary), ``fixed_point_``,
+    ``fixed_point_type_`` (``undetermined`` unless the intervals fix it), ``fixed_point_outside_``
+    (couplings whose fixed-point value lies outside their domain: an extrapolation),
+    ``collapsed_`` (layers IMP emptied -> first empty round),
     ``distance_`` (per round, first flow), ``near_fixed_point_``.
     """
 
@@ -148,7 +153,22 @@ class FlowFit(Estimator):
         self.eigenvalues_ = est.eigenvalues_
         self.jacobian_ = est.jacobian_
         self.fixed_point_ = fixed_point
-        self.fixed_point_type_ = fixed_point_type(self.eigenvalues_, self.tol)
+        ci = getattr(est, "eigenvalue_ci_", None)
+        ci = np.full((len(self.eigenvalues_), 2), np.nan) if ci is None else np.asarray(ci, dtype=np.float64)
+        self.eigenvalue_classes_ = [
+            r["class"] for r in classify_eigenvalues(self.eigenvalues_, self.b_, self.tol, ci)
+        ]
+        self.fixed_point_type_ = fixed_point_type(self.eigenvalues_, self.tol, self.eigenvalue_classes_)
+        names = [str(c) for c in est.couplings_]
+        self.fixed_point_outside_ = [
+            n
+            for n, v in zip(names, np.asarray(fixed_point, dtype=np.float64), strict=True)
+            if math.isfinite(v) and not (coupling_domain(n)[0] - 1e-9 <= v <= coupling_domain(n)[1] + 1e-9)
+        ]
+        self.collapsed_ = {}
+        for p in flows:
+            for name, r in collapsed_layers(p).items():
+                self.collapsed_.setdefault(name, r)
         k0 = self.couplings_[0]
         if np.isfinite(fixed_point).all():
             self.distance_ = distance_to_fixed_point(k0, fixed_point)
@@ -182,6 +202,10 @@ class FlowFit(Estimator):
             "eigenvalues": spec["eigenvalues"],
             "tol": float(self.tol),
             "fixed_point_type": self.fixed_point_type_,
+            "fixed_point_type_estimate": fixed_point_type(self.eigenvalues_, self.tol),
+            "fixed_point_extrapolated": bool(self.fixed_point_outside_),
+            "fixed_point_outside_domain": list(self.fixed_point_outside_),
+            "collapsed_layers": dict(self.collapsed_),
             "distance_to_fixed_point": [num(x) for x in self.distance_.values],
             "near_fixed_point": None if self.near_fixed_point_ is None else self.near_fixed_point_.to_dict(),
             "residual": num(est.residual_),
@@ -194,27 +218,40 @@ class FlowFit(Estimator):
 
 
 def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
-    """Text table of a fit's spectrum."""
+    """Text table of a fit's spectrum: verdicts only where the bootstrap intervals support them."""
+    near = j["near_fixed_point"]
+    if j.get("fixed_point_extrapolated"):
+        out = j["fixed_point_outside_domain"]
+        where = (
+            f"an extrapolation: {len(out)} of its {len(j['couplings'])} couplings lie outside their domain "
+            f"(e.g. {', '.join(out[:3])}), so it is no state IMP can reach; no nearness verdict"
+        )
+    elif near is None:
+        where = "none (I - J singular)"
+    else:
+        rel = "<=" if near["near"] else ">"
+        where = f"{'near' if near['near'] else 'not near'} ({near['measure']} distance {near['distance']:.3g} {rel} {j['tol']})"
+    kind = j["fixed_point_type"]
+    if kind == "undetermined":
+        kind += f" (estimate: {j.get('fixed_point_type_estimate', '?')}; the intervals do not fix it)"
     lines = [
         f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
         f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
-        f"  fixed point: {j['fixed_point_type']}"
-        + (
-            f", near (relative distance {j['near_fixed_point']['distance']:.3g} <= {j['tol']})"
-            if j["near_fixed_point"] and j["near_fixed_point"]["near"]
-            else (
-                f", not near (relative distance {j['near_fixed_point']['distance']:.3g} > {j['tol']})"
-                if j["near_fixed_point"]
-                else ", none (I - J singular)"
-            )
-        ),
-        f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<10} {'95% CI of |lambda|':>20}",
+        f"  fixed point: {kind}; {where}",
     ]
+    collapsed = j.get("collapsed_layers") or {}
+    if collapsed:
+        lines.append(
+            f"  layer collapse: {len(collapsed)} layer(s) emptied by the flow: "
+            + ", ".join(f"{k} (round {v})" for k, v in list(collapsed.items())[:6])
+            + (" ..." if len(collapsed) > 6 else "")
+        )
+    lines.append(f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<12} {'95% CI of |lambda|':>20}")
     eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
     for e in eig[:max_rows]:
-        ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+        ci = "no interval" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
         y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
-        lines.append(f"  {e['abs']:>9.4f} {e['re']:>9.4f} {e['im']:>9.4f} {y:>8}  {e['class']:<10} {ci:>20}")
+        lines.append(f"  {e['abs']:>9.4f} {e['re']:>9.4f} {e['im']:>9.4f} {y:>8}  {e['class']:<12} {ci:>20}")
     if len(eig) > max_rows:
         lines.append(f"  ... {len(eig) - max_rows} smaller eigenvalues (all in --json)")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ import numpy as np
 from rganalysis.errors import InvalidParameterError
 from rganalysis.report.model import Cell, Figure, ModelSection, Report, Table, format_value, new_figure
 from rganalysis.report.options import ReportOptions
+from rganalysis.store.checks import collapsed_layers, looks_untrained
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["build_report", "write_report"]
@@ -83,6 +84,8 @@ def _model_info(pset: ParameterSet) -> dict[str, Any]:
             k: v for k, v in pset.flow_attrs.items() if isinstance(v, (str, int, float, bool)) or v is None
         },
         "global_density": [float(x) for x in g],
+        "collapsed_layers": collapsed_layers(pset),
+        "untrained": looks_untrained(pset, 0),
     }
 
 
@@ -356,6 +359,100 @@ def _compare(
     )
 
 
+def _transfer_section(rep: Report, tr: Any) -> None:
+    """Measured ticket transfers beside the distances: a table per pair and a scatter per target."""
+    from scipy.stats import spearmanr
+
+    j = rep.compare_json
+    names = [str(n) for n in j["models"]]
+    D = np.array([[np.nan if x is None else x for x in row] for row in j["distance"]], dtype=np.float64)
+    idx = [names.index(lab) for lab in tr.labels]
+    gap = tr.gap
+    n = len(tr.labels)
+    rhos = []
+    rows = []
+    for t in range(n):
+        src = [s for s in range(n) if s != t]
+        d = [D[idx[s], idx[t]] for s in src]
+        g = [gap[s, t] for s in src]
+        r = spearmanr(d, g).statistic if n > 2 and np.ptp(d) > 0 and np.ptp(g) > 0 else float("nan")
+        rhos.append(float(r))
+        for s, dd, gg in zip(src, d, g, strict=True):
+            rows.append(
+                [
+                    Cell(tr.tasks[s]),
+                    Cell(tr.tasks[t]),
+                    _num(float(dd)),
+                    _num(float(tr.accuracy[s, t])),
+                    _num(float(gg)),
+                ]
+            )
+    fin = [r for r in rhos if np.isfinite(r)]
+    mean_rho = float(np.mean(fin)) if fin else float("nan")
+    rep.tables.append(
+        Table(
+            "transfer-pairs",
+            "Ticket transfers beside the distances",
+            "Each row: the winning ticket (mask) of the source task, applied to the shared rewind point and trained on "
+            "the target task; its test accuracy, and the gap to the target's own ticket (negative: the transferred "
+            "ticket is worse). A distance that predicts transfers ranks the gaps: larger distance, more negative gap.",
+            ["source ticket", "target task", "distance", "accuracy", "gap"],
+            rows,
+        )
+    )
+    rows = [
+        [
+            Cell(tr.tasks[i]),
+            _num(float(tr.accuracy[i, i])),
+            _num(float(tr.random_mask_accuracy[i])),
+            _num(rhos[i] if np.isfinite(rhos[i]) else None),
+        ]
+        for i in range(n)
+    ]
+    rep.tables.append(
+        Table(
+            "transfer-targets",
+            "Tickets and targets",
+            "Per task: its own ticket's test accuracy, a random mask with the ticket's per-layer densities trained the "
+            "same way (a ticket that does not beat it is no winning ticket), and Spearman's rho between the distance "
+            "and the gap over the other tasks' tickets (negative = the distance ranks the transfers).",
+            ["task", "own ticket", "random mask", "rho(distance, gap)"],
+            rows,
+        )
+    )
+    fig = new_figure((6.8, 4.6))
+    ax = fig.subplots()
+    import matplotlib as mpl
+
+    colours = mpl.colormaps["tab10"](np.arange(n) % 10)
+    for t in range(n):
+        src = [s for s in range(n) if s != t]
+        ax.scatter(
+            [D[idx[s], idx[t]] for s in src],
+            [gap[s, t] for s in src],
+            color=colours[t],
+            s=28,
+            label=f"target {tr.tasks[t]}",
+        )
+    ax.axhline(0, color="0.7", lw=0.8)
+    ax.set_xlabel("universality distance (source, target)")
+    ax.set_ylabel("transfer gap (accuracy)")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title("Do tickets transfer between near flows?")
+    rep.figures.append(
+        Figure(
+            "fig-transfers",
+            "Distance and transfer",
+            "One point per (source ticket, target task): the distance between the two tasks' IMP flows (x) and how much "
+            "accuracy the source's ticket loses on the target against the target's own ticket (y). Points of one colour "
+            f"share a target; within each target the distance should rank the gaps. Mean within-target Spearman rho: "
+            f"{format_value(mean_rho)} over {len(fin)} targets (the benchmark behind the default distance: "
+            "docs/universality.md, section 10).",
+            fig,
+        )
+    )
+
+
 def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
     from rganalysis.report import plot
 
@@ -499,6 +596,7 @@ def build_report(
     *,
     koopman: Sequence[Mapping[str, Any] | None] | Mapping[str, Mapping[str, Any]] | None = None,
     compare: bool = True,
+    transfers: Any = None,
     progress: bool = False,
 ) -> Report:
     """Fit every flow (and compare them when there are several) and draw every figure.
@@ -510,6 +608,9 @@ def build_report(
     koopman : optional Koopman/DMD JSON (``KoopmanDMD.to_json()``) per flow, a list aligned with ``flows``
         or a mapping label -> JSON; drawn beside the coupling-space spectrum
     compare : with several flows, add the comparison section (``rganalysis compare``)
+    transfers : optional :class:`~rganalysis.demo.digits.TicketTransfers` (measured ticket transfers
+        between some of the flows, named by their labels): the comparison is then made over those flows,
+        and the section shows each pair's distance beside its transfer gap
     progress : print one line per step to stderr
 
     Returns
@@ -601,13 +702,21 @@ def build_report(
             _model_figures(sec, pset, fit, opts)
             _model_tables(sec, pset, fit)
             rep.models.append(sec)
-        if compare and len(psets) > 1:
+        compared = sources
+        if transfers is not None:
+            missing = [lab for lab in transfers.labels if lab not in labels]
+            if missing:
+                raise InvalidParameterError(f"transfers name flows the report does not have: {missing}")
+            compared = [sources[labels.index(lab)] for lab in transfers.labels]
+        if compare and len(compared) > 1:
             if progress:
                 print("report: comparing the models", file=sys.stderr)
-            cj, ccmd, note = _compare(sources, opts, depth_points)
+            cj, ccmd, note = _compare(compared, opts, depth_points)
             rep.compare_json = None if cj is None else json.loads(json.dumps(cj, allow_nan=False))
             rep.compare_command, rep.compare_note = ccmd, note
             _compare_section(rep, fits)
+            if transfers is not None and rep.compare_json is not None:
+                _transfer_section(rep, transfers)
         for f in [f for m in rep.models for f in m.figures] + rep.figures:
             f.png = _png(f.figure, opts.dpi)
         return rep

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rganalysis.report.model import format_value
 
@@ -13,7 +13,6 @@ import base64
 import html
 import json
 from dataclasses import asdict
-from typing import Any
 
 from rganalysis import __version__
 
@@ -82,6 +81,38 @@ def _figure_html(f: Figure) -> str:
     )
 
 
+def _model_notes(m: Any) -> list[str]:
+    """What a reader must know before trusting the model's section: an untrained model, emptied layers,
+    undetermined verdicts, an extrapolated fixed point."""
+    info, j = m.info, m.fit_json
+    notes = []
+    untrained, why = info.get("untrained") or (False, "")
+    if untrained:
+        notes.append(
+            f"This model looks untrained (a random initialisation): {why}. Its flow describes the "
+            "initialisation scheme, not what training learnt."
+        )
+    collapsed = info.get("collapsed_layers") or {}
+    if collapsed:
+        notes.append(
+            f"Layer collapse: global pruning emptied {len(collapsed)} layer(s): "
+            + ", ".join(f"{k} from round {v}" for k, v in collapsed.items())
+            + ". Their couplings are frozen at 0 from then on."
+        )
+    if j.get("fixed_point_type") == "undetermined":
+        notes.append(
+            "The fixed-point type is undetermined: the bootstrap intervals of some eigenvalues straddle "
+            f"the marginal band (the point estimates would say {j.get('fixed_point_type_estimate')})."
+        )
+    if j.get("fixed_point_extrapolated"):
+        out = j.get("fixed_point_outside_domain") or []
+        notes.append(
+            f"The fitted fixed point is an extrapolation: {len(out)} of its couplings lie outside their "
+            f"domain (e.g. {', '.join(out[:3])}); it is no state IMP can reach."
+        )
+    return notes
+
+
 def render_html(rep: Report) -> str:
     o = rep.options
     dp = "none (per-layer couplings)" if rep.depth_points is None else str(rep.depth_points)
@@ -148,6 +179,11 @@ def render_html(rep: Report) -> str:
             + (f" and <code>{_e(m.koopman_command)}</code>" if m.koopman_command else "")
             + "</p>",
         ]
+        notes = _model_notes(m)
+        if notes:
+            parts.append(
+                '<div class="note"><ul>' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul></div>"
+            )
         if m.warnings:
             parts.append(
                 '<div class="note"><p>The fit warned (read the intervals and the classes with care):</p>'

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from rganalysis.store.checks import collapsed_layers
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["format_summary", "summarize"]
@@ -60,6 +61,7 @@ def summarize(pset: ParameterSet) -> dict[str, Any]:
         ],
         "rounds": rounds,
         "b": [float(x) for x in b],
+        "collapsed_layers": collapsed_layers(pset),
     }
 
 
@@ -98,6 +100,9 @@ def format_summary(s: dict[str, Any], max_layers: int | None = None) -> str:
         vals = "".join(f"  {'' if row[m] is None else format(row[m], '.4g'):>10}" for m in metrics)
         bn = f"   {s['b'][r]:.4f}" if r < len(s["b"]) else ""
         out.append(f"  {row['round']:>5}  {row['global_density']:>14.6f}{vals}{bn}")
+    if s.get("collapsed_layers"):
+        out += ["", "  layer collapse (global pruning emptied these layers):"]
+        out += [f"    {k}: empty from round {v}" for k, v in s["collapsed_layers"].items()]
     layer_names = list(s["rounds"][0]["density"])
     if len(s["rounds"]) > 1 or any(v < 1 for v in s["rounds"][0]["density"].values()):
         out += [

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_WEIGHTS_INVARIANT",
     "DEFAULT_WEIGHTS_V1",
     "ALIGNED_COMPONENTS",
+    "UNIT_COMPONENTS",
     "ALIGNMENTS",
     "DistanceMatrix",
     "component_weights",
@@ -54,6 +55,7 @@ __all__ = [
 #: distributions of unit degrees (any two flows).
 COMPONENTS = ("spectrum", "fixed_point", "subspace", "koopman", "survival", "units", "unit_profile")
 ALIGNED_COMPONENTS = ("survival", "units")
+UNIT_COMPONENTS = ("survival", "units", "unit_profile")
 
 #: Default weights of the total between *aligned* flows (same starting weights up to a permutation of
 #: units), chosen on the calibration seeds of examples/transfer_benchmark.py (docs/universality.md).
@@ -227,8 +229,8 @@ def resolve_weights(
 
     ``weights`` given: exactly those (rule ``given``).  Otherwise the defaults of ``mode``, less the
     components that are not ``usable`` (undefined or carrying no information over the flows compared:
-    they are returned as ``dropped``); when none of the mode's components is usable (no unit signatures),
-    the fitted-map weights of version 1, :data:`DEFAULT_WEIGHTS_V1` (rule ``fit default``).
+    they are returned as ``dropped``); when no unit component is usable (no unit signatures), the
+    fitted-map weights of version 1, :data:`DEFAULT_WEIGHTS_V1` (rule ``fit default``).
     """
     if weights is not None:
         return component_weights(weights, spectrum, mode), "given", []
@@ -236,7 +238,7 @@ def resolve_weights(
     dropped = [k for k, v in w.items() if v > 0 and not usable.get(k, False)]
     for k in dropped:
         w[k] = 0.0
-    if any(w.values()):
+    if any(usable.get(k, False) for k in UNIT_COMPONENTS) and any(w.values()):
         return w, f"{mode} default", dropped
     w = component_weights(DEFAULT_WEIGHTS_V1, spectrum, mode)
     if spectrum == "koopman":

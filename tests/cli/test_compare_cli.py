@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 
+import rganalysis
 from rganalysis.cli import main
 from rganalysis.universality.analysis import UniversalityAnalysis
 from rganalysis.universality.classes import (
     DEFAULT_THRESHOLDS,
 )
 
-from conftest import toy_pset
+from conftest import toy_pset, transform_flow
 
 
 # --- the command line -----------------------------------------------------------------------------------------
@@ -80,8 +81,22 @@ def test_cli_compare_model_store_and_errors(stores, resnet18_sd, tmp_path, capsy
     assert j["fits"]["r18"]["flow"] == {"computed": True, "rounds": 5, "rate": 0.2, "rescaling": "none"}
     assert j["fits"]["r18"]["n_rounds"] == 6 and "flow" not in j["fits"]["a"]
     D = np.array(j["distance"])
-    assert D[0, 2] < D[0, 1] and D[0, 2] < D[1, 2]  # the two MLPs are closest
-    assert j["classes"] == [["a", "b"], ["r18"]]
+    assert D[0, 1] > 0 and D[1, 2] > 0 and j["mode"] == "invariant"
+    # a global weight scale is invisible to IMP: a model scaled by 3 has the same flow, distance 0
+    scaled = tmp_path / "scaled.h5"
+    with rganalysis.load(stores["mlp0"]) as f:
+        transform_flow(f, lambda n, t: t * 3.0 if t.is_floating_point() else t, "scaled").save(
+            scaled, progress=False
+        )
+    out2 = tmp_path / "scaled.json"
+    assert (
+        main(["compare", str(stores["mlp0"]), str(scaled), str(stores["mlp1"]), "--json", str(out2), "-q"])
+        == 0
+    )
+    j = json.loads(out2.read_text())
+    D = np.array(j["distance"])
+    assert j["aligned"][0][1] and not j["aligned"][0][2] and j["mode"] == "invariant"
+    assert D[0, 1] == 0.0 and D[0, 2] > 0 and D[0, 2] == D[1, 2]
     capsys.readouterr()
     assert main(["compare", str(stores["mlp0"]), str(stores["mlp1"]), "--weights", "spectrum=x", "-q"]) == 2
     assert "not a number" in capsys.readouterr().err

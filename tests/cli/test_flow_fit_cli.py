@@ -73,7 +73,10 @@ def test_fit_json_contract(gaussian_model, tmp_path, capsys):
     assert len(j["b_n"]) == 8
     for e in j["eigenvalues"]:
         assert set(e) >= {"re", "im", "abs", "exponent", "class", "ci_low", "ci_high"}
-        assert e["class"] in ("relevant", "irrelevant", "marginal")
+        assert e["class_estimate"] in ("relevant", "irrelevant", "marginal")
+        from rganalysis.fit.fixed_points import interval_class
+
+        assert e["class"] == interval_class(e["ci_low"], e["ci_high"], j["tol"])  # the interval's verdict
         if e["exponent"] is not None:
             assert e["exponent"] == pytest.approx(np.log(e["abs"]) / np.log(1.25))
     # a global round keeps exactly (1-p) of the survivors, so sum_l N_l rho_l shrinks by 1 - p in every

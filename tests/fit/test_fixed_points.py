@@ -38,15 +38,16 @@ def test_scale_factors() -> None:
         effective_scale_factor([1.0, 1.0])
 
 
-def test_density_mode_has_exponent_minus_one() -> None:
-    # lambda = 1 - p along the global density: y = ln(1-p) / ln(1/(1-p)) = -1 for every p
-    for p in (0.1, 0.2, 0.5):
-        assert exponents([1 - p], scale_factor(p))[0] == pytest.approx(-1.0)
-    # uneven flow: the geometric mean of b_n makes lambda = prod(1 - p_n)^(1/R) exponent -1 too
-    rho = np.array([1.0, 0.8, 0.4])
-    b = per_round_scale_factors(rho)
-    lam = (rho[-1] / rho[0]) ** 0.5
-    assert exponents([lam], b)[0] == pytest.approx(-1.0)
+def test_exponent_of_a_fitted_contraction() -> None:
+    """A flow K_{n+1} = 0.7 K_n + 0.1 at rate 0.2: the fit finds lambda = 0.7 and y = ln 0.7 / ln 1.25."""
+    flows = [np.array([k0 * 0.7**n + (1 - 0.7**n) / 3 for n in range(8)])[:, None] for k0 in (0.0, 1.0, 2.0)]
+    est = TrajectoryEstimator(n_bootstrap=0).fit(flows)
+    y = exponents(est.eigenvalues_, scale_factor(0.2))
+    assert est.eigenvalues_[0].real == pytest.approx(0.7, abs=1e-12)
+    assert y[0] == pytest.approx(math.log(0.7) / math.log(1.25), abs=1e-10)  # -1.598
+    # an uneven recorded flow: per-round factors b_n enter through their geometric mean
+    b = per_round_scale_factors([1.0, 0.8, 0.4])
+    assert exponents([0.5], b)[0] == pytest.approx(math.log(0.5) / math.log(math.sqrt(1.25 * 2.0)))
     assert exponents([0.0], 1.25)[0] == -math.inf
 
 
@@ -115,11 +116,32 @@ def test_spectrum_json_from_arrays_is_strict_json() -> None:
     assert back["scale_factor"] == pytest.approx((1.25 * 1.25 * 2.0) ** (1 / 3))
     assert back["scale_factors"] == [1.25, 1.25, 2.0]
     e = back["eigenvalues"]
-    assert set(e[0]) == {"re", "im", "abs", "exponent", "class", "ci_low", "ci_high"}
+    assert set(e[0]) == {"re", "im", "abs", "exponent", "class", "class_estimate", "ci_low", "ci_high"}
     assert e[1]["exponent"] is None and e[1]["class"] == "irrelevant"
     assert e[2]["class"] == "relevant" and e[2]["im"] == pytest.approx(0.1)
-    no_ci = spectrum_json([0.5], 1.25)
-    assert no_ci["eigenvalues"][0]["ci_low"] is None
+    # no interval, no verdict: the estimate's class is kept apart
+    no_ci = spectrum_json([0.5, 1.3], 1.25)
+    assert no_ci["eigenvalues"][0]["ci_low"] is None and no_ci["eigenvalues"][0]["class"] == "undetermined"
+    assert no_ci["eigenvalues"][0]["class_estimate"] == "irrelevant" and no_ci["type"] == "undetermined"
+    assert no_ci["type_estimate"] == "saddle"
+
+
+def test_verdicts_only_where_the_interval_supports_them() -> None:
+    from rganalysis.fit.fixed_points import fixed_point_type, interval_class
+
+    assert interval_class(1.06, 1.3) == "relevant" and interval_class(0.5, 0.94) == "irrelevant"
+    assert interval_class(0.96, 1.04) == "marginal" and interval_class(0.9, 1.2) == "undetermined"
+    assert interval_class(0.02, 6.0) == "undetermined" and interval_class(np.nan, 0.5) == "undetermined"
+    # the issue's random-init ResNet-18: a point estimate 1.049 with an interval from 0.02 to 6
+    out = spectrum_json([1.049, 0.8], 1.25, ci=np.array([[0.02, 6.0], [0.7, 0.85]]))
+    assert [x["class"] for x in out["eigenvalues"]] == ["undetermined", "irrelevant"]
+    assert out["type"] == "undetermined" and out["type_estimate"] == "marginal"
+    lam = [1.3, 0.5, 0.9]
+    assert (
+        fixed_point_type(lam, classes=["relevant", "irrelevant", "undetermined"]) == "saddle"
+    )  # fixed anyway
+    assert fixed_point_type(lam, classes=["irrelevant", "undetermined", "irrelevant"]) == "undetermined"
+    assert fixed_point_type(lam, classes=["irrelevant"] * 3) == "stable"
 
 
 def test_spectrum_json_from_an_estimator() -> None:

@@ -227,6 +227,12 @@ def test_quick_benchmark(tb, tmp_path, capsys):
                 c = res["scores"][name][arch][group]["combined"]
                 assert -1 <= c["mean_rho"] <= 1 and 0 < c["perm_p"] <= 1 and c["n_perm"] == 2000
                 assert c["n_targets"] == (2 if arch == "both" else 1) * (n if group == "all" else n // 2)
+    # the default universality distance ranks the quick run's transfers (seed 0: -0.72, 12 of 12 targets
+    # negative, one thread, deterministic): a wrong distance scores ~0 here, as the random one does
+    best = res["scores"]["rganalysis"]
+    assert best["both"]["all"]["combined"]["mean_rho"] < -0.5
+    assert best["mlp"]["all"]["combined"]["mean_rho"] < 0 and best["cnn"]["all"]["combined"]["mean_rho"] < 0
+    assert best["both"]["class_subsets"]["combined"]["n_negative"] == 6
     # the score stage is deterministic: run it again on the cached generation
     again = tb.score(
         tmp_path, [0], ["mlp", "cnn"], n_perm=2000, figure=False, write=False, log=lambda _: None

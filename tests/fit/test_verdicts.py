@@ -1,0 +1,133 @@
+"""Verdicts only where the data support them: interval-supported classes that do not flip when a flow is
+extended, fixed points outside their couplings' domain flagged, layer collapse and untrained models said."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import rganalysis
+from rganalysis.cli import main
+from rganalysis.fit.flowfit import FlowFit
+from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.store.checks import collapsed_layers, looks_untrained
+
+
+def _pset(sd, name="m"):
+    return make_parameter_set([single_round(sd)], adapter="generic", architecture="x", sources=[], name=name)
+
+
+@pytest.fixture(scope="module")
+def resnet18_flows(resnet18_sd):
+    """The data-free flow of a random-init ResNet-18, 12 rounds at rate 0.2, and its first 8 rounds."""
+    base = _pset(resnet18_sd, "r18")
+    long = rganalysis.compute_flow(base, 12, 0.2, device="cpu", progress=False)
+    short = rganalysis.compute_flow(base, 8, 0.2, device="cpu", progress=False)
+    return short, long
+
+
+def test_verdicts_do_not_flip_when_the_flow_is_extended(resnet18_flows):
+    """The issue's example: saddle (|lambda| 1.071) at 8 rounds, stable (0.939) at 12.  Every verdict that is
+    given must be the same at both lengths; where the data do not decide, it says undetermined."""
+    fits = [FlowFit(depth_points=4, n_bootstrap=200).fit(f) for f in resnet18_flows]
+    lead = [sorted(zip(np.abs(f.eigenvalues_), f.eigenvalue_classes_, strict=True))[-1] for f in fits]
+    classes = {c for _, c in lead} - {"undetermined"}
+    assert len(classes) <= 1, lead
+    types = {f.fixed_point_type_ for f in fits} - {"undetermined"}
+    assert len(types) <= 1, [f.fixed_point_type_ for f in fits]
+    for f in fits:
+        ci = f.estimator_.eigenvalue_ci_
+        for (lo, hi), c in zip(ci, f.eigenvalue_classes_, strict=True):
+            if c == "relevant":
+                assert lo > 1.05
+            elif c == "irrelevant":
+                assert hi < 0.95
+            elif c == "marginal":
+                assert lo >= 0.95 and hi <= 1.05
+
+
+def test_a_fixed_point_outside_the_domain_is_an_extrapolation(resnet18_flows):
+    fit = FlowFit(depth_points=4, n_bootstrap=20).fit(resnet18_flows[1])
+    j = fit.to_json()
+    fp = np.array(j["fixed_point"], dtype=float)
+    outside = [c for c, v in zip(j["couplings"], fp, strict=True) if not 0 <= v <= 1]
+    assert j["fixed_point_outside_domain"] == outside and j["fixed_point_extrapolated"] == bool(outside)
+    from rganalysis.fit.flowfit import format_spectrum
+
+    text = format_spectrum(j)
+    if outside:
+        assert "extrapolation" in text and "near (" not in text
+
+
+def test_layer_collapse_is_detected_and_reported(tmp_path, capsys):
+    """A layer of tiny weights is emptied by global pruning; flow, info, fit and the report say so."""
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        "a.weight": torch.randn(40, 30, generator=g),
+        "b.weight": torch.randn(30, 40, generator=g),
+        "head.weight": torch.randn(10, 30, generator=g) * 1e-3,
+    }
+    torch.save(sd, tmp_path / "m.pt")
+    assert main(["ingest", str(tmp_path / "m.pt"), "-o", str(tmp_path / "m.h5"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "flow",
+                str(tmp_path / "m.h5"),
+                "-o",
+                str(tmp_path / "f.h5"),
+                "--rounds",
+                "6",
+                "--rate",
+                "0.3",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert "layer collapse: 1 layer(s) emptied: head.weight (from round" in capsys.readouterr().out
+    with rganalysis.load(tmp_path / "f.h5") as f:
+        col = collapsed_layers(f)
+        assert list(col) == ["head.weight"]
+        r = col["head.weight"]
+        assert (
+            f.densities().sel(layer="head.weight").values[r] == 0
+            and f.densities().sel(layer="head.weight").values[r - 1] > 0
+        )
+    assert main(["info", str(tmp_path / "f.h5"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["collapsed_layers"] == {"head.weight": r}
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "f.h5"),
+                "--depth-points",
+                "2",
+                "--bootstrap",
+                "20",
+                "--json",
+                str(tmp_path / "fit.json"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert "layer collapse: 1 layer(s) emptied by the flow: head.weight" in capsys.readouterr().out
+    assert json.loads((tmp_path / "fit.json").read_text())["collapsed_layers"] == {"head.weight": r}
+
+
+def test_untrained_models_are_recognised(resnet18_sd):
+    ok, why = looks_untrained(_pset(resnet18_sd))
+    assert ok and "kaiming normal" in why
+    torch.manual_seed(1)
+    trained = {
+        k: (v + 0.5 * v.std() * torch.randn_like(v) if v.dim() == 4 else v) for k, v in resnet18_sd.items()
+    }
+    ok, why = looks_untrained(_pset(trained))  # a spread 12 % wider than the initialisation's
+    assert not ok and "matches no common initialisation" in why
+    from rganalysis.demo import minilm_path
+
+    assert not looks_untrained(rganalysis.ingest(minilm_path()))[0]

@@ -524,7 +524,14 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
                 Table(
                     f"compare-component-{_slug(cname, set())}",
                     f"Component: {cname}",
-                    f"The {cname} distance, pair by pair (weight {format_value(w)} in the total; — where undefined).",
+                    f"The {cname} distance, pair by pair (weight {format_value(w)} in the total; — where undefined)."
+                    + (
+                        " It carries no information over these flows (undefined, zero or constant for every pair), so "
+                        "it takes no weight in the default total."
+                        if not (j.get("informative") or {}).get(cname, True)
+                        else ""
+                    )
+                    + (f" Comparison mode: {j['mode']}." if j.get("mode") else ""),
                     ["model", *names],
                     rows,
                 )

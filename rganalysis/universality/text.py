@@ -22,8 +22,11 @@ def format_comparison(j: Mapping[str, Any], digits: int = 3) -> str:
 
     wtxt = " + ".join(f"{v:g}*{k}" for k, v in j["weights"].items() if v > 0)
     out = table(f"total distance = {wtxt}", j["distance"])
+    if j.get("mode"):
+        out += [f"mode: {j['mode']} ({j.get('weights_rule', '')})"]
     for k, M in j["components"].items():
-        out += [""] + table(f"component {k} (weight {j['weights'].get(k, 0):g})", M)
+        note = "" if (j.get("informative") or {}).get(k, True) else ", no information over these flows"
+        out += [""] + table(f"component {k} (weight {j['weights'].get(k, 0):g}{note})", M)
     out += [
         "",
         f"classes (graph components, total <= {j['threshold']:.4g}, {j['threshold_rule']} threshold):",

@@ -147,8 +147,9 @@ class Alignment:
 
 
 def align_units(a: UnitSignature, b: UnitSignature) -> Alignment:
-    """Match B's units to A's, group by group, on their fingerprints (Hungarian matching on the
-    Euclidean distance where the identity does not already match)."""
+    """Match B's units to A's, group by group: a classifier head whose output units both stores label
+    with the same classes by label; every other group on the units' fingerprints (Hungarian matching on
+    the Euclidean distance where the identity does not already match)."""
     if [(g.tensor, g.axis, g.size) for g in a.groups] != [(g.tensor, g.axis, g.size) for g in b.groups]:
         return Alignment(
             False, [], False, math.inf, "different architectures (tensors or unit counts differ)"
@@ -158,7 +159,12 @@ def align_units(a: UnitSignature, b: UnitSignature) -> Alignment:
             False, [], False, math.inf, f"different numbers of rounds ({a.n_rounds} vs {b.n_rounds})"
         )
     perms, worst, identity = [], 0.0, True
-    for fa, fb in zip(a.fingerprint, b.fingerprint, strict=True):
+    for ga, gb, fa, fb in zip(a.groups, b.groups, a.fingerprint, b.fingerprint, strict=True):
+        if ga.labels is not None and gb.labels is not None and sorted(ga.labels) == sorted(gb.labels):
+            p = np.array([gb.labels.index(lab) for lab in ga.labels])  # a classifier head: by class label
+            identity = identity and bool(np.array_equal(p, np.arange(len(p))))
+            perms.append(p)
+            continue
         scale = max(float(np.abs(fa).max()), 1e-30)
         p = np.arange(len(fa))
         if float(np.abs(fa - fb).max()) > _ALIGN_RTOL * scale:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import rganalysis
 from rganalysis.errors import InvalidParameterError, MasksNotNestedError
 from rganalysis.fit.couplings import compute_couplings
 from rganalysis.fit.units import survival_rounds, unit_couplings, unit_groups
@@ -195,3 +196,56 @@ def test_unit_signature_is_compact():
     s = UnitSignature.from_flow(flow)
     assert all(v.dtype == np.uint8 for v in s.survival.values())
     assert sum(v.nbytes for v in s.survival.values()) == sum(flow.info[n].numel for n in flow.pruned_names())
+
+
+def test_a_labelled_head_is_aligned_by_class_label():
+    """Two stores of one flow whose classifier outputs are listed in another order: matched by label."""
+    A = digits_mlp_flow(0, LOW)
+    order = torch.tensor([3, 1, 4, 0, 2, 9, 8, 7, 6, 5])
+
+    def relabel(n, t):
+        if n.startswith("4."):  # the head's rows (and bias) reordered
+            return t[order]
+        return t
+
+    B = transform_flow(A, relabel, "relabelled")
+    A.attrs["labels"] = [str(i) for i in range(10)]
+    B.attrs["labels"] = [str(int(i)) for i in order]
+    sa, sb = UnitSignature.from_flow(A), UnitSignature.from_flow(B)
+    al = align_units(sa, sb)
+    assert al.aligned and not al.identity
+    head = [k for k, g in enumerate(sa.groups) if g.labels is not None][0]
+    assert [sb.groups[head].labels[i] for i in al.perms[head]] == list(sa.groups[head].labels)
+    assert survival_distance(sa, sb, al) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batchnorm_rescaling_moves_the_distance(resnet18_sd):
+    """Scaling each output channel of a conv followed by BatchNorm leaves the function unchanged but not
+    what global magnitude pruning removes: a property of IMP, measured here (docs/universality.md)."""
+    import torchvision
+
+    from rganalysis.store.checkpoint import make_parameter_set, single_round
+
+    def sig(sd, n):
+        base = make_parameter_set(
+            [single_round(sd)], adapter="generic", architecture="resnet18", sources=[], name=n
+        )
+        return _sig(rganalysis.compute_flow(base, 8, 0.2, device="cpu", progress=False), n)
+
+    torch.manual_seed(1)
+    other = torchvision.models.resnet18(weights=None).state_dict()
+    g = torch.Generator().manual_seed(7)
+    rescaled = {
+        k: (
+            v
+            * torch.exp(torch.empty(v.shape[0]).uniform_(math.log(0.5), math.log(2.0), generator=g))[
+                :, None, None, None
+            ]
+            if v.dim() == 4
+            else v
+        )
+        for k, v in resnet18_sd.items()
+    }
+    s0, s1, sb = sig(resnet18_sd, "seed0"), sig(other, "seed1"), sig(rescaled, "bn")
+    d_seed, d_bn = flow_distance(s0, s1).total, flow_distance(s0, sb).total
+    assert d_bn > 10 * d_seed > 0  # measured: 0.099 against 0.0037

@@ -35,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         DEFAULT_WEIGHTS_ALIGNED,
         DEFAULT_WEIGHTS_INVARIANT,
     )
-    from rganalysis.universality.signature import DEFAULT_DEPTH_POINTS, DEFAULT_FIXED_POINT_RIDGE
+    from rganalysis.universality.signature import DEFAULT_FIXED_POINT_RIDGE
 
     p = sub.add_parser(
         "compare",
@@ -55,7 +55,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
         p,
         FitOptions,
         only=("couplings", "depth_points", "rank", "tol"),
-        defaults={"depth_points": DEFAULT_DEPTH_POINTS, "rank": "auto"},
     )
     p.add_argument(
         "--spectrum",

@@ -13,11 +13,14 @@ from pathlib import Path
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "demo", help="run the whole pipeline on the shipped MiniLM BERT and torchvision ResNets"
+        "demo",
+        help="run the whole pipeline: the shipped MiniLM BERT, winning tickets on digits, a ResNet-18 scale example",
     )
     p.add_argument("-o", "--output", type=Path, default=Path("rganalysis-demo"), help="output folder")
-    p.add_argument("--rounds", type=int, default=8, help="IMP rounds of each flow (default 8)")
-    p.add_argument("--rate", type=float, default=0.2, help="pruning rate per round (default 0.2)")
+    p.add_argument(
+        "--rounds", type=int, default=8, help="IMP rounds of the data-free flows (MiniLM, ResNet-18)"
+    )
+    p.add_argument("--rate", type=float, default=0.2, help="pruning rate per round of the data-free flows")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p
 

@@ -1,4 +1,4 @@
-"""``rganalysis flow IN.h5 -o FLOW.h5 --rounds N --rate P``: compute and record an IMP flow."""
+"""``rganalysis flow IN.h5 -o FLOW.h5 [--rounds N] [--rate P]``: compute and record an IMP flow."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "store", type=Path, help="input store (a model, or a flow to continue from its last round)"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output flow store (.h5)")
-    p.add_argument("--rounds", type=int, required=True, help="number of IMP rounds (>= 1)")
+    p.add_argument("--rounds", type=int, default=8, help="number of IMP rounds, >= 1 (default: 8)")
     p.add_argument(
-        "--rate", type=float, required=True, help="fraction of surviving weights pruned per round, in (0, 1)"
+        "--rate",
+        type=float,
+        default=0.2,
+        help="fraction of surviving weights pruned per round, in (0, 1) (default: 0.2)",
     )
     p.add_argument("--scope", default="global", help="pruning scope: global (default) or layer")
     p.add_argument("--rescaling", default="none", help="none (data-free flow, default) or rewind")

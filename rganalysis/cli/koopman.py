@@ -11,14 +11,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "koopman",
         help="Koopman / exact DMD spectrum of a flow in parameter space, streamed from the store",
         description="Exact DMD of the snapshots x_n = theta_n * m_n of a stored flow (computed or recorded), "
-        "read tensor by tensor: singular values, eigenvalues with bagged 95%% intervals, classes "
+        "read tensor by tensor: singular values, eigenvalues with bagged 95% intervals, classes "
         "(relevant / irrelevant / marginal) and exponents ln|lambda| / ln b; optionally the modes, "
         "written into the flow file under /koopman/mode_NNN.",
     )
     p.add_argument("flow", type=Path, help="flow store (.h5) with at least 2 rounds")
     rank = p.add_mutually_exclusive_group()
     rank.add_argument(
-        "--rank", type=int, default=None, help="DMD truncation rank (<= T-1 and the numerical rank)"
+        "--rank",
+        type=int,
+        default=None,
+        help="DMD truncation rank (<= T-1 and the numerical rank; default: T-1, lowered to the numerical rank)",
     )
     rank.add_argument(
         "--energy",

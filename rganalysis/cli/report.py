@@ -45,11 +45,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="compare: class threshold on the total distance, a number or 'auto' (default: compare's)",
     )
     p.add_argument(
-        "--compare-rank",
-        default="auto",
-        help="compare: trajectory rank of its fits, 'auto' (default, compare's rule), 'full' or N",
-    )
-    p.add_argument(
         "--no-compare", action="store_true", help="with several flows, skip the comparison section"
     )
     p.add_argument(
@@ -91,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
         args,
         koopman=args.koopman,
         threshold=threshold,
-        compare_rank=args.compare_rank,
         magnitude_samples=args.magnitude_samples,
         dpi=args.dpi,
     )

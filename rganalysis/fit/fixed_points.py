@@ -344,6 +344,8 @@ def spectrum_json(
             if hasattr(est, key):
                 v = getattr(est, key)
                 diagnostics[key.rstrip("_")] = _json_float(v) if isinstance(v, float) else int(v)
+        if hasattr(est, "n_bootstrap_") and hasattr(est, "n_bootstrap"):  # usable of requested resamples
+            diagnostics["n_bootstrap_requested"] = int(est.n_bootstrap)
     lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
     beff = effective_scale_factor(b)
     ci_arr = None if ci is None else np.asarray(ci, dtype=np.float64)

@@ -13,6 +13,7 @@ import xarray as xr
 
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
+from rganalysis.fit.auto import auto_rank, resolve_depth_points
 from rganalysis.fit.couplings import coupling_domain, flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
     classify_eigenvalues,
@@ -41,8 +42,11 @@ class FlowFit(Estimator):
     estimator : ``trajectory`` (affine fit over the one-step pairs of the flows) or ``response``
         (perturbations of one round's state, see :class:`~rganalysis.fit.jacobian.ResponseEstimator`)
     depth_points : resample per-layer couplings onto this many normalised depths (cross-architecture
-        coordinates; also makes short flows of deep models fittable)
-    rank, ridge, n_bootstrap : trajectory estimator options
+        coordinates; also makes short flows of deep models fittable); ``"auto"`` (the default of ``fit``,
+        ``report`` and ``compare``): :func:`~rganalysis.fit.auto.resolve_depth_points`; None: per layer
+    rank : trajectory rank: an int (exact DMD truncation), None (full least squares) or ``"auto"``
+        (:func:`~rganalysis.fit.auto.auto_rank` on the first flow's couplings)
+    ridge, n_bootstrap : trajectory estimator options
     round, perturbation, n_samples, epsilon : response estimator options (``round`` default: last)
     tol : marginal band around |lambda| = 1, and the near-fixed-point tolerance (relative)
     device : where the response estimator runs
@@ -53,7 +57,8 @@ class FlowFit(Estimator):
     ``fixed_point_type_`` (``undetermined`` unless the intervals fix it), ``fixed_point_outside_``
     (couplings whose fixed-point value lies outside their domain: an extrapolation),
     ``collapsed_`` (layers IMP emptied -> first empty round),
-    ``distance_`` (per round, first flow), ``near_fixed_point_``.
+    ``distance_`` (per round, first flow), ``near_fixed_point_``, ``depth_points_`` and ``rank_`` (the
+    values used).
     """
 
     def __init__(
@@ -61,8 +66,8 @@ class FlowFit(Estimator):
         couplings: str | Sequence[str] = ("density",),
         estimator: str = "trajectory",
         *,
-        depth_points: int | None = None,
-        rank: int | None = None,
+        depth_points: int | str | None = "auto",
+        rank: int | str | None = "auto",
         ridge: float = 0.0,
         n_bootstrap: int = 200,
         round: int | None = None,
@@ -87,9 +92,9 @@ class FlowFit(Estimator):
         self.device = device
         self.random_state = random_state
 
-    def _couplings(self, pset: ParameterSet) -> xr.DataArray:
+    def _couplings(self, pset: ParameterSet, depth_points: int | None) -> xr.DataArray:
         k = flow_couplings(pset, self.couplings)
-        return resample_depth(k, self.depth_points) if self.depth_points else k
+        return resample_depth(k, depth_points) if depth_points else k
 
     def fit(
         self,
@@ -114,20 +119,33 @@ class FlowFit(Estimator):
         self.b_n_ = [b for s in scales for b in s[2]]
         if len(flows) > 1:
             self.b_ = effective_scale_factor([s[1] for s in scales])
+        sets = [self.couplings] if isinstance(self.couplings, str) else list(self.couplings)
+        self.depth_points_ = (
+            None
+            if couplings is not None
+            else resolve_depth_points(
+                self.depth_points, flows, sets, rank=self.rank, ridge=self.ridge, estimator=self.estimator
+            )
+        )
         if couplings is None:
-            self.couplings_ = [self._couplings(p) for p in flows]
+            self.couplings_ = [self._couplings(p, self.depth_points_) for p in flows]
         else:
             self.couplings_ = [couplings] if isinstance(couplings, xr.DataArray) else list(couplings)
             if len(self.couplings_) != len(flows):
                 raise InvalidParameterError(f"{len(self.couplings_)} coupling arrays for {len(flows)} flows")
         if self.estimator == "trajectory":
+            self.rank_ = auto_rank(self.couplings_[0]) if self.rank == "auto" else self.rank
             est = TrajectoryEstimator(
-                rank=self.rank, ridge=self.ridge, n_bootstrap=self.n_bootstrap, random_state=self.random_state
+                rank=self.rank_,
+                ridge=self.ridge,
+                n_bootstrap=self.n_bootstrap,
+                random_state=self.random_state,
             )
             est.fit(self.couplings_)
             fixed_point = est.fixed_point_
         else:
-            if self.depth_points:
+            self.rank_ = None
+            if self.depth_points_:
                 raise InvalidParameterError(
                     "the response estimator works on per-layer couplings; drop --depth-points"
                 )
@@ -197,6 +215,8 @@ class FlowFit(Estimator):
             "b": float(self.b_),
             "b_n": self.b_n_,
             "couplings": [str(c) for c in est.couplings_],
+            "depth_points": self.depth_points_,
+            "rank": self.rank_,
             "jacobian": [[num(x) for x in row] for row in np.asarray(self.jacobian_)],
             "fixed_point": [num(x) for x in np.asarray(self.fixed_point_)],
             "eigenvalues": spec["eigenvalues"],

@@ -102,8 +102,9 @@ class FitOptions:
     """How a flow is fitted (:class:`~rganalysis.fit.flowfit.FlowFit`).
 
     ``depth_points``: resample per-layer couplings onto this many normalised depths (None: per-layer
-    couplings; ``"auto"``: chosen from the flows, see :meth:`ReportOptions.resolve_depth_points`);
-    ``rank``: trajectory rank (None: full least squares; ``"auto"``: the universality analysis's rule).
+    couplings; ``"auto"``: chosen from the flows, :func:`~rganalysis.fit.auto.resolve_depth_points`);
+    ``rank``: trajectory rank (None: full least squares; ``"auto"``: :func:`~rganalysis.fit.auto.auto_rank`).
+    The defaults are those of ``fit``, ``report`` and ``compare`` alike.
     """
 
     couplings: tuple[str, ...] = field(
@@ -120,17 +121,18 @@ class FitOptions:
         ),
     )
     depth_points: int | str | None = field(
-        default=None,
+        default="auto",
         metadata=option(
-            "resample per-layer couplings onto N normalised depths (cross-architecture space); 0 or none: "
-            "per-layer couplings",
+            "resample per-layer couplings onto N normalised depths (the cross-architecture space); auto: 8, "
+            "fewer when the flows have fewer layers or (without a rank truncation) too few rounds to determine "
+            "the fit; 0 or none: per-layer couplings",
             parse=parse_depth_points,
             metavar="N",
             show=_show_depth_points,
         ),
     )
     rank: int | str | None = field(
-        default=None,
+        default="auto",
         metadata=option(
             "trajectory rank: N (truncated fit, exact DMD), full (no truncation) or auto (each extra direction "
             "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3)",
@@ -166,12 +168,12 @@ class FitOptions:
         self.depth_points = parse_depth_points(self.depth_points)
         self.rank = parse_rank(self.rank)
 
-    def flowfit(self, depth_points: int | None = None):
-        """The :class:`~rganalysis.fit.flowfit.FlowFit` these options describe (``depth_points``
-        resolved by the caller when it is ``"auto"``)."""
+    def flowfit(self, depth_points: int | str | None = "options"):
+        """The :class:`~rganalysis.fit.flowfit.FlowFit` these options describe (``depth_points``: another
+        value, e.g. one resolved for several flows at once)."""
         from rganalysis.fit.flowfit import FlowFit
 
-        dp = self.depth_points if depth_points is None and self.depth_points != "auto" else depth_points
+        dp = self.depth_points if depth_points == "options" else depth_points
         return FlowFit(
             list(self.couplings),
             self.estimator,

@@ -109,7 +109,9 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
             f"fig-density-{s}",
             "Per-layer density over rounds",
             f"Each row is one of the {n_layers} pruned layers in depth order (input side at the top), each column "
-            f"an IMP round (0 = the starting model); the colour and the number in a cell give the layer's surviving "
+            f"an IMP round (0 = the starting model); the colour"
+            + (" and the number" if n_rounds <= 16 and n_layers <= 30 else "")
+            + f" of a cell give{'s' if not (n_rounds <= 16 and n_layers <= 30) else ''} the layer's surviving "
             f"fraction ρ_l. Global magnitude pruning removes the smallest weights of the whole network, so layers "
             f"with small weights thin out faster (darker rows) and layers with large weights keep their density. "
             f"These per-layer densities are the couplings of the fit ({dp}).",
@@ -344,7 +346,7 @@ def _compare(
             None,
             "the universality module (rganalysis compare) is not available in this installation",
         )
-    kw: dict[str, Any] = {"rank": opts.compare_rank}
+    kw: dict[str, Any] = {"rank": opts.rank}
     if opts.threshold is not None:
         kw["threshold"] = opts.threshold
     ua = UniversalityAnalysis(list(opts.couplings), depth_points, tol=opts.tol, **kw)

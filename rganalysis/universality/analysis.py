@@ -22,7 +22,6 @@ from rganalysis.universality.classes import (
 )
 from rganalysis.universality.distances import ALIGNMENTS, component_weights, distance_matrix
 from rganalysis.universality.signature import (
-    DEFAULT_DEPTH_POINTS,
     DEFAULT_FIXED_POINT_RIDGE,
     DEFAULT_MAX_RANK,
     DEFAULT_RANK_GAIN,
@@ -44,8 +43,9 @@ class UniversalityAnalysis(Estimator):
     Parameters
     ----------
     couplings : coupling sets of the shared space (default ``("density",)``)
-    depth_points : normalised depths the per-layer couplings are resampled onto (default 8; the
-        cross-architecture coordinates)
+    depth_points : normalised depths the per-layer couplings are resampled onto (the cross-architecture
+        coordinates); ``"auto"`` (default): one value for all flows,
+        :func:`~rganalysis.fit.auto.resolve_depth_points`; None: per-layer couplings (same architecture)
     rank : trajectory rank: ``"auto"`` (:func:`auto_rank`: each extra direction needs a singular value
         >= ``rank_rtol`` x the largest and must divide the residual by ``rank_gain``; at most
         ``max_rank``), an int, or None (full least squares)
@@ -73,7 +73,7 @@ class UniversalityAnalysis(Estimator):
 
     Fitted attributes: ``signatures_`` (list of :class:`FlowSignature`), ``names_``, ``distance_``
     (DataArray (model, model_other)), ``components_`` (DataArray (component, model, model_other)),
-    ``weights_`` (the weights used), ``mode_`` (``aligned`` / ``invariant``), ``aligned_`` ((n, n) bool:
+    ``depth_points_`` (the value used), ``weights_`` (the weights used), ``mode_`` (``aligned`` / ``invariant``), ``aligned_`` ((n, n) bool:
     which pairs' units correspond), ``informative_`` (component -> bool), ``dropped_`` (default-weighted
     components set to 0 because they carry no information), ``weights_rule_`` (``aligned default``,
     ``invariant default``, ``fit default`` or ``given``), ``threshold_``, ``threshold_rule_``
@@ -85,7 +85,7 @@ class UniversalityAnalysis(Estimator):
     def __init__(
         self,
         couplings: Sequence[str] = ("density",),
-        depth_points: int | None = DEFAULT_DEPTH_POINTS,
+        depth_points: int | str | None = "auto",
         *,
         rank: int | str | None = "auto",
         rank_rtol: float = DEFAULT_RANK_RTOL,
@@ -145,6 +145,37 @@ class UniversalityAnalysis(Estimator):
             device=self.device,
         )
 
+    def _resolve_depth_points(self, flows: Sequence[Any]) -> int | None:
+        """``depth_points`` for all the flows at once (``"auto"`` reads each store's layers and rounds)."""
+        from rganalysis.fit.auto import resolve_depth_points
+        from rganalysis.store.hdf5 import load
+
+        if self.depth_points != "auto":
+            return self.depth_points
+        ready = [isinstance(f, FlowSignature) for f in flows]
+        if all(ready):
+            return None  # the signatures carry their couplings already
+        if any(ready):
+            raise InvalidParameterError(
+                "depth_points='auto' needs the flows, not ready signatures: give a number"
+            )
+        sets = [self.couplings] if isinstance(self.couplings, str) else list(self.couplings)
+        opened = [load(f) if isinstance(f, (str, os.PathLike)) else f for f in flows]
+        try:
+            shapes = [
+                _FlowShape(
+                    list(p.pruned_names()),
+                    p.n_rounds if p.n_rounds > 1 or self.rounds is None else int(self.rounds) + 1,
+                    p,
+                )
+                for p in opened
+            ]
+            return resolve_depth_points("auto", shapes, sets, rank=self.rank)
+        finally:
+            for p, f in zip(opened, flows, strict=True):
+                if p is not f:
+                    p.close()
+
     def fit(self, flows: Sequence[Any], names: Sequence[str] | None = None) -> UniversalityAnalysis:
         """Fit every flow (store paths, ParameterSets or ready :class:`FlowSignature` objects),
         then compute distances and classes.  Returns self."""
@@ -159,6 +190,7 @@ class UniversalityAnalysis(Estimator):
         if self.alignment not in ALIGNMENTS:
             raise InvalidParameterError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         opts = self._signature_options()
+        opts["depth_points"] = self.depth_points_ = self._resolve_depth_points(flows)
         todo = [(i, f) for i, f in enumerate(flows) if not isinstance(f, FlowSignature)]
         sigs: list[FlowSignature | None] = [f if isinstance(f, FlowSignature) else None for f in flows]
         paths = [(i, f) for i, f in todo if isinstance(f, (str, os.PathLike))]
@@ -247,7 +279,7 @@ class UniversalityAnalysis(Estimator):
             "fits": {s.name: s.to_json() for s in self.signatures_},
             "settings": {
                 "couplings": list([self.couplings] if isinstance(self.couplings, str) else self.couplings),
-                "depth_points": self.depth_points,
+                "depth_points": self.depth_points_,
                 "rank": self.rank,
                 "rank_rtol": self.rank_rtol,
                 "max_rank": self.max_rank,
@@ -264,6 +296,19 @@ class UniversalityAnalysis(Estimator):
                 "scheduler": self.scheduler_,
             },
         }
+
+
+class _FlowShape:
+    """What :func:`~rganalysis.fit.auto.resolve_depth_points` reads of a flow (its pruned layers and rounds)."""
+
+    def __init__(self, names: list[str], n_rounds: int, pset: Any) -> None:
+        self._names, self.n_rounds, self._pset = names, n_rounds, pset
+
+    def pruned_names(self) -> list[str]:
+        return self._names
+
+    def state(self, round: int = 0, device: str = "cpu") -> Any:
+        return self._pset.state(round, device)
 
 
 def _dedupe_names(sigs: Sequence[FlowSignature]) -> None:

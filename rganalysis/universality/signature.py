@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
-from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, TooFewRoundsError
+from rganalysis.errors import InvalidParameterError, TooFewRoundsError
+from rganalysis.fit.auto import (
+    DEFAULT_DEPTH_POINTS,
+    DEFAULT_MAX_RANK,
+    DEFAULT_RANK_GAIN,
+    DEFAULT_RANK_RTOL,
+    auto_rank,
+)
 from rganalysis.fit.flowfit import FlowFit
 from rganalysis.universality.units import UnitSignature
 
@@ -34,18 +40,6 @@ __all__ = [
 
 #: Default ridge of :func:`ridge_fixed_point` (standardised couplings; 0: FlowFit's exact fixed point).
 DEFAULT_FIXED_POINT_RIDGE = 0.05
-
-#: Default number of normalised depths of the coupling space used to compare architectures.
-DEFAULT_DEPTH_POINTS = 8
-
-#: Default relative singular-value cut of the automatic trajectory rank (:func:`auto_rank`).
-DEFAULT_RANK_RTOL = 0.02
-
-#: Default factor by which each extra direction of the automatic rank must divide the residual.
-DEFAULT_RANK_GAIN = 2.0
-
-#: Default most directions the automatic rank keeps.
-DEFAULT_MAX_RANK = 3
 
 
 # ====================================================================================================
@@ -269,47 +263,6 @@ class FlowSignature:
 # ====================================================================================================
 # from stores to signatures
 # ====================================================================================================
-def auto_rank(
-    couplings: xr.DataArray,
-    rtol: float = DEFAULT_RANK_RTOL,
-    max_rank: int = DEFAULT_MAX_RANK,
-    gain: float = DEFAULT_RANK_GAIN,
-) -> int:
-    """Trajectory rank suited to a short flow.
-
-    Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
-    centred one-step design (as :class:`~rganalysis.fit.jacobian.TrajectoryEstimator` builds it) is at
-    least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
-    ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).
-
-    On short data-free flows the first direction is the common decay of all densities, the second
-    (on ResNets) the redistribution of density between depths: it divides the residual by ~8.
-    Further directions explain little (residual / 1.1 to 1.9 on the flows in docs/universality.md)
-    and their eigenvalues are unstable; (b) keeps them out.
-    """
-    from rganalysis.fit.jacobian import TrajectoryEstimator
-
-    K = couplings.transpose("round", "coupling")
-    m = int(K.sizes["round"]) - 1
-    if m < 2:
-        raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
-    cap = max(1, min(int(max_rank), m - 1, int(K.sizes["coupling"])))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
-        s = fit.singular_values_
-        r, res = 1, fit.residual_
-        while r < cap and s.size > r and s[0] > 0 and s[r] >= float(rtol) * s[0]:
-            try:
-                nxt = TrajectoryEstimator(rank=r + 1, n_bootstrap=0).fit(K).residual_
-            except DegenerateRegressionError:  # the next direction is numerically empty
-                break
-            if not nxt * float(gain) <= res:
-                break
-            r, res = r + 1, nxt
-    return r
-
-
 def koopman_eigenvalues(
     pset: Any, rank: int | None = None, energy: float | None = None, device: str = "auto"
 ) -> np.ndarray:

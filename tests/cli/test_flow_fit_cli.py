@@ -50,9 +50,28 @@ def test_fit_json_contract(gaussian_model, tmp_path, capsys):
     flow = tmp_path / "flow.h5"
     main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "8", "--rate", "0.2", "-q"])
     js = tmp_path / "fit.json"
-    assert main(["fit", str(flow), "--json", str(js), "--bootstrap", "20", "-q"]) == 0
+    # per-layer couplings, full least squares: the density map of the theory (docs/theory.md)
+    assert (
+        main(
+            [
+                "fit",
+                str(flow),
+                "--json",
+                str(js),
+                "--bootstrap",
+                "20",
+                "--depth-points",
+                "0",
+                "--rank",
+                "full",
+                "-q",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     j = json.loads(js.read_text())
+    assert j["depth_points"] is None and j["rank"] is None
     for key in (
         "rate",
         "b",
@@ -110,9 +129,25 @@ def test_flow_bad_input(gaussian_model, tmp_path, capsys):
 def test_fit_too_few_rounds(gaussian_model, tmp_path, capsys):
     flow = tmp_path / "flow.h5"
     main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "2", "--rate", "0.2", "-q"])
-    assert main(["fit", str(flow), "-q"]) == 2
+    assert main(["fit", str(flow), "--depth-points", "0", "--rank", "full", "-q"]) == 2
     err = capsys.readouterr().err
     assert "TooFewRoundsError" in err and "3 coupling" in err
+    # a flow of one round-pair is too short for any fit, whatever the settings
+    main(
+        [
+            "flow",
+            str(gaussian_model / "gauss.h5"),
+            "-o",
+            str(tmp_path / "f1.h5"),
+            "--rounds",
+            "1",
+            "--rate",
+            "0.2",
+            "-q",
+        ]
+    )
+    assert main(["fit", str(tmp_path / "f1.h5"), "-q"]) == 2
+    assert "TooFewRoundsError" in capsys.readouterr().err
     with pytest.raises(TooFewRoundsError):
         FlowFit().fit(rganalysis.load(gaussian_model / "gauss.h5"))  # a single model is no flow
 
@@ -167,8 +202,13 @@ def test_minilm_flow_and_fit(tmp_path, capsys):
         == 0
     )
     j = json.loads((tmp_path / "fit.json").read_text())
-    assert len(j["couplings"]) == 4 and len(j["eigenvalues"]) == 4
+    assert len(j["couplings"]) == 4 and len(j["eigenvalues"]) == j["rank"] <= 3  # rank auto: at most 3
     assert "|lambda|" in capsys.readouterr().out
+    # the defaults run on the flow `rganalysis flow` makes with its own defaults (8 rounds at 0.2)
+    assert main(["flow", str(tmp_path / "m.h5"), "-o", str(tmp_path / "d.h5"), "-q"]) == 0
+    assert main(["fit", str(tmp_path / "d.h5"), "--json", str(tmp_path / "d.json"), "-q"]) == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["depth_points"] == 8 and 1 <= d["rank"] <= 3 and len(d["b_n"]) == 8
 
 
 def test_compute_flow_from_pruned_start(gaussian_model):

@@ -46,7 +46,7 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
     m = re.search(r"Reproduce the numbers of this section: <code>([^<]+)</code>", text)
     cmd = shlex.split(unescape(m.group(1)))
     assert cmd[:3] == ["rganalysis", "fit", str(flows["alpha"])] and "--depth-points" in cmd
-    assert cmd[cmd.index("--depth-points") + 1] == "2"  # auto: 6 pairs -> at most 2 couplings
+    assert cmd[cmd.index("--depth-points") + 1] == "3"  # auto with the default rank truncation: 3 layers
     js = tmp_path / "fit.json"
     args = cmd[1:]
     args[args.index("--json") + 1] = str(js)

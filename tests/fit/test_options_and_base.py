@@ -48,7 +48,7 @@ def test_option_parsers():
 
 def test_commands_generate_their_options_with_defaults(capsys):
     commands = build_parser().get_default("commands")
-    for cmd, default_dp in (("fit", "none"), ("report", "auto"), ("compare", "8")):
+    for cmd, default_dp in (("fit", "auto"), ("report", "auto"), ("compare", "auto")):  # one definition
         helps = {a.dest: a.help for a in commands[cmd]._actions}
         assert helps["couplings"] == "comma-separated coupling sets (default: density)", cmd
         assert helps["depth_points"].endswith(f"(default: {default_dp})"), cmd

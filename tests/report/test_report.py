@@ -41,13 +41,15 @@ def test_several_models_report(flows, tmp_path):
     page, text = parse_report(html)
     assert_self_contained(page, text)
     assert [m.label for m in rep.models] == ["alpha", "beta"]
-    assert rep.depth_points == 2
+    assert (
+        rep.depth_points == 3
+    )  # auto, with the default rank truncation: min(8, the fewest layers: alpha's 3)
     for name in ("alpha", "beta"):
         assert f"<h2>Model {name}</h2>" in text
         for f in FIGURES_PER_MODEL:
             assert page.figures[f"fig-{f}-{name}"]["img"] == 1
         fit_json = json.loads(page.scripts[f"fit-{name}"])
-        expected = opts.flowfit(2).fit(rganalysis.load(flows[name])).to_json()
+        expected = opts.flowfit(3).fit(rganalysis.load(flows[name])).to_json()
         assert fit_json == json.loads(json.dumps(expected))
         assert check_tables_equal_json(page, {f"{t}-{name}": fit_json for t in TABLES_PER_MODEL}) > 0
     assert json.loads(page.scripts["koopman-beta"]) == kj and "koopman-alpha" not in page.scripts
@@ -84,6 +86,8 @@ def test_options_mirror_fit():
     assert o.fit_args(None) == [
         "--couplings",
         "density,magnitude",
+        "--depth-points",
+        "0",
         "--rank",
         "2",
         "--ridge",

@@ -1,0 +1,130 @@
+"""Settings chosen from the data, one definition for ``fit``, ``report`` and ``compare``: the
+normalised depths a flow's couplings are resampled onto, and the rank of its trajectory fit."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from rganalysis.errors import DegenerateRegressionError, TooFewRoundsError
+
+__all__ = [
+    "DEFAULT_DEPTH_POINTS",
+    "DEFAULT_MAX_RANK",
+    "DEFAULT_RANK_GAIN",
+    "DEFAULT_RANK_RTOL",
+    "auto_rank",
+    "resolve_depth_points",
+]
+
+#: The most normalised depths per-layer couplings are resampled onto (the cross-architecture space).
+DEFAULT_DEPTH_POINTS = 8
+#: Relative singular-value cut of the automatic trajectory rank (:func:`auto_rank`).
+DEFAULT_RANK_RTOL = 0.02
+#: Factor by which each extra direction of the automatic rank must divide the one-step residual.
+DEFAULT_RANK_GAIN = 2.0
+#: The most directions the automatic rank keeps.
+DEFAULT_MAX_RANK = 3
+
+#: Couplings per layer of the built-in coupling sets (sizes the automatic depth resampling).
+_STATS_PER_LAYER = {"density": 1, "magnitude": 6, "spectral": 2, "unit": 12}
+
+
+def auto_rank(
+    couplings: xr.DataArray,
+    rtol: float = DEFAULT_RANK_RTOL,
+    max_rank: int = DEFAULT_MAX_RANK,
+    gain: float = DEFAULT_RANK_GAIN,
+) -> int:
+    """Trajectory rank suited to a short flow.
+
+    Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
+    centred one-step design (as :class:`~rganalysis.fit.jacobian.TrajectoryEstimator` builds it) is at
+    least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
+    ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).  On short
+    data-free flows the first direction is the common decay of all densities, the second (on ResNets)
+    the redistribution of density between depths; further directions explain little and their
+    eigenvalues are unstable, and (b) keeps them out (docs/universality.md).
+    """
+    from rganalysis.fit.jacobian import TrajectoryEstimator
+
+    K = couplings.transpose("round", "coupling")
+    m = int(K.sizes["round"]) - 1
+    if m < 2:
+        raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
+    cap = max(1, min(int(max_rank), m - 1, int(K.sizes["coupling"])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
+        s = fit.singular_values_
+        r, res = 1, fit.residual_
+        while r < cap and s.size > r and s[0] > 0 and s[r] >= float(rtol) * s[0]:
+            try:
+                nxt = TrajectoryEstimator(rank=r + 1, n_bootstrap=0).fit(K).residual_
+            except DegenerateRegressionError:  # the next direction is numerically empty
+                break
+            if not nxt * float(gain) <= res:
+                break
+            r, res = r + 1, nxt
+    return r
+
+
+def _coupling_groups(sets: Sequence[str], pset: Any) -> tuple[int, int]:
+    """(number of per-layer statistics, number of whole-network couplings) of the coupling sets."""
+    n_stats = n_global = 0
+    unknown = [s for s in sets if s not in _STATS_PER_LAYER]
+    for s in sets:
+        n_stats += _STATS_PER_LAYER.get(s, 0)
+    if unknown:  # a registered set: look at what it gives on round 0
+        from rganalysis.fit.couplings import compute_couplings
+
+        k = compute_couplings(pset.state(0, "cpu"), unknown)
+        depth = np.asarray(k["depth"].values, dtype=np.float64)
+        keys = {
+            (s, st)
+            for s, st, d in zip(k["set"].values, k["statistic"].values, depth, strict=True)
+            if np.isfinite(d)
+        }
+        n_stats += len(keys)
+        n_global += int((~np.isfinite(depth)).sum())
+    return n_stats, n_global
+
+
+def resolve_depth_points(
+    depth_points: int | str | None,
+    flows: Sequence[Any],
+    couplings: Sequence[str] = ("density",),
+    *,
+    rank: int | str | None = "auto",
+    ridge: float = 0.0,
+    estimator: str = "trajectory",
+) -> int | None:
+    """The number of normalised depths actually used for ``flows`` (one value for all, so they share one
+    coupling space): ``depth_points`` itself unless it is ``"auto"``.
+
+    ``"auto"``: none with the response estimator or a one-layer flow (per-layer couplings); otherwise
+    ``min(8, fittable, fewest layers)``, at least 2.  *Fewest layers*: more depths than the shallowest flow has pruned
+    layers would be collinear.  *Fittable*: with a rank truncation (``rank`` an int or ``"auto"``) or a
+    ridge, any number (the fit stays determined); without, the most depths for which the shortest flow
+    has at least twice as many one-step pairs as parameters per row of the Jacobian (pairs >= 2
+    (couplings + 1)) -- the bare minimum gives an exactly determined fit with zero residual, no usable
+    bootstrap and arbitrary eigenvalues.  ``flows`` need ``pruned_names()``, ``n_rounds`` and
+    (for registered coupling sets beyond the built-in ones) ``state(0)``.
+    """
+    if depth_points != "auto":
+        return depth_points
+    if estimator == "response":
+        return None
+    layers = min(len(p.pruned_names()) for p in flows)
+    if layers < 2:
+        return None  # one layer: nothing to resample
+    if rank is not None or ridge:
+        return max(2, min(DEFAULT_DEPTH_POINTS, layers))
+    n_stats, n_global = _coupling_groups(couplings, flows[0])
+    pairs = min(p.n_rounds for p in flows) - 1
+    fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)
+    return max(2, min(DEFAULT_DEPTH_POINTS, fittable, layers))

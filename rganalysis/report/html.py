@@ -131,6 +131,14 @@ def render_html(rep: Report) -> str:
             ("perturbation", o.perturbation),
             ("samples", format_value(o.n_samples)),
         ]
+    cs = (rep.compare_json or {}).get("settings")
+    if cs:  # the comparison fits each flow itself; its settings differ from the model fits' and are said here
+        opt_rows += [
+            ("comparison: estimator", "trajectory, no bootstrap"),
+            ("comparison: rank", format_value(cs.get("rank"))),
+            ("comparison: fixed-point ridge", format_value(cs.get("fixed_point_ridge"))),
+            ("comparison: alignment", str(cs.get("alignment"))),
+        ]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

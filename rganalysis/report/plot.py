@@ -141,11 +141,12 @@ def density_heatmap(
 # ------------------------------------------------------------------------------------------- magnitudes
 def _survivor_samples(
     pset: ParameterSet, rounds: Sequence[int], max_samples: int, names: Sequence[str] | None = None
-) -> tuple[dict[int, np.ndarray], int]:
+) -> tuple[dict[int, np.ndarray], int, dict[int, int]]:
     """|w| of the survivors of each round, on a fixed strided subset of positions (read tensor by tensor).
 
     The same positions are used at every round, so the histograms of different rounds count the same
-    weights; ``stride`` = ceil(total / max_samples) (1 keeps every weight).  Returns (round -> |w|, stride).
+    weights; ``stride`` = ceil(total / max_samples) (1 keeps every weight).  Returns (round -> |w|,
+    stride, round -> exact number of survivors, counted on the full masks).
     """
     import torch
 
@@ -153,6 +154,7 @@ def _survivor_samples(
     total = sum(pset.info[n].numel for n in names)
     stride = max(1, math.ceil(total / max(1, int(max_samples))))
     out: dict[int, list[np.ndarray]] = {int(r): [] for r in rounds}
+    survivors = {int(r): 0 for r in rounds}
     # a data-free computed flow never changes the weights: read each tensor once
     static = pset.flow_attrs.get("kind") == "computed" and pset.flow_attrs.get("rescaling", "none") == "none"
     offset = 0  # the subset runs over the concatenation of all tensors, so small tensors are not skipped
@@ -160,16 +162,17 @@ def _survivor_samples(
         numel = pset.info[n].numel
         start = (-offset) % stride
         offset += numel
-        if start >= numel:
-            continue
         w = None
         for r in rounds:
+            mask = pset.mask(n, int(r)).reshape(-1)
+            survivors[int(r)] += int(mask.sum())
+            if start >= numel:
+                continue
             if w is None or not static:
                 w = pset.tensor(n, int(r))
             wf = w.reshape(-1)[start::stride].to(torch.float64)
-            m = pset.mask(n, int(r)).reshape(-1)[start::stride]
-            out[int(r)].append(wf[m].abs().numpy())
-    return {r: (np.concatenate(v) if v else np.zeros(0)) for r, v in out.items()}, stride
+            out[int(r)].append(wf[mask[start::stride]].abs().numpy())
+    return {r: (np.concatenate(v) if v else np.zeros(0)) for r, v in out.items()}, stride, survivors
 
 
 def magnitude_distributions(
@@ -196,8 +199,8 @@ def magnitude_distributions(
     ax : Axes to draw on
     bins : number of log-spaced bins between the 0.1% quantile of the round-0 survivors and the largest |w|
     max_samples : models larger than this are subsampled deterministically: every ``stride``-th weight
-        of the concatenated pruned tensors, the same positions at every round; counts are scaled back by
-        the stride so they estimate numbers of weights
+        of the concatenated pruned tensors, the same positions at every round; bin counts are scaled back
+        by the stride so they estimate numbers of weights (the survivor totals are exact)
     names : tensors to include (default: ``pset.pruned_names()``)
     stacked : one baseline per round (ridgeline) instead of overlapping curves
     cmap : colour map of the rounds (early rounds dark, late rounds bright)
@@ -209,7 +212,7 @@ def magnitude_distributions(
         rounds = sorted({int(round(x)) for x in np.linspace(0, n - 1, min(n, 9))})
     rounds = [int(r) for r in rounds]
     ax = _axes(ax, (6.4, max(4.0, 1.5 + 0.55 * len(rounds))) if stacked else (6.4, 4.8))
-    samples, stride = _survivor_samples(pset, rounds, max_samples, names)
+    samples, stride, survivors = _survivor_samples(pset, rounds, max_samples, names)
     pos = np.concatenate([s[s > 0] for s in samples.values()]) if samples else np.zeros(0)
     if pos.size == 0:
         ax.text(0.5, 0.5, "no non-zero surviving weights", ha="center", va="center", transform=ax.transAxes)
@@ -225,8 +228,8 @@ def magnitude_distributions(
     for i, r in enumerate(rounds):
         s = samples[r]
         counts, _ = np.histogram(np.clip(s[s > 0], lo, hi), bins=edges)
-        label = f"round {r}: {s.size * stride:,} survivors" + (" (est.)" if stride > 1 else "")
-        ticks.append(f"round {r}\n{s.size * stride:,}" + ("*" if stride > 1 else ""))
+        label = f"round {r}: {survivors[r]:,} survivors"
+        ticks.append(f"round {r}\n{survivors[r]:,}")
         if stacked:
             base = len(rounds) - 1 - i
             h = counts / counts.max() * 0.9 if counts.max() > 0 else counts.astype(float)
@@ -241,11 +244,7 @@ def magnitude_distributions(
         ax.set_yticks(np.arange(len(rounds)) + 0.3)
         ax.set_yticklabels(list(reversed(ticks)), fontsize=7)
         ax.set_ylim(0, len(rounds))
-        ax.set_ylabel(
-            "survivors per bin, each round scaled to its peak\n(tick: round, number of survivors"
-            + (", * estimated" if stride > 1 else "")
-            + ")"
-        )
+        ax.set_ylabel("survivors per bin, each round scaled to its peak\n(tick: round, number of survivors)")
     else:
         ax.set_ylabel("number of weights per bin")
         ax.legend(fontsize=7, loc="upper left", frameon=False)

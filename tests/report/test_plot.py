@@ -67,14 +67,18 @@ def test_magnitude_distributions_subsample_is_deterministic(tiny_flow):
     assert plot.magnitude_distributions(tiny_flow, ax=ax) is ax
     assert ax.get_xscale() == "log"
     assert len(ax.get_yticklabels()) == 4  # one baseline per round
-    full, stride = plot._survivor_samples(tiny_flow, [0, 3], max_samples=10**9)
+    full, stride, exact = plot._survivor_samples(tiny_flow, [0, 3], max_samples=10**9)
+    n3 = sum(int(tiny_flow.mask(n, 3).sum()) for n in tiny_flow.names)
     assert stride == 1
-    assert full[0].size == 1600 and full[3].size == sum(
-        int(tiny_flow.mask(n, 3).sum()) for n in tiny_flow.names
-    )
-    sub1, s1 = plot._survivor_samples(tiny_flow, [0, 3], max_samples=200)
-    sub2, _ = plot._survivor_samples(tiny_flow, [0, 3], max_samples=200)
+    assert full[0].size == 1600 and full[3].size == n3
+    assert exact == {0: 1600, 3: n3}
+    sub1, s1, exact1 = plot._survivor_samples(tiny_flow, [0, 3], max_samples=200)
+    sub2, _, _ = plot._survivor_samples(tiny_flow, [0, 3], max_samples=200)
     assert s1 == 8 and sub1[0].size == 200
+    assert exact1 == exact  # subsampling the histograms never changes the survivor counts
+    # stride 6 keeps 267 of 1600 positions: 267 x 6 = 1602 would exceed the total; the ticks are exact
+    ax3 = plot.magnitude_distributions(tiny_flow, rounds=[0, 3], ax=_new_ax(), max_samples=300)
+    assert [t.get_text() for t in ax3.get_yticklabels()] == [f"round 3\n{n3:,}", "round 0\n1,600"]
     np.testing.assert_array_equal(sub1[3], sub2[3])
     assert set(sub1[3]) <= set(sub1[0])  # the same positions at every round: survivors are a subset
     ax2 = plot.magnitude_distributions(tiny_flow, rounds=[0, 2], ax=_new_ax(), stacked=False, max_samples=200)

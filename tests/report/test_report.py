@@ -65,6 +65,8 @@ def test_several_models_report(flows, tmp_path):
         fig = page.figures[f"fig-{f}"]
         assert fig["img"] == 1 and fig["caption"]
     assert page.tables["compare-distance"] and page.tables["compare-classes"] and page.tables["compare-fits"]
+    shown = {row[0]["text"]: row[1]["text"] for row in page.tables["report-options"]}
+    assert shown["ridge"] == "0" and shown["comparison: fixed-point ridge"] == "0.05"  # each fit's own ridge
     for name in cj["components"]:
         assert page.tables[f"compare-component-{name}"]
     cmd = shlex.split(unescape(re.search(r'id="comparison">.*?<code>([^<]+)</code>', text, re.S).group(1)))

@@ -217,3 +217,31 @@ def test_compute_flow_from_pruned_start(gaussian_model):
     f2 = compute_flow(f1, 1, 0.5, progress=False)  # continues from f1's last round
     assert f2.global_density().values[0] == pytest.approx(f1.global_density().values[-1])
     assert f2.global_density().values[1] == pytest.approx(0.125, abs=1e-4)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "bert-12-layers"])
+def test_every_default_flow_fits_with_the_default_fit(model, resnet18_sd, tmp_path, capsys):
+    """`flow` with its defaults, then `fit` and `report` with theirs, on many-layer models (ResNet-18: 21
+    pruned layers; a 12-layer BERT: 73) whose per-layer couplings outnumber the 8 pairs of the default flow.
+    One definition of the defaults (depth points and rank chosen from the data) makes both run."""
+    from tests.conftest import write_bert_dir
+
+    if model == "resnet18":
+        src = tmp_path / "r18.pth"
+        torch.save(resnet18_sd, src)
+    else:
+        src = tmp_path / "bert"
+        write_bert_dir(src, "BertModel", layers=12)
+    store, flow = tmp_path / "m.h5", tmp_path / "f.h5"
+    assert main(["ingest", str(src), "-o", str(store), "-q"]) == 0
+    assert main(["flow", str(store), "-o", str(flow), "-q"]) == 0
+    with rganalysis.load(flow) as f:
+        n_layers = len(f.pruned_names())
+        assert f.n_rounds == 9 and f.flow_attrs["rate"] == 0.2  # the documented defaults: 8 rounds at 0.2
+    assert n_layers > 8
+    js = tmp_path / "fit.json"
+    assert main(["fit", str(flow), "--json", str(js)]) == 0
+    j = json.loads(js.read_text())
+    assert j["depth_points"] is not None and len(j["couplings"]) <= 8 < n_layers
+    assert main(["report", str(flow), "-o", str(tmp_path / "r.html"), "--bootstrap", "10"]) == 0
+    capsys.readouterr()

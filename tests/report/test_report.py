@@ -122,3 +122,26 @@ def test_report_object_api(flows):
         assert rep.to_html().count("data:image/png;base64,") == 5
     finally:
         rep.close()
+
+
+def test_one_layer_model_report(tmp_path, capsys):
+    """A model with one prunable layer: `fit` handles it with its defaults, and so must `report` (no depth
+    resampling of a single layer: one density coupling, the map rho -> (1 - p) rho exactly)."""
+    import torch
+
+    torch.manual_seed(0)
+    torch.save({"fc.weight": torch.randn(64, 32), "fc.bias": torch.randn(64)}, tmp_path / "one.pth")
+    store, flow, html = tmp_path / "one.h5", tmp_path / "one-f.h5", tmp_path / "one.html"
+    assert main(["ingest", str(tmp_path / "one.pth"), "-o", str(store), "-q"]) == 0
+    assert main(["flow", str(store), "-o", str(flow), "-q"]) == 0
+    assert main(["report", str(flow), "-o", str(html), "--bootstrap", "10", "-q"]) == 0
+    page, text = parse_report(html)
+    assert_self_contained(page, text)
+    fit_json = json.loads(page.scripts["fit-one"])
+    assert fit_json["depth_points"] is None and fit_json["couplings"] == ["density[fc.weight]"]
+    (lam,) = fit_json["eigenvalues"]
+    with rganalysis.load(flow) as f:
+        g = f.global_density().values
+    # one layer: the density map is the global one, lambda = rho_{n+1} / rho_n = 1 - p up to rounding
+    assert abs(lam["abs"] - 0.8) < 2 / (64 * 32 * g[-1])
+    capsys.readouterr()

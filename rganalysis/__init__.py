@@ -25,7 +25,7 @@ _PUBLIC = {
     "write_report": "rganalysis.report",
     "RGAnalysisError": "rganalysis.errors",
 }
-_MODULES = {"plot": "rganalysis.report.plot", "errors": "rganalysis.errors"}
+_MODULES = {"plot": "rganalysis.plot", "errors": "rganalysis.errors"}
 
 __all__ = [
     "FlowFit",
@@ -61,12 +61,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rganalysis import errors
+    from rganalysis import errors, plot
     from rganalysis.adapters import ingest
     from rganalysis.errors import RGAnalysisError
     from rganalysis.fit import FlowFit
     from rganalysis.koopman import KoopmanDMD
-    from rganalysis.report import plot, write_report
+    from rganalysis.report import write_report
     from rganalysis.rg import compute_flow
     from rganalysis.store import ParameterSet, State, load, save
     from rganalysis.universality import UniversalityAnalysis

@@ -32,3 +32,18 @@ def test_every_subpackage_is_installed():
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rganalysis").rglob("__init__.py")}
     assert found == on_disk and {"rganalysis.store", "rganalysis.cli", "rganalysis.report"} <= found
     assert "rganalysis.adapters" in sys.modules or importlib.util.find_spec("rganalysis.adapters") is not None
+
+
+def test_ci_runs_the_readme_test_command_and_fails_on_no_tests():
+    """The README keeps two set-up commands; `.ci/run` runs the second one verbatim and treats pytest's
+    exit status 5 (nothing collected) as a failure."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(
+        r"```bash\n(.*?)\n```", readme.split("## Set-up: two commands")[1].split("\n## ")[0], re.S
+    )
+    assert len(commands) == 2 and "rganalysis demo" in commands[0] and "pytest" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1] + " || status=$?" in ci
+    assert '"$status" -eq 5' in ci and "pip wheel" in ci and "ruff format --check" in ci

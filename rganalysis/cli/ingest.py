@@ -18,7 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="NAME",
         help="force an adapter instead of detecting one: " + ", ".join(available()),
     )
-    p.add_argument("--name", help="label of the model in reports (default: the source's name)")
+    p.add_argument("--name", help="label of the model in reports (default: the output file's stem)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.add_argument(
         "--mask",
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     options = {
         k: v
         for k, v in {
-            "name": args.name,
+            "name": args.name or args.output.stem,
             "masks": args.masks,
             "prefix": args.prefix,
             "architecture": args.architecture,

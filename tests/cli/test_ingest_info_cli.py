@@ -85,6 +85,13 @@ def test_ingest_and_info_json(tmp_path, resnet18_sd, capsys):
     assert main(["info", str(tmp_path / "r18.h5")]) == 0
     text = capsys.readouterr().out
     assert "layer4.1.conv2.weight" in text and "global density" in text
+    # without --name the label is the output's stem (a HuggingFace folder's weights are all "model")
+    (tmp_path / "hf").mkdir()
+    torch.save(resnet18_sd, tmp_path / "hf" / "model.pth")
+    assert (
+        main(["ingest", str(tmp_path / "hf" / "model.pth"), "-o", str(tmp_path / "resnet-a.h5"), "-q"]) == 0
+    )
+    assert rganalysis.load(tmp_path / "resnet-a.h5").attrs["name"] == "resnet-a"
 
 
 def test_module_entry_point(tmp_path, resnet18_sd):

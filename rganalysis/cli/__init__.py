@@ -3,7 +3,8 @@
 Each sub-command is a module of this package with ``add_parser(subparsers)`` (returning its
 parser) and ``run(args) -> int``; modules are discovered, so a new command is one new module.
 Errors the user can cause (:class:`~rganalysis.errors.RGAnalysisError`, missing files) print one
-message and exit with status 2.
+message and exit with status 2.  Only the module of the command that runs is imported (``rganalysis
+info`` never imports torch, xarray or matplotlib).
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import sys
 import warnings
 
 from rganalysis import __version__
-from rganalysis.errors import RGAnalysisError
+from rganalysis.errors import RGAnalysisError, UnsafeLoadWarning
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names() -> list[str]:
+    """The sub-commands: the public modules of this package, sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command ``only`` alone (its module is the only one imported)."""
     parser = argparse.ArgumentParser(
         prog="rganalysis",
         description="Iterative magnitude pruning as a renormalization-group flow: ingest checkpoints, "
@@ -27,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rganalysis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.set_defaults(commands=sub.choices)  # name -> sub-parser, for the generated reference
-    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if m.name.startswith("_"):
+    for name in command_names():
+        if only is not None and name != only:
             continue
-        mod = importlib.import_module(f"{__name__}.{m.name}")
+        mod = importlib.import_module(f"{__name__}.{name}")
         p = mod.add_parser(sub)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(run_command=mod.run)
@@ -38,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(first if first in command_names() else None).parse_args(argv)
     if args.quiet:
         warnings.filterwarnings("ignore", category=UserWarning, module="rganalysis")
+        warnings.filterwarnings("always", category=UnsafeLoadWarning)  # -q hides progress, never this
     try:
         return int(args.run_command(args) or 0)
     except (RGAnalysisError, FileNotFoundError) as e:

@@ -40,6 +40,10 @@ def compute_flow(
     """Run ``rounds`` IMP rounds on ``pset`` (from its last round unless ``start_round``) and return
     the flow as a ParameterSet of ``rounds + 1`` rounds (round 0 = the starting state).
 
+    Rounds that prune nothing (``round(rate * survivors) = 0``) are flagged: the flow attribute
+    ``empty_from`` is the first of them (every later round is one too).  A data-free flow does not
+    compute them: they repeat that round's state.
+
     IMP acts on ``pset.pruned_names()``: the tensors masked in the source, else the prunable ones.
     Masks are kept as the number of rounds each weight survives (:class:`SurvivalMask`; one integer per
     weight, of :func:`survival_torch_dtype`, which cannot overflow for any number of rounds), so a long
@@ -65,12 +69,31 @@ def compute_flow(
     weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
     sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
     dens = np.empty((rounds + 1, len(state.names)))
-    for r, st in enumerate(imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)):
+    empty_from = (
+        None  # the first round that prunes nothing: no later round does either (rganalysis.rg.budget)
+    )
+    last: list[int] | None = None
+    flow_iter = imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)
+    for r, st in enumerate(flow_iter):
+        counts = []
         for j, (k, m) in enumerate(st.masks.items()):
             alive_rounds[k].add_(m.cpu())
-            dens[r, j] = float(torch.count_nonzero(m)) / sizes[j]
+            counts.append(int(torch.count_nonzero(m)))
+            dens[r, j] = float(counts[-1]) / sizes[j]
         if r > 0 and rescaling != "none":
             weights[r] = {k: w.detach().cpu().to(pset.info[k].dtype) for k, w in st.weights.items()}
+        if r > 0 and empty_from is None and counts == last:
+            empty_from = r
+            if (
+                rescaling == "none" and r < rounds
+            ):  # every later round is this state again: counted, not computed
+                rest = rounds - r
+                for k, m in st.masks.items():
+                    alive_rounds[k].add_(m.cpu().to(sdt) * rest)
+                dens[r + 1 :] = dens[r]
+                flow_iter.close()
+                break
+        last = counts
     masks: Mapping[str, list] = {
         k: [SurvivalMask(alive_rounds[k], r) for r in range(rounds + 1)] for k in state.names
     }
@@ -89,6 +112,8 @@ def compute_flow(
         "start_round": start,
         "device": str(dev),
     }
+    if empty_from is not None:
+        flow["empty_from"] = empty_from  # rounds empty_from .. rounds pruned nothing
     out = ParameterSet(
         pset.info,
         weights,

@@ -28,7 +28,7 @@ from rganalysis.store.index import (
 from rganalysis.store.netcdf import NetCDFWriter, set_attrs
 from rganalysis.store.output import AtomicOutput
 from rganalysis.store.parameter_set import DiskRef, LayoutEntry, ParameterSet, TensorInfo, json_text
-from rganalysis.store.reader import crc32
+from rganalysis.store.reader import count_nonfinite, crc32
 from rganalysis.store.tensors import dtype_name, to_numpy, torch_dtype
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
@@ -60,13 +60,6 @@ def _row_chunks(shape: Sequence[int], itemsize: int, lead: tuple[int, ...] = ())
     return (*lead, rows, *shape[1:])
 
 
-def _all_finite(t: torch.Tensor) -> bool:
-    if t.numel() == 0:
-        return True
-    lo, hi = torch.aminmax(t.detach().reshape(-1))  # min and max propagate NaN
-    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
-
-
 def _tensor_attrs(i: TensorInfo, role: str = "model") -> dict[str, Any]:
     return {
         "kind": i.kind,
@@ -96,7 +89,7 @@ def _put_tensor(
     entry["crc32"] = crc32(a)
     extra: dict[str, Any] = {"crc32": entry["crc32"]}
     if t.is_floating_point():
-        entry["finite"] = int(_all_finite(t))
+        entry["finite"] = int(count_nonfinite(a, entry["dtype"]) == 0)
         extra["finite"] = entry["finite"]
     nc.variable(
         group,
@@ -124,11 +117,13 @@ def _put_survival(
     nc: NetCDFWriter, mg: h5py.Group, name: str, s: np.ndarray, dims: Sequence[str], R: int, compress: bool
 ) -> dict[str, Any]:
     """The masks of ``name`` as survival rounds (uint8/16/32 by ``R``), deflated when that pays: when
-    the entropy of the survival values is under 60% of the bits stored per weight."""
+    the entropy of the survival values is under a quarter of the bits stored per weight (deflate saves
+    at least about half then; below that it costs more read time than it saves disk, as every read of
+    a round's mask inflates the whole tensor: docs/benchmark-store-io.md), or when ``compress``."""
     s = np.ascontiguousarray(s.astype(survival_dtype(R), copy=False))
     hist = np.bincount(s.reshape(-1), minlength=R + 1)
     bits = 8 * s.itemsize
-    deflate = s.size > 0 and (compress or _entropy_bits(hist) < 0.6 * bits)
+    deflate = s.size > 0 and (compress or _entropy_bits(hist) < 0.25 * bits)
     crc = crc32(s)
     nc.variable(
         mg,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -180,7 +179,7 @@ class AtomicOutput:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(self.path)
         while True:
-            tmp = self.path.parent / f".{self.path.name}.{TEMP_MARK}-{os.getpid()}-{secrets.token_hex(4)}"
+            tmp = self.path.parent / f".{self.path.name}.{TEMP_MARK}-{os.getpid()}-{os.urandom(4).hex()}"
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:  # pragma: no cover - 32 random bits collided

@@ -26,7 +26,7 @@ from rganalysis.errors import (
 )
 from rganalysis.store.layers import dim_names
 from rganalysis.store.state import State, resolve_device
-from rganalysis.store.tensors import from_numpy, torch_dtype
+from rganalysis.store.tensors import from_numpy, to_numpy, torch_dtype
 
 __all__ = [
     "build_info",
@@ -498,12 +498,20 @@ class ParameterSet:
         return module
 
     def save(
-        self, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True
+        self,
+        path: str | os.PathLike,
+        *,
+        force: bool = False,
+        compress: bool = False,
+        progress: bool = True,
+        inputs: Iterable[str | os.PathLike] = (),
     ) -> Path:
-        """Write the set to ``path`` (atomically: a temporary file renamed at the end)."""
+        """Write the set to ``path`` atomically (:func:`rganalysis.store.save`): never over an existing
+        file unless ``force``, never over one of ``inputs`` (nor over the store this set was loaded from)."""
         from rganalysis.store.hdf5 import save
 
-        return save(self, path, force=force, compress=compress, progress=progress)
+        inputs = [*inputs, *([self.path] if self.path is not None else [])]
+        return save(self, path, force=force, compress=compress, progress=progress, inputs=inputs)
 
     def close(self) -> None:
         """Close the store file (a loaded set); tensors already read stay valid."""
@@ -526,11 +534,11 @@ class ParameterSet:
 
 
 def _all_finite(t: torch.Tensor) -> bool:
-    """True when ``t`` holds no NaN/Inf (two reductions: min and max propagate NaN; no element-wise pass)."""
-    if t.numel() == 0:
-        return True
-    lo, hi = torch.aminmax(t.detach().reshape(-1))
-    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+    """True when ``t`` holds no NaN/Inf (min and max propagate NaN: no element-wise pass unless one is
+    not finite; in numpy, single-threaded: with a busy thread pool many small torch calls are slow)."""
+    from rganalysis.store.reader import count_nonfinite
+
+    return count_nonfinite(to_numpy(t), str(t.dtype).removeprefix("torch.")) == 0
 
 
 def build_info(

@@ -57,6 +57,26 @@ def count_nonfinite(arr: np.ndarray, dtype: str) -> int:
     return int(arr.size - np.count_nonzero(np.isfinite(arr)))
 
 
+def _histogram(values: np.ndarray, n: int, block: int = 1 << 18) -> np.ndarray:
+    """Counts of ``0 .. n-1`` in ``values`` (unsigned integers below ``n``), by blocks (bincount widens to
+    int64).  uint8 values are counted two at a time (pairs as uint16: half the passes), then split."""
+    h = np.zeros(n, dtype=np.int64)
+    if values.dtype == np.uint8 and values.size >= 1 << 16:
+        even = values.size // 2 * 2
+        pairs = values[:even].view(np.uint16)
+        acc = np.zeros(1 << 16, dtype=np.int64)
+        for i in range(0, pairs.size, 4 * block):
+            acc += np.bincount(pairs[i : i + 4 * block], minlength=1 << 16)
+        grid = acc.reshape(256, 256)
+        h += (grid.sum(axis=0) + grid.sum(axis=1))[:n]
+        if even < values.size:
+            h[values[-1]] += 1
+        return h
+    for i in range(0, values.size, block):
+        h += np.bincount(values[i : i + block], minlength=n)[:n]
+    return h
+
+
 class StoreReader:
     """An open store (:func:`~rganalysis.store.index.open_store` + :func:`~rganalysis.store.index.read_index`)
     whose datasets are checked on their first whole read.
@@ -77,6 +97,7 @@ class StoreReader:
         except BaseException:
             self.file.close()
             raise
+        self._gids: dict[str, Any] = {}
         self._verified: set[tuple[str, str]] = set()
         self._counts: dict[str, np.ndarray] = {}
         self._table: tuple[list[str], np.ndarray] | None = None
@@ -95,8 +116,17 @@ class StoreReader:
 
     def _read(self, group: str, var: str, sel: Any = ()) -> np.ndarray:
         try:
+            if sel == ():  # a whole dataset: HDF5's read into a new array, without h5py's selection machinery
+                gid = self._gids.get(group)
+                if gid is None:
+                    gid = self._gids[group] = self.file[group].id
+                ds = h5py.h5d.open(gid, var.encode())
+                out = np.empty(ds.shape, dtype=ds.dtype)
+                if out.size:
+                    ds.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+                return out
             return self.file[group][var][sel]
-        except OSError as e:
+        except (OSError, KeyError) as e:
             raise CorruptStoreError(f"{self.path}: cannot read /{group}/{var} ({e})") from None
 
     def _check_crc(self, arr: np.ndarray, want: int | None, where: str) -> None:
@@ -198,11 +228,18 @@ class StoreReader:
         if name in self._counts:
             return arr
         self._check_crc(arr, m.crc32, f"/masks/{name}")
-        self._check_values(name, arr)
         if m.encoding == SURVIVAL:
-            hist = np.bincount(arr.reshape(-1), minlength=R + 1).astype(np.int64)
-            counts = arr.size - np.cumsum(hist)[:R]  # alive at round r: survival > r
+            flat = arr.reshape(-1)
+            if flat.dtype == np.uint8:  # every byte value counted at once: the range check comes free
+                hist = _histogram(flat, 256)
+                if hist[R + 1 :].any():
+                    self._check_values(name, arr)
+            else:
+                self._check_values(name, arr)
+                hist = _histogram(flat, R + 1)
+            counts = arr.size - np.cumsum(hist[: R + 1])[:R]  # alive at round r: survival > r
         else:
+            self._check_values(name, arr)
             flat = arr.reshape(R, -1)
             counts = np.count_nonzero(flat, axis=1).astype(np.int64)
             if self.index.masks_nested:

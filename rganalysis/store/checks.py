@@ -104,7 +104,9 @@ def check_store(path: str | os.PathLike) -> StoreCheck:
             try:
                 return fn(*a)
             except RGAnalysisError as e:
-                out.problems.append(e)
+                seen = {(type(p), str(p)) for p in out.problems}
+                if (type(e), str(e)) not in seen:  # one report per problem
+                    out.problems.append(e)
                 return None
 
         for e in entries:

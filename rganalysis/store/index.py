@@ -227,7 +227,11 @@ def open_store(path: str | os.PathLike) -> h5py.File:
             )
         if version < 1:
             raise CorruptStoreError(f"{path}: invalid format_version {version}")
-        if (version >= 2 and int(_text(f.attrs.get(COMPLETE_ATTR, 0)) or 0) != 1) or temp:
+        if temp:
+            raise IncompleteStoreError(
+                f"{path}: incomplete file (interrupted write): the temporary file of an rganalysis write"
+            )
+        if version >= 2 and int(_text(f.attrs.get(COMPLETE_ATTR, 0)) or 0) != 1:
             raise IncompleteStoreError(f"{path}: incomplete file (interrupted write)")
     except BaseException:
         f.close()

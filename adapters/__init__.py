@@ -154,12 +154,29 @@ def ingest_many(
     ]
     if workers <= 1 or len(jobs) <= 1:
         return [_ingest_job(j) for j in jobs]
+    with process_pool(min(workers, len(jobs))) as ex:
+        return list(ex.map(_ingest_job, jobs))
+
+
+def process_pool(workers: int):
+    """A pool of ``workers`` processes forked from this one (no torch import per worker, unlike spawn).
+
+    Each worker starts with one torch thread (as torch's DataLoader workers do: a forked OpenMP pool is
+    not safe to use) and with this module's background hashing threads forgotten (they do not exist
+    in a forked child)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as ex:
-        return list(ex.map(_ingest_job, jobs))
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+    )
+
+
+def _worker_init() -> None:
+    from rganalysis.store.checkpoint import forget_background_hashes
+
+    forget_background_hashes()
+    torch.set_num_threads(1)
 
 
 def build_module(pset: ParameterSet) -> torch.nn.Module:

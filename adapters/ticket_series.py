@@ -91,10 +91,9 @@ def _read_files(paths: list[Path], allow_pickle: bool, workers: int):
         for j in jobs:
             yield read_ticket_file(j)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from rganalysis.adapters import process_pool
 
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as ex:
+    with process_pool(min(workers, len(jobs))) as ex:
         yield from ex.map(read_ticket_file, jobs)
 
 

@@ -35,6 +35,7 @@ from rganalysis.store.parameter_set import (
     RoundData,
     build_info,
 )
+from rganalysis.store.tensors import to_numpy
 
 __all__ = [
     "check_masks",
@@ -43,11 +44,13 @@ __all__ = [
     "common_prefix",
     "describe_file",
     "find_state_dict",
+    "forget_background_hashes",
     "is_state_dict",
     "load_checkpoint",
     "make_parameter_set",
     "MAX_EXPANSION",
     "sha256",
+    "same_bits",
     "single_round",
     "start_sha256",
     "split_pruned",
@@ -99,6 +102,12 @@ def _file_key(path: str | os.PathLike) -> tuple:
 
 _DIGESTS: dict[tuple, Any] = {}
 _HASHER: list = []
+
+
+def forget_background_hashes() -> None:
+    """Drop the hashing threads and their pending results (in a forked child, where the threads do not exist)."""
+    _HASHER.clear()
+    _DIGESTS.clear()
 
 
 def start_sha256(path: str | os.PathLike) -> None:
@@ -160,6 +169,20 @@ def check_expansion(name: str, t: torch.Tensor) -> None:
             f"({full:,} bytes, {t.numel() // stored:,}x its data; at most {MAX_EXPANSION}x is stored "
             "materialised): refused"
         )
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` have the same dtype, shape and bits (-0.0 differs from 0.0; a NaN
+    equals itself): what a store must keep to give every round back bit-exactly."""
+    if a is b:
+        return True
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    x, y = to_numpy(a).reshape(-1), to_numpy(b).reshape(-1)
+    if x.itemsize in (2, 4, 8):
+        view = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.itemsize]
+        return bool(np.array_equal(x.view(view), y.view(view)))
+    return bool(np.array_equal(x.view(np.uint8), y.view(np.uint8)))
 
 
 def load_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
@@ -345,11 +368,11 @@ def make_parameter_set(
         for k, t in rd.tensors.items():
             if k not in info:
                 raise MissingTensorError(f"round {r} holds tensor {k!r} that round 0 does not have")
-            if not (t.dtype == last[k].dtype and t.shape == last[k].shape and torch.equal(t, last[k])):
+            if not same_bits(t, last[k]):
                 weights.setdefault(r, {})[k] = t
                 last[k] = t
         for k, t in rd.extras.items():
-            if k not in last_extra or not torch.equal(t, last_extra[k]) or t.dtype != last_extra[k].dtype:
+            if k not in last_extra or not same_bits(t, last_extra[k]):
                 extras.setdefault(r, {})[k] = t
                 last_extra[k] = t
     masked = [n for n in info if any(n in rd.masks for rd in rounds)]

@@ -193,21 +193,16 @@ class ParameterSet:
             if len(ms) != self.n_rounds:
                 raise StoreFormatError(f"mask of {name!r} has {len(ms)} rounds, expected {self.n_rounds}")
             shape = self.info[name].shape
+            prev = None
             for r, m in enumerate(ms):
+                m = m if isinstance(m, torch.Tensor) else m()
                 if tuple(m.shape) != shape:
                     raise MaskShapeError(
                         f"mask of {name!r} (round {r}) has shape {tuple(m.shape)}, its weight has {shape}"
                     )
-                if m.dtype != torch.bool:
-                    ok = (m == 0) | (m == 1)
-                    if not bool(ok.all()):
-                        vals = torch.unique(m[~ok])[:5].tolist()
-                        raise NonBinaryMaskError(f"mask of {name!r} (round {r}) is not 0/1: holds {vals}")
-            prev = None
-            for r, m in enumerate(ms):
-                mb = m.bool()
-                if prev is not None and bool((mb & ~prev).any()):
-                    revived = int((mb & ~prev).sum())
+                mb = _mask_bits(m, f"mask of {name!r} (round {r})")
+                if prev is not None and np.any(mb > prev):  # alive now, pruned before
+                    revived = int(np.count_nonzero(mb > prev))
                     raise MasksNotNestedError(
                         f"masks of {name!r} are not nested: round {r} revives {revived} weights pruned at round {r - 1}"
                     )
@@ -315,15 +310,16 @@ class ParameterSet:
         s = self._survival_tensor(name)
         if s is not None:
             return s.cpu().numpy().astype(dt, copy=False)
-        out = None
+        out = np.zeros(self.info[name].shape, dtype=dt)
         prev = None
+        known = self.masks_nested is True  # checked when the set was made
         for r in range(self.n_rounds):
-            m = self.mask(name, r)
-            if prev is not None and bool((m & ~prev).any()):
+            m = _mask_bits(self.mask(name, r), name)
+            if not known and prev is not None and np.any(m > prev):
                 return None
-            out = m.to(torch.int64) if out is None else out.add_(m)
+            out += m
             prev = m
-        return out.numpy().astype(dt)
+        return out
 
     def changed_names(self, round: int) -> list[str]:
         """Tensors whose stored weights change at ``round`` (every tensor at round 0), in model order."""
@@ -357,7 +353,7 @@ class ParameterSet:
             raise MissingTensorError(f"no tensor named {name!r}")
         self._check_round(round)
         if name in self._masks:
-            m = self._get(self._masks[name][round]).bool()
+            m = _as_bool(self._get(self._masks[name][round]))
         else:
             m = torch.ones(self.info[name].shape, dtype=torch.bool)
         return m if device is None else m.to(device)
@@ -423,7 +419,7 @@ class ParameterSet:
                     continue
                 for r in range(self.n_rounds):
                     m = self.mask(n, r)
-                    d[r, j] = int(torch.count_nonzero(m)) / m.numel()
+                    d[r, j] = int(np.count_nonzero(m.cpu().numpy())) / m.numel()
             self._density_cache = d
         return names, self._density_cache
 
@@ -531,6 +527,27 @@ class ParameterSet:
             f"<ParameterSet {self.attrs.get('name', '')!r} architecture={self.attrs.get('architecture')!r} "
             f"tensors={len(self.names)} parameters={n_params} rounds={self.n_rounds}>"
         )
+
+
+def _as_bool(m: torch.Tensor) -> torch.Tensor:
+    """A mask as ``torch.bool`` (nonzero = alive), converted in numpy for CPU tensors (see :func:`_mask_bits`)."""
+    if m.dtype == torch.bool or m.device.type != "cpu" or m.dtype == torch.bfloat16:
+        return m.bool()
+    return torch.from_numpy(m.numpy() != 0)
+
+
+def _mask_bits(m: torch.Tensor, what: str) -> np.ndarray:
+    """A 0/1 mask of any dtype as a numpy bool array (:class:`NonBinaryMaskError` for other values).
+    In numpy: single-threaded element-wise passes, which a busy torch thread pool makes slow."""
+    m = m.detach().cpu()
+    if m.dtype == torch.bool:
+        return m.numpy()
+    a = m.float().numpy() if m.dtype == torch.bfloat16 else m.numpy()
+    bad = (a != 0) & (a != 1)
+    if np.any(bad):
+        vals = np.unique(a[bad])[:5].tolist()
+        raise NonBinaryMaskError(f"{what} is not 0/1: holds {vals}")
+    return a != 0
 
 
 def _all_finite(t: torch.Tensor) -> bool:

@@ -311,3 +311,24 @@ def test_survival_counts_do_not_wrap_past_int16(tmp_path):
     with rganalysis.load(tmp_path / "f.h5") as back:
         assert back.read_masks("w.weight")[-1].sum() == 1
         assert back.densities().values[-1, 0] == pytest.approx(1 / 12)
+
+
+def test_the_format_page_lists_every_stored_dtype():
+    """docs/store-format.md's dtype table is the writer's (a reader with only h5py relies on it)."""
+    import re
+    from pathlib import Path
+
+    from rganalysis.store.index import STORED_DTYPES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "store-format.md").read_text()
+    table = text[text.index("| torch dtype |") : text.index("## Root attributes")]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if len(cells) < 2 or not cells[0].startswith("`"):
+            continue
+        names = [n.strip(" `") for n in cells[0].split(",")]
+        stored = [t.strip(" `").replace("\\|", "|") for t in cells[1].split(":")[0].split(",")]
+        for n, t in zip(names, stored * len(names) if len(stored) == 1 else stored, strict=False):
+            rows[n] = t.split()[0]
+    assert {k: rows[k] for k in STORED_DTYPES} == STORED_DTYPES

@@ -162,8 +162,7 @@ def process_pool(workers: int):
     """A pool of ``workers`` processes forked from this one (no torch import per worker, unlike spawn).
 
     Each worker starts with one torch thread (as torch's DataLoader workers do: a forked OpenMP pool is
-    not safe to use) and with this module's background hashing threads forgotten (they do not exist
-    in a forked child)."""
+    not safe to use); the store's helper threads (hashing, checksums) are made anew in each child."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -173,10 +172,7 @@ def process_pool(workers: int):
 
 
 def _worker_init() -> None:
-    from rganalysis.store.checkpoint import forget_background_hashes
-
-    forget_background_hashes()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # (helper threads of the parent are forgotten by their modules' fork hooks)
 
 
 def build_module(pset: ParameterSet) -> torch.nn.Module:

@@ -110,6 +110,9 @@ def forget_background_hashes() -> None:
     _DIGESTS.clear()
 
 
+os.register_at_fork(after_in_child=forget_background_hashes)
+
+
 def start_sha256(path: str | os.PathLike) -> None:
     """Start hashing ``path`` in a background thread (hashlib releases the GIL), so that the hash of a
     checkpoint is computed while it is being read; :func:`sha256` collects it."""

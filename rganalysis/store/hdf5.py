@@ -71,6 +71,15 @@ def _tensor_attrs(i: TensorInfo, role: str = "model") -> dict[str, Any]:
     }
 
 
+_CHECKER: list = []  # the helper thread's executor, made on first use
+os.register_at_fork(after_in_child=_CHECKER.clear)  # a forked child has no such thread
+
+
+def _check_summary(a: np.ndarray, dtype: str, floating: bool) -> tuple[int, int | None]:
+    """(CRC-32, 1/0 all finite or None for non-floating tensors) of an array about to be written."""
+    return crc32(a), (int(count_nonfinite(a, dtype) == 0) if floating else None)
+
+
 def _put_tensor(
     nc: NetCDFWriter,
     group: h5py.Group,
@@ -80,18 +89,21 @@ def _put_tensor(
     attrs: Mapping[str, Any],
     compress: bool,
 ) -> dict[str, Any]:
-    """Write tensor ``t`` as variable ``name`` of ``group``; its index entry."""
+    """Write tensor ``t`` as variable ``name`` of ``group``; its index entry.
+
+    Its checksum and finiteness are computed in a helper thread while HDF5 writes the bytes (zlib and
+    numpy's reductions release the GIL)."""
     a = to_numpy(t)
     entry: dict[str, Any] = {"name": name, "shape": list(a.shape), "dtype": dtype_name(t.dtype)}
     for k in ("kind", "module", "depth", "prunable", "role"):
         if k in attrs:
             entry[k] = attrs[k]
-    entry["crc32"] = crc32(a)
-    extra: dict[str, Any] = {"crc32": entry["crc32"]}
-    if t.is_floating_point():
-        entry["finite"] = int(count_nonfinite(a, entry["dtype"]) == 0)
-        extra["finite"] = entry["finite"]
-    nc.variable(
+    if not _CHECKER:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _CHECKER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="rganalysis-crc"))
+    pending = _CHECKER[0].submit(_check_summary, a, entry["dtype"], t.is_floating_point())
+    ds = nc.variable(
         group,
         name,
         dims,
@@ -99,8 +111,14 @@ def _put_tensor(
         chunks=_row_chunks(a.shape, a.itemsize) if compress and a.size else None,
         compression=4 if compress else None,
         shuffle=compress and a.itemsize > 1,
-        attrs={**attrs, **extra},
+        attrs=attrs,
     )
+    crc, finite = pending.result()
+    entry["crc32"] = crc
+    extra: dict[str, Any] = {"crc32": crc}
+    if finite is not None:
+        entry["finite"] = extra["finite"] = finite
+    set_attrs(ds, extra, new=True)
     return entry
 
 

@@ -139,15 +139,18 @@ def test_resnet_shapes_without_torchvision_match_torchvision():
         assert list(_resnet_shapes(arch).items()) == list(ref.items()), arch
 
 
-def test_info_imports_neither_torch_nor_xarray(imp_flow):
+@pytest.mark.parametrize("command", ["info", "check"])
+def test_info_and_check_import_neither_torch_nor_xarray(imp_flow, command):
     code = (
-        "import sys; from rganalysis.cli import main; rc = main(['info', sys.argv[1]]); "
+        "import sys; from rganalysis.cli import main; rc = main([sys.argv[1], sys.argv[2]]); "
         "print([m for m in ('torch', 'xarray', 'matplotlib', 'pandas', 'h5netcdf') if m in sys.modules], rc)"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(imp_flow["path"])], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code, command, str(imp_flow["path"])], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[] 0"
-    assert "global density" in r.stdout
+    assert ("global density" if command == "info" else ": ok (format 2") in r.stdout
 
 
 def test_sweep_in_processes_writes_the_serial_stores(tmp_path):

@@ -146,7 +146,8 @@ def ingest_many(
     its own file, atomically).  Returns one summary per source, in order: ``source``, ``output``,
     ``architecture``, ``adapter``, ``tensors``, ``parameters``, ``rounds``, or ``error`` (the name of
     the error) and ``message`` for a source that failed (the others are still written); re-raise one
-    with :func:`raise_from`.
+    with :func:`raise_from`.  Workers are forked (:func:`process_pool`): call it before this process
+    initialises CUDA.
     """
     jobs = [
         (str(s), str(o), adapter, dict(options), force, compress)

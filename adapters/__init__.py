@@ -96,6 +96,86 @@ def ingest(source: str | os.PathLike, adapter: str | None = None, **options: Any
     return a.load(source, **options)
 
 
+def _ingest_job(job: tuple[str, str, str | None, dict[str, Any], bool, bool]) -> dict[str, Any]:
+    """One source into one store (a worker of :func:`ingest_many`): a summary, or the error as data
+    (errors with their own constructor arguments do not unpickle)."""
+    source, output, adapter, options, force, compress = job
+    try:
+        pset = ingest(source, adapter=adapter, **options)
+        pset.save(output, force=force, compress=compress, progress=False, inputs=[source])
+        return {
+            "source": source,
+            "output": output,
+            "architecture": pset.attrs.get("architecture"),
+            "adapter": pset.attrs.get("adapter"),
+            "tensors": len(pset.names),
+            "parameters": sum(i.numel for i in pset.info.values()),
+            "rounds": pset.n_rounds,
+        }
+    except (RGAnalysisError, FileNotFoundError) as e:
+        return {"source": source, "output": output, "error": type(e).__name__, "message": str(e)}
+
+
+def raise_from(result: dict[str, Any]) -> None:
+    """Raise the error a worker of :func:`ingest_many` returned as data (its named class when it has one)."""
+    from rganalysis import errors
+
+    if "error" not in result:
+        return
+    if result["error"] == "FileNotFoundError":
+        raise FileNotFoundError(2, "no such file", result["source"])
+    cls = getattr(errors, result["error"], RGAnalysisError)
+    e = cls.__new__(cls)
+    Exception.__init__(e, result["message"])
+    raise e
+
+
+def ingest_many(
+    sources: list[str | os.PathLike],
+    outputs: list[str | os.PathLike],
+    *,
+    workers: int = 1,
+    adapter: str | None = None,
+    force: bool = False,
+    compress: bool = False,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Ingest a sweep: ``sources[i]`` into the store ``outputs[i]``, in ``workers`` processes at once.
+
+    Each store is the one a serial :func:`ingest` + ``save`` writes (processes share nothing; each writes
+    its own file, atomically).  Returns one summary per source, in order: ``source``, ``output``,
+    ``architecture``, ``adapter``, ``tensors``, ``parameters``, ``rounds``, or ``error`` (the name of
+    the error) and ``message`` for a source that failed (the others are still written); re-raise one
+    with :func:`raise_from`.  Workers are forked (:func:`process_pool`): call it before this process
+    initialises CUDA.
+    """
+    jobs = [
+        (str(s), str(o), adapter, dict(options), force, compress)
+        for s, o in zip(sources, outputs, strict=True)
+    ]
+    if workers <= 1 or len(jobs) <= 1:
+        return [_ingest_job(j) for j in jobs]
+    with process_pool(min(workers, len(jobs))) as ex:
+        return list(ex.map(_ingest_job, jobs))
+
+
+def process_pool(workers: int):
+    """A pool of ``workers`` processes forked from this one (no torch import per worker, unlike spawn).
+
+    Each worker starts with one torch thread (as torch's DataLoader workers do: a forked OpenMP pool is
+    not safe to use); the store's helper threads (hashing, checksums) are made anew in each child."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+    )
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # (helper threads of the parent are forgotten by their modules' fork hooks)
+
+
 def build_module(pset: ParameterSet) -> torch.nn.Module:
     """The architecture of ``pset`` (random init), built by the adapter that read it."""
     a = get(str(pset.attrs.get("adapter")))

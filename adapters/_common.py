@@ -46,21 +46,59 @@ def read_checkpoint_object(source: Path, allow_pickle: bool = False) -> Any:
     return _last[1]
 
 
+#: blocks per stage and block kind of the torchvision ResNets
+_RESNET_LAYOUT = {
+    "resnet18": ((2, 2, 2, 2), "basic"),
+    "resnet34": ((3, 4, 6, 3), "basic"),
+    "resnet50": ((3, 4, 6, 3), "bottleneck"),
+    "resnet101": ((3, 4, 23, 3), "bottleneck"),
+    "resnet152": ((3, 8, 36, 3), "bottleneck"),
+}
+
+
 @cache
 def _resnet_shapes(arch: str) -> dict[str, tuple[int, ...]]:
-    import torchvision
+    """Key -> shape of ``torchvision.models.<arch>(weights=None).state_dict()``, in its order, computed
+    from the architecture (importing torchvision costs seconds and hundreds of MB; a test checks the
+    table against torchvision)."""
+    blocks, kind = _RESNET_LAYOUT[arch]
+    out: dict[str, tuple[int, ...]] = {}
 
-    with torch.device("meta"):
-        m = getattr(torchvision.models, arch)(weights=None)
-    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    def bn(name: str, n: int) -> None:
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{name}.{leaf}"] = (n,)
+        out[f"{name}.num_batches_tracked"] = ()
+
+    out["conv1.weight"] = (64, 3, 7, 7)
+    bn("bn1", 64)
+    expansion = 1 if kind == "basic" else 4
+    inplanes = 64
+    for stage, (n_blocks, planes) in enumerate(zip(blocks, (64, 128, 256, 512), strict=True), 1):
+        for b in range(n_blocks):
+            p = f"layer{stage}.{b}"
+            if kind == "basic":
+                out[f"{p}.conv1.weight"] = (planes, inplanes, 3, 3)
+                bn(f"{p}.bn1", planes)
+                out[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+                bn(f"{p}.bn2", planes)
+            else:
+                out[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
+                bn(f"{p}.bn1", planes)
+                out[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+                bn(f"{p}.bn2", planes)
+                out[f"{p}.conv3.weight"] = (planes * expansion, planes, 1, 1)
+                bn(f"{p}.bn3", planes * expansion)
+            if b == 0 and (stage > 1 or inplanes != planes * expansion):
+                out[f"{p}.downsample.0.weight"] = (planes * expansion, inplanes, 1, 1)
+                bn(f"{p}.downsample.1", planes * expansion)
+            inplanes = planes * expansion
+    out["fc.weight"] = (1000, 512 * expansion)
+    out["fc.bias"] = (1000,)
+    return out
 
 
 def match_resnet(tensors: dict[str, torch.Tensor]) -> tuple[str, int, list[str]]:
     """(architecture, num_classes, key order) of a torchvision ResNet state dict, else AdapterDeclined."""
-    try:
-        import torchvision  # noqa: F401
-    except ImportError as e:  # pragma: no cover
-        raise AdapterDeclined(f"torchvision is not installed ({e})") from None
     keys = set(tensors)
     why = []
     for arch in RESNETS:
@@ -85,10 +123,6 @@ def match_resnet_backbone(tensors: Mapping[str, torch.Tensor]) -> tuple[str, str
     torchvision's for the backbone followed by the head keys in the given order.  Otherwise
     :class:`AdapterDeclined`.
     """
-    try:
-        import torchvision  # noqa: F401
-    except ImportError as e:  # pragma: no cover
-        raise AdapterDeclined(f"torchvision is not installed ({e})") from None
     body = [k for k in tensors if not k.startswith("fc.")]
     head = [k for k in tensors if k.startswith("fc.")]
     why = []

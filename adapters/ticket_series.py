@@ -41,6 +41,7 @@ from rganalysis.store.checkpoint import (
     is_state_dict,
     load_checkpoint,
     make_parameter_set,
+    sha256,
     split_pruned,
 )
 from rganalysis.store.parameter_set import ParameterSet, RoundData
@@ -67,6 +68,33 @@ def series_files(source: Path) -> tuple[dict[int, Path], list[Path]]:
         chosen[k] = kinds.get(PREFERRED) or kinds["checkpoint"]
         skipped += [p for p in kinds.values() if p != chosen[k]]
     return chosen, skipped
+
+
+#: the entries of a ticket file that the store keeps (an optimizer's state can be as large as the model)
+KEPT = ("state", "state_dict", "init_weight", "epoch", "best_sa", "result", "mask")
+
+
+def read_ticket_file(job: tuple[str, bool]) -> tuple[Any, str]:
+    """(the kept entries of one ticket file, its SHA-256): what a worker of a parallel read returns."""
+    path, allow_pickle = job
+    obj = load_checkpoint(path, allow_pickle=allow_pickle)
+    if isinstance(obj, Mapping) and not is_state_dict(obj):
+        obj = {k: obj[k] for k in KEPT if k in obj}
+    return obj, sha256(path)
+
+
+def _read_files(paths: list[Path], allow_pickle: bool, workers: int):
+    """(object, sha256) of each file in order: read here one by one, or by ``workers`` processes at once
+    (tensors come back through shared memory)."""
+    jobs = [(str(p), allow_pickle) for p in paths]
+    if workers <= 1 or len(jobs) <= 1:
+        for j in jobs:
+            yield read_ticket_file(j)
+        return
+    from rganalysis.adapters import process_pool
+
+    with process_pool(min(workers, len(jobs))) as ex:
+        yield from ex.map(read_ticket_file, jobs)
 
 
 def _mask_entry(obj: Mapping, rd: RoundData, prefix: str, where: str) -> dict[str, Any] | None:
@@ -133,9 +161,11 @@ class TicketSeries:
         name: str | None = None,
         include_embeddings: bool = False,
         allow_pickle: bool = False,
+        workers: int = 1,
         **_: Any,
     ) -> ParameterSet:
-        """Read the folder as a recorded flow (see the module docstring)."""
+        """Read the folder as a recorded flow (see the module docstring); ``workers`` > 1 reads its files
+        in that many processes at once (the same store results)."""
         files, skipped = series_files(source)
         if not files:
             raise AdapterDeclined("no {k}model_SA_best.pth.tar or {k}checkpoint.pth.tar files in the folder")
@@ -162,9 +192,12 @@ class TicketSeries:
         mask_files: list[dict | None] = []
         results: dict[str, Any] = {}
         prefixes: set[str] = set()
-        for k in states:
+        hashes: dict[str, str] = {}
+        for k, (obj, digest) in zip(
+            states, _read_files([files[k] for k in states], allow_pickle, workers), strict=True
+        ):
             path = files[k]
-            obj = load_checkpoint(path, allow_pickle=allow_pickle)
+            hashes[str(path.resolve())] = digest
             if is_state_dict(obj):  # a bare state dict (e.g. from a whole-model pickle): no metadata
                 obj = {"state_dict": obj}
             if not isinstance(obj, Mapping) or not is_state_dict(obj.get("state_dict")):
@@ -220,6 +253,7 @@ class TicketSeries:
             adapter=self.name,
             architecture=arch,
             sources=[files[k] for k in states],
+            sha256s=hashes,
             name=name or source.name,
             include_embeddings=include_embeddings,
             rewind=rewind,

@@ -6,8 +6,16 @@ from __future__ import annotations
 __all__ = [
     "AdapterDeclined",
     "AdapterNotFoundError",
+    "ChecksumError",
+    "ConcurrentWriteError",
     "CorruptCheckpointError",
+    "CorruptStoreError",
+    "DensityMismatchError",
     "DegenerateRegressionError",
+    "DuplicateOutputError",
+    "ExpandedTensorError",
+    "IncompleteStoreError",
+    "InsufficientResourcesError",
     "InvalidParameterError",
     "MaskMismatchError",
     "MaskShapeError",
@@ -16,13 +24,16 @@ __all__ = [
     "NonBinaryMaskError",
     "NonFiniteWeightsError",
     "OutputExistsError",
+    "OutputIsInputError",
     "PickleRefusedError",
     "RankError",
     "RGAnalysisError",
     "SparsityReportMismatchError",
     "StoreFormatError",
+    "StoreLockedError",
     "TooFewRoundsError",
     "UnknownArchitectureError",
+    "UnsafeLoadWarning",
 ]
 
 
@@ -37,6 +48,15 @@ class CorruptCheckpointError(RGAnalysisError):
 
 class PickleRefusedError(RGAnalysisError):
     """A checkpoint needs full unpickling (it can run code); refused unless ``--allow-pickle``."""
+
+
+class UnsafeLoadWarning(UserWarning):
+    """A checkpoint is being unpickled with ``--allow-pickle``: it can run code.  Never silenced by ``-q``."""
+
+
+class ExpandedTensorError(RGAnalysisError):
+    """A checkpoint tensor is a broadcast view (stride 0) whose materialised size exceeds its stored data by
+    more than :data:`rganalysis.store.checkpoint.MAX_EXPANSION`."""
 
 
 class AdapterNotFoundError(RGAnalysisError):
@@ -92,13 +112,50 @@ class OutputExistsError(RGAnalysisError):
     """The output file exists and ``force`` was not given."""
 
 
+class ConcurrentWriteError(OutputExistsError):
+    """The output was created by another writer while this one ran (creation is exclusive without ``force``)."""
+
+
+class OutputIsInputError(RGAnalysisError):
+    """An output resolves to an input of the same command (same file after symlinks, or same inode)."""
+
+
+class DuplicateOutputError(RGAnalysisError):
+    """Two outputs of one command resolve to the same file."""
+
+
 class StoreFormatError(RGAnalysisError):
     """A file is not an rganalysis store, or is of an unsupported format version."""
+
+
+class IncompleteStoreError(StoreFormatError):
+    """A store whose write did not finish (an interrupted write, or the temporary file of a running one)."""
+
+
+class StoreLockedError(StoreFormatError):
+    """A store is open for writing by another process (HDF5 file lock)."""
+
+
+class CorruptStoreError(StoreFormatError):
+    """A store's structure or values are not what its format says (missing group or variable, wrong
+    shape or dtype, values out of range)."""
+
+
+class ChecksumError(CorruptStoreError):
+    """A dataset's data do not match the checksum recorded when it was written (bit rot or an edit)."""
+
+
+class DensityMismatchError(CorruptStoreError):
+    """A store's recorded density table disagrees with its masks."""
 
 
 # --- the RG engine -------------------------------------------------------------------------------
 class InvalidParameterError(RGAnalysisError, ValueError):
     """An argument is out of its domain (rate outside (0, 1), rounds < 1, ...)."""
+
+
+class InsufficientResourcesError(RGAnalysisError):
+    """A computation would not fit in the memory or on the disk available (refused before it starts)."""
 
 
 class TooFewRoundsError(RGAnalysisError):

@@ -3,7 +3,8 @@
 Each sub-command is a module of this package with ``add_parser(subparsers)`` (returning its
 parser) and ``run(args) -> int``; modules are discovered, so a new command is one new module.
 Errors the user can cause (:class:`~rganalysis.errors.RGAnalysisError`, missing files) print one
-message and exit with status 2.
+message and exit with status 2.  Only the module of the command that runs is imported (``rganalysis
+info`` never imports torch, xarray or matplotlib).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import warnings
 
 from rganalysis import __version__
-from rganalysis.errors import RGAnalysisError
+from rganalysis.errors import RGAnalysisError, UnsafeLoadWarning
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -39,7 +40,13 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names() -> list[str]:
+    """The sub-commands: the public modules of this package, sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command ``only`` alone (its module is the only one imported)."""
     parser = argparse.ArgumentParser(
         prog="rganalysis",
         description="Iterative magnitude pruning as a renormalization-group flow: ingest checkpoints, "
@@ -48,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rganalysis {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     parser.set_defaults(commands=sub.choices)  # name -> sub-parser, for the generated reference
-    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if m.name.startswith("_"):
+    for name in command_names():
+        if only is not None and name != only:
             continue
-        mod = importlib.import_module(f"{__name__}.{m.name}")
+        mod = importlib.import_module(f"{__name__}.{name}")
         p = mod.add_parser(sub)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(run_command=mod.run)
@@ -65,9 +72,12 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print one line and give exit status 2."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(first if first in command_names() else None).parse_args(argv)
     if args.quiet:
         warnings.filterwarnings("ignore", category=UserWarning, module="rganalysis")
+        warnings.filterwarnings("always", category=UnsafeLoadWarning)  # -q hides progress, never this
     os.environ.setdefault("TQDM_DISABLE", "" if sys.stderr.isatty() else "1")  # no progress bars in logs
     previous = warnings.formatwarning
     warnings.formatwarning = _one_line_warning

@@ -115,13 +115,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     add_options(p, FitOptions, only=("device",))
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file (never an input)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from rganalysis.errors import InvalidParameterError
+    from rganalysis.store.output import guard_outputs
     from rganalysis.universality.analysis import UniversalityAnalysis
     from rganalysis.universality.text import format_comparison
+
+    guard_outputs({"--json": args.json_out}, args.flows, force=args.force)
 
     for f in args.flows:
         if not f.exists():
@@ -166,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         from rganalysis.store.output import write_json
 
-        write_json(j, args.json_out)
+        write_json(j, args.json_out, force=args.force, inputs=args.flows)
     print(format_comparison(j))
     return 0
 

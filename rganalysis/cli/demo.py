@@ -22,11 +22,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, default=0.2, help="pruning rate per round of the data-free flows")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--force", action="store_true", help="write into OUTPUT even if it holds files")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from rganalysis.demo import run_demo
+    from rganalysis.demo import minilm_path, run_demo
+    from rganalysis.store.output import guard_outputs
+
+    guard_outputs({"-o": args.output}, [minilm_path()], force=args.force, folders=("-o",))
 
     result = run_demo(
         args.output, rounds=args.rounds, rate=args.rate, device=args.device, progress=not args.quiet

@@ -14,14 +14,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("flows", type=Path, nargs="+", help="flow store(s); several flows are fitted together")
     add_options(p, FitOptions)
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file (never an input)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     import rganalysis
     from rganalysis.fit.flowfit import format_spectrum
-    from rganalysis.store.output import write_json
+    from rganalysis.store.output import guard_outputs, write_json
 
+    guard_outputs({"--json": args.json_out}, args.flows, force=args.force)
     opts = options_from_args(FitOptions, args)
     psets = [rganalysis.load(f) for f in args.flows]
     try:
@@ -31,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
             p.close()
     j = fit.to_json()
     if args.json_out:
-        write_json(j, args.json_out)
+        write_json(j, args.json_out, force=args.force, inputs=args.flows)
     print(format_spectrum(j))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -25,24 +26,61 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--start-round", type=int, default=None, help="round of the input to start from (default: last)"
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists (never the input)")
     p.add_argument("--compress", action="store_true", help="gzip-compress the output")
     return p
 
 
+def _budget(pset, args):
+    """Memory, disk and empty rounds of the flow asked for (:mod:`rganalysis.rg.budget`)."""
+    import numpy as np
+
+    from rganalysis.rg.budget import flow_budget
+
+    start = pset.n_rounds - 1 if args.start_round is None else args.start_round
+    names = pset.pruned_names()
+    layers, table = pset.density_table()
+    row = table[min(max(start, 0), pset.n_rounds - 1)]
+    sizes = {n: (pset.info[n].numel, pset.info[n].dtype.itemsize) for n in names}
+    survivors = np.array([round(row[layers.index(n)] * pset.info[n].numel) for n in names])
+    model = sum(i.numel * i.dtype.itemsize for i in pset.info.values())
+    rewind = sum(
+        pset.info[n].numel * pset.info[n].dtype.itemsize for n in pset.rewind_names() if n in pset.info
+    )
+    return flow_budget(
+        sizes,
+        survivors,
+        args.rounds,
+        args.rate,
+        scope=args.scope,
+        rescaling=args.rescaling,
+        model_bytes=model,
+        rewind_bytes=rewind,
+        output_dir=args.output.resolve().parent,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import rganalysis
-    from rganalysis.errors import InvalidParameterError, OutputExistsError
+    from rganalysis.errors import InvalidParameterError
     from rganalysis.rg.flow import compute_flow
-    from rganalysis.store.checks import collapsed_layers
+    from rganalysis.store.diagnostics import collapsed_layers
+    from rganalysis.store.output import guard_outputs
 
-    if args.output.exists() and not args.force:
-        raise OutputExistsError(f"{args.output} exists; pass --force to overwrite it")
+    guard_outputs({"-o": args.output}, [args.store], force=args.force)
     if args.rounds < 1:
         raise InvalidParameterError(f"--rounds must be >= 1, got {args.rounds}")
     if not 0 < args.rate < 1:
         raise InvalidParameterError(f"--rate must be in (0, 1), got {args.rate}")
     with rganalysis.load(args.store) as pset:
+        budget = _budget(pset, args)
+        budget.check()
+        if budget.empty_from is not None:
+            print(
+                f"rganalysis flow: warning: rounds {budget.empty_from}-{args.rounds} will prune nothing "
+                f"(round({args.rate:g} x survivors) = 0 with {budget.survivors[budget.empty_from]:,} survivors)",
+                file=sys.stderr,
+            )
         flow = compute_flow(
             pset,
             args.rounds,
@@ -53,12 +91,22 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.quiet,
         )
-        flow.save(args.output, force=args.force, compress=args.compress, progress=not args.quiet)
-        g = flow.global_density().values
+        flow.save(
+            args.output,
+            force=args.force,
+            compress=args.compress,
+            progress=not args.quiet,
+            inputs=[args.store],
+        )
+        _, table = flow.density_table()
+        sizes = [flow.info[n].numel for n in flow.pruned_names()]
+        g = (table @ sizes) / sum(sizes)
         collapsed = collapsed_layers(flow)
+    empty = flow.flow_attrs.get("empty_from")
     print(
         f"{args.output}: {args.rounds} rounds of {args.scope} IMP at rate {args.rate} on "
         f"{len(flow.pruned_names())} layers; global density {g[0]:.4f} -> {g[-1]:.4f}"
+        + (f"; rounds {empty}-{args.rounds} pruned nothing" if empty is not None else "")
     )
     if collapsed:
         print(

@@ -1,4 +1,4 @@
-"""``rganalysis info STORE.h5 [--json]``: what a store holds."""
+"""``rganalysis info STORE.h5 [--json]``: what a store holds (read without torch)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import rganalysis
+    from rganalysis.store.reader import StoreReader
     from rganalysis.store.summary import format_summary, summarize
 
-    with rganalysis.load(args.store) as pset:
-        s = summarize(pset)
+    with StoreReader(args.store) as store:  # structure checked; densities checked against the masks
+        s = summarize(store)
     print(json.dumps(s, indent=2) if args.json else format_summary(s, args.max_layers))
     return 0

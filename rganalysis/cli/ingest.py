@@ -1,15 +1,24 @@
-"""``rganalysis ingest SOURCE -o OUT.h5``: read a checkpoint into the parameter store."""
+"""``rganalysis ingest SOURCE [SOURCE ...] -o OUT``: read checkpoints into parameter stores."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="read a checkpoint (file or folder) into an HDF5 parameter store")
-    p.add_argument("source", type=Path, help="checkpoint file or folder")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .h5 file")
+    p.add_argument(
+        "source", type=Path, nargs="+", help="checkpoint file or folder; several: a sweep, one store each"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output .h5 file; with several sources, a folder that receives SOURCE_NAME.h5 for each",
+    )
     from rganalysis.adapters import available
 
     p.add_argument(
@@ -19,7 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="force an adapter instead of detecting one: " + ", ".join(available()),
     )
     p.add_argument("--name", help="label of the model in reports (default: the output file's stem)")
-    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists (never a source)")
     p.add_argument(
         "--mask",
         action="append",
@@ -37,15 +46,46 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="allow whole-model pickles (UNSAFE: the file can run code)",
     )
     p.add_argument("--compress", action="store_true", help="gzip-compress tensors in the store")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes: ingest several sources at once, or read the files of a ticket series at once "
+        "(default 1); the stores are those of a serial run",
+    )
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from rganalysis.adapters import ingest
-    from rganalysis.errors import OutputExistsError
+def _stem(source: Path) -> str:
+    name = source.name
+    return re.sub(r"(\.(pth|pt|bin|ckpt|tar|safetensors))+$", "", name) or name
 
-    if args.output.exists() and not args.force:  # fail before reading a large checkpoint
-        raise OutputExistsError(f"{args.output} exists; pass --force to overwrite it")
+
+def run(args: argparse.Namespace) -> int:
+    from rganalysis.errors import DuplicateOutputError, InvalidParameterError
+    from rganalysis.store.output import guard_outputs
+
+    if args.workers < 1:
+        raise InvalidParameterError(f"--workers must be >= 1, got {args.workers}")
+    sources: list[Path] = args.source
+    inputs = [*sources, *(args.masks or [])]
+    if len(sources) == 1:
+        outputs = [args.output]
+        guard_outputs({"-o": args.output}, inputs, force=args.force)  # fail before reading a large checkpoint
+    else:
+        if args.name or args.masks:
+            raise InvalidParameterError("--name and --mask take one source")
+        if args.output.exists() and not args.output.is_dir():
+            raise InvalidParameterError(f"-o {args.output}: with several sources, -o is a folder")
+        outputs = [args.output / f"{_stem(s)}.h5" for s in sources]
+        seen: dict[Path, Path] = {}
+        for s, o in zip(sources, outputs, strict=True):
+            if o in seen:
+                raise DuplicateOutputError(
+                    f"{seen[o]} and {s} would both be written to {o}; ingest them separately"
+                )
+            seen[o] = s
+            guard_outputs({str(o): o}, inputs, force=args.force)
     options = {
         k: v
         for k, v in {
@@ -58,11 +98,42 @@ def run(args: argparse.Namespace) -> int:
         }.items()
         if v not in (None, False)
     }
-    pset = ingest(args.source, adapter=args.adapter, **options)
-    pset.save(args.output, force=args.force, compress=args.compress, progress=not args.quiet)
-    n = sum(i.numel for i in pset.info.values())
-    print(
-        f"{args.output}: {pset.attrs.get('architecture')} via {pset.attrs.get('adapter')}, "
-        f"{len(pset.names)} tensors, {n:,} parameters, {pset.n_rounds} round(s)"
+    from rganalysis.adapters import ingest, ingest_many, raise_from
+
+    if len(sources) == 1:
+        if args.workers > 1:
+            options["workers"] = args.workers  # a ticket series reads its files in parallel
+        pset = ingest(sources[0], adapter=args.adapter, **options)
+        pset.save(
+            args.output, force=args.force, compress=args.compress, progress=not args.quiet, inputs=inputs
+        )
+        n = sum(i.numel for i in pset.info.values())
+        print(
+            f"{args.output}: {pset.attrs.get('architecture')} via {pset.attrs.get('adapter')}, "
+            f"{len(pset.names)} tensors, {n:,} parameters, {pset.n_rounds} round(s)"
+        )
+        return 0
+    results = ingest_many(
+        sources,
+        outputs,
+        workers=args.workers,
+        adapter=args.adapter,
+        force=args.force,
+        compress=args.compress,
+        **options,
     )
+    failed = [r for r in results if "error" in r]
+    for r in results:
+        if "error" not in r:
+            print(
+                f"{r['output']}: {r['architecture']} via {r['adapter']}, {r['tensors']} tensors, "
+                f"{r['parameters']:,} parameters, {r['rounds']} round(s)"
+            )
+    if failed:
+        for r in failed[1:]:
+            print(
+                f"rganalysis ingest: error: [{r['error']}] {' '.join(r['message'].split())}",
+                file=__import__("sys").stderr,
+            )
+        raise_from(failed[0])
     return 0

@@ -56,6 +56,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file (never an input)")
     return p
 
 
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from rganalysis.koopman.dmd import KoopmanDMD
     from rganalysis.koopman.modes import write_modes
     from rganalysis.koopman.summary import format_koopman, koopman_json
+    from rganalysis.store.output import guard_outputs
+
+    guard_outputs({"--json": args.json_out}, [args.flow], force=args.force)  # (the modes go into FLOW itself)
 
     if args.modes_limit is not None and args.modes_limit < 1:
         raise InvalidParameterError(f"--modes-limit must be >= 1, got {args.modes_limit}")
@@ -88,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         from rganalysis.store.output import write_json
 
-        write_json(j, args.json_out)
+        write_json(j, args.json_out, force=args.force, inputs=[args.flow])
     print(format_koopman(j))
     return 0

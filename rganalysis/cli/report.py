@@ -18,7 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "and the JSON behind every table.",
     )
     p.add_argument("flows", type=Path, nargs="+", help="flow store(s) written by `rganalysis flow`")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the HTML report (overwritten)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the HTML report")
     p.add_argument(
         "--pdf", type=Path, default=None, help="also write a PDF: one page per figure, plus tables"
     )
@@ -54,11 +54,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="weights per round in the magnitude histograms (larger models are subsampled)",
     )
     p.add_argument("--dpi", type=int, default=100, help="resolution of the embedded figures")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file (never an input)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+
+    from rganalysis.store.output import guard_outputs
+
+    inputs = [*args.flows, *(args.koopman_json or [])]
+    guard_outputs({"-o": args.output, "--pdf": args.pdf}, inputs, force=args.force)
 
     import matplotlib
 

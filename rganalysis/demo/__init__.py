@@ -159,7 +159,7 @@ def run_demo(
     from rganalysis.adapters import ingest
     from rganalysis.demo.digits import run_transfers
     from rganalysis.report.build import write_report
-    from rganalysis.store.checks import looks_untrained
+    from rganalysis.store.diagnostics import looks_untrained
 
     t0 = time.perf_counter()
     out = Path(output)

@@ -25,7 +25,8 @@ from rganalysis.fit.fixed_points import (
     spectrum_json,
 )
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
-from rganalysis.store.checks import check_nested, collapsed_layers
+from rganalysis.store.checks import check_nested
+from rganalysis.store.diagnostics import collapsed_layers
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]

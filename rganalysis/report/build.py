@@ -21,7 +21,7 @@ import numpy as np
 from rganalysis.errors import InvalidParameterError
 from rganalysis.report.model import Cell, Figure, ModelSection, Report, Table, format_value, new_figure
 from rganalysis.report.options import ReportOptions
-from rganalysis.store.checks import collapsed_layers, looks_untrained
+from rganalysis.store.diagnostics import collapsed_layers, looks_untrained
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["build_report", "write_report"]

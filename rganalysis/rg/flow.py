@@ -10,14 +10,19 @@ import torch
 
 from rganalysis.errors import InvalidParameterError
 from rganalysis.rg.imp import imp_flow
-from rganalysis.store.parameter_set import ParameterSet
+from rganalysis.store.parameter_set import ParameterSet, SurvivalMask
 from rganalysis.store.state import resolve_device
 
-__all__ = ["compute_flow"]
+__all__ = ["compute_flow", "survival_torch_dtype"]
 
 
-def _mask_at(alive_rounds: torch.Tensor, r: int) -> torch.Tensor:
-    return alive_rounds > r
+def survival_torch_dtype(n_rounds: int) -> torch.dtype:
+    """The torch dtype that counts ``0 .. n_rounds`` survival rounds without overflow: uint8 up to 255
+    rounds, int16 up to 32,767, int32 up to 2**31 - 1, else int64."""
+    for dt, top in ((torch.uint8, 255), (torch.int16, 32_767), (torch.int32, 2**31 - 1)):
+        if n_rounds <= top:
+            return dt
+    return torch.int64
 
 
 def compute_flow(
@@ -35,8 +40,13 @@ def compute_flow(
     """Run ``rounds`` IMP rounds on ``pset`` (from its last round unless ``start_round``) and return
     the flow as a ParameterSet of ``rounds + 1`` rounds (round 0 = the starting state).
 
+    Rounds that prune nothing (``round(rate * survivors) = 0``) are flagged: the flow attribute
+    ``empty_from`` is the first of them (every later round is one too).  A data-free flow does not
+    compute them: they repeat that round's state.
+
     IMP acts on ``pset.pruned_names()``: the tensors masked in the source, else the prunable ones.
-    Masks are kept as the number of rounds each weight survives (one int16 per weight), so a long
+    Masks are kept as the number of rounds each weight survives (:class:`SurvivalMask`; one integer per
+    weight, of :func:`survival_torch_dtype`, which cannot overflow for any number of rounds), so a long
     flow costs no more memory than two copies of the masks.  With ``rescaling="rewind"`` (and an
     optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
     """
@@ -54,18 +64,38 @@ def compute_flow(
             else None
         )
     # masks are nested, so the number of rounds a weight is alive in is the first round it is dead in
-    alive_rounds = {k: torch.zeros(m.shape, dtype=torch.int16) for k, m in state.masks.items()}
+    sdt = survival_torch_dtype(rounds + 1)
+    alive_rounds = {k: torch.zeros(m.shape, dtype=sdt) for k, m in state.masks.items()}
     weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
     sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
     dens = np.empty((rounds + 1, len(state.names)))
-    for r, st in enumerate(imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)):
+    empty_from = (
+        None  # the first round that prunes nothing: no later round does either (rganalysis.rg.budget)
+    )
+    last: list[int] | None = None
+    flow_iter = imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)
+    for r, st in enumerate(flow_iter):
+        counts = []
         for j, (k, m) in enumerate(st.masks.items()):
             alive_rounds[k].add_(m.cpu())
-            dens[r, j] = float(torch.count_nonzero(m)) / sizes[j]
+            counts.append(int(torch.count_nonzero(m)))
+            dens[r, j] = float(counts[-1]) / sizes[j]
         if r > 0 and rescaling != "none":
             weights[r] = {k: w.detach().cpu().to(pset.info[k].dtype) for k, w in st.weights.items()}
+        if r > 0 and empty_from is None and counts == last:
+            empty_from = r
+            if (
+                rescaling == "none" and r < rounds
+            ):  # every later round is this state again: counted, not computed
+                rest = rounds - r
+                for k, m in st.masks.items():
+                    alive_rounds[k].add_(m.cpu().to(sdt) * rest)
+                dens[r + 1 :] = dens[r]
+                flow_iter.close()
+                break
+        last = counts
     masks: Mapping[str, list] = {
-        k: [partial(_mask_at, alive_rounds[k], r) for r in range(rounds + 1)] for k in state.names
+        k: [SurvivalMask(alive_rounds[k], r) for r in range(rounds + 1)] for k in state.names
     }
     for k in pset.masked_names():  # masked in the source but outside the flow: keep the start mask
         if k not in masks:
@@ -82,13 +112,15 @@ def compute_flow(
         "start_round": start,
         "device": str(dev),
     }
+    if empty_from is not None:
+        flow["empty_from"] = empty_from  # rounds empty_from .. rounds pruned nothing
     out = ParameterSet(
         pset.info,
         weights,
         masks,
         n_rounds=rounds + 1,
         layouts=[[]] * (rounds + 1),
-        rewind={k: partial(lambda n: pset.rewind_state()[n], k) for k in pset.rewind_names()} or None,
+        rewind={k: partial(pset.rewind_tensor, k) for k in pset.rewind_names()} or None,
         rewind_layout=pset.rewind_layout,
         attrs=attrs,
         flow_attrs=flow,

@@ -1,36 +1,92 @@
-"""Checkpoints and stores: reading checkpoint files, the ParameterSet of a model or flow, HDF5 I/O."""
+"""Checkpoints and stores: reading checkpoint files, the ParameterSet of a model or flow, HDF5 I/O.
 
-from rganalysis.store.checks import check_nested
-from rganalysis.store.hdf5 import FORMAT, FORMAT_VERSION, load, save
-from rganalysis.store.output import AtomicOutput, write_json
-from rganalysis.store.parameter_set import (
-    EXTRA,
-    MASK,
-    PARAM,
-    LayoutEntry,
-    ParameterSet,
-    RoundData,
-    TensorInfo,
-    build_info,
-)
-from rganalysis.store.state import State, resolve_device
+Names are loaded on first use, so that the torch-free parts (:mod:`rganalysis.store.index`,
+:mod:`rganalysis.store.reader`, :mod:`rganalysis.store.summary`, :mod:`rganalysis.store.output`)
+import without torch (``rganalysis info`` and ``rganalysis check`` use only those).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> module that defines it
+_PUBLIC = {
+    "check_nested": "rganalysis.store.checks",
+    "check_store": "rganalysis.store.checks",
+    "FORMAT": "rganalysis.store.index",
+    "FORMAT_VERSION": "rganalysis.store.index",
+    "load": "rganalysis.store.hdf5",
+    "save": "rganalysis.store.hdf5",
+    "AtomicOutput": "rganalysis.store.output",
+    "guard_outputs": "rganalysis.store.output",
+    "write_json": "rganalysis.store.output",
+    "EXTRA": "rganalysis.store.parameter_set",
+    "MASK": "rganalysis.store.parameter_set",
+    "PARAM": "rganalysis.store.parameter_set",
+    "LayoutEntry": "rganalysis.store.parameter_set",
+    "ParameterSet": "rganalysis.store.parameter_set",
+    "RoundData": "rganalysis.store.parameter_set",
+    "SurvivalMask": "rganalysis.store.parameter_set",
+    "TensorInfo": "rganalysis.store.parameter_set",
+    "build_info": "rganalysis.store.parameter_set",
+    "StoreReader": "rganalysis.store.reader",
+    "State": "rganalysis.store.state",
+    "resolve_device": "rganalysis.store.state",
+}
 
 __all__ = [
+    "AtomicOutput",
     "EXTRA",
     "FORMAT",
     "FORMAT_VERSION",
+    "LayoutEntry",
     "MASK",
     "PARAM",
-    "AtomicOutput",
-    "LayoutEntry",
     "ParameterSet",
     "RoundData",
     "State",
+    "StoreReader",
+    "SurvivalMask",
     "TensorInfo",
     "build_info",
     "check_nested",
+    "check_store",
+    "guard_outputs",
     "load",
     "resolve_device",
     "save",
     "write_json",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'rganalysis.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rganalysis.store.checks import check_nested, check_store
+    from rganalysis.store.hdf5 import load, save
+    from rganalysis.store.index import FORMAT, FORMAT_VERSION
+    from rganalysis.store.output import AtomicOutput, guard_outputs, write_json
+    from rganalysis.store.parameter_set import (
+        EXTRA,
+        MASK,
+        PARAM,
+        LayoutEntry,
+        ParameterSet,
+        RoundData,
+        SurvivalMask,
+        TensorInfo,
+        build_info,
+    )
+    from rganalysis.store.reader import StoreReader
+    from rganalysis.store.state import State, resolve_device

@@ -1,24 +1,29 @@
-"""Checks of a store's content that the analyses rely on (nested masks)."""
+"""Checks of a store's content: the nesting the analyses rely on (:func:`check_nested`), and the whole
+store at once (:func:`check_store`, what ``rganalysis check`` runs).  :func:`check_store` is torch-free."""
 
 from __future__ import annotations
 
-import math
-from typing import Any
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
-import torch
 
-from rganalysis.errors import MasksNotNestedError
-from rganalysis.store.parameter_set import ParameterSet
+from rganalysis.errors import ChecksumError, CorruptStoreError, MasksNotNestedError, RGAnalysisError
 
-__all__ = ["check_nested", "collapsed_layers", "looks_untrained"]
+if TYPE_CHECKING:  # pragma: no cover
+    from rganalysis.store.parameter_set import ParameterSet
+
+__all__ = ["StoreCheck", "check_nested", "check_store"]
 
 
 def check_nested(pset: ParameterSet) -> None:
     """Raise :class:`MasksNotNestedError` unless every round's masks are subsets of the previous round's.
 
-    Stores record whether their masks are nested when they are written (``masks_nested``); only a
-    store that does not know is checked mask by mask.
+    Stores record whether their masks are nested when they are written (``masks_nested``, and nested
+    masks are stored as survival rounds, nested by construction); only a set that does not know is
+    checked mask by mask.
     """
     if pset.masks_nested is True:
         return
@@ -38,66 +43,128 @@ def check_nested(pset: ParameterSet) -> None:
         )
 
 
-def collapsed_layers(pset: ParameterSet) -> dict[str, int]:
-    """Pruned tensors that IMP emptied: name -> the first round at which no weight survives, in depth
-    order (global pruning can kill a whole layer, e.g. a classifier head)."""
-    dens = pset.densities()
-    out: dict[str, int] = {}
-    for j, name in enumerate(dens.layer.values):
-        dead = np.flatnonzero(dens.values[:, j] == 0)
-        if dead.size:
-            out[str(name)] = int(dead[0])
+class StoreCheck:
+    """What :func:`check_store` found: ``problems`` (named errors, one per thing wrong), ``notes``
+    (facts that are not errors, e.g. a format-1 store has no checksums) and what was verified."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.problems: list[RGAnalysisError] = []
+        self.notes: list[str] = []
+        self.tensors = 0
+        self.masks = 0
+        self.bytes = 0
+        self.version: int | None = None
+        self.n_rounds: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line: what was verified (when ``ok``)."""
+        what = f"{self.tensors} tensors, {self.masks} masked, {self.n_rounds} round(s), {self.bytes:,} bytes read"
+        sums = (
+            "checksums, values, masks and densities verified"
+            if self.version and self.version >= 2
+            else ("values, masks and densities verified")
+        )
+        return f"{self.path}: ok (format {self.version}; {what}; {sums})"
+
+
+def check_store(path: str | os.PathLike) -> StoreCheck:
+    """Read a whole store and verify everything its format records.
+
+    Structure (every group, variable, shape and dtype), the CRC-32 of every dataset (format 2), finite
+    weights where recorded, mask values and nesting, the density table against the masks, the global
+    density against the density table, and (format 2) that every variable's attributes agree with its
+    group's index and that its netCDF dimensions have its lengths.  Every problem is collected, each
+    as a named error (:class:`~rganalysis.errors.RGAnalysisError` subclass); a store that cannot be
+    opened gives one.
+    """
+    from rganalysis.store.reader import StoreReader, crc32
+
+    out = StoreCheck(Path(path))
+    try:
+        reader = StoreReader(path)
+    except RGAnalysisError as e:
+        out.problems.append(e)
+        return out
+    with reader:
+        ix = reader.index
+        out.version, out.n_rounds = ix.version, ix.n_rounds
+        if ix.version < 2:
+            out.notes.append("format 1: no checksums recorded, values checked only")
+        entries = list(ix.tensors.values())
+        entries += [e for es in ix.extras.values() for e in es.values()]
+        entries += [e for es in ix.weights.values() for e in es.values()]
+        entries += list((ix.rewind or {}).values())
+
+        def attempt(fn, *a):
+            try:
+                return fn(*a)
+            except RGAnalysisError as e:
+                seen = {(type(p), str(p)) for p in out.problems}
+                if (type(e), str(e)) not in seen:  # one report per problem
+                    out.problems.append(e)
+                return None
+
+        for e in entries:
+            arr = attempt(reader.read, e)
+            if arr is not None:
+                out.tensors += 1
+                out.bytes += arr.nbytes
+            if ix.version >= 2:
+                attempt(_check_variable_attrs, reader.file, e, out.path)
+        for name in ix.masked_names():
+            counts = attempt(reader.mask_counts, name)
+            if counts is not None:
+                out.masks += 1
+                out.bytes += reader.file["masks"][name].nbytes
+        table = attempt(reader.density_table)
+        rounds = reader.file["rounds"]
+        if ix.version >= 2:
+            for vname, ds in rounds.items():
+                want = ds.attrs.get("crc32")
+                if want is not None and crc32(ds[()]) != int(want):
+                    out.problems.append(
+                        ChecksumError(f"{out.path}: /rounds/{vname}: checksum mismatch (bit rot or an edit)")
+                    )
+        if table is not None and "global_density" in rounds:
+            layers, dens = table
+            sizes = np.array([ix.tensors[n].numel for n in layers], dtype=np.float64)
+            if len(layers):
+                glob = (dens * sizes).sum(axis=1) / sizes.sum()
+                if not np.allclose(rounds["global_density"][()], glob, rtol=1e-12, atol=0):
+                    out.problems.append(
+                        CorruptStoreError(
+                            f"{out.path}: /rounds/global_density disagrees with /rounds/density"
+                        )
+                    )
     return out
 
 
-#: Standard deviations of the initialisations PyTorch and its model zoos use, as functions of
-#: (fan_in, fan_out): PyTorch's default (kaiming-uniform with a = sqrt(5)), He / Kaiming (fan in or
-#: fan out), Glorot / Xavier, and the fixed 0.02 of BERT-style initialisers.
-_INIT_STDS: dict[str, Any] = {
-    "pytorch default U(-1/sqrt(fan_in), 1/sqrt(fan_in))": lambda fi, fo: 1.0 / math.sqrt(3.0 * fi),
-    "kaiming normal, fan_in": lambda fi, fo: math.sqrt(2.0 / fi),
-    "kaiming normal, fan_out": lambda fi, fo: math.sqrt(2.0 / fo),
-    "xavier": lambda fi, fo: math.sqrt(2.0 / (fi + fo)),
-    "normal(0, 0.02)": lambda fi, fo: 0.02,
-}
-
-
-def looks_untrained(
-    pset: ParameterSet, round: int = 0, rtol: float = 0.05, min_numel: int = 1000
-) -> tuple[bool, str]:
-    """Do the weights at ``round`` look like a random initialisation (a model that was never trained)?
-
-    True when every pruned tensor with at least ``min_numel`` weights has a mean within four standard
-    errors of 0 and a standard deviation within ``rtol`` of one of the common initialisations
-    (:data:`_INIT_STDS`, from its fan-in ``shape[1:]`` and fan-out ``shape[0] * shape[2:]``).  Training
-    moves the spread of most layers by more than a few percent; a model that passes is reported as
-    probably untrained.  Returns (verdict, explanation).
-    """
-    seen = 0
-    schemes: dict[str, int] = {}
-    for name in pset.pruned_names():
-        shape = pset.info[name].shape
-        if len(shape) < 2 or pset.info[name].numel < min_numel:
+def _check_variable_attrs(f: h5py.File, e, path: Path) -> None:
+    """A format-2 variable's attributes agree with its group's index, and its dimensions with its shape."""
+    ds = f[e.group][e.var]
+    a = ds.attrs
+    want = {"torch_dtype": e.dtype, "crc32": e.crc32, "role": e.role}
+    if e.role == "model" and e.group != "rewind":
+        want.update(kind=e.kind, module=e.module, depth=e.depth, prunable=int(e.prunable))
+    for k, v in want.items():
+        got = a.get(k)
+        got = got.decode() if isinstance(got, bytes) else (got.item() if hasattr(got, "item") else got)
+        if k == "role" and got is None:
             continue
-        w = pset.tensor(name, round).detach().to(torch.float64).reshape(-1)
-        n = w.numel()
-        mean, std = float(w.mean()), float(w.std())
-        receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-        fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
-        if not (std > 0 and abs(mean) <= 4 * std / math.sqrt(n)):
-            return False, f"{name}: mean {mean:.3g} is not centred (std {std:.3g})"
-        match = [k for k, f in _INIT_STDS.items() if abs(std / f(fan_in, fan_out) - 1) <= rtol]
-        if not match:
-            return (
-                False,
-                f"{name}: std {std:.4g} matches no common initialisation (fan in {fan_in}, out {fan_out})",
+        if got != v:
+            raise CorruptStoreError(
+                f"{path}: /{e.group}/{e.var} has attribute {k}={got!r}, its group's index says {v!r}"
             )
-        schemes[match[0]] = schemes.get(match[0], 0) + 1
-        seen += 1
-    if not seen:
-        return False, f"no pruned tensor with at least {min_numel} weights to judge"
-    used = ", ".join(f"{k} ({v})" for k, v in schemes.items())
-    return (
-        True,
-        f"every one of the {seen} large weight tensors has the spread of a random initialisation: {used}",
-    )
+    dims = ds.dims
+    for axis, n in enumerate(ds.shape):
+        scales = list(dims[axis].values()) if axis < len(dims) else []
+        if len(scales) != 1 or scales[0].shape != (n,):
+            got = [s.shape for s in scales]
+            raise CorruptStoreError(
+                f"{path}: /{e.group}/{e.var} axis {axis} has length {n} but its netCDF dimension is {got or 'missing'}"
+            )

@@ -26,9 +26,19 @@ from rganalysis.errors import (
 )
 from rganalysis.store.layers import dim_names
 from rganalysis.store.state import State, resolve_device
-from rganalysis.store.tensors import from_numpy, torch_dtype
+from rganalysis.store.tensors import from_numpy, to_numpy, torch_dtype
 
-__all__ = ["build_info", "EXTRA", "LayoutEntry", "MASK", "PARAM", "ParameterSet", "RoundData", "TensorInfo"]
+__all__ = [
+    "build_info",
+    "EXTRA",
+    "LayoutEntry",
+    "MASK",
+    "PARAM",
+    "ParameterSet",
+    "RoundData",
+    "SurvivalMask",
+    "TensorInfo",
+]
 
 # Roles of a key in a source state dict (see LayoutEntry).
 PARAM, MASK, EXTRA = "param", "mask", "extra"
@@ -84,13 +94,29 @@ class RoundData:
 
 @dataclass
 class DiskRef:
-    """A tensor still on disk: variable ``var`` of group ``group`` of the store, optionally one ``index`` of its
-    first dimension (what :func:`rganalysis.store.load` puts in a ParameterSet instead of a tensor)."""
+    """A tensor still on disk: variable ``var`` of group ``group`` of the store (what
+    :func:`rganalysis.store.load` puts in a ParameterSet instead of a tensor).  A mask names its round
+    in ``index`` and how the store keeps it in ``encoding`` (``survival`` or ``per_round``); a tensor
+    carries its index ``entry`` (:class:`rganalysis.store.index.Entry`), against which it is checked."""
 
     group: str
     var: str
     dtype: str
     index: int | None = None
+    encoding: str = "tensor"
+    entry: Any = None
+
+
+@dataclass(frozen=True)
+class SurvivalMask:
+    """The mask at ``round`` of nested masks kept as ``survival`` (the number of rounds each weight is
+    alive in): ``survival > round``.  Calling it gives the bool mask; a flow's rounds share one ``survival``."""
+
+    survival: torch.Tensor
+    round: int
+
+    def __call__(self) -> torch.Tensor:
+        return self.survival > self.round
 
 
 def json_text(obj: Any) -> str:
@@ -120,7 +146,7 @@ class ParameterSet:
         flow_attrs: Mapping[str, Any] | None = None,
         densities: np.ndarray | None = None,
         density_layers: Sequence[str] | None = None,
-        file: h5py.File | None = None,
+        reader: Any = None,
         validate: bool = True,
     ):
         self.info = dict(info)
@@ -135,7 +161,9 @@ class ParameterSet:
         self.rewind_layout = list(rewind_layout or [])
         self.attrs = dict(attrs or {})
         self.flow_attrs = {"kind": "model" if self.n_rounds == 1 else "recorded", **(flow_attrs or {})}
-        self._file = file
+        #: the open store (:class:`rganalysis.store.reader.StoreReader`) of a loaded set, else None
+        self._reader = reader
+        self._file: h5py.File | None = None if reader is None else reader.file
         self._density_cache = densities
         # round -> names changed at that round, for "latest stored value" lookups
         self._changed = {r: set(w) for r, w in self._weights.items()}
@@ -145,7 +173,7 @@ class ParameterSet:
         self.masks_nested: bool | None = None
         if density_layers is not None and list(density_layers) != self.pruned_names():
             self._density_cache = None  # computed for other layers: recomputed from the masks when asked
-        if self._file is None and validate:
+        if self._reader is None and validate:
             self._validate()
 
     # ------------------------------------------------------------------ validation
@@ -156,7 +184,7 @@ class ParameterSet:
             for name, t in ws.items():
                 if name not in self.info:
                     raise MissingTensorError(f"round {r} holds tensor {name!r} that the model does not have")
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                if t.is_floating_point() and not _all_finite(t):
                     bad = int((~torch.isfinite(t)).sum())
                     raise NonFiniteWeightsError(f"tensor {name!r} (round {r}) holds {bad} NaN/Inf values")
         for name, ms in self._masks.items():
@@ -165,21 +193,16 @@ class ParameterSet:
             if len(ms) != self.n_rounds:
                 raise StoreFormatError(f"mask of {name!r} has {len(ms)} rounds, expected {self.n_rounds}")
             shape = self.info[name].shape
+            prev = None
             for r, m in enumerate(ms):
+                m = m if isinstance(m, torch.Tensor) else m()
                 if tuple(m.shape) != shape:
                     raise MaskShapeError(
                         f"mask of {name!r} (round {r}) has shape {tuple(m.shape)}, its weight has {shape}"
                     )
-                if m.dtype != torch.bool:
-                    ok = (m == 0) | (m == 1)
-                    if not bool(ok.all()):
-                        vals = torch.unique(m[~ok])[:5].tolist()
-                        raise NonBinaryMaskError(f"mask of {name!r} (round {r}) is not 0/1: holds {vals}")
-            prev = None
-            for r, m in enumerate(ms):
-                mb = m.bool()
-                if prev is not None and bool((mb & ~prev).any()):
-                    revived = int((mb & ~prev).sum())
+                mb = _mask_bits(m, f"mask of {name!r} (round {r})")
+                if prev is not None and np.any(mb > prev):  # alive now, pruned before
+                    revived = int(np.count_nonzero(mb > prev))
                     raise MasksNotNestedError(
                         f"masks of {name!r} are not nested: round {r} revives {revived} weights pruned at round {r - 1}"
                     )
@@ -192,12 +215,10 @@ class ParameterSet:
     ) -> torch.Tensor:
         """The tensor behind a stored value; ``rows``: only that slice of its first dimension (read from disk)."""
         if isinstance(v, DiskRef):
-            ds = self._file[v.group][v.var]
-            if v.index is not None:
-                arr = ds[v.index] if rows is None else ds[v.index, rows]
-            else:
-                arr = ds[()] if rows is None else ds[rows]
-            return from_numpy(np.asarray(arr), v.dtype)
+            if v.encoding != "tensor":
+                arr = self._reader.mask_round(v.var, v.index)
+                return torch.from_numpy(arr if rows is None else arr[rows])
+            return from_numpy(self._reader.read(v.entry, rows), v.dtype)
         t = (
             v if isinstance(v, torch.Tensor) else v()
         )  # a callable: derived lazily, e.g. a computed flow's mask
@@ -244,25 +265,61 @@ class ParameterSet:
         """The masks of ``name`` in every round at once: ``(n_rounds, *shape)`` ``torch.bool`` (``rows``: that
         slice of the tensor's first dimension), or None when ``name`` has no mask (all ones).
 
-        A store's ``(round, ...)`` mask dataset is read in one call.
+        A store's mask dataset is read in one call (nested masks: one survival round per weight).
         """
         self._check_name(name)
         refs = self._masks.get(name)
         if refs is None:
             return None
-        first = refs[0]
-        if (
-            isinstance(first, DiskRef)
-            and self._file is not None
-            and all(
-                isinstance(m, DiskRef) and (m.group, m.var, m.index) == (first.group, first.var, r)
-                for r, m in enumerate(refs)
-            )
-        ):
-            ds = self._file[first.group][first.var]
-            arr = np.ascontiguousarray(ds[()] if rows is None else ds[:, rows])
-            return torch.from_numpy(arr.view(np.bool_) if arr.dtype == np.uint8 else arr.astype(np.bool_))
+        if isinstance(refs[0], DiskRef) and self._reader is not None:
+            return torch.from_numpy(np.ascontiguousarray(self._reader.mask_rounds(name, rows)))
+        s = self._survival_tensor(name)
+        if s is not None:
+            s = s if rows is None else s[rows]
+            return s.unsqueeze(0) > torch.arange(self.n_rounds, dtype=s.dtype).view(-1, *([1] * s.dim()))
         return torch.stack([self._get(m, rows).bool() for m in refs])
+
+    def _survival_tensor(self, name: str) -> torch.Tensor | None:
+        """The shared survival tensor of an in-memory flow's masks (:class:`SurvivalMask`), else None."""
+        refs = self._masks[name]
+        first = refs[0]
+        if isinstance(first, SurvivalMask) and all(
+            isinstance(m, SurvivalMask) and m.survival is first.survival and m.round == r
+            for r, m in enumerate(refs)
+        ):
+            return first.survival
+        return None
+
+    def survival_array(self, name: str) -> np.ndarray | None:
+        """The number of rounds each weight of ``name`` is alive in (its mask at round r is ``survival > r``),
+        as an unsigned integer array of the tensor's shape, or None when its masks are not nested (a
+        later round revives a weight) or ``name`` has no mask.
+
+        Read in one call from a store, taken from a computed flow, else built round by round.
+        """
+        self._check_name(name)
+        if name not in self._masks:
+            return None
+        from rganalysis.store.index import survival_dtype
+
+        dt = survival_dtype(self.n_rounds)
+        refs = self._masks[name]
+        if isinstance(refs[0], DiskRef) and self._reader is not None:
+            s = self._reader.survival(name)
+            return None if s is None else s.astype(dt, copy=False)
+        s = self._survival_tensor(name)
+        if s is not None:
+            return s.cpu().numpy().astype(dt, copy=False)
+        out = np.zeros(self.info[name].shape, dtype=dt)
+        prev = None
+        known = self.masks_nested is True  # checked when the set was made
+        for r in range(self.n_rounds):
+            m = _mask_bits(self.mask(name, r), name)
+            if not known and prev is not None and np.any(m > prev):
+                return None
+            out += m
+            prev = m
+        return out
 
     def changed_names(self, round: int) -> list[str]:
         """Tensors whose stored weights change at ``round`` (every tensor at round 0), in model order."""
@@ -296,7 +353,7 @@ class ParameterSet:
             raise MissingTensorError(f"no tensor named {name!r}")
         self._check_round(round)
         if name in self._masks:
-            m = self._get(self._masks[name][round]).bool()
+            m = _as_bool(self._get(self._masks[name][round]))
         else:
             m = torch.ones(self.info[name].shape, dtype=torch.bool)
         return m if device is None else m.to(device)
@@ -338,21 +395,41 @@ class ParameterSet:
         )
 
     # ------------------------------------------------------------------ derived tables
+    def density_table(self) -> tuple[list[str], np.ndarray]:
+        """(layers, densities ``(n_rounds, len(layers))`` float64) over :meth:`pruned_names`, without xarray.
+
+        A loaded store's recorded table is checked against its masks on first use
+        (:class:`~rganalysis.errors.DensityMismatchError`); an in-memory set's is computed from its masks.
+        """
+        names = self.pruned_names()
+        if self._density_cache is None and self._reader is not None:
+            rnames, table = self._reader.density_table()
+            if rnames == names:
+                self._density_cache = table
+        if self._density_cache is None:
+            d = np.ones((self.n_rounds, len(names)))
+            for j, n in enumerate(names):
+                if n not in self._masks:
+                    continue
+                s = self._survival_tensor(n)
+                if s is not None:
+                    counts = torch.bincount(s.reshape(-1).to(torch.int64), minlength=self.n_rounds + 1)
+                    alive = s.numel() - torch.cumsum(counts, 0)[: self.n_rounds]
+                    d[:, j] = alive.numpy() / s.numel()
+                    continue
+                for r in range(self.n_rounds):
+                    m = self.mask(n, r)
+                    d[r, j] = int(np.count_nonzero(m.cpu().numpy())) / m.numel()
+            self._density_cache = d
+        return names, self._density_cache
+
     def densities(self):
         """Per-layer densities, ``xarray.DataArray`` with dims (round, layer)."""
         import xarray as xr
 
-        names = self.pruned_names()
-        if self._density_cache is None:
-            d = np.ones((self.n_rounds, len(names)))
-            for j, n in enumerate(names):
-                if n in self._masks:
-                    for r in range(self.n_rounds):
-                        m = self.mask(n, r)
-                        d[r, j] = int(torch.count_nonzero(m)) / m.numel()
-            self._density_cache = d
+        names, table = self.density_table()
         return xr.DataArray(
-            self._density_cache,
+            table,
             dims=("round", "layer"),
             coords={"round": np.arange(self.n_rounds), "layer": names},
             name="density",
@@ -417,17 +494,25 @@ class ParameterSet:
         return module
 
     def save(
-        self, path: str | os.PathLike, *, force: bool = False, compress: bool = False, progress: bool = True
+        self,
+        path: str | os.PathLike,
+        *,
+        force: bool = False,
+        compress: bool = False,
+        progress: bool = True,
+        inputs: Iterable[str | os.PathLike] = (),
     ) -> Path:
-        """Write the set to ``path`` (atomically: a temporary file renamed at the end)."""
+        """Write the set to ``path`` atomically (:func:`rganalysis.store.save`): never over an existing
+        file unless ``force``, never over one of ``inputs`` (nor over the store this set was loaded from)."""
         from rganalysis.store.hdf5 import save
 
-        return save(self, path, force=force, compress=compress, progress=progress)
+        inputs = [*inputs, *([self.path] if self.path is not None else [])]
+        return save(self, path, force=force, compress=compress, progress=progress, inputs=inputs)
 
     def close(self) -> None:
         """Close the store file (a loaded set); tensors already read stay valid."""
-        if self._file is not None:
-            self._file.close()
+        if self._reader is not None:
+            self._reader.close()
             self._file = None
 
     def __enter__(self) -> ParameterSet:
@@ -442,6 +527,35 @@ class ParameterSet:
             f"<ParameterSet {self.attrs.get('name', '')!r} architecture={self.attrs.get('architecture')!r} "
             f"tensors={len(self.names)} parameters={n_params} rounds={self.n_rounds}>"
         )
+
+
+def _as_bool(m: torch.Tensor) -> torch.Tensor:
+    """A mask as ``torch.bool`` (nonzero = alive), converted in numpy for CPU tensors (see :func:`_mask_bits`)."""
+    if m.dtype == torch.bool or m.device.type != "cpu" or m.dtype == torch.bfloat16:
+        return m.bool()
+    return torch.from_numpy(m.numpy() != 0)
+
+
+def _mask_bits(m: torch.Tensor, what: str) -> np.ndarray:
+    """A 0/1 mask of any dtype as a numpy bool array (:class:`NonBinaryMaskError` for other values).
+    In numpy: single-threaded element-wise passes, which a busy torch thread pool makes slow."""
+    m = m.detach().cpu()
+    if m.dtype == torch.bool:
+        return m.numpy()
+    a = m.float().numpy() if m.dtype == torch.bfloat16 else m.numpy()
+    bad = (a != 0) & (a != 1)
+    if np.any(bad):
+        vals = np.unique(a[bad])[:5].tolist()
+        raise NonBinaryMaskError(f"{what} is not 0/1: holds {vals}")
+    return a != 0
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """True when ``t`` holds no NaN/Inf (min and max propagate NaN: no element-wise pass unless one is
+    not finite; in numpy, single-threaded: with a busy thread pool many small torch calls are slow)."""
+    from rganalysis.store.reader import count_nonfinite
+
+    return count_nonfinite(to_numpy(t), str(t.dtype).removeprefix("torch.")) == 0
 
 
 def build_info(

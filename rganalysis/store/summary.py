@@ -1,4 +1,5 @@
-"""A plain summary of a store: what ``rganalysis info`` prints and ``--json`` writes."""
+"""A plain summary of a store: what ``rganalysis info`` prints and ``--json`` writes.  Torch-free: it
+takes a :class:`~rganalysis.store.ParameterSet` or an open :class:`~rganalysis.store.reader.StoreReader`."""
 
 from __future__ import annotations
 
@@ -6,23 +7,29 @@ import json
 import math
 from typing import Any
 
-from rganalysis.store.checks import collapsed_layers
-from rganalysis.store.parameter_set import ParameterSet
+import numpy as np
+
+from rganalysis.store.diagnostics import collapsed_layers
 
 __all__ = ["format_summary", "summarize"]
 
 
-def summarize(pset: ParameterSet) -> dict[str, Any]:
-    """Architecture, parameter counts, layers, and per-round densities and metrics."""
+def summarize(pset: Any) -> dict[str, Any]:
+    """Architecture, parameter counts, layers, and per-round densities and metrics.
+
+    ``pset``: a ParameterSet, or a StoreReader (``rganalysis info`` reads a store without torch); the
+    densities are the checked ones (:meth:`~rganalysis.store.ParameterSet.density_table`).
+    """
     info = pset.info
-    dens = pset.densities()
-    glob = pset.global_density().values
+    layers, table = pset.density_table()
+    sizes = np.array([info[n].numel for n in layers], dtype=np.float64)
+    glob = (table * sizes).sum(axis=1) / sizes.sum() if len(layers) else np.ones(pset.n_rounds)
     rounds = []
     for r in range(pset.n_rounds):
         row: dict[str, Any] = {
             "round": r,
             "global_density": float(glob[r]),
-            "density": {str(k): float(v) for k, v in zip(dens.layer.values, dens.values[r], strict=True)},
+            "density": {str(k): float(v) for k, v in zip(layers, table[r], strict=True)},
         }
         for m, vals in pset.metrics.items():
             v = float(vals[r])
@@ -35,7 +42,7 @@ def summarize(pset: ParameterSet) -> dict[str, Any]:
                 attrs[k] = json.loads(attrs[k])
             except json.JSONDecodeError:
                 pass
-    b = pset.scale_factors() if pset.n_rounds > 1 else []
+    b = glob[:-1] / glob[1:] if pset.n_rounds > 1 else []
     return {
         "name": pset.attrs.get("name"),
         "architecture": pset.attrs.get("architecture"),

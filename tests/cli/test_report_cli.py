@@ -75,14 +75,15 @@ def test_single_model_report_matches_fit_json(flows, tmp_path, capsys):
 
     # the PDF: one page per figure and one page of tables
     assert pdf_pages(pdf) == 5 + 1
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".*rganalysis-partial*"))
 
 
 def test_report_errors_leave_no_file(flows, tmp_path, capsys):
     html = tmp_path / "r.html"
     html.write_text("old")
     # a single-round store is no flow: `fit`'s own error, exit status 2, the old file untouched
-    assert main(["report", str(flows["model_only"]), "-o", str(html), "-q"]) == 2
+    # (--force: without it the existing file is refused before anything runs)
+    assert main(["report", str(flows["model_only"]), "-o", str(html), "-q", "--force"]) == 2
     assert "TooFewRoundsError" in capsys.readouterr().err
     assert html.read_text() == "old"
     assert (

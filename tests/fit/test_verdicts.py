@@ -13,7 +13,7 @@ import rganalysis
 from rganalysis.cli import main
 from rganalysis.fit.flowfit import FlowFit
 from rganalysis.store.checkpoint import make_parameter_set, single_round
-from rganalysis.store.checks import collapsed_layers, looks_untrained
+from rganalysis.store.diagnostics import collapsed_layers, looks_untrained
 
 
 def _pset(sd, name="m"):

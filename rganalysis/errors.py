@@ -124,6 +124,11 @@ class DuplicateOutputError(RGAnalysisError):
     """Two outputs of one command resolve to the same file."""
 
 
+class StoreClosedError(RGAnalysisError):
+    """A tensor was read from a store after it was closed (a flow computed from a store reads its
+    weights lazily from it: keep the store open while the flow is used)."""
+
+
 class StoreFormatError(RGAnalysisError):
     """A file is not an rganalysis store, or is of an unsupported format version."""
 

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     options = {
         k: v
         for k, v in {
-            "name": args.name or args.output.stem,
+            "name": args.name or (args.output.stem if len(sources) == 1 else None),
             "masks": args.masks,
             "prefix": args.prefix,
             "architecture": args.architecture,

@@ -21,6 +21,7 @@ from rganalysis.errors import (
     MasksNotNestedError,
     NonBinaryMaskError,
     NonFiniteWeightsError,
+    StoreClosedError,
 )
 from rganalysis.store.index import (
     PER_ROUND,
@@ -115,6 +116,11 @@ class StoreReader:
         self.close()
 
     def _read(self, group: str, var: str, sel: Any = ()) -> np.ndarray:
+        if not self.file:  # h5py: a closed File is false
+            raise StoreClosedError(
+                f"{self.path} is closed, and /{group}/{var} had not been read: objects that read it lazily "
+                "(a flow computed from it, a set loaded from it) need it open; close it after using them"
+            )
         try:
             if sel == ():  # a whole dataset: HDF5's read into a new array, without h5py's selection machinery
                 gid = self._gids.get(group)

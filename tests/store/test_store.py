@@ -12,7 +12,7 @@ import xarray as xr
 
 import rganalysis
 from rganalysis.adapters import ingest
-from rganalysis.errors import MissingTensorError
+from rganalysis.errors import MissingTensorError, StoreClosedError
 
 from conftest import assert_state_dicts_equal
 
@@ -169,6 +169,20 @@ def test_lazy_reading_does_not_load_everything(tmp_path, resnet18_sd):
     w = back.tensor("layer2.0.conv1.weight")
     assert torch.equal(w, resnet18_sd["layer2.0.conv1.weight"])
     assert back.mask("layer2.0.conv1.weight").all() and back.mask("layer2.0.conv1.weight").dtype == torch.bool
+
+
+def test_reading_a_closed_store_is_a_named_error(tmp_path):
+    """A flow computed from a store reads the store's weights lazily; after the store is closed a tensor
+    not read yet is a StoreClosedError (not a corrupt-store message), and what was read stays valid."""
+    sd = {"a.weight": torch.randn(8, 4), "b.weight": torch.randn(3, 8)}
+    torch.save(sd, tmp_path / "m.pt")
+    rganalysis.save(ingest(tmp_path / "m.pt"), tmp_path / "m.h5")
+    with rganalysis.load(tmp_path / "m.h5") as pset:
+        flow = rganalysis.compute_flow(pset, rounds=2, rate=0.5, progress=False)
+        a = flow.tensor("a.weight", 2)
+    assert torch.equal(a, sd["a.weight"])
+    with pytest.raises(StoreClosedError, match="is closed"):
+        flow.tensor("b.weight", 2)
 
 
 def test_compression_option(tmp_path, resnet18_sd):

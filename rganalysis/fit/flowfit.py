@@ -48,7 +48,8 @@ class FlowFit(Estimator):
 
     Fitted attributes: ``couplings_`` (list of (round, coupling) DataArrays), ``estimator_``,
     ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``fixed_point_``, ``fixed_point_type_``,
-    ``distance_`` (per round, first flow), ``near_fixed_point_``.
+    ``distance_`` (per round, first flow), ``near_fixed_point_``, ``frozen_couplings_`` (response
+    estimator: couplings no perturbation moves, left out of the fit and of ``couplings_``, with the reason).
     """
 
     def __init__(
@@ -144,6 +145,9 @@ class FlowFit(Estimator):
             est.fit(p.state(r, self.device))
             fixed_point = est.fixed_point_
             self.response_round_ = r
+            if est.frozen_couplings_:  # left out of the regression: the flow is described without them
+                self.couplings_ = [k.sel(coupling=list(est.couplings_)) for k in self.couplings_]
+        self.frozen_couplings_ = dict(getattr(est, "frozen_couplings_", {}))
         self.estimator_ = est
         self.eigenvalues_ = est.eigenvalues_
         self.jacobian_ = est.jacobian_
@@ -190,6 +194,7 @@ class FlowFit(Estimator):
         if self.estimator == "response":
             out["perturbation"] = est.perturbation_
             out["round"] = self.response_round_
+            out["frozen_couplings"] = dict(self.frozen_couplings_)
         return out
 
 

@@ -417,3 +417,82 @@ def test_train_without_seed_needs_one_seed(least_squares_flow):
     with pytest.raises(InvalidParameterError, match="epsilon"):
         ResponseJacobian(identity_train, epsilon=1.5).fit(least_squares_flow)
     assert "seeds=3" in repr(ResponseJacobian(identity_train))
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. fit, compare and report read the stored response
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def response_stores(least_squares_flow, tmp_path_factory):
+    """Two copies of the least-squares flow with a stored response (noise 0.01 and 0.02), one without."""
+    d = tmp_path_factory.mktemp("response_stores")
+    paths = []
+    for i, noise in enumerate((0.01, 0.02, None)):
+        p = d / f"ls{i}.h5"
+        least_squares_flow.save(p, progress=False)
+        if noise is not None:
+            rganalysis.response_jacobian(
+                str(p),
+                partial(least_squares_train, noise=noise),
+                couplings="density",
+                directions=3,
+                epsilon=0.02,
+                seeds=2,
+                scheduler="sync",
+                progress=False,
+                n_bootstrap=20,
+            )
+        paths.append(p)
+    return paths
+
+
+def test_fit_cli_embeds_and_prints_the_stored_response(response_stores, tmp_path, capsys):
+    import json
+
+    from rganalysis.cli import main
+
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(response_stores[0]), "--rank", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "response Jacobian at round 3" in text and "real IMP step" in text
+    j = json.loads(out.read_text())
+    (resp,) = j["response"].values()
+    assert resp == read_response(response_stores[0])
+    assert main(["fit", str(response_stores[2]), "--rank", "1", "--json", str(out)]) == 0
+    assert "response" not in json.loads(out.read_text())
+
+
+def test_compare_reports_response_spectrum_only_when_every_flow_has_one(response_stores):
+    from rganalysis.universality import UniversalityAnalysis
+
+    ua = UniversalityAnalysis().fit([str(p) for p in response_stores[:2]], names=["a", "b"])
+    comps = list(ua.components_["component"].values)
+    assert "response_spectrum" in comps and ua.weights_["response_spectrum"] == 0.0
+    d = float(ua.components_.sel(component="response_spectrum", model="a", model_other="b"))
+    a, b = (read_response(p) for p in response_stores[:2])
+    from rganalysis.fit.spectra import spectral_wasserstein
+
+    ea = [complex(e["re"], e["im"]) for e in a["eigenvalues"]]
+    eb = [complex(e["re"], e["im"]) for e in b["eigenvalues"]]
+    assert d == pytest.approx(spectral_wasserstein(ea, eb)) and d > 0
+    ua = UniversalityAnalysis().fit([str(p) for p in response_stores], names=["a", "b", "c"])
+    assert "response_spectrum" not in list(ua.components_["component"].values)
+
+
+def test_report_draws_the_response_spectrum_beside_the_trajectory_one(response_stores):
+    from rganalysis.report.build import build_report
+    from rganalysis.report.options import ReportOptions
+
+    rep = build_report([str(response_stores[0])], ReportOptions(rank=1), compare=False)
+    try:
+        (sec,) = rep.models
+        ids = [f.id for f in sec.figures]
+        i = next(k for k, x in enumerate(ids) if x.startswith("fig-spectrum-"))
+        assert ids[i + 1].startswith("fig-response-")
+        assert (
+            "real IMP step" in sec.figures[i + 1].caption and "trajectory fit" in sec.figures[i + 1].caption
+        )
+        assert "response Jacobian" in sec.figures[i].caption
+        assert "response" in sec.fit_json
+    finally:
+        rep.close()

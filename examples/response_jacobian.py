@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import transfer_benchmark as tb  # noqa: E402
 
 import rganalysis  # noqa: E402
+from rganalysis.errors import RGAnalysisError  # noqa: E402
 from rganalysis.fit.response_store import read_response  # noqa: E402
 
 _CACHE: dict[tuple, Any] = {}
@@ -123,19 +124,25 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 train = partial(bench_train, arch=arch, bench_seed=seed, task=task, config=rec["config"])
                 t0 = time.perf_counter()
-                est = rganalysis.response_jacobian(
-                    str(path),
-                    train,
-                    round=a.round,
-                    couplings=tuple(a.couplings.split(",")),
-                    directions=a.directions,
-                    epsilon=a.epsilon,
-                    seeds=a.train_seeds,
-                    scheduler="sync" if a.workers <= 1 else "processes",
-                    n_workers=a.workers,
-                    device="cpu",
-                    progress=False,
-                )
+                try:
+                    est = rganalysis.response_jacobian(
+                        str(path),
+                        train,
+                        round=a.round,
+                        couplings=tuple(a.couplings.split(",")),
+                        directions=a.directions,
+                        epsilon=a.epsilon,
+                        seeds=a.train_seeds,
+                        scheduler="sync" if a.workers <= 1 else "processes",
+                        n_workers=a.workers,
+                        device="cpu",
+                        progress=False,
+                    )
+                except RGAnalysisError as e:  # reported and recorded; the other flows go on
+                    print(f"[{arch} seed {seed}] {task}: FAILED: {e}", flush=True)
+                    timing[f"{arch}/seed_{seed}/{task}"] = {"failed": str(e)}
+                    timing_path.write_text(json.dumps(timing, indent=1))
+                    continue
                 wall = time.perf_counter() - t0
                 lam = ", ".join(f"{abs(z):.3f}" for z in est.eigenvalues_[:4])
                 print(

@@ -413,6 +413,10 @@ class ResponseJacobian(Estimator):
     noise_draws, noise_level : draws of the pure-seed-noise Jacobian and the quantile of its largest
         ``|lambda|`` that is reported as ``noise_floor_``
     tol : marginal band around ``|lambda| = 1``
+    min_excitation : the regression runs in the principal directions of the moves the perturbed states
+        actually realised; a direction realised less than this fraction as strongly as the first (singular
+        values of the realised moves) is dropped, with a warning: its Jacobian column would be noise
+        amplified by the inverse
     random_state : seed of the bootstrap and the noise draws
     progress : a tqdm bar counting retrains
 
@@ -425,8 +429,12 @@ class ResponseJacobian(Estimator):
     frozen_couplings_ : coupling -> reason, for couplings no perturbation moves (a dead or near-empty layer,
         a statistic pinned at a boundary): left out of the regression
     base_couplings_ : (C_all,) the couplings at round n;  coupling_scale_ : (C,) the unit of each coupling
-    directions_ : (D, C) orthonormal directions in standardised couplings (``dK / coupling_scale_``);
-        direction_source_ : ``"flow"``, ``"perturbations"`` or ``"given"`` per direction
+    target_directions_ : (D_t, C) orthonormal directions the perturbations aim at, in standardised couplings
+        (``dK / coupling_scale_``); direction_source_ : ``"flow"``, ``"perturbations"`` or ``"given"`` per
+        direction (``"realised"`` once fitted)
+    directions_ : (D, C) the regression's coordinates: the principal directions of the realised moves
+        (D <= D_t, see ``min_excitation``); direction_overlap_ : (D,) cosines of the principal angles between
+        the realised and the targeted spans
     atoms_ : labels of the elementary mask moves;  design_ : (N, n_atoms) their strengths per state
     alignment_ : (N,) cosine between each perturbed state's realised move and its target direction
     inputs_ : (N, S, C) dK_n per state and seed (standardised);  outputs_ : (N, S, C) dK_{n+1}
@@ -463,6 +471,7 @@ class ResponseJacobian(Estimator):
         noise_draws: int = 200,
         noise_level: float = 0.95,
         tol: float = 0.05,
+        min_excitation: float = 0.1,
         random_state: int | None = 0,
         progress: bool = True,
     ) -> None:
@@ -483,6 +492,7 @@ class ResponseJacobian(Estimator):
         self.noise_draws = noise_draws
         self.noise_level = noise_level
         self.tol = tol
+        self.min_excitation = min_excitation
         self.random_state = random_state
         self.progress = progress
 
@@ -520,6 +530,8 @@ class ResponseJacobian(Estimator):
             raise InvalidParameterError("n_bootstrap must be >= 0 and ci_level in (0, 1)")
         if self.noise_draws < 0 or not 0 < self.noise_level < 1:
             raise InvalidParameterError("noise_draws must be >= 0 and noise_level in (0, 1)")
+        if not 0.0 <= float(self.min_excitation) < 1.0:
+            raise InvalidParameterError(f"min_excitation must be in [0, 1), got {self.min_excitation}")
         if self.threads is not None and int(self.threads) < 1:
             raise InvalidParameterError(f"threads must be >= 1 or None, got {self.threads}")
         sets = tuple(_normalise_sets(self.couplings))
@@ -774,6 +786,9 @@ class ResponseJacobian(Estimator):
             )
         self.inputs_, self.outputs_ = inputs, outputs
         null = float(self.epsilon) == 0.0
+        self.target_directions_ = self.directions_.copy()
+        if not null:
+            V = self._realised_directions(inputs, V)
         X = np.broadcast_to(self._nominal[:, None, :], (N, S, V.shape[1])).copy() if null else inputs @ V
         Y = outputs @ V
         self.X_, self.Y_ = X, Y
@@ -826,6 +841,33 @@ class ResponseJacobian(Estimator):
                 IllConditionedWarning,
                 stacklevel=3,
             )
+
+    def _realised_directions(self, inputs: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """The regression's coordinates: the principal directions of the moves the perturbed states realised
+        (mean over seeds), at most as many as targeted, each realised at least ``min_excitation`` times as
+        strongly as the first.  Sets ``directions_`` and ``direction_overlap_`` (cosines of the principal
+        angles between the realised and the targeted spans).  Returns (C, D) orthonormal columns."""
+        Xm = inputs.mean(axis=1)
+        Xm = Xm - Xm.mean(axis=0)
+        _, s, Wt = np.linalg.svd(Xm, full_matrices=False)
+        if not (s.size and s[0] > 0):
+            raise DegenerateRegressionError(
+                "ResponseJacobian: the perturbed states do not move the couplings"
+            )
+        k = int(min(V.shape[1], np.sum(s >= float(self.min_excitation) * s[0])))
+        if k < V.shape[1]:
+            warnings.warn(
+                f"ResponseJacobian(round {self.round_}): the perturbed states realise {k} of the {V.shape[1]} "
+                f"targeted directions at least {self.min_excitation:g} times as strongly as the first (singular "
+                f"values {', '.join(f'{x:.3g}' for x in s[: V.shape[1]])}); the Jacobian is measured in those {k}",
+                IllConditionedWarning,
+                stacklevel=4,
+            )
+        Vr = _sign_fix(Wt[:k].T)
+        self.directions_ = Vr.T.copy()
+        self.direction_overlap_ = np.linalg.svd(V.T @ Vr, compute_uv=False)
+        self.direction_source_ = ["realised"] * k
+        return Vr
 
     def _bootstrap(
         self, X: np.ndarray, Y: np.ndarray, rng: np.random.Generator, fit_kw: dict[str, Any]
@@ -936,6 +978,8 @@ class ResponseJacobian(Estimator):
             "coupling_scale": [num(x) for x in self.coupling_scale_],
             "directions": [[num(x) for x in row] for row in self.directions_],
             "direction_source": list(self.direction_source_),
+            "target_directions": [[num(x) for x in row] for row in self.target_directions_],
+            "direction_overlap": [num(x) for x in getattr(self, "direction_overlap_", [])],
             "jacobian": [[num(x) for x in row] for row in self.jacobian_],
             "eigenvalues": eig,
             "eigenvectors": [

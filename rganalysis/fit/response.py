@@ -447,6 +447,8 @@ class ResponseJacobian(Estimator):
         seed noise (sign-flipped residuals on the same design);  noise_eigenvalues_ : (draws, D) sorted
     in_noise_ : (D,) bool, ``|lambda| <= noise_floor_``
     closure_ : fraction of the responses' variance inside the span of the directions
+    step_ : (C,) the unperturbed state's step ``K_{n+1} - K_n`` (mean over seeds, standardised): near a fixed
+        point it is small against ``flow_step_``, the flow's own last recorded step ``K_n - K_{n-1}``
     r2_, residual_, condition_number_ : of the regression
     n_states_, seeds_, n_retrains_, retrain_seconds_ (summed over retrains), wall_seconds_, scheduler_
     """
@@ -776,6 +778,15 @@ class ResponseJacobian(Estimator):
         else:
             inputs = np.broadcast_to(self._mask_inputs[:, None, :], (N, S, C)).copy()
         base_out = Kout[0].mean(axis=0)
+        # how far one step moves the unperturbed state, against the flow's own last recorded step
+        k_n = self.base_couplings_[active]
+        self.step_ = (base_out - (Kin[0].mean(axis=0) if self.weights_needed_ else k_n)) / scale
+        n = self.round_
+        self.flow_step_ = (
+            (self._flow_couplings[n, active] - self._flow_couplings[n - 1, active]) / scale
+            if n > 0
+            else np.full(len(active), np.nan)
+        )
         outputs = (Kout - base_out) / scale
         undefined = ~(np.isfinite(outputs).all(axis=(0, 1)) & np.isfinite(inputs).all(axis=(0, 1)))
         if undefined.any():
@@ -990,6 +1001,8 @@ class ResponseJacobian(Estimator):
                 for j in range(self.eigenvectors_.shape[1])
             ],
             "noise_floor": num(self.noise_floor_),
+            "step_norm": num(np.linalg.norm(self.step_)),
+            "flow_step_norm": num(np.linalg.norm(self.flow_step_)),
             "noise_level": float(self.noise_level),
             "closure": num(self.closure_),
             "r2": num(self.r2_),

@@ -141,14 +141,14 @@ def format_response(j: dict[str, Any], max_rows: int = 12) -> str:
         f"{j['rate']:.4g}; b = {f(j['b'], '.4f')}): {j['n_directions']} directions of "
         f"{len(j['couplings'])} {','.join(j['coupling_sets'])} couplings, {j['n_retrains']} retrains "
         f"({j['retrain_seconds']:.0f} s), noise floor |lambda| <= {f(j['noise_floor'], '.3g')}",
-        f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<12} {'95% CI of |lambda|':>20}",
+        f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<20} {'95% CI of |lambda|':>20}",
     ]
     eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
     for e in eig[:max_rows]:
         ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
         lines.append(
             f"  {f(e['abs'], '9.4f')} {f(e['re'], '9.4f')} {f(e['im'], '9.4f')} {f(e['exponent'], '8.3f')}  "
-            f"{e['class'] + (' (noise)' if e.get('in_noise') else ''):<12} {ci:>20}"
+            f"{e['class'] + (' (noise)' if e.get('in_noise') else ''):<20} {ci:>20}"
         )
     if len(eig) > max_rows:
         lines.append(f"  ... {len(eig) - max_rows} smaller eigenvalues (all in --json)")

@@ -244,6 +244,7 @@ def response_figure(sec: ModelSection) -> Figure | None:
     if floor is not None and floor > 0:
         t = np.linspace(0, 2 * np.pi, 200)
         ax.plot(floor * np.cos(t), floor * np.sin(t), color="0.5", ls="--", lw=0.9, label="noise floor")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     cnt = _class_counts(resp["eigenvalues"])
     n_noise = sum(1 for e in resp["eigenvalues"] if e.get("in_noise"))
     caption = (

@@ -650,15 +650,19 @@ class Generation:
 #: paths), never the transfer accuracies in ``generation.record`` (those are the outcome; only test
 #: oracles such as ``-gap`` read them).
 DistanceFn = Callable[[list[Path], list[str], str, int, Generation], np.ndarray]
-#: Registered distance functions, by name.
+#: Registered distance functions, by name (scored by default).
 DISTANCES: dict[str, DistanceFn] = {}
+#: Registered distances that need more than a generation (e.g. a response Jacobian stored in every flow by
+#: examples/response_jacobian.py): scored only when named (``--distances``).
+EXTRA_DISTANCES: dict[str, DistanceFn] = {}
 
 
-def register_distance(name: str) -> Callable[[DistanceFn], DistanceFn]:
-    """Decorator registering a :data:`DistanceFn` under ``name``."""
+def register_distance(name: str, *, default: bool = True) -> Callable[[DistanceFn], DistanceFn]:
+    """Decorator registering a :data:`DistanceFn` under ``name`` (in :data:`EXTRA_DISTANCES` when not
+    ``default``)."""
 
     def deco(fn: DistanceFn) -> DistanceFn:
-        DISTANCES[name] = fn
+        (DISTANCES if default else EXTRA_DISTANCES)[name] = fn
         return fn
 
     return deco
@@ -783,6 +787,14 @@ def rganalysis_distance(
 
 register_distance("rganalysis")(rganalysis_distance())  # the default of rganalysis compare (aligned here)
 register_distance("rganalysis_invariant")(rganalysis_distance(alignment="invariant"))
+# the spectra of the two linearisations, side by side: the response Jacobian of the real IMP step (stored
+# in each flow by examples/response_jacobian.py) and the trajectory fit of the flow on the same unit couplings
+register_distance("response_spectrum", default=False)(
+    rganalysis_distance({"response_spectrum": 1.0}, "invariant", ("density",))
+)
+register_distance("trajectory_spectrum", default=False)(
+    rganalysis_distance({"spectrum": 1.0}, "invariant", ("unit",))
+)
 
 #: The candidates compared on the calibration seeds (``calibrate``), fixed before that run: name ->
 #: (weights, alignment, couplings of the fits).  The default of ``rganalysis compare`` is the best
@@ -1397,8 +1409,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown tasks; known: {list(TASK_SPECS)}")
     cfg = dataclasses.replace(base, **over)
     names = a.distances or list(DISTANCES)
-    if any(n not in DISTANCES for n in names):
-        p.error(f"unknown distances; registered: {list(DISTANCES)}")
+    known = {**DISTANCES, **EXTRA_DISTANCES}
+    if any(n not in known for n in names):
+        p.error(f"unknown distances; registered: {list(known)}")
     set_determinism(a.threads)
     t0 = time.perf_counter()
     if a.command in ("generate", "run"):
@@ -1415,7 +1428,7 @@ def main(argv: list[str] | None = None) -> int:
             a.out,
             seeds,
             a.archs,
-            {n: DISTANCES[n] for n in names},
+            {n: known[n] for n in names},
             n_perm=a.n_perm,
             perm_seed=a.perm_seed,
             figure=not a.no_figure,
@@ -1434,6 +1447,7 @@ __all__ = [
     "CALIBRATION_SEEDS",
     "DISTANCES",
     "DistanceFn",
+    "EXTRA_DISTANCES",
     "FAMILIES",
     "GROUPS",
     "Generation",

@@ -20,6 +20,8 @@ _PUBLIC = {
     "ingest": "rganalysis.adapters",
     "compute_flow": "rganalysis.rg",
     "FlowFit": "rganalysis.fit",
+    "ResponseJacobian": "rganalysis.fit",
+    "response_jacobian": "rganalysis.fit",
     "KoopmanDMD": "rganalysis.koopman",
     "UniversalityAnalysis": "rganalysis.universality",
     "write_report": "rganalysis.report",
@@ -32,6 +34,7 @@ __all__ = [
     "KoopmanDMD",
     "ParameterSet",
     "RGAnalysisError",
+    "ResponseJacobian",
     "State",
     "UniversalityAnalysis",
     "__version__",
@@ -40,6 +43,7 @@ __all__ = [
     "ingest",
     "load",
     "plot",
+    "response_jacobian",
     "save",
     "write_report",
 ]
@@ -64,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rganalysis import errors, plot
     from rganalysis.adapters import ingest
     from rganalysis.errors import RGAnalysisError
-    from rganalysis.fit import FlowFit
+    from rganalysis.fit import FlowFit, ResponseJacobian, response_jacobian
     from rganalysis.koopman import KoopmanDMD
     from rganalysis.report import write_report
     from rganalysis.rg import compute_flow

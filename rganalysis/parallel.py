@@ -36,6 +36,7 @@ def map_flows(
     *,
     scheduler: Any = None,
     n_workers: int | None = None,
+    progress: str | None = None,
 ) -> list[Any]:
     """``[fn(x) for x in items]`` on dask, in input order.
 
@@ -53,6 +54,8 @@ def map_flows(
         ``scheduler_address``, or ``dask scheduler`` started elsewhere; workers need rganalysis).
     n_workers : int, optional
         Worker processes of the local scheduler (ignored by the others).
+    progress : str, optional
+        Show a tqdm bar with this description that counts finished items (on every scheduler).
 
     Returns
     -------
@@ -61,28 +64,65 @@ def map_flows(
     items = list(items)
     if not items:
         return []
+    from tqdm.auto import tqdm
+
     kind = resolve_scheduler(scheduler)
-    if kind == "sync":
-        return [fn(x) for x in items]
-    import dask
+    with tqdm(total=len(items), desc=progress or "", unit="item", disable=not progress) as bar:
+        if kind == "sync":
+            out = []
+            for x in items:
+                out.append(fn(x))
+                bar.update()
+            return out
+        import dask
 
-    tasks = [dask.delayed(fn, pure=False)(x) for x in items]
-    if kind == "processes":
-        n = int(n_workers) if n_workers else (os.cpu_count() or 1)
-        if n < 1:
-            raise InvalidParameterError(f"n_workers must be >= 1, got {n_workers}")
-        return list(dask.compute(*tasks, scheduler="processes", num_workers=min(n, len(items))))
-    from distributed import Client
+        tasks = [dask.delayed(fn, pure=False)(x) for x in items]
+        if kind == "processes":
+            n = int(n_workers) if n_workers else (os.cpu_count() or 1)
+            if n < 1:
+                raise InvalidParameterError(f"n_workers must be >= 1, got {n_workers}")
+            with _Ticker(bar, {t.key for t in tasks}):
+                return list(dask.compute(*tasks, scheduler="processes", num_workers=min(n, len(items))))
+        from distributed import Client
 
-    if isinstance(scheduler, str):
-        with Client(scheduler, set_as_default=False) as client:
-            return list(client.gather(client.compute(tasks)))
-    if isinstance(scheduler, Client):
-        return list(scheduler.gather(scheduler.compute(tasks)))
-    addr = getattr(scheduler, "scheduler_address", None)  # a LocalCluster / SpecCluster
-    if addr is None:
-        raise InvalidParameterError(
-            f"unknown scheduler {scheduler!r}: give None, 'sync', an address or a Client"
-        )
-    with Client(addr, set_as_default=False) as client:
-        return list(client.gather(client.compute(tasks)))
+        if isinstance(scheduler, str):
+            with Client(scheduler, set_as_default=False) as client:
+                return _gather(client, tasks, bar)
+        if isinstance(scheduler, Client):
+            return _gather(scheduler, tasks, bar)
+        addr = getattr(scheduler, "scheduler_address", None)  # a LocalCluster / SpecCluster
+        if addr is None:
+            raise InvalidParameterError(
+                f"unknown scheduler {scheduler!r}: give None, 'sync', an address or a Client"
+            )
+        with Client(addr, set_as_default=False) as client:
+            return _gather(client, tasks, bar)
+
+
+def _gather(client: Any, tasks: list[Any], bar: Any) -> list[Any]:
+    """Compute ``tasks`` on a distributed client, ticking ``bar`` as each finishes; results in order."""
+    futures = client.compute(tasks)
+    for f in futures:
+        f.add_done_callback(lambda _: bar.update())
+    return list(client.gather(futures))
+
+
+def _ticker_class():
+    from dask.callbacks import Callback
+
+    class Ticker(Callback):
+        """Ticks a tqdm bar when one of the given task keys finishes (local schedulers)."""
+
+        def __init__(self, bar: Any, keys: set):
+            super().__init__()
+            self._bar, self._keys = bar, keys
+
+        def _posttask(self, key, result, dsk, state, worker_id):  # noqa: D401 - dask's hook
+            if key in self._keys:
+                self._bar.update()
+
+    return Ticker
+
+
+def _Ticker(bar: Any, keys: set) -> Any:  # noqa: N802 - builds the dask Callback lazily (dask is optional)
+    return _ticker_class()(bar, keys)

@@ -21,6 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import rganalysis
     from rganalysis.fit.flowfit import format_spectrum
+    from rganalysis.fit.response_store import format_response, read_response
     from rganalysis.store.output import guard_outputs, write_json
 
     guard_outputs({"--json": args.json_out}, args.flows, force=args.force)
@@ -32,7 +33,15 @@ def run(args: argparse.Namespace) -> int:
         for p in psets:
             p.close()
     j = fit.to_json()
+    # a response Jacobian stored in a flow (rganalysis.response_jacobian) is embedded and printed as it is
+    stored = {name: read_response(f) for name, f in zip(j["models"], args.flows, strict=True)}
+    stored = {k: v for k, v in stored.items() if v is not None}
+    if stored:
+        j["response"] = stored
     if args.json_out:
         write_json(j, args.json_out, force=args.force, inputs=args.flows)
     print(format_spectrum(j))
+    for name, r in stored.items():
+        print(f"{name}: stored response spectrum (linearises the real IMP step, not the recorded trajectory)")
+        print(format_response(r))
     return 0

@@ -10,11 +10,14 @@ from rganalysis.fit.fixed_points import (
 )
 from rganalysis.fit.flowfit import FlowFit
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
+from rganalysis.fit.response import ResponseJacobian, response_jacobian
+from rganalysis.fit.response_store import read_response, write_response
 from rganalysis.fit.streaming import stream_flow_couplings
 
 __all__ = [
     "FlowFit",
     "ResponseEstimator",
+    "ResponseJacobian",
     "TrajectoryEstimator",
     "classify_eigenvalues",
     "compute_couplings",
@@ -22,8 +25,11 @@ __all__ = [
     "fixed_point_type",
     "flow_couplings",
     "flow_scale",
+    "read_response",
     "register_coupling_set",
     "resample_depth",
+    "response_jacobian",
     "scale_factor",
     "stream_flow_couplings",
+    "write_response",
 ]

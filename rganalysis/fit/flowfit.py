@@ -59,7 +59,9 @@ class FlowFit(Estimator):
     (couplings whose fixed-point value lies outside their domain: an extrapolation),
     ``collapsed_`` (layers IMP emptied -> first empty round),
     ``distance_`` (per round, first flow), ``near_fixed_point_``, ``depth_points_`` and ``rank_`` (the
-    values used).
+    values used),
+    ``frozen_couplings_`` (response estimator: couplings no perturbation moves, left out of the fit and of
+    ``couplings_``, with the reason).
     """
 
     def __init__(
@@ -168,6 +170,9 @@ class FlowFit(Estimator):
             est.fit(p.state(r, self.device))
             fixed_point = est.fixed_point_
             self.response_round_ = r
+            if est.frozen_couplings_:  # left out of the regression: the flow is described without them
+                self.couplings_ = [k.sel(coupling=list(est.couplings_)) for k in self.couplings_]
+        self.frozen_couplings_ = dict(getattr(est, "frozen_couplings_", {}))
         self.estimator_ = est
         self.eigenvalues_ = est.eigenvalues_
         self.jacobian_ = est.jacobian_
@@ -235,6 +240,7 @@ class FlowFit(Estimator):
         if self.estimator == "response":
             out["perturbation"] = est.perturbation_
             out["round"] = self.response_round_
+            out["frozen_couplings"] = dict(self.frozen_couplings_)
         return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from rganalysis.store.state import State, resolve_device
 
 __all__ = [
     "flow_pairs",
+    "frozen_couplings",
     "IllConditionedWarning",
     "perturb_state",
     "PERTURBATION_FAMILIES",
@@ -583,6 +584,43 @@ def _manifold_report(state: State, rate: float) -> dict[str, Any]:
     }
 
 
+def frozen_couplings(
+    names: Sequence[str],
+    layers: Sequence[str],
+    densities: Mapping[str, float],
+    still: np.ndarray,
+    responses: np.ndarray,
+    what: str,
+) -> dict[str, str]:
+    """Why each coupling in ``still`` (indices into ``names``) is left out of a response regression.
+
+    ``layers``: the layer of each coupling ("" for whole-network ones); ``densities``: layer -> density
+    at the state; ``responses``: (n_samples, C) the images' deviations dK', to say whether the step still
+    moved the coupling; ``what``: the perturbations, for the message.  Returns coupling name -> reason: a
+    dead layer (density 0), a near-empty one (density < 0.001), or a statistic pinned at a boundary.
+    """
+    out: dict[str, str] = {}
+    for i in np.asarray(still, dtype=int):
+        d = densities.get(str(layers[i]))
+        why = (
+            "dead layer (density 0)"
+            if d == 0.0
+            else f"near-empty layer (density {d:.2g})"
+            if d is not None and d < 1e-3
+            else f"not moved by any of {what} (frozen, or pinned at a boundary)"
+        )
+        col = responses[:, i] if responses.size else np.zeros(0)
+        if col.size and not np.isfinite(col).all():
+            why += "; undefined (NaN) at the state or after the step"
+            moved = 0.0
+        else:
+            moved = float(np.abs(col).max()) if col.size else 0.0
+        out[str(names[i])] = why + (
+            f"; the step still moved it (max |dK'| = {moved:.3g})" if moved > 0 else ""
+        )
+    return out
+
+
 class ResponseEstimator(_LinearisedMap):
     """Linearise one RG step at a state from its response to small perturbations.
 
@@ -611,6 +649,12 @@ class ResponseEstimator(_LinearisedMap):
         (``on_manifold``, ``global_threshold``, ``layer_thresholds``, ...)
     clipped_ : int, threshold perturbations that wanted to restore more weights than were pruned
     fixed_point_ : fixed point of the linearised map ``K -> R(K0) + c + J (K - K0)``
+    all_couplings_ : list of str, every coupling of the state;  ``couplings_`` are those regressed
+    frozen_couplings_ : dict, coupling name -> why it was left out: couplings that no perturbation moves
+        (a dead layer, a near-empty one whose perturbation rounds to no weight, a statistic pinned at a
+        boundary) or that are undefined (NaN) carry no information; they are reported here and left out
+        of the regression instead of failing it.  Only when *every* coupling is frozen does the fit raise
+        :class:`DegenerateRegressionError`.
     """
 
     def __init__(
@@ -709,13 +753,13 @@ class ResponseEstimator(_LinearisedMap):
                 stacklevel=2,
             )
 
-        still = np.flatnonzero(np.all(dK == 0, axis=0))
-        if still.size:
-            bad = [names[i] for i in still]
+        undefined = ~(np.isfinite(dK).all(axis=0) & np.isfinite(dKp).all(axis=0))
+        still = np.flatnonzero(np.all(dK == 0, axis=0) | undefined)
+        if still.size == len(names):
             moved = float(np.abs(dKp).max())
             raise DegenerateRegressionError(
-                f"{what}: the perturbations leave coupling(s) {', '.join(bad[:6])}"
-                f"{' ...' if len(bad) > 6 else ''} unchanged in all {self.n_samples} samples, so the "
+                f"{what}: the perturbations leave coupling(s) {', '.join(names[:6])}"
+                f"{' ...' if len(names) > 6 else ''} unchanged in all {self.n_samples} samples, so the "
                 "regression of dK' on dK has no information in those directions"
                 + (
                     " (per-layer magnitude rescaling does not change densities)"
@@ -730,6 +774,23 @@ class ResponseEstimator(_LinearisedMap):
                 )
                 + ". Use another perturbation family or couplings the family moves."
             )
+        # couplings that no perturbation moves (a dead or near-empty layer: frozen, or absorbed at a boundary)
+        # carry no information; they are reported and left out of the regression
+        self.all_couplings_ = list(names)
+        self.frozen_couplings_ = frozen_couplings(
+            names,
+            [str(x) for x in base["layer"].values],
+            state.densities(),
+            still,
+            dKp,
+            f"the {self.n_samples} {self.perturbation} perturbations",
+        )
+        if still.size:
+            keep = np.setdiff1d(np.arange(len(names)), still)
+            names = [names[i] for i in keep]
+            dK, dKp = dK[:, keep], dKp[:, keep]
+            base, image = base.isel(coupling=keep), image.isel(coupling=keep)
+            k0, k0p = k0[keep], k0p[keep]
         fit_kw = dict(rank=None, ridge=0.0, max_condition=1e10, warn_condition=1e4)
         f = _affine_fit(dK, dKp, names, what=what, **fit_kw)
         self._store(f, names)

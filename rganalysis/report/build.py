@@ -206,6 +206,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
         fig = new_figure((6.0, 6.2))
         plot.spectrum(j, ax=fig.subplots())
     sec.figures.append(Figure(f"fig-spectrum-{s}", "Eigenvalue spectrum", spec_caption, fig))
+    response_figure(sec)
 
     near = j["near_fixed_point"]
     fig = new_figure((6.4, 4.4))
@@ -229,6 +230,51 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
             fig,
         )
     )
+
+
+def response_figure(sec: ModelSection) -> Figure | None:
+    """The spectrum of the response Jacobian stored in the flow (``fit_json["response"]``, written by
+    :func:`rganalysis.response_jacobian`), beside the trajectory spectrum: appended to ``sec.figures``, with
+    a caption that says which map each linearises (the trajectory figure's caption is told as well).
+    Nothing when the store has none.  Returns the figure."""
+    from rganalysis.report import plot
+
+    resp = next(iter((sec.fit_json.get("response") or {}).values()), None)
+    if resp is None:
+        return None
+    fig = new_figure((6.0, 6.2))
+    ax = fig.subplots()
+    plot.spectrum(resp, ax=ax, title=f"response Jacobian at round {resp['round']} (real IMP step)")
+    floor = resp.get("noise_floor")
+    if floor is not None and floor > 0:
+        t = np.linspace(0, 2 * np.pi, 200)
+        ax.plot(floor * np.cos(t), floor * np.sin(t), color="0.5", ls="--", lw=0.9, label="noise floor")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    cnt = _class_counts(resp["eigenvalues"])
+    n_noise = sum(1 for e in resp["eigenvalues"] if e.get("in_noise"))
+    caption = (
+        f"Eigenvalues of the response Jacobian stored in this flow: it linearises the real IMP step at round "
+        f"{resp['round']} -- rewind, retrain (the user's training, {len(resp['seeds'][0])} seeds per state) and "
+        f"global pruning at rate {format_value(resp['rate'])} -- measured from {resp['n_states']} perturbed masks "
+        f"along {resp['n_directions']} directions of the {', '.join(resp['coupling_sets'])} couplings "
+        f"({resp['n_retrains']} retrains). The previous figure linearises a different map: the trajectory fit of the "
+        "recorded flow, an affine map through its own one-step pairs, which fixes the Jacobian only along the flow. "
+        "Read the same way (unit circle, marginal band, radial 95% bootstrap bars over states and seeds); grey "
+        "diamonds are undetermined (their interval straddles a class boundary). The dashed circle is the noise floor "
+        f"|λ| = {format_value(floor)}: the {resp['noise_level']:.0%} quantile of the largest |λ| of the Jacobian of "
+        f"seed noise alone, so eigenvalues inside it are indistinguishable from noise. Here: {cnt.get('relevant', 0)} "
+        f"relevant, {cnt.get('marginal', 0)} marginal, {cnt.get('irrelevant', 0)} irrelevant, "
+        f"{cnt.get('undetermined', 0)} undetermined; {n_noise} inside the noise floor."
+    )
+    spec = next((f for f in sec.figures if f.id.startswith("fig-spectrum-")), None)
+    if spec is not None:
+        spec.caption += (
+            " (This is the trajectory fit's spectrum; the next figure is the response Jacobian of the real IMP step "
+            "stored with the flow.)"
+        )
+    f = Figure(f"fig-response-{sec.slug}", "Response spectrum (real IMP step)", caption, fig)
+    sec.figures.append(f)
+    return f
 
 
 def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
@@ -677,6 +723,12 @@ def build_report(
             fits.append(fit)
             # the JSON exactly as `rganalysis fit --json` writes it (a JSON round trip included)
             fit_json = json.loads(json.dumps(fit.to_json(), allow_nan=False))
+            if pset.path is not None:  # a stored response Jacobian, embedded as `rganalysis fit` does
+                from rganalysis.fit.response_store import read_response
+
+                resp = read_response(pset.path)
+                if resp is not None:
+                    fit_json["response"] = {fit_json["models"][0]: resp}
             cmd = shlex.join(
                 ["rganalysis", "fit", path, *opts.fit_args(depth_points), "--json", f"fit-{label}.json"]
             )

@@ -37,6 +37,7 @@ CLASS_STYLE: dict[str, dict[str, str]] = {
     "relevant": {"color": "#d62728", "marker": "^"},
     "marginal": {"color": "#ff7f0e", "marker": "s"},
     "irrelevant": {"color": "#1f77b4", "marker": "o"},
+    "undetermined": {"color": "#7f7f7f", "marker": "D"},
 }
 
 
@@ -482,7 +483,7 @@ def spectrum(
     )
     ax.plot(np.cos(t), np.sin(t), color="0.35", lw=1.0, zorder=1, label="unit circle")
     reach = 1.15
-    for cls in ("irrelevant", "marginal", "relevant"):
+    for cls in ("irrelevant", "marginal", "relevant", "undetermined"):
         sel = [r for r in recs if r["class"] == cls]
         if not sel:
             continue

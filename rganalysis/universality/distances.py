@@ -40,6 +40,7 @@ __all__ = [
     "flow_distance",
     "FlowDistance",
     "koopman_distance",
+    "response_spectrum_distance",
     "principal_angles",
     "spectrum_distance",
     "subspace_distance",
@@ -53,7 +54,18 @@ __all__ = [
 #: ``subspace`` (and ``koopman``) compare the fitted RG maps; ``survival`` and ``units`` compare the
 #: flows weight by weight and unit by unit (aligned flows only); ``unit_profile`` compares the
 #: distributions of unit degrees (any two flows).
-COMPONENTS = ("spectrum", "fixed_point", "subspace", "koopman", "survival", "units", "unit_profile")
+#: ``response_spectrum`` compares the spectra of the response Jacobians stored in the flows (the real IMP
+#: step, :func:`rganalysis.response_jacobian`); it is reported only when every flow compared has one.
+COMPONENTS = (
+    "spectrum",
+    "fixed_point",
+    "subspace",
+    "koopman",
+    "survival",
+    "units",
+    "unit_profile",
+    "response_spectrum",
+)
 ALIGNED_COMPONENTS = ("survival", "units")
 UNIT_COMPONENTS = ("survival", "units", "unit_profile")
 
@@ -67,6 +79,7 @@ DEFAULT_WEIGHTS_ALIGNED: dict[str, float] = {
     "survival": 1.0,
     "units": 10.0,
     "unit_profile": 0.0,
+    "response_spectrum": 0.0,
 }
 #: Default weights between flows that are not aligned (other seeds, other architectures).
 DEFAULT_WEIGHTS_INVARIANT: dict[str, float] = {
@@ -77,6 +90,7 @@ DEFAULT_WEIGHTS_INVARIANT: dict[str, float] = {
     "survival": 0.0,
     "units": 0.0,
     "unit_profile": 1.0,
+    "response_spectrum": 0.0,
 }
 #: The weights of compare v1 (the density-fit distance), kept for reference (``--weights`` can ask for them).
 DEFAULT_WEIGHTS_V1: dict[str, float] = {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0}
@@ -165,6 +179,18 @@ def subspace_distance(a: FlowSignature, b: FlowSignature) -> float:
         return 0.0
     cos2 = float(np.sum(np.linalg.svd(Qa.T @ Qb, compute_uv=False) ** 2)) if da and db else 0.0
     return float(math.sqrt(max(0.0, da + db - 2.0 * cos2) / (da + db)))
+
+
+def response_spectrum_distance(a: FlowSignature, b: FlowSignature, p: float = 1) -> float:
+    """``spectral_wasserstein`` between the eigenvalues of the two flows' stored response Jacobians
+    (complex plane, zero-padded; dimensionless, like ``|lambda|``)."""
+    ea, eb = a.response_eigenvalues, b.response_eigenvalues
+    if ea is None or eb is None:
+        missing = a.name if ea is None else b.name
+        raise InvalidParameterError(
+            f"{missing!r} has no stored response Jacobian: measure one with rganalysis.response_jacobian"
+        )
+    return _wasserstein(ea, eb, p)
 
 
 def koopman_distance(a: FlowSignature, b: FlowSignature, p: float = 1) -> float:
@@ -264,6 +290,8 @@ def pair_components(
         comp["fixed_point"] = comp["subspace"] = math.nan
     if spectrum == "koopman" or (a.koopman_eigenvalues is not None and b.koopman_eigenvalues is not None):
         comp["koopman"] = koopman_distance(a, b, p)
+    if a.response is not None and b.response is not None:
+        comp["response_spectrum"] = response_spectrum_distance(a, b, p)
     alignment = None
     if a.units is not None and b.units is not None:
         alignment = align_units(a.units, b.units)
@@ -378,6 +406,8 @@ def distance_matrix(
     }
     mode = _mode(alignment, [al for _, _, al in pairs.values()])
     keys = [k for k in COMPONENTS if any(k in c for c, _, _ in pairs.values())] or ["spectrum"]
+    if any(s.response is None for s in sigs):  # reported only when every flow has a response Jacobian
+        keys = [k for k in keys if k != "response_spectrum"]
     comps = np.zeros((len(keys), n, n))
     aligned = np.eye(n, dtype=bool)
     for (i, j), (c, _, al) in pairs.items():

@@ -114,6 +114,8 @@ class FlowSignature:
     koopman_eigenvalues : (k,) complex128 or None, DMD eigenvalues of the parameter snapshots
     meta : free-form provenance (source path, architecture, warnings of the fit, ...)
     units : :class:`~rganalysis.universality.units.UnitSignature` or None, what the unit components need
+    response : the JSON of the response Jacobian stored in the flow (:func:`rganalysis.response_jacobian`,
+        read by :func:`~rganalysis.fit.response_store.read_response`), or None
     """
 
     name: str
@@ -130,6 +132,7 @@ class FlowSignature:
     koopman_eigenvalues: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     units: UnitSignature | None = None
+    response: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.couplings = [str(c) for c in self.couplings]
@@ -153,6 +156,16 @@ class FlowSignature:
             raise InvalidParameterError(f"{self.name}: scale factor b must be > 1, got {self.b}")
 
     # ------------------------------------------------------------------ derived
+    @property
+    def response_eigenvalues(self) -> np.ndarray | None:
+        """(D,) complex128 eigenvalues of the stored response Jacobian (decreasing ``|lambda|``), or None."""
+        if self.response is None:
+            return None
+        return np.array(
+            [complex(e["re"] or 0.0, e["im"] or 0.0) for e in self.response["eigenvalues"]],
+            dtype=np.complex128,
+        )
+
     @property
     def retained(self) -> np.ndarray:
         """(r,) bool: relevant or marginal eigenvalues, ``|lambda| >= 1 - tol``."""
@@ -256,6 +269,12 @@ class FlowSignature:
                 {"re": float(z.real), "im": float(z.imag), "abs": float(abs(z))}
                 for z in self.koopman_eigenvalues
             ]
+        if self.response is not None:
+            out["response"] = {
+                k: self.response[k]
+                for k in ("round", "b", "noise_floor", "n_directions", "n_retrains", "type", "eigenvalues")
+                if k in self.response
+            }
         out.update({k: v for k, v in self.meta.items() if k not in out})
         return out
 
@@ -364,9 +383,15 @@ def flow_signature(
         meta["depth_points"] = depth_points
         eig = koopman_eigenvalues(flow, rank=koopman_rank, device=device) if koopman else None
         usig = UnitSignature.from_flow(flow, label) if units else None
-        return FlowSignature.from_fit(
+        sig = FlowSignature.from_fit(
             fit, label, koopman=eig, units=usig, meta=meta, fixed_point_ridge=fixed_point_ridge
         )
+        path = Path(source) if own else getattr(pset, "path", None)
+        if path is not None and flow is pset:
+            from rganalysis.fit.response_store import read_response
+
+            sig.response = read_response(path)
+        return sig
     finally:
         if own:
             pset.close()

@@ -27,6 +27,14 @@ PACKAGES = [
 SKIP = {"rganalysis.cli", "rganalysis.__main__"}
 
 
+def _stable_repr(obj: object) -> str:
+    """repr, with set elements sorted: a set's order follows string hashing, which changes per process."""
+    if isinstance(obj, (set, frozenset)):
+        inner = ", ".join(sorted(repr(x) for x in obj))
+        return f"{type(obj).__name__}({{{inner}}})" if obj else f"{type(obj).__name__}()"
+    return repr(obj)
+
+
 def _modules() -> list[str]:
     out: list[str] = []
     for pkg in PACKAGES:
@@ -55,7 +63,8 @@ def _entry(modname: str, name: str, obj: object) -> list[str]:
         if isinstance(obj, dict) and any(callable(v) for v in obj.values()):  # a registry
             doc = f"`{name}`: registry of {', '.join(repr(k) for k in obj)}"
         else:
-            doc = f"`{name} = {obj!r}`" if len(repr(obj)) < 200 else f"`{name}`: {type(obj).__name__}"
+            text = _stable_repr(obj)
+            doc = f"`{name} = {text}`" if len(text) < 200 else f"`{name}`: {type(obj).__name__}"
     lines = [
         head,
         "",

@@ -132,7 +132,7 @@ def _mask_entry(obj: Mapping, rd: RoundData, prefix: str, where: str) -> dict[st
     compare_masks(
         rd.masks,
         named,
-        {n: rd.tensors[n].shape for n in {*rd.masks, *named}},
+        {n: rd.tensors[n].shape for n in sorted({*rd.masks, *named})},
         f"{where}: its 'mask' entry and its weight_mask tensors",
     )
     return mask_file_entry("mask", keys)

@@ -202,7 +202,7 @@ def coupling_domain(name: str) -> tuple[float, float]:
 
 
 # --- computing ---------------------------------------------------------------------------------------
-def _normalise_sets(sets: str | Sequence[str]) -> list[str]:
+def normalise_sets(sets: str | Sequence[str]) -> list[str]:
     names = [sets] if isinstance(sets, str) else list(sets)
     if not names:
         raise InvalidParameterError("at least one coupling set is needed")
@@ -236,7 +236,7 @@ def _coupling_table(
 
 def coupling_values(state: State, sets: str | Sequence[str] = ("density",)) -> np.ndarray:
     """The values of :func:`compute_couplings` as a plain (n_couplings,) float64 array (no xarray)."""
-    return _coupling_table(state, _normalise_sets(sets))[1]
+    return _coupling_table(state, normalise_sets(sets))[1]
 
 
 def compute_couplings(state: State, sets: str | Sequence[str] = ("density",)) -> xr.DataArray:
@@ -255,7 +255,7 @@ def compute_couplings(state: State, sets: str | Sequence[str] = ("density",)) ->
         Dimension ``coupling``; coordinates ``coupling`` (name), ``layer``, ``set``, ``statistic``,
         ``depth``.  Order: set, then statistic, then layer in depth order.
     """
-    names = _normalise_sets(sets)
+    names = normalise_sets(sets)
     rows, values = _coupling_table(state, names)
     coupling = [r[0] for r in rows]
     if len(set(coupling)) != len(coupling):

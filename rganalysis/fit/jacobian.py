@@ -63,7 +63,7 @@ class _Fit:
     scale: np.ndarray
 
 
-def _normalise_columns(v: np.ndarray) -> np.ndarray:
+def normalise_columns(v: np.ndarray) -> np.ndarray:
     v = np.array(v, dtype=np.complex128)
     for j in range(v.shape[1]):
         nrm = np.linalg.norm(v[:, j])
@@ -80,7 +80,7 @@ def _direction_text(vec: np.ndarray, names: Sequence[str], k: int = 3) -> str:
     return " ".join(f"{vec[i]:+.2f}*{names[i]}" for i in order)
 
 
-def _affine_fit(
+def affine_fit(
     X: np.ndarray,
     Y: np.ndarray,
     names: Sequence[str],
@@ -157,7 +157,7 @@ def _affine_fit(
             vecs_s[:, small] = (Vr @ W)[:, small]
     order = sort_eigenvalues(lam)
     lam = lam[order]
-    vecs = _normalise_columns(scale[:, None] * vecs_s[:, order])
+    vecs = normalise_columns(scale[:, None] * vecs_s[:, order])
     J = scale[:, None] * A / scale[None, :]
     off = y_mean - J @ x_mean
     res = Y - X @ J.T - off
@@ -213,7 +213,7 @@ def _bootstrap(
         if np.unique(idx).size < min_unique:
             continue
         try:
-            f = _affine_fit(X[idx], Y[idx], names, quiet=True, what=what, **fit_kw)
+            f = affine_fit(X[idx], Y[idx], names, quiet=True, what=what, **fit_kw)
         except (DegenerateRegressionError, np.linalg.LinAlgError):
             continue
         mu = f.eigenvalues
@@ -436,7 +436,7 @@ class TrajectoryEstimator(_LinearisedMap):
             max_condition=self.max_condition,
             warn_condition=self.warn_condition,
         )
-        f = _affine_fit(X, Y, names, what=what, **fit_kw)
+        f = affine_fit(X, Y, names, what=what, **fit_kw)
         self._store(f, names)
         self.fixed_point_ = _fixed_point(f.jacobian, f.offset, what)
         self.n_pairs_ = m
@@ -792,7 +792,7 @@ class ResponseEstimator(_LinearisedMap):
             base, image = base.isel(coupling=keep), image.isel(coupling=keep)
             k0, k0p = k0[keep], k0p[keep]
         fit_kw = dict(rank=None, ridge=0.0, max_condition=1e10, warn_condition=1e4)
-        f = _affine_fit(dK, dKp, names, what=what, **fit_kw)
+        f = affine_fit(dK, dKp, names, what=what, **fit_kw)
         self._store(f, names)
         self.perturbation_ = self.perturbation
         self.closure_r2_ = f.r2

@@ -9,7 +9,8 @@ that mask.  One RG step on masks is therefore ``M_{n+1} = prune(train(rewind * M
 (for couplings that read the weights, the pruned mask is retrained once more and measured then).  A
 perturbed state is a perturbed mask, so each step costs one retrain (two for weight couplings) per
 perturbation and seed; the retrains are independent and run on local processes or a dask.distributed
-cluster (:func:`rganalysis.parallel.map_flows`).
+cluster (:func:`rganalysis.parallel.map_flows`).  The step is :mod:`rganalysis.fit.imp_step`, the
+elementary mask moves :mod:`rganalysis.fit.mask_moves`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,282 +28,23 @@ import torch
 
 from rganalysis.base import Estimator
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError
-from rganalysis.fit.couplings import _normalise_sets, compute_couplings, coupling_values
-from rganalysis.fit.jacobian import IllConditionedWarning, _affine_fit, _normalise_columns, frozen_couplings
+from rganalysis.fit.couplings import normalise_sets
+from rganalysis.fit.imp_step import StepContext, step_task
+from rganalysis.fit.jacobian import IllConditionedWarning, affine_fit, frozen_couplings, normalise_columns
+from rganalysis.fit.mask_moves import LayerCouplings, apply_moves, layer_round, mask_moves
 from rganalysis.fit.spectra import match_eigenvalues, pooled_columns
-from rganalysis.store.state import State, resolve_device
+from rganalysis.store.state import State
 
 __all__ = [
-    "BAND_EDGES",
     "MASK_COUPLING_SETS",
     "ResponseJacobian",
     "response_jacobian",
-    "retrain_step",
 ]
 
 #: Coupling sets computed from the masks alone: their value after a step needs no second retrain.
 MASK_COUPLING_SETS = frozenset({"density", "unit"})
 
-#: Rank-fraction edges of the unit bands of a layer side (units sorted by degree): the bands are centred
-#: on the quantiles 10, 25, 50, 75, 90 % that the ``unit`` coupling set reports.
-BAND_EDGES = (0.0, 0.175, 0.375, 0.625, 0.825, 1.0)
-
 _PERTURBATIONS = ("auto", "layer", "unit")
-
-
-# ====================================================================================================
-# one retrain: a picklable task
-# ====================================================================================================
-@dataclass
-class _StepContext:
-    """What every retrain of one experiment shares (small and picklable: it travels to the workers)."""
-
-    names: list[str]
-    rewind: dict[str, torch.Tensor]  # pruned layers -> rewind weights (CPU)
-    depth: dict[str, float]
-    kinds: dict[str, str]
-    rate: float
-    scope: str
-    sets: tuple[str, ...]
-    train: Callable[..., Mapping[str, torch.Tensor]]
-    takes_seed: bool
-    weights_needed: bool
-    device: str
-    threads: int | None
-
-
-@contextmanager
-def _torch_threads(n: int | None, device: torch.device):
-    """``n`` intra-op threads on CPU for the duration (restored after); nothing on other devices."""
-    if n is None or device.type != "cpu":
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _trained(ctx: _StepContext, state: State, seed: int) -> State:
-    """Rewind ``state``'s weights, train them with its masks (``seed``), return the trained state."""
-    from rganalysis.rg.rescaling import rescale
-
-    train = partial(ctx.train, seed=int(seed)) if ctx.takes_seed else ctx.train
-    return rescale(state, "rewind", rewind=state.weights, train=train)
-
-
-def retrain_step(ctx: _StepContext, masks: Mapping[str, torch.Tensor], seed: int) -> dict[str, Any]:
-    """One IMP step from the mask ``masks`` with training seed ``seed``: rewind and retrain the mask,
-    measure its couplings (weight couplings only), prune globally at the flow's rate, and measure the
-    couplings after the step (retraining the pruned mask first for weight couplings).
-
-    Returns ``{"k_in": (C,) or None, "k_out": (C,), "rho_in", "rho_out" (global densities),
-    "retrains": 1 or 2, "seconds": wall time}``.  Module-level and pure, so it runs on dask workers.
-    """
-    from rganalysis.rg.coarse_graining import coarse_grain
-
-    t0 = time.perf_counter()
-    dev = resolve_device(ctx.device)
-    with _torch_threads(ctx.threads, dev):
-        state = State(
-            {k: ctx.rewind[k].to(dev) for k in ctx.names},
-            {k: masks[k].to(dev) for k in ctx.names},
-            dict(ctx.depth),
-            dict(ctx.kinds),
-        )
-        rho_in = state.global_density()
-        trained = _trained(ctx, state, seed)
-        k_in = coupling_values(trained, ctx.sets) if ctx.weights_needed else None
-        pruned = coarse_grain(trained, ctx.rate, scope=ctx.scope)
-        retrains = 1
-        if ctx.weights_needed:
-            after = _trained(ctx, State(state.weights, pruned.masks, state.depth, state.kinds), seed)
-            retrains = 2
-        else:
-            after = pruned
-        k_out = coupling_values(after, ctx.sets)
-        rho_out = after.global_density()
-    return {
-        "k_in": k_in,
-        "k_out": k_out,
-        "rho_in": float(rho_in),
-        "rho_out": float(rho_out),
-        "retrains": retrains,
-        "seconds": time.perf_counter() - t0,
-    }
-
-
-def _step_task(args: tuple[_StepContext, dict[str, torch.Tensor], int]) -> dict[str, Any]:
-    """dask task: ``(context, masks, seed) -> retrain_step(...)``."""
-    ctx, masks, seed = args
-    return retrain_step(ctx, masks, seed)
-
-
-# ====================================================================================================
-# the round of the flow: masks, magnitudes, the orders in which weights are removed and restored
-# ====================================================================================================
-@dataclass
-class _Layer:
-    name: str
-    shape: tuple[int, ...]
-    mask: torch.Tensor  # (numel,) bool at round n
-    weight: torch.Tensor  # (numel,) float64, proxy weights: W_n where alive, the last value alive elsewhere
-    remove_order: torch.Tensor  # survivors, smallest |W_n| first
-    restore_order: torch.Tensor  # pruned weights, latest death first, then largest last magnitude
-
-
-def _layer_round(pset: Any, name: str, n: int) -> _Layer:
-    """Masks, proxy weights and the remove/restore orders of ``name`` at round ``n``.
-
-    A pruned weight is restored in the order IMP removed it, backwards: the most recently pruned first,
-    and among those the largest in magnitude at its last round alive (just below its threshold).
-    """
-    shape = tuple(pset.info[name].shape)
-    masks = pset.read_masks(name)
-    numel = int(np.prod(shape, dtype=np.int64))
-    if masks is None:
-        masks = torch.ones((n + 1, numel), dtype=torch.bool)
-    masks = masks[: n + 1].reshape(n + 1, -1)
-    alive_rounds = masks.to(torch.int64).sum(0)  # rounds 0..n the weight is alive in (nested masks)
-    last = (alive_rounds - 1).clamp(min=0)  # last round alive (round 0 for weights dead from the start)
-    mask = masks[n].clone()
-    weight = torch.zeros(numel, dtype=torch.float64)
-    for a, b in pset.weight_runs(name):
-        if a > n:
-            break
-        sel = (last >= a) & (last < b)
-        if bool(sel.any()):
-            weight[sel] = pset.tensor(name, a).detach().reshape(-1).to(torch.float64)[sel]
-    mag = weight.abs()
-    idx = torch.arange(numel)
-    surv = idx[mask]
-    surv = surv[torch.argsort(mag[surv], stable=True)]
-    dead = idx[~mask]
-    if dead.numel():
-        # latest death first, then largest magnitude at the last round alive: one stable sort per key
-        dead = dead[torch.argsort(mag[dead], descending=True, stable=True)]
-        dead = dead[torch.argsort(alive_rounds[dead], descending=True, stable=True)]
-    return _Layer(name, shape, mask, weight, surv, dead)
-
-
-@dataclass
-class _Atom:
-    """An elementary mask move: remove (sign -1) or restore (+1) weights of a layer or of a band of its
-    units, in magnitude order; at strength ``c`` it moves ``max(1, round(c * epsilon * base))`` weights."""
-
-    layer: str
-    scope: str  # "layer", "out" or "in"
-    band: int  # -1 for a layer atom
-    sign: int
-    candidates: torch.Tensor  # flat indices in the order they are moved
-    base: int  # the count epsilon is a fraction of (survivors of the layer or band; units of a dead band)
-
-    @property
-    def label(self) -> str:
-        where = self.layer if self.scope == "layer" else f"{self.layer}:{self.scope}:band{self.band}"
-        return f"{'restore' if self.sign > 0 else 'remove'} {where}"
-
-    def count(self, strength: float, epsilon: float) -> int:
-        return max(1, int(round(strength * epsilon * self.base)))
-
-
-def _unit_of(shape: Sequence[int], axis: int) -> torch.Tensor:
-    """(numel,) index along ``axis`` of every element of a tensor of ``shape`` (C order)."""
-    view = [1] * len(shape)
-    view[axis] = shape[axis]
-    return torch.arange(shape[axis]).reshape(view).expand(*shape).reshape(-1)
-
-
-def _atoms(layer: _Layer, units: bool) -> list[_Atom]:
-    """The layer's two layer atoms and, with ``units`` (tensors of >= 2 dims), a remove and a restore
-    atom for each band of output and of input units (:data:`BAND_EDGES`, units sorted by degree)."""
-    surv = int(layer.mask.sum())
-    out = [
-        _Atom(layer.name, "layer", -1, -1, layer.remove_order, max(surv, 1)),
-        _Atom(layer.name, "layer", -1, +1, layer.restore_order, max(surv, 1)),
-    ]
-    if not units or len(layer.shape) < 2:
-        return out
-    for axis, side in ((0, "out"), (1, "in")):
-        unit = _unit_of(layer.shape, axis)
-        n_units = layer.shape[axis]
-        deg = torch.bincount(unit[layer.mask], minlength=n_units).to(torch.float64)
-        order = torch.argsort(deg, stable=True)  # ties by unit index
-        rank = torch.empty(n_units, dtype=torch.float64)
-        rank[order] = (torch.arange(n_units, dtype=torch.float64) + 0.5) / n_units
-        band = torch.bucketize(rank, torch.tensor(BAND_EDGES[1:-1], dtype=torch.float64), right=True)
-        wband = band[unit]
-        for b in range(len(BAND_EDGES) - 1):
-            members = band == b
-            if not bool(members.any()):
-                continue
-            rem = layer.remove_order[wband[layer.remove_order] == b]
-            res = layer.restore_order[wband[layer.restore_order] == b]
-            s_b = int(deg[members].sum())
-            out.append(_Atom(layer.name, side, b, -1, rem, max(s_b, 1)))
-            out.append(_Atom(layer.name, side, b, +1, res, max(s_b, int(members.sum()))))
-    return out
-
-
-def _apply(
-    masks: Mapping[str, torch.Tensor], atoms: Sequence[_Atom], strengths: Sequence[float], epsilon: float
-) -> tuple[dict[str, torch.Tensor], int]:
-    """Flat masks with the atoms applied in order at their strengths; the number of atoms that could move
-    fewer weights than asked (nothing left to remove or restore)."""
-    out = {k: m.clone() for k, m in masks.items()}
-    short = 0
-    for a, c in zip(atoms, strengths, strict=True):
-        if c <= 0:
-            continue
-        m = out[a.layer]
-        want = a.count(c, epsilon)
-        cand = a.candidates
-        free = cand[m[cand]] if a.sign < 0 else cand[~m[cand]]
-        if free.numel() < want:
-            short += 1
-        m[free[:want]] = a.sign > 0
-    return out, short
-
-
-# ====================================================================================================
-# couplings of one edited layer
-# ====================================================================================================
-class _LayerCouplings:
-    """Couplings of a state whose masks differ from the base in one layer, computed on that layer alone
-    (every registered per-layer set; a set with whole-network couplings falls back to the full state)."""
-
-    def __init__(self, layers: Mapping[str, _Layer], state: State, sets: tuple[str, ...]):
-        self.state, self.sets, self.layers = state, sets, layers
-        base = compute_couplings(state, sets)
-        self.names = [str(c) for c in base["coupling"].values]
-        self.base = np.asarray(base.values, dtype=np.float64)
-        self.layer_of = [str(x) for x in base["layer"].values]
-        self.groups = [f"{a}.{b}" for a, b in zip(base["set"].values, base["statistic"].values, strict=True)]
-        self.per_layer = all(lay in state.weights for lay in self.layer_of)
-        self.index = {k: np.flatnonzero(np.asarray(self.layer_of) == k) for k in state.names}
-
-    def values(self, layer: str, flat_mask: torch.Tensor) -> np.ndarray:
-        lay = self.layers[layer]
-        m = flat_mask.reshape(lay.shape)
-        if not self.per_layer:
-            masks = dict(self.state.masks)
-            masks[layer] = m
-            return coupling_values(self.state.with_masks(masks), self.sets)
-        one = State(
-            {layer: self.state.weights[layer]},
-            {layer: m},
-            {layer: self.state.depth[layer]},
-            {layer: self.state.kinds[layer]},
-        )
-        out = self.base.copy()
-        out[self.index[layer]] = coupling_values(one, self.sets)
-        return out
-
-    def of_masks(self, flat: Mapping[str, torch.Tensor]) -> np.ndarray:
-        masks = {k: flat[k].reshape(self.layers[k].shape) for k in self.state.names}
-        return coupling_values(self.state.with_masks(masks), self.sets)
 
 
 # ====================================================================================================
@@ -536,7 +275,7 @@ class ResponseJacobian(Estimator):
             raise InvalidParameterError(f"min_excitation must be in [0, 1), got {self.min_excitation}")
         if self.threads is not None and int(self.threads) < 1:
             raise InvalidParameterError(f"threads must be >= 1 or None, got {self.threads}")
-        sets = tuple(_normalise_sets(self.couplings))
+        sets = tuple(normalise_sets(self.couplings))
         return seeds, takes_seed, sets
 
     # ------------------------------------------------------------------ fit
@@ -553,7 +292,7 @@ class ResponseJacobian(Estimator):
         try:
             self._prepare(pset, sets)
             states, design = self._design(seeds)
-            ctx = _StepContext(
+            ctx = StepContext(
                 names=list(self._names),
                 rewind=self._rewind,
                 depth=dict(self._state.depth),
@@ -607,7 +346,7 @@ class ResponseJacobian(Estimator):
         else:
             self._rewind = {k: pset.tensor(k, 0).detach().clone() for k in names}
             self.rewind_source_ = "round 0 of the flow (it has no rewind point)"
-        self._layers = {k: _layer_round(pset, k, n) for k in names}
+        self._layers = {k: layer_round(pset, k, n) for k in names}
         # the proxy state: W_n where alive, the last value alive elsewhere (what the atoms are measured on)
         proxy = State(
             {k: self._layers[k].weight.reshape(self._layers[k].shape) for k in names},
@@ -628,7 +367,7 @@ class ResponseJacobian(Estimator):
         sets = self._sets
         units = self.perturbation == "unit" or (self.perturbation == "auto" and "unit" in sets)
         self.perturbation_ = "unit" if units else "layer"
-        lc = _LayerCouplings(self._layers, self._proxy, sets)
+        lc = LayerCouplings(self._layers, self._proxy, sets)
         if lc.names != self._flow_coupling_names:
             raise InvalidParameterError("the couplings of the round differ from the flow's (layers changed?)")
         all_names = lc.names
@@ -638,11 +377,11 @@ class ResponseJacobian(Estimator):
         eps = float(self.epsilon)
         eps_atoms = eps if eps > 0 else 0.05  # the null experiment still needs directions
         # a dead layer is absorbing (IMP never revives a weight): its couplings are frozen, no atom moves it
-        atoms = [a for lay in self._layers.values() if bool(lay.mask.any()) for a in _atoms(lay, units)]
+        atoms = [a for lay in self._layers.values() if bool(lay.mask.any()) for a in mask_moves(lay, units)]
         base_flat = {k: lay.mask for k, lay in self._layers.items()}
         dA = np.zeros((len(atoms), len(all_names)))
         for j, a in enumerate(atoms):
-            m, _ = _apply({a.layer: base_flat[a.layer]}, [a], [1.0], eps_atoms)
+            m, _ = apply_moves({a.layer: base_flat[a.layer]}, [a], [1.0], eps_atoms)
             dA[j] = lc.values(a.layer, m[a.layer]) - k0
         finite = np.isfinite(dA).all(axis=0) & np.isfinite(k0)
         moved = finite & (np.abs(dA) > 1e-12 * np.maximum(1.0, np.abs(k0))).any(axis=0)
@@ -714,7 +453,7 @@ class ResponseJacobian(Estimator):
                 c = c / c.max()
                 c[c < 0.02] = 0.0
                 if eps > 0:
-                    m, s = _apply(base_flat, atoms, c, eps)
+                    m, s = apply_moves(base_flat, atoms, c, eps)
                     short += s
                 else:
                     m = dict(base_flat)
@@ -740,7 +479,7 @@ class ResponseJacobian(Estimator):
 
     # ------------------------------------------------------------------ retrains
     def _run(
-        self, ctx: _StepContext, states: list[dict[str, torch.Tensor]], seeds: list[int]
+        self, ctx: StepContext, states: list[dict[str, torch.Tensor]], seeds: list[int]
     ) -> list[list[dict[str, Any]]]:
         from rganalysis.parallel import map_flows, resolve_scheduler
 
@@ -755,7 +494,7 @@ class ResponseJacobian(Estimator):
         per = 1 + int(self.weights_needed_)
         label = f"IMP steps ({len(items)} x {per} retrain{'s' if per > 1 else ''})"
         out = map_flows(
-            _step_task,
+            step_task,
             items,
             scheduler=self.scheduler,
             n_workers=self.n_workers,
@@ -818,10 +557,10 @@ class ResponseJacobian(Estimator):
         dnames = [f"direction {d}" for d in range(D)]
         what = f"ResponseJacobian(round {self.round_})"
         fit_kw = dict(rank=None, ridge=0.0, max_condition=1e10, warn_condition=1e4)
-        f = _affine_fit(X.reshape(N * S, D), Y.reshape(N * S, D), dnames, what=what, **fit_kw)
+        f = affine_fit(X.reshape(N * S, D), Y.reshape(N * S, D), dnames, what=what, **fit_kw)
         self.jacobian_, self.offset_ = f.jacobian, f.offset
         self.eigenvalues_, self.eigenvectors_ = f.eigenvalues, f.eigenvectors
-        self.coupling_eigenvectors_ = _normalise_columns(V @ f.eigenvectors)
+        self.coupling_eigenvectors_ = normalise_columns(V @ f.eigenvectors)
         self.r2_, self.residual_, self.condition_number_ = f.r2, f.residual, f.condition_number
         rng = np.random.default_rng(self.random_state)
         self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = self._bootstrap(
@@ -899,7 +638,7 @@ class ResponseJacobian(Estimator):
             Xb = X[rows[:, None], cols].reshape(N * S, D)
             Yb = Y[rows[:, None], cols].reshape(N * S, D)
             try:
-                fb = _affine_fit(Xb, Yb, [f"d{d}" for d in range(D)], quiet=True, what="bootstrap", **fit_kw)
+                fb = affine_fit(Xb, Yb, [f"d{d}" for d in range(D)], quiet=True, what="bootstrap", **fit_kw)
             except (DegenerateRegressionError, np.linalg.LinAlgError):
                 continue
             samples.append(np.abs(fb.eigenvalues[match_eigenvalues(ref, fb.eigenvalues)]))
@@ -933,7 +672,7 @@ class ResponseJacobian(Estimator):
         for _ in range(int(self.noise_draws)):
             eta = (rng.choice([-1.0, 1.0], size=(N, S, 1)) * r).reshape(N * S, D)
             try:
-                fn = _affine_fit(Xr, eta, [f"d{d}" for d in range(D)], quiet=True, what="noise", **fit_kw)
+                fn = affine_fit(Xr, eta, [f"d{d}" for d in range(D)], quiet=True, what="noise", **fit_kw)
             except (DegenerateRegressionError, np.linalg.LinAlgError):
                 continue
             out.append(np.sort(np.abs(fn.eigenvalues))[::-1])

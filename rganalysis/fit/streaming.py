@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.fit.couplings import _normalise_sets, coupling_name, get_coupling_set
+from rganalysis.fit.couplings import coupling_name, get_coupling_set, normalise_sets
 from rganalysis.store.state import State, resolve_device
 
 __all__ = ["stream_flow_couplings"]
@@ -55,7 +55,7 @@ def stream_flow_couplings(
     own = not hasattr(source, "n_rounds")
     pset = load(Path(source)) if own else source
     try:
-        return _stream(pset, _normalise_sets(sets), names, resolve_device(device))
+        return _stream(pset, normalise_sets(sets), names, resolve_device(device))
     finally:
         if own:
             pset.close()

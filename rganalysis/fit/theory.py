@@ -15,6 +15,7 @@ import torch
 from scipy.optimize import brentq
 
 from rganalysis.errors import InvalidParameterError
+from rganalysis.rg.coarse_graining import check_rate
 from rganalysis.store.state import State
 
 __all__ = [
@@ -98,13 +99,6 @@ def gaussian_survival_prime(T: float | np.ndarray, sigmas: Sequence[float] | np.
 
 
 # --- numeric theory --------------------------------------------------------------------------------------
-def _check_rate(rate: float) -> float:
-    rate = float(rate)
-    if not 0.0 < rate < 1.0:
-        raise InvalidParameterError(f"rate must be in (0, 1), got {rate}")
-    return rate
-
-
 def rank_one_density_jacobian(
     g_prime: Sequence[float] | np.ndarray, sizes: Sequence[float] | np.ndarray, rate: float
 ) -> np.ndarray:
@@ -120,7 +114,7 @@ def rank_one_density_jacobian(
     -------
     (L, L) float64 array.
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     gp = np.asarray(g_prime, dtype=np.float64)
     n = np.asarray(sizes, dtype=np.float64)
     if gp.shape != n.shape or gp.ndim != 1:
@@ -194,7 +188,7 @@ def gaussian_trajectory(
     densities : (rounds + 1, L) float64, row 0 the start.
     thresholds : (rounds + 1,) float64 global threshold of each round (entry 0: ``max_l t_l``).
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     if rounds < 0:
         raise InvalidParameterError(f"rounds must be >= 0, got {rounds}")
     s = np.asarray(sigmas, float)
@@ -234,7 +228,7 @@ def random_perturbation_jacobian(
     ``J = diag(s) - g' a^T / (N . g')`` with ``s_l = g_l(T)/rho_l`` (per-layer survival fraction of the
     round) and ``a_k = N_k (s_k - (1 - p))``.  ``N^T J = (1 - p) N^T`` still holds exactly.
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     g = np.asarray(g, float)
     gp = np.asarray(g_prime, float)
     rho = np.asarray(densities, float)
@@ -261,7 +255,7 @@ def global_threshold(state: State, rate: float) -> float:
     ``round(p * n_survivors)`` are removed, as :func:`rganalysis.rg.coarse_grain` does
     (weight units).
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     mags = torch.cat(
         [
             w.detach()[m].abs().reshape(-1).to(torch.float64)

@@ -146,7 +146,7 @@ def coarse_grain(
     MaskShapeError, NonBinaryMaskError
         A mask does not fit its weight.
     """
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     if scope not in SCOPES:
         raise InvalidParameterError(f"unknown scope {scope!r}; known: {sorted(SCOPES)}")
     names = state.names if prunable is None else list(dict.fromkeys(prunable))
@@ -312,7 +312,7 @@ class _Workspace:
 _ABS = {torch.int32: 0x7FFFFFFF, torch.int64: (1 << 63) - 1}
 
 
-def _check_rate(rate: float) -> float:
+def check_rate(rate: float) -> float:
     try:
         rate = float(rate)
     except (TypeError, ValueError):

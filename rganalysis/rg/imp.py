@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.rg.coarse_graining import SCOPES, _check_rate, coarse_grain
+from rganalysis.rg.coarse_graining import SCOPES, check_rate, coarse_grain
 from rganalysis.rg.rescaling import RESCALINGS, TrainFn, rescale
 from rganalysis.store.state import State
 
@@ -74,7 +74,7 @@ def imp_flow(
     """
     if isinstance(rounds, bool) or not isinstance(rounds, Integral) or rounds < 1:
         raise InvalidParameterError(f"rounds must be an integer >= 1, got {rounds!r}")
-    rate = _check_rate(rate)
+    rate = check_rate(rate)
     if scope not in SCOPES:
         raise InvalidParameterError(f"unknown scope {scope!r}; known: {sorted(SCOPES)}")
     if rescaling not in RESCALINGS:

@@ -29,7 +29,9 @@ __all__ = [
     "RankError",
     "RGAnalysisError",
     "SparsityReportMismatchError",
+    "StoreClosedError",
     "StoreFormatError",
+    "StoreInUseError",
     "StoreLockedError",
     "TooFewRoundsError",
     "UnknownArchitectureError",
@@ -127,6 +129,10 @@ class DuplicateOutputError(RGAnalysisError):
 class StoreClosedError(RGAnalysisError):
     """A tensor was read from a store after it was closed (a flow computed from a store reads its
     weights lazily from it: keep the store open while the flow is used)."""
+
+
+class StoreInUseError(RGAnalysisError):
+    """The store is open elsewhere in this process (read-only), so a group cannot be written into it."""
 
 
 class StoreFormatError(RGAnalysisError):

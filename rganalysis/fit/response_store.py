@@ -21,26 +21,12 @@ from typing import Any
 import numpy as np
 
 from rganalysis.errors import InvalidParameterError, RGAnalysisError
+from rganalysis.store.output import open_for_update
 
 __all__ = ["RESPONSE_GROUP", "format_response", "read_response", "write_response"]
 
 RESPONSE_GROUP = "response"
 _PARTIAL = "partial_response"
-
-
-def _open_rw(path: Path):
-    import h5py
-
-    from rganalysis.koopman.modes import StoreInUseError
-
-    try:
-        return h5py.File(path, "r+")
-    except OSError as e:
-        if "already open" in str(e):
-            raise StoreInUseError(
-                f"{path} is open read-only elsewhere in this process (close the ParameterSet first): {e}"
-            ) from None
-        raise
 
 
 def write_response(path: str | os.PathLike, est: Any) -> str:
@@ -56,7 +42,7 @@ def write_response(path: str | os.PathLike, est: Any) -> str:
     if not hasattr(est, "jacobian_") or not hasattr(est, "to_json"):
         raise InvalidParameterError("write_response needs a fitted ResponseJacobian")
     summary = json.dumps(est.to_json(), allow_nan=False)
-    with _open_rw(path) as f:
+    with open_for_update(path) as f:
         if _PARTIAL in f:
             del f[_PARTIAL]
     ok = False
@@ -99,10 +85,10 @@ def write_response(path: str | os.PathLike, est: Any) -> str:
         ok = True
     finally:
         if not ok:
-            with _open_rw(path) as f:
+            with open_for_update(path) as f:
                 if _PARTIAL in f:
                     del f[_PARTIAL]
-    with _open_rw(path) as f:
+    with open_for_update(path) as f:
         if RESPONSE_GROUP in f:
             del f[RESPONSE_GROUP]
         f.move(_PARTIAL, RESPONSE_GROUP)

@@ -16,12 +16,13 @@ import torch
 
 from rganalysis.errors import (
     InvalidParameterError,
-    RGAnalysisError,
+    StoreInUseError,
 )
 from rganalysis.koopman.dmd import KoopmanDMD
 from rganalysis.koopman.snapshots import snapshot_provider
 from rganalysis.koopman.summary import koopman_json
 from rganalysis.store.hdf5 import load
+from rganalysis.store.output import open_for_update
 
 __all__ = ["mode_groups", "MODES_GROUP", "StoreInUseError", "write_modes"]
 
@@ -33,10 +34,6 @@ _PARTIAL = "partial_"
 
 
 _MODE = "mode_"
-
-
-class StoreInUseError(RGAnalysisError):
-    """The flow file is open elsewhere in this process (read-only), so modes cannot be written into it."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -52,22 +49,9 @@ def mode_groups(path: str | os.PathLike) -> list[str]:
         return sorted(f"{MODES_GROUP}/{k}" for k in f[MODES_GROUP] if k.startswith(_MODE))
 
 
-def _open_rw(path: Path):
-    import h5py
-
-    try:
-        return h5py.File(path, "r+")
-    except OSError as e:
-        if "already open" in str(e):
-            raise StoreInUseError(
-                f"{path} is open read-only elsewhere in this process (close the ParameterSet first): {e}"
-            ) from None
-        raise
-
-
 def _remove_partial(path: Path) -> list[str]:
     """Delete leftover ``koopman/partial_*`` groups (from an interrupted write); their names."""
-    with _open_rw(path) as f:
+    with open_for_update(path) as f:
         if MODES_GROUP not in f:
             return []
         g = f[MODES_GROUP]
@@ -223,7 +207,7 @@ def write_modes(
         if not ok:
             _remove_partial(path)
     final = [f"{_MODE}{j:03d}" for j in range(len(idx))]
-    with _open_rw(path) as f:
+    with open_for_update(path) as f:
         g = f[MODES_GROUP]
         for k in [k for k in g if k.startswith(_MODE)]:
             del g[k]

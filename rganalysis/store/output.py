@@ -20,6 +20,7 @@ from rganalysis.errors import (
     DuplicateOutputError,
     OutputExistsError,
     OutputIsInputError,
+    StoreInUseError,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "TEMP_MARK",
     "guard_outputs",
     "is_temp_file",
+    "open_for_update",
     "remove_stale_temp_files",
     "same_file",
     "write_json",
@@ -225,3 +227,18 @@ def write_json(
     with AtomicOutput(path, force=force, inputs=inputs) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
     return Path(path)
+
+
+def open_for_update(path: str | os.PathLike) -> Any:
+    """``h5py.File(path, "r+")`` for writing a group into an existing store (``/koopman`` modes,
+    ``/response``); :class:`~rganalysis.errors.StoreInUseError` when this process has it open read-only."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r+")
+    except OSError as e:
+        if "already open" in str(e):
+            raise StoreInUseError(
+                f"{path} is open read-only elsewhere in this process (close the ParameterSet first): {e}"
+            ) from None
+        raise

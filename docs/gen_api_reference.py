@@ -12,6 +12,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from generated_file import write_or_check  # docs/, beside this script
+
 import rganalysis
 
 PACKAGES = [
@@ -118,15 +120,7 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write docs/api.md; with ``--check``, only say whether it is current (exit status 1 when stale)."""
-    path = Path(__file__).with_name("api.md")
-    text = render()
-    if "--check" in (sys.argv[1:] if argv is None else argv):
-        if path.read_text() != text:
-            print(f"{path} is stale: run python {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(text)
-    return 0
+    return write_or_check(Path(__file__).with_name("api.md"), render(), Path(__file__).name, argv)
 
 
 if __name__ == "__main__":

@@ -207,6 +207,16 @@ def _bootstrap(
     """
     r = ref.size
     m = X.shape[0]
+    if n_bootstrap > 0 and m <= min_unique:
+        # every usable resample would hold every row once: all of them are the fit itself, and the
+        # "interval" would be a point that supports any verdict
+        warnings.warn(
+            f"{what}: {m} row(s) leave no room for a bootstrap (a fit needs {min_unique} distinct ones); "
+            "eigenvalue_ci_ is NaN and every class undetermined. Record more rounds or flows.",
+            IllConditionedWarning,
+            stacklevel=3,
+        )
+        return np.full((r, 2), np.nan), np.empty((0, r)), 0
     samples: list[np.ndarray] = []
     for _ in range(int(n_bootstrap)):
         idx = rng.integers(0, m, m)

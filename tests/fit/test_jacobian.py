@@ -286,3 +286,19 @@ def test_single_nonlinear_flow_warns_that_eigenvalues_are_undetermined() -> None
     assert np.isclose(np.abs(est.eigenvalues_), 1 - P, atol=1e-3).any()
     # ... but it need not be the leading one: the transverse eigenvalues are not the local ones (0)
     assert _moduli(est.eigenvalues_)[0] > 0.9
+
+
+def test_no_bootstrap_interval_when_every_resample_needs_every_pair() -> None:
+    """3 pairs, rank 2: a usable resample needs all 3 pairs, so every one is the fit itself.  A zero-width
+    "interval" would support any verdict; it must be NaN, with every class undetermined."""
+    A = np.array([[0.7, 0.1, 0.0], [0.0, 0.4, 0.0], [0.0, 0.0, 0.2]])
+    flows = _affine_flows(A, np.zeros(3), 1, 3, noise=0.01)
+    with pytest.warns(IllConditionedWarning, match="3 row.*no room for a bootstrap"):
+        est = TrajectoryEstimator(rank=2, n_bootstrap=50).fit(flows)
+    assert est.n_bootstrap_ == 0 and np.isnan(est.eigenvalue_ci_).all()
+    from rganalysis.fit.fixed_points import interval_class
+
+    assert {interval_class(lo, hi) for lo, hi in est.eigenvalue_ci_} == {"undetermined"}
+    four = _affine_flows(A, np.zeros(3), 1, 4, noise=0.01)  # one pair more: resamples can differ
+    est = TrajectoryEstimator(rank=2, n_bootstrap=50).fit(four)
+    assert est.n_bootstrap_ > 0 and np.isfinite(est.eigenvalue_ci_).all()

@@ -19,6 +19,7 @@ from rganalysis.store.state import State
 __all__ = [
     "COUPLING_DOMAINS",
     "UNIT_QUANTILES",
+    "coupling_coords",
     "coupling_domain",
     "available_coupling_sets",
     "compute_couplings",
@@ -263,16 +264,22 @@ def compute_couplings(state: State, sets: str | Sequence[str] = ("density",)) ->
     return xr.DataArray(
         values,
         dims=("coupling",),
-        coords={
-            "coupling": coupling,
-            "layer": ("coupling", [r[1] for r in rows]),
-            "set": ("coupling", [r[2] for r in rows]),
-            "statistic": ("coupling", [r[3] for r in rows]),
-            "depth": ("coupling", np.asarray([r[4] for r in rows], dtype=np.float64)),
-        },
+        coords=coupling_coords(rows),
         name="couplings",
         attrs={"sets": ",".join(names)},
     )
+
+
+def coupling_coords(rows: Sequence[tuple[str, str, str, str, float]]) -> dict[str, Any]:
+    """The coordinates of the ``coupling`` dimension from ``(name, layer, set, statistic, depth)`` rows:
+    ``coupling`` (names) and ``layer``, ``set``, ``statistic``, ``depth`` along it."""
+    return {
+        "coupling": [r[0] for r in rows],
+        "layer": ("coupling", [r[1] for r in rows]),
+        "set": ("coupling", [r[2] for r in rows]),
+        "statistic": ("coupling", [r[3] for r in rows]),
+        "depth": ("coupling", np.asarray([r[4] for r in rows], dtype=np.float64)),
+    }
 
 
 def flow_couplings(states: Iterable[State] | Any, sets: str | Sequence[str] = ("density",)) -> xr.DataArray:

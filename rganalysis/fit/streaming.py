@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.fit.couplings import coupling_name, get_coupling_set, normalise_sets
+from rganalysis.fit.couplings import coupling_coords, coupling_name, get_coupling_set, normalise_sets
 from rganalysis.store.state import State, resolve_device
 
 __all__ = ["stream_flow_couplings"]
@@ -114,14 +114,7 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
     return xr.DataArray(
         arr,
         dims=("round", "coupling"),
-        coords={
-            "round": np.arange(R),
-            "coupling": [r[0] for r in rows],
-            "layer": ("coupling", [r[1] for r in rows]),
-            "set": ("coupling", [r[2] for r in rows]),
-            "statistic": ("coupling", [r[3] for r in rows]),
-            "depth": ("coupling", np.asarray([r[4] for r in rows], dtype=np.float64)),
-        },
+        coords={"round": np.arange(R), **coupling_coords(rows)},
         name="couplings",
         attrs={"sets": ",".join(set_names)},
     )

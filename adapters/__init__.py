@@ -17,12 +17,14 @@ import importlib
 import os
 import pkgutil
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rganalysis.errors import AdapterDeclined, AdapterNotFoundError, RGAnalysisError
-from rganalysis.store.parameter_set import ParameterSet
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from rganalysis.store.parameter_set import ParameterSet
 
 
 class Adapter(Protocol):
@@ -52,6 +54,15 @@ def _discover() -> None:
     for m in pkgutil.iter_modules(__path__):
         if not m.name.startswith("_"):
             importlib.import_module(f"{__name__}.{m.name}")
+
+
+def names() -> list[str]:
+    """The adapter names, sorted, without importing an adapter (nor torch): each module of this package
+    registers its adapter under the module's name with ``-`` for ``_`` (a test holds them to it).  The
+    command line's ``--adapter`` choices are these, so ``rganalysis ingest --help`` stays fast."""
+    return sorted(
+        m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")
+    )
 
 
 def available() -> list[str]:
@@ -146,8 +157,8 @@ def ingest_many(
     its own file, atomically).  Returns one summary per source, in order: ``source``, ``output``,
     ``architecture``, ``adapter``, ``tensors``, ``parameters``, ``rounds``, or ``error`` (the name of
     the error) and ``message`` for a source that failed (the others are still written); re-raise one
-    with :func:`raise_from`.  Workers are forked (:func:`process_pool`): call it before this process
-    initialises CUDA.
+    with :func:`raise_from`.  Workers come from :func:`rganalysis.parallel.process_pool`: forked where safe
+    (no script re-run, no torch import per worker), spawned after CUDA is initialised.
     """
     jobs = [
         (str(s), str(o), adapter, dict(options), force, compress)
@@ -160,20 +171,11 @@ def ingest_many(
 
 
 def process_pool(workers: int):
-    """A pool of ``workers`` processes forked from this one (no torch import per worker, unlike spawn).
+    """The toolkit's pool of ``workers`` local processes (:func:`rganalysis.parallel.process_pool`: forked
+    where safe, refused up front where spawned workers would re-run an unguarded script)."""
+    from rganalysis.parallel import process_pool
 
-    Each worker starts with one torch thread (as torch's DataLoader workers do: a forked OpenMP pool is
-    not safe to use); the store's helper threads (hashing, checksums) are made anew in each child."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
-    )
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # (helper threads of the parent are forgotten by their modules' fork hooks)
+    return process_pool(workers, what="ingest", serial="use workers=1")
 
 
 def build_module(pset: ParameterSet) -> torch.nn.Module:

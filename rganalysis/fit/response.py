@@ -120,8 +120,9 @@ class ResponseJacobian(Estimator):
         The retraining of one IMP round, as the flow's (:data:`rganalysis.rg.rescaling.TrainFn`) with a
         ``seed`` keyword: ``weights`` are fresh copies of the rewind point's pruned tensors, ``masks`` their
         ``torch.bool`` masks (layer name -> tensor, on ``device``).  A ``train`` without ``seed`` is allowed
-        with ``seeds=1``.  It must pickle to run on processes (a module-level function or a
-        ``functools.partial`` of one).
+        with ``seeds=1``.  On local processes it may be anything, a lambda or a closure
+        included: workers are forked where safe (:func:`rganalysis.parallel.process_pool`; otherwise it
+        goes through cloudpickle); on a dask.distributed cluster it must pickle there.
     round : the round ``n`` linearised (default: the last of the flow)
     couplings : coupling sets (default ``"unit"``: per-layer quantiles of unit degrees); ``density`` and
         ``magnitude`` work too (sets outside :data:`MASK_COUPLING_SETS` read the weights, so each step
@@ -276,6 +277,10 @@ class ResponseJacobian(Estimator):
         if self.threads is not None and int(self.threads) < 1:
             raise InvalidParameterError(f"threads must be >= 1 or None, got {self.threads}")
         sets = tuple(normalise_sets(self.couplings))
+        from rganalysis.parallel import check_start, resolve_scheduler
+
+        if resolve_scheduler(self.scheduler) == "processes":  # refused now, not after the preparation
+            check_start("response_jacobian", 'scheduler="sync"')
         return seeds, takes_seed, sets
 
     # ------------------------------------------------------------------ fit

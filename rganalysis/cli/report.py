@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         koopman=koopman,
         compare=not args.no_compare,
         progress=not args.quiet,
+        force=args.force,
+        inputs=inputs,
     )
     figs = sum(len(m.figures) for m in rep.models) + len(rep.figures)
     print(

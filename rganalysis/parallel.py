@@ -150,6 +150,25 @@ def process_pool(
     )
 
 
+def worker_threads(threads: int | None, what: str) -> int | None:
+    """The torch threads a task may ask for in a worker of :func:`process_pool`: ``threads`` where workers
+    spawn; at most 1 where they fork, with a warning: a forked child cannot start an OpenMP pool again
+    once the parent has used one (its first parallel region hangs; seen with torch's GNU OpenMP), so each
+    worker runs one thread and the processes use the cores (``RGANALYSIS_START_METHOD=spawn`` keeps
+    ``threads``)."""
+    if threads is None or int(threads) <= 1 or start_method()[0] != "fork":
+        return threads
+    import warnings
+
+    warnings.warn(
+        f"{what}: threads={threads} per task is run as 1 in forked worker processes (an OpenMP pool cannot "
+        f"start again after a fork); set {START_METHOD_VARIABLE}=spawn to keep it",
+        UserWarning,
+        stacklevel=3,
+    )
+    return 1
+
+
 def _worker_init() -> None:
     torch = sys.modules.get("torch")  # forked: the parent's; spawned: not imported yet (tasks set theirs)
     if torch is not None:

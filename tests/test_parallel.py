@@ -35,6 +35,8 @@ UNGUARDED = textwrap.dedent(
     from rganalysis.store.checkpoint import make_parameter_set, single_round
 
     out = Path(sys.argv[1])
+    torch.set_num_threads(2)
+    torch.randn(10**6).abs().sum()  # this process's OpenMP pool is started
     g = torch.Generator().manual_seed(0)
     sd = {"a.weight": torch.randn(60, 80, generator=g), "b.weight": torch.randn(50, 90, generator=g) * 2}
     pset = make_parameter_set([single_round(sd)], adapter="generic", architecture="t", sources=[], name="t")
@@ -50,7 +52,10 @@ UNGUARDED = textwrap.dedent(
 
 
     kw = dict(couplings="density", directions=2, epsilon=0.05, seeds=1, progress=False, write=False)
-    par = rganalysis.response_jacobian(str(out / "flow.h5"), make_train(1.0), scheduler="processes", n_workers=2, **kw)
+    # threads=2: a forked worker asking for 2 threads would hang (this process used its OpenMP pool)
+    par = rganalysis.response_jacobian(
+        str(out / "flow.h5"), make_train(1.0), scheduler="processes", n_workers=2, threads=2, **kw
+    )
     ser = rganalysis.response_jacobian(str(out / "flow.h5"), make_train(1.0), scheduler="sync", **kw)
     assert np.array_equal(par.jacobian_, ser.jacobian_), (par.jacobian_, ser.jacobian_)
     print("response", par.scheduler_, " ".join(f"{m:.4f}" for m in np.abs(par.eigenvalues_)))
@@ -71,7 +76,7 @@ def _run(script: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != START_METHOD_VARIABLE}
     e.update(env, OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, str(path), str(tmp_path)], capture_output=True, text=True, env=e, timeout=600
+        [sys.executable, str(path), str(tmp_path)], capture_output=True, text=True, env=e, timeout=180
     )
 
 
@@ -86,6 +91,7 @@ def test_unguarded_script_with_a_closure_runs_on_processes(tmp_path):
     assert abs(float(mods[0]) - 0.8) < 0.02 and float(mods[1]) < 0.1
     assert lines["map_flows"] == "[1, 4, 9]"
     assert lines["ingest_many"] == "[40, 40]"
+    assert "threads=2 per task is run as 1 in forked worker processes" in r.stderr
 
 
 def test_unguarded_script_is_refused_up_front_where_workers_spawn_a_guarded_one_runs(tmp_path):
@@ -129,3 +135,14 @@ def test_start_method_override_is_checked(monkeypatch):
     monkeypatch.setenv(START_METHOD_VARIABLE, "spawn")
     assert check_start("x") == "spawn"  # pytest's own main module is not this call's script
     assert issubclass(ProcessStartError, Exception)
+
+
+def test_forked_workers_run_one_torch_thread(monkeypatch):
+    from rganalysis.parallel import worker_threads
+
+    monkeypatch.setenv(START_METHOD_VARIABLE, "fork")
+    with pytest.warns(UserWarning, match="threads=4 per task is run as 1"):
+        assert worker_threads(4, "x") == 1
+    assert worker_threads(1, "x") == 1 and worker_threads(None, "x") is None
+    monkeypatch.setenv(START_METHOD_VARIABLE, "spawn")
+    assert worker_threads(4, "x") == 4

@@ -309,7 +309,7 @@ class ResponseJacobian(Estimator):
                 takes_seed=takes_seed,
                 weights_needed=self.weights_needed_,
                 device=str(self.device),
-                threads=None if self.threads is None else int(self.threads),
+                threads=self._threads(),
             )
         finally:
             if own:
@@ -318,6 +318,16 @@ class ResponseJacobian(Estimator):
         self._regress(results, design, seeds)
         self.wall_seconds_ = time.perf_counter() - t_start
         return self
+
+    def _threads(self) -> int | None:
+        """Torch threads per retrain: ``threads``, at most 1 on forked local workers
+        (:func:`rganalysis.parallel.worker_threads`)."""
+        from rganalysis.parallel import resolve_scheduler, worker_threads
+
+        n = None if self.threads is None else int(self.threads)
+        return (
+            worker_threads(n, "response_jacobian") if resolve_scheduler(self.scheduler) == "processes" else n
+        )
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, pset: Any, sets: tuple[str, ...]) -> None:

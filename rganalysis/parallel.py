@@ -108,6 +108,11 @@ def _unguarded_call() -> tuple[str, int] | None:
     path = getattr(main, "__file__", None)
     if main is None or not path:
         return None
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if name.endswith(
+        ".__main__"
+    ):  # `python -m package`: spawned workers do not re-run it (multiprocessing.spawn)
+        return None
     f = inspect.currentframe()
     found = None
     while f is not None:

@@ -125,6 +125,17 @@ def test_unguarded_script_is_refused_up_front_where_workers_spawn_a_guarded_one_
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "[1.0, 2.0, 3.0]"
 
+    # and so does `python -m package` (a package's __main__ is not re-run by spawned workers)
+    pkg = tmp_path / "plainpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(
+        "import math\nfrom rganalysis.parallel import map_flows\nprint(map_flows(math.sqrt, [4.0, 9.0], n_workers=2))\n"
+    )
+    e = {**os.environ, START_METHOD_VARIABLE: "spawn", "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "plainpkg"], capture_output=True, text=True, env=e, timeout=180)
+    assert r.returncode == 0 and r.stdout.strip() == "[2.0, 3.0]", r.stderr[-3000:]
+
 
 def test_start_method_override_is_checked(monkeypatch):
     monkeypatch.setenv(START_METHOD_VARIABLE, "telepathy")

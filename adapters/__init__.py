@@ -5,7 +5,9 @@ An adapter is a class with a ``name``, a ``priority`` (lower is tried first), an
 * ``detect(source, **options)``: return None if it reads ``source``, else raise
   :class:`~rganalysis.errors.AdapterDeclined` saying why;
 * ``load(source, **options) -> ParameterSet``;
-* optionally ``build_module(pset) -> torch.nn.Module`` (the architecture, random init).
+* optionally ``build_module(pset) -> torch.nn.Module`` (the architecture, random init);
+* optionally ``reads_masks = True``: its ``load`` applies mask files given as ``masks`` (``--mask``);
+  :func:`ingest` refuses them for any other adapter, rather than drop them.
 
 Register with :func:`register`.  Every module of this package whose name does not start with an
 underscore is imported on first use, so a new family is one new module.
@@ -17,12 +19,14 @@ import importlib
 import os
 import pkgutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+from rganalysis.errors import AdapterDeclined, AdapterNotFoundError, InvalidParameterError, RGAnalysisError
 
-from rganalysis.errors import AdapterDeclined, AdapterNotFoundError, RGAnalysisError
-from rganalysis.store.parameter_set import ParameterSet
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from rganalysis.store.parameter_set import ParameterSet
 
 
 class Adapter(Protocol):
@@ -52,6 +56,15 @@ def _discover() -> None:
     for m in pkgutil.iter_modules(__path__):
         if not m.name.startswith("_"):
             importlib.import_module(f"{__name__}.{m.name}")
+
+
+def names() -> list[str]:
+    """The adapter names, sorted, without importing an adapter (nor torch): each module of this package
+    registers its adapter under the module's name with ``-`` for ``_`` (a test holds them to it).  The
+    command line's ``--adapter`` choices are these, so ``rganalysis ingest --help`` stays fast."""
+    return sorted(
+        m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")
+    )
 
 
 def available() -> list[str]:
@@ -86,14 +99,44 @@ def detect(source: str | os.PathLike, **options: Any) -> Adapter:
 
 
 def ingest(source: str | os.PathLike, adapter: str | None = None, **options: Any) -> ParameterSet:
-    """Read ``source`` with the named adapter, or the detected one."""
+    """Read ``source`` with the named adapter, or the detected one.
+
+    ``masks`` (mask files, ``--mask``) are applied or refused, never dropped: each must exist
+    (``FileNotFoundError``) before anything is read; an adapter that records them (``reads_masks``, e.g.
+    ``hf-bert``) checks them against the weights; for any other adapter each file is still read safely
+    (:class:`~rganalysis.errors.CorruptCheckpointError`, :class:`~rganalysis.errors.PickleRefusedError`)
+    and then refused with :class:`~rganalysis.errors.InvalidParameterError`.
+    """
     source = Path(source)
+    mask_paths = _mask_paths(options.get("masks"))
     a = get(adapter) if adapter else detect(source, **options)
     if adapter:
         if not source.exists():
             raise FileNotFoundError(source)
         a.detect(source, **options)
+    if mask_paths and not getattr(a, "reads_masks", False):
+        from rganalysis.store.checkpoint import load_checkpoint
+
+        for p in mask_paths:
+            load_checkpoint(p, allow_pickle=bool(options.get("allow_pickle")))  # unreadable or hostile: named
+        readers = [n for n in available() if getattr(ADAPTERS[n], "reads_masks", False)]
+        raise InvalidParameterError(
+            f"--mask {mask_paths[0]}: the {a.name!r} adapter reading {source} does not apply mask files "
+            f"(only {', '.join(readers)} do), so the masks would be dropped; nothing was written. Drop --mask, "
+            "or save the masks in the checkpoint as weight_orig/weight_mask pairs (the 'pruned' adapter)"
+        )
     return a.load(source, **options)
+
+
+def _mask_paths(masks: Any) -> list[Path]:
+    """The mask files of the ``masks`` option, each an existing file (``FileNotFoundError`` otherwise)."""
+    if masks is None:
+        return []
+    paths = [Path(masks)] if isinstance(masks, str | os.PathLike) else [Path(m) for m in masks]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(2, "no such mask file", str(p))
+    return paths
 
 
 def _ingest_job(job: tuple[str, str, str | None, dict[str, Any], bool, bool]) -> dict[str, Any]:
@@ -146,8 +189,8 @@ def ingest_many(
     its own file, atomically).  Returns one summary per source, in order: ``source``, ``output``,
     ``architecture``, ``adapter``, ``tensors``, ``parameters``, ``rounds``, or ``error`` (the name of
     the error) and ``message`` for a source that failed (the others are still written); re-raise one
-    with :func:`raise_from`.  Workers are forked (:func:`process_pool`): call it before this process
-    initialises CUDA.
+    with :func:`raise_from`.  Workers come from :func:`rganalysis.parallel.process_pool`: forked where safe
+    (no script re-run, no torch import per worker), spawned after CUDA is initialised.
     """
     jobs = [
         (str(s), str(o), adapter, dict(options), force, compress)
@@ -160,20 +203,11 @@ def ingest_many(
 
 
 def process_pool(workers: int):
-    """A pool of ``workers`` processes forked from this one (no torch import per worker, unlike spawn).
+    """The toolkit's pool of ``workers`` local processes (:func:`rganalysis.parallel.process_pool`: forked
+    where safe, refused up front where spawned workers would re-run an unguarded script)."""
+    from rganalysis.parallel import process_pool
 
-    Each worker starts with one torch thread (as torch's DataLoader workers do: a forked OpenMP pool is
-    not safe to use); the store's helper threads (hashing, checksums) are made anew in each child."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
-    )
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # (helper threads of the parent are forgotten by their modules' fork hooks)
+    return process_pool(workers, what="ingest", serial="use workers=1")
 
 
 def build_module(pset: ParameterSet) -> torch.nn.Module:

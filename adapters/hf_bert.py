@@ -160,6 +160,7 @@ class HFBert:
 
     name = "hf-bert"
     priority = 20
+    reads_masks = True  # --mask files become recorded rounds (read_mask_files checks them)
 
     def detect(self, source: Path, **options) -> None:
         """Accept a folder with a BERT config.json and a weight file."""

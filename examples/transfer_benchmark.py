@@ -590,10 +590,10 @@ def generate(
     units = [(a, s) for s in seeds for a in archs]
     if jobs <= 1 or len(units) == 1:
         return {(a, s): generate_one(out, a, s, cfg, force=force, threads=threads, log=log) for a, s in units}
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from rganalysis.parallel import process_pool, worker_threads  # forked where safe: no script re-run
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+    threads = worker_threads(threads, "transfer benchmark")
+    with process_pool(jobs, what="transfer benchmark", serial="use --jobs 1") as ex:
         recs = ex.map(_generate_job, [(str(out), a, s, cfg.to_json(), force, threads) for a, s in units])
         return dict(zip(units, recs, strict=True))
 

@@ -26,6 +26,7 @@ __all__ = [
     "OutputExistsError",
     "OutputIsInputError",
     "PickleRefusedError",
+    "ProcessStartError",
     "RankError",
     "RGAnalysisError",
     "SparsityReportMismatchError",
@@ -163,6 +164,11 @@ class DensityMismatchError(CorruptStoreError):
 # --- the RG engine -------------------------------------------------------------------------------
 class InvalidParameterError(RGAnalysisError, ValueError):
     """An argument is out of its domain (rate outside (0, 1), rounds < 1, ...)."""
+
+
+class ProcessStartError(RGAnalysisError):
+    """Worker processes cannot be started the way this program runs (e.g. spawned workers would re-run an
+    unguarded script); refused before any work starts (:mod:`rganalysis.parallel`)."""
 
 
 class InsufficientResourcesError(RGAnalysisError):

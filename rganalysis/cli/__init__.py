@@ -4,13 +4,17 @@ Each sub-command is a module of this package with ``add_parser(subparsers)`` (re
 parser) and ``run(args) -> int``; modules are discovered, so a new command is one new module.
 Errors the user can cause (:class:`~rganalysis.errors.RGAnalysisError`, missing files) print one
 message and exit with status 2.  Only the module of the command that runs is imported (``rganalysis
-info`` never imports torch, xarray or matplotlib).
+info`` never imports torch, xarray or matplotlib); ``rganalysis --help`` imports none: each module's
+one-line summary is its ``HELP`` string, read from the source.  No command's ``--help`` imports torch or
+numpy (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import os
 import pkgutil
 import sys
@@ -45,8 +49,23 @@ def command_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command, or of the command ``only`` alone (its module is the only one imported)."""
+def command_help(name: str) -> str:
+    """The one-line summary of command ``name``: its module's ``HELP`` string, read without importing it."""
+    spec = importlib.util.find_spec(f"{__name__}.{name}")
+    try:
+        with open(spec.origin, "rb") as f:  # type: ignore[union-attr]
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "HELP" for t in node.targets):
+                return str(ast.literal_eval(node.value))
+    except (OSError, TypeError, AttributeError, ValueError, SyntaxError):
+        pass
+    return str(getattr(importlib.import_module(f"{__name__}.{name}"), "HELP", ""))  # e.g. bytecode only
+
+
+def build_parser(only: str | None = None, *, summaries: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command, or of the command ``only`` alone (its module is the only one imported);
+    ``summaries``: no command's parser, only their names and ``HELP`` (``rganalysis --help``; none imported)."""
     parser = argparse.ArgumentParser(
         prog="rganalysis",
         description="Iterative magnitude pruning as a renormalization-group flow: ingest checkpoints, "
@@ -57,6 +76,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.set_defaults(commands=sub.choices)  # name -> sub-parser, for the generated reference
     for name in command_names():
         if only is not None and name != only:
+            continue
+        if summaries:
+            sub.add_parser(name, help=command_help(name), add_help=False)
             continue
         mod = importlib.import_module(f"{__name__}.{name}")
         p = mod.add_parser(sub)
@@ -74,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; user errors print one line and give exit status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(first if first in command_names() else None).parse_args(argv)
+    names = command_names()
+    # no command named (--help, --version, a typo): the summaries alone, no command module imported
+    args = (build_parser(first) if first in names else build_parser(summaries=True)).parse_args(argv)
     if args.quiet:
         warnings.filterwarnings("ignore", category=UserWarning, module="rganalysis")
         warnings.filterwarnings("always", category=UnsafeLoadWarning)  # -q hides progress, never this

@@ -6,11 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "verify a store: structure, checksums, finite weights, masks, densities (exit 2 if anything is wrong)"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check",
-        help="verify a store: structure, checksums, finite weights, masks, densities (exit 2 if anything is wrong)",
+        help=HELP,
         description="Read every dataset of each store and verify what its format records: the structure "
         "(groups, variables, shapes, dtypes, netCDF dimensions), the CRC-32 of every dataset (format 2), "
         "finite weights, masks in range and nested where the store says so, and the density table against "

@@ -8,6 +8,9 @@ from pathlib import Path
 from rganalysis.cli._options import add_options, options_from_args
 from rganalysis.fit.options import FitOptions
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "distance matrix between flows (spectrum, fixed point, subspace) and universality classes"
+
 
 def _weights(text: str | None) -> dict[str, float] | None:
     from rganalysis.errors import InvalidParameterError
@@ -29,17 +32,17 @@ def _weights(text: str | None) -> dict[str, float] | None:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from rganalysis.universality.classes import DEFAULT_THRESHOLDS
-    from rganalysis.universality.distances import (
+    from rganalysis.universality.defaults import (
         ALIGNMENTS,
+        DEFAULT_FIXED_POINT_RIDGE,
+        DEFAULT_THRESHOLDS,
         DEFAULT_WEIGHTS_ALIGNED,
         DEFAULT_WEIGHTS_INVARIANT,
     )
-    from rganalysis.universality.signature import DEFAULT_FIXED_POINT_RIDGE
 
     p = sub.add_parser(
         "compare",
-        help="distance matrix between flows (spectrum, fixed point, subspace) and universality classes",
+        help=HELP,
         description="Fit every flow on normalised-depth couplings, measure the distance between each pair "
         "(components reported separately, total = weighted sum), and group the models into classes: "
         "connected components of the graph with an edge where the total distance <= --threshold, "

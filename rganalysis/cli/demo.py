@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "run the whole pipeline: the shipped MiniLM BERT, winning tickets on digits, a ResNet-18 scale example"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
-        help="run the whole pipeline: the shipped MiniLM BERT, winning tickets on digits, a ResNet-18 scale example",
+        help=HELP,
     )
     p.add_argument("-o", "--output", type=Path, default=Path("rganalysis-demo"), help="output folder")
     p.add_argument(

@@ -8,9 +8,12 @@ from pathlib import Path
 from rganalysis.cli._options import add_options, options_from_args
 from rganalysis.fit.options import FitOptions
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "fit the linearised RG map of a flow: Jacobian, fixed point, exponents"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("fit", help="fit the linearised RG map of a flow: Jacobian, fixed point, exponents")
+    p = sub.add_parser("fit", help=HELP)
     p.add_argument("flows", type=Path, nargs="+", help="flow store(s); several flows are fitted together")
     add_options(p, FitOptions)
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")

@@ -6,9 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "run IMP (data-free or rewinding) on a stored model and record the flow"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("flow", help="run IMP (data-free or rewinding) on a stored model and record the flow")
+    p = sub.add_parser("flow", help=HELP)
     p.add_argument(
         "store", type=Path, help="input store (a model, or a flow to continue from its last round)"
     )

@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "architecture, parameter counts, layers and per-round densities of a store"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "info", help="architecture, parameter counts, layers and per-round densities of a store"
-    )
+    p = sub.add_parser("info", help=HELP)
     p.add_argument("store", type=Path, help="a store written by `rganalysis ingest` or `rganalysis flow`")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--max-layers", type=int, default=None, help="list at most this many layers in the text")

@@ -6,9 +6,12 @@ import argparse
 import re
 from pathlib import Path
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "read a checkpoint (file or folder) into an HDF5 parameter store"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("ingest", help="read a checkpoint (file or folder) into an HDF5 parameter store")
+    p = sub.add_parser("ingest", help=HELP)
     p.add_argument(
         "source", type=Path, nargs="+", help="checkpoint file or folder; several: a sweep, one store each"
     )
@@ -19,13 +22,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         required=True,
         help="output .h5 file; with several sources, a folder that receives SOURCE_NAME.h5 for each",
     )
-    from rganalysis.adapters import available
+    from rganalysis.adapters import names  # without importing an adapter: --help stays torch-free
 
     p.add_argument(
         "--adapter",
-        choices=available(),
+        choices=names(),
         metavar="NAME",
-        help="force an adapter instead of detecting one: " + ", ".join(available()),
+        help="force an adapter instead of detecting one: " + ", ".join(names()),
     )
     p.add_argument("--name", help="label of the model in reports (default: the output file's stem)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists (never a source)")

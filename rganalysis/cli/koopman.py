@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "Koopman / exact DMD spectrum of a flow in parameter space, streamed from the store"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "koopman",
-        help="Koopman / exact DMD spectrum of a flow in parameter space, streamed from the store",
+        help=HELP,
         description="Exact DMD of the snapshots x_n = theta_n * m_n of a stored flow (computed or recorded), "
         "read tensor by tensor: singular values, eigenvalues with bagged 95% intervals, classes "
         "(relevant / irrelevant / marginal) and exponents ln|lambda| / ln b; optionally the modes, "

@@ -8,11 +8,14 @@ from pathlib import Path
 from rganalysis.cli._options import add_options, options_from_args
 from rganalysis.report.options import ReportOptions
 
+#: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
+HELP = "one self-contained HTML report (and optionally a PDF) of the fit of each flow and their comparison"
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report",
-        help="one self-contained HTML report (and optionally a PDF) of the fit of each flow and their comparison",
+        help=HELP,
         description="Fit each flow exactly as `rganalysis fit` does with the same options (and, with several "
         "flows, compare them as `rganalysis compare` does), then write one HTML file with every figure embedded "
         "and the JSON behind every table.",
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         koopman=koopman,
         compare=not args.no_compare,
         progress=not args.quiet,
+        force=args.force,
+        inputs=inputs,
     )
     figs = sum(len(m.figures) for m in rep.models) + len(rep.figures)
     print(

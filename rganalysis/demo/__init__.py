@@ -194,7 +194,7 @@ def run_demo(
         bar.set_postfix_str("fit, compare, report")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report lists every warning of its fits
-            rep = write_report(list(flows.values()), out / "report.html", transfers=tr)
+            rep = write_report(list(flows.values()), out / "report.html", force=True, transfers=tr)
         bar.update()
     fits = {m.label: m.fit_json for m in rep.models}
     untrained = {m.label: bool(m.info["untrained"][0]) for m in rep.models}

@@ -1,5 +1,6 @@
 """Settings chosen from the data, one definition for ``fit``, ``report`` and ``compare``: the
-normalised depths a flow's couplings are resampled onto, and the rank of its trajectory fit."""
+normalised depths a flow's couplings are resampled onto, the rank of its trajectory fit, and the number
+of perturbed states of the response estimator."""
 
 from __future__ import annotations
 
@@ -17,10 +18,17 @@ __all__ = [
     "DEFAULT_MAX_RANK",
     "DEFAULT_RANK_GAIN",
     "DEFAULT_RANK_RTOL",
+    "MIN_SAMPLES",
+    "SAMPLES_PER_PARAMETER",
     "auto_rank",
+    "auto_samples",
     "resolve_depth_points",
 ]
 
+#: Perturbed states per regression parameter (C live couplings + 1 intercept) of :func:`auto_samples`.
+SAMPLES_PER_PARAMETER = 6
+#: The fewest perturbed states :func:`auto_samples` draws.
+MIN_SAMPLES = 64
 #: The most normalised depths per-layer couplings are resampled onto (the cross-architecture space).
 DEFAULT_DEPTH_POINTS = 8
 #: Relative singular-value cut of the automatic trajectory rank (:func:`auto_rank`).
@@ -128,3 +136,22 @@ def resolve_depth_points(
     pairs = min(p.n_rounds for p in flows) - 1
     fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)
     return max(2, min(DEFAULT_DEPTH_POINTS, fittable, layers))
+
+
+def auto_samples(n_live: int) -> int:
+    """Perturbed states of the response estimator for ``n_live`` live couplings (those of layers that
+    still have survivors): ``max(MIN_SAMPLES, SAMPLES_PER_PARAMETER * (n_live + 1))``.
+
+    Each coupling's image is regressed on the ``n_live`` perturbations and an intercept.  With ``M``
+    states the noise of the fitted Jacobian's eigenvalues grows like ``sqrt(n_live / (M - n_live - 1))``
+    times the per-state noise (the spectral radius of a random ``n_live x n_live`` matrix whose entries
+    have variance ``1 / (M - n_live - 1)``), so ``M = 6 (n_live + 1)`` keeps spurious eigenvalues below
+    half the per-state noise, whatever the network's size; and a bootstrap resample of ``M`` states holds
+    about ``0.632 M = 3.8 (n_live + 1)`` distinct ones, so every resample is a determined fit (it needs
+    ``n_live + 1``).  At 64 states for 51 live couplings (a 6-round data-free ResNet-50 flow) a resample
+    holds about 40 distinct states: no bootstrap resample was usable.  docs/theory.md, section 3.
+    """
+    n = int(n_live)
+    if n < 0:
+        raise ValueError(f"n_live must be >= 0, got {n_live}")
+    return max(MIN_SAMPLES, SAMPLES_PER_PARAMETER * (n + 1))

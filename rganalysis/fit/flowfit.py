@@ -48,7 +48,8 @@ class FlowFit(Estimator):
     rank : trajectory rank: an int (exact DMD truncation), None (full least squares) or ``"auto"``
         (:func:`~rganalysis.fit.auto.auto_rank` on the first flow's couplings)
     ridge, n_bootstrap : trajectory estimator options
-    round, perturbation, n_samples, epsilon : response estimator options (``round`` default: last)
+    round, perturbation, n_samples, epsilon : response estimator options (``round`` default: last;
+        ``n_samples`` default ``"auto"``: :func:`~rganalysis.fit.auto.auto_samples` of the live couplings)
     tol : marginal band around |lambda| = 1, and the near-fixed-point tolerance (relative)
     device : where the response estimator runs
 
@@ -75,7 +76,7 @@ class FlowFit(Estimator):
         n_bootstrap: int = 200,
         round: int | None = None,
         perturbation: str = "threshold",
-        n_samples: int = 64,
+        n_samples: int | str = "auto",
         epsilon: float = 0.02,
         tol: float = 0.05,
         device: str = "auto",

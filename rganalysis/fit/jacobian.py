@@ -640,7 +640,8 @@ class ResponseEstimator(_LinearisedMap):
     scope : pruning scope passed to :func:`rganalysis.rg.coarse_grain` (``"global"``).
     couplings : coupling sets (see :mod:`rganalysis.fit.couplings`), default ``("density",)``.
     perturbation : ``"threshold"`` (default), ``"random"`` or ``"rescale"`` (see :func:`perturb_state`).
-    n_samples : perturbed states (must exceed the number of couplings).
+    n_samples : perturbed states, more than the live couplings (those of layers with survivors); ``"auto"``
+        (default): :func:`~rganalysis.fit.auto.auto_samples` of them, 6 per regression parameter.
     epsilon : size of the perturbations (fraction of survivors moved / relative rescaling).
     random_state : seed.
     device : where the states are perturbed and coarse-grained (``"auto"``: CUDA if available).
@@ -673,7 +674,7 @@ class ResponseEstimator(_LinearisedMap):
         scope: str = "global",
         couplings: str | Sequence[str] = ("density",),
         perturbation: str = "threshold",
-        n_samples: int = 64,
+        n_samples: int | str = "auto",
         epsilon: float = 0.02,
         random_state: int | None = 0,
         device: str | torch.device = "auto",
@@ -701,6 +702,30 @@ class ResponseEstimator(_LinearisedMap):
         rate, scope = float(self.rate), self.scope
         return lambda st: coarse_grain(st, rate, scope=scope)
 
+    def _n_samples(self, base: xr.DataArray, densities: Mapping[str, float]) -> int:
+        """The perturbed states to draw: ``n_samples``, or :func:`~rganalysis.fit.auto.auto_samples` of the
+        live couplings (finite, of a layer with survivors or of the whole network); at least live + 1."""
+        from rganalysis.fit.auto import auto_samples
+
+        layers = [str(x) for x in base["layer"].values]
+        live = int(
+            sum(
+                np.isfinite(v) and (not lay or densities.get(lay, 1.0) > 0)
+                for v, lay in zip(base.values, layers, strict=True)
+            )
+        )
+        if isinstance(self.n_samples, str):
+            if self.n_samples != "auto":
+                raise InvalidParameterError(f"n_samples must be 'auto' or an integer, got {self.n_samples!r}")
+            return auto_samples(live)
+        n = int(self.n_samples)
+        if n < live + 1:
+            raise InvalidParameterError(
+                f"n_samples={n} is too few to fit {live} live couplings (need >= {live + 1}; 'auto' draws "
+                f"{auto_samples(live)})"
+            )
+        return n
+
     def fit(self, state: State) -> ResponseEstimator:
         """Measure the Jacobian of one round at ``state``."""
         if not 0.0 < float(self.rate) < 1.0:
@@ -719,10 +744,7 @@ class ResponseEstimator(_LinearisedMap):
         state = state.to(dev)
         base = compute_couplings(state, self.couplings)
         names = [str(c) for c in base["coupling"].values]
-        if self.n_samples < len(names) + 1:
-            raise InvalidParameterError(
-                f"n_samples={self.n_samples} is too few to fit {len(names)} couplings (need >= {len(names) + 1})"
-            )
+        n_samples = self._n_samples(base, state.densities())
         image = compute_couplings(R(state), self.couplings)
 
         self.manifold_ = None
@@ -748,14 +770,14 @@ class ResponseEstimator(_LinearisedMap):
         pert = _Perturber(state, self.perturbation, float(self.epsilon), rng, gen)
         k0 = base.values
         k0p = image.values
-        dK = np.empty((self.n_samples, len(names)))
+        dK = np.empty((n_samples, len(names)))
         dKp = np.empty_like(dK)
-        for i in range(self.n_samples):
+        for i in range(n_samples):
             st = pert.draw()
             dK[i] = coupling_values(st, self.couplings) - k0
             dKp[i] = coupling_values(R(st), self.couplings) - k0p
         self.clipped_ = pert.clipped
-        if self.perturbation == "threshold" and pert.clipped > self.n_samples * len(state.names) // 4:
+        if self.perturbation == "threshold" and pert.clipped > n_samples * len(state.names) // 4:
             warnings.warn(
                 f"{what}: {pert.clipped} layer perturbations could not restore as many weights as drawn "
                 "(nearly dense layers): the perturbations are one-sided there",
@@ -769,7 +791,7 @@ class ResponseEstimator(_LinearisedMap):
             moved = float(np.abs(dKp).max())
             raise DegenerateRegressionError(
                 f"{what}: the perturbations leave coupling(s) {', '.join(names[:6])}"
-                f"{' ...' if len(names) > 6 else ''} unchanged in all {self.n_samples} samples, so the "
+                f"{' ...' if len(names) > 6 else ''} unchanged in all {n_samples} samples, so the "
                 "regression of dK' on dK has no information in those directions"
                 + (
                     " (per-layer magnitude rescaling does not change densities)"
@@ -793,7 +815,7 @@ class ResponseEstimator(_LinearisedMap):
             state.densities(),
             still,
             dKp,
-            f"the {self.n_samples} {self.perturbation} perturbations",
+            f"the {n_samples} {self.perturbation} perturbations",
         )
         if still.size:
             keep = np.setdiff1d(np.arange(len(names)), still)
@@ -812,7 +834,7 @@ class ResponseEstimator(_LinearisedMap):
         self.responses_ = dKp
         # fixed point of the linearised map K -> k0p + c + J (K - k0)
         self.fixed_point_ = _fixed_point(f.jacobian, k0p + f.offset - f.jacobian @ k0, what)
-        self.n_samples_ = self.n_samples
+        self.n_samples_ = n_samples
         self.eigenvalue_ci_, self.eigenvalue_bootstrap_, self.n_bootstrap_ = _bootstrap(
             dK,
             dKp,

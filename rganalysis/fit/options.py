@@ -18,6 +18,7 @@ __all__ = [
     "parse_couplings",
     "parse_depth_points",
     "parse_rank",
+    "parse_samples",
     "show_value",
 ]
 
@@ -56,6 +57,19 @@ def parse_couplings(text: str | Sequence[str]) -> tuple[str, ...]:
     if not out:
         raise InvalidParameterError("at least one coupling set is needed")
     return out
+
+
+def parse_samples(text: str | int) -> int | str:
+    """``"auto"`` -> ``"auto"`` (:func:`~rganalysis.fit.auto.auto_samples`), ``"256"`` -> 256."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    t = str(text).strip().lower()
+    if t == "auto":
+        return "auto"
+    try:
+        return int(t)
+    except ValueError:
+        raise InvalidParameterError(f"samples must be 'auto' or an integer, got {text!r}") from None
 
 
 def parse_rank(text: str | int | None) -> int | str | None:
@@ -156,9 +170,16 @@ class FitOptions:
             "response: perturbation family", choices=("threshold", "random", "rescale"), response=True
         ),
     )
-    n_samples: int = field(
-        default=64,
-        metadata=option("response: number of perturbed states", flag="--samples", metavar="N", response=True),
+    n_samples: int | str = field(
+        default="auto",
+        metadata=option(
+            "response: number of perturbed states; auto: 6 per regression parameter (live couplings + 1), "
+            "at least 64",
+            flag="--samples",
+            metavar="N",
+            parse=parse_samples,
+            response=True,
+        ),
     )
     tol: float = field(default=0.05, metadata=option("marginal band around |lambda| = 1"))
     device: str = field(default="auto", metadata=option("auto (CUDA when present), cpu or cuda"))
@@ -167,6 +188,7 @@ class FitOptions:
         self.couplings = parse_couplings(self.couplings)
         self.depth_points = parse_depth_points(self.depth_points)
         self.rank = parse_rank(self.rank)
+        self.n_samples = parse_samples(self.n_samples)
 
     def flowfit(self, depth_points: int | str | None = "options"):
         """The :class:`~rganalysis.fit.flowfit.FlowFit` these options describe (``depth_points``: another

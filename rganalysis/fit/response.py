@@ -120,8 +120,9 @@ class ResponseJacobian(Estimator):
         The retraining of one IMP round, as the flow's (:data:`rganalysis.rg.rescaling.TrainFn`) with a
         ``seed`` keyword: ``weights`` are fresh copies of the rewind point's pruned tensors, ``masks`` their
         ``torch.bool`` masks (layer name -> tensor, on ``device``).  A ``train`` without ``seed`` is allowed
-        with ``seeds=1``.  It must pickle to run on processes (a module-level function or a
-        ``functools.partial`` of one).
+        with ``seeds=1``.  On local processes it may be anything, a lambda or a closure
+        included: workers are forked where safe (:func:`rganalysis.parallel.process_pool`; otherwise it
+        goes through cloudpickle); on a dask.distributed cluster it must pickle there.
     round : the round ``n`` linearised (default: the last of the flow)
     couplings : coupling sets (default ``"unit"``: per-layer quantiles of unit degrees); ``density`` and
         ``magnitude`` work too (sets outside :data:`MASK_COUPLING_SETS` read the weights, so each step
@@ -276,6 +277,10 @@ class ResponseJacobian(Estimator):
         if self.threads is not None and int(self.threads) < 1:
             raise InvalidParameterError(f"threads must be >= 1 or None, got {self.threads}")
         sets = tuple(normalise_sets(self.couplings))
+        from rganalysis.parallel import check_start, resolve_scheduler
+
+        if resolve_scheduler(self.scheduler) == "processes":  # refused now, not after the preparation
+            check_start("response_jacobian", 'scheduler="sync"')
         return seeds, takes_seed, sets
 
     # ------------------------------------------------------------------ fit
@@ -304,7 +309,7 @@ class ResponseJacobian(Estimator):
                 takes_seed=takes_seed,
                 weights_needed=self.weights_needed_,
                 device=str(self.device),
-                threads=None if self.threads is None else int(self.threads),
+                threads=self._threads(),
             )
         finally:
             if own:
@@ -313,6 +318,16 @@ class ResponseJacobian(Estimator):
         self._regress(results, design, seeds)
         self.wall_seconds_ = time.perf_counter() - t_start
         return self
+
+    def _threads(self) -> int | None:
+        """Torch threads per retrain: ``threads``, at most 1 on forked local workers
+        (:func:`rganalysis.parallel.worker_threads`)."""
+        from rganalysis.parallel import resolve_scheduler, worker_threads
+
+        n = None if self.threads is None else int(self.threads)
+        return (
+            worker_threads(n, "response_jacobian") if resolve_scheduler(self.scheduler) == "processes" else n
+        )
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, pset: Any, sets: tuple[str, ...]) -> None:

@@ -384,14 +384,8 @@ def _compare(
     flows: Sequence[str | ParameterSet], opts: ReportOptions, depth_points: int | None
 ) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """The JSON of ``rganalysis compare`` for the flows and its command, or (None, None, why not)."""
-    try:
-        from rganalysis.universality.analysis import UniversalityAnalysis
-    except ImportError:
-        return (
-            None,
-            None,
-            "the universality module (rganalysis compare) is not available in this installation",
-        )
+    from rganalysis.universality.analysis import UniversalityAnalysis
+
     kw: dict[str, Any] = {"rank": opts.rank}
     if opts.threshold is not None:
         kw["threshold"] = opts.threshold
@@ -791,17 +785,23 @@ def write_report(
     html_path: str | os.PathLike,
     pdf_path: str | os.PathLike | None = None,
     options: ReportOptions | None = None,
+    *,
+    force: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
     **kw: Any,
 ) -> Report:
-    """Build the report of ``flows`` and write the HTML (and the PDF when ``pdf_path``), atomically.
+    """Build the report of ``flows`` and write the HTML (and the PDF when ``pdf_path``) as stores are
+    written: atomically, never over an existing file (nor one that appeared while the report was built)
+    unless ``force``, never over ``inputs`` (the flow stores are always inputs).
 
-    Keyword arguments go to :func:`build_report`.  Returns the (closed) :class:`Report`.
+    Other keyword arguments go to :func:`build_report`.  Returns the (closed) :class:`Report`.
     """
+    ins = [*inputs, *(f for f in flows if isinstance(f, (str, os.PathLike)))]
     rep = build_report(flows, options, **kw)
     try:
         if pdf_path is not None:
-            rep.write_pdf(pdf_path)
-        rep.write_html(html_path)
+            rep.write_pdf(pdf_path, force=force, inputs=ins)
+        rep.write_html(html_path, force=force, inputs=ins)
     finally:
         rep.close()
     return rep

@@ -8,6 +8,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rganalysis.report.options import ReportOptions
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,14 @@ class Report:
 
         return render_html(self)
 
-    def write_html(self, path: str | os.PathLike) -> Path:
-        """Write the HTML page atomically (overwrites)."""
+    def write_html(
+        self, path: str | os.PathLike, *, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+    ) -> Path:
+        """Write the HTML page as stores are written (:class:`~rganalysis.store.output.AtomicOutput`):
+        atomically, and never over an existing file, or one created while this ran, unless ``force``;
+        never over one of ``inputs``."""
         text = self.to_html()
-        with AtomicOutput(path, force=True) as tmp:
+        with AtomicOutput(path, force=force, inputs=inputs) as tmp:
             tmp.write_text(text, encoding="utf-8")
             _umask_mode(tmp)
         return Path(path)
@@ -103,13 +108,16 @@ class Report:
             len(self.figures) + 1 if (self.figures or self.tables) else 0
         )
 
-    def write_pdf(self, path: str | os.PathLike) -> Path:
-        """Write a PDF atomically: one page per figure (caption below it) and a page of tables per section."""
+    def write_pdf(
+        self, path: str | os.PathLike, *, force: bool = False, inputs: Iterable[str | os.PathLike] = ()
+    ) -> Path:
+        """Write a PDF, one page per figure (caption below it) and a page of tables per section, as
+        :meth:`write_html` writes the page (atomic, exclusive unless ``force``)."""
         from matplotlib.backends.backend_pdf import PdfPages
 
         from rganalysis.report.pdf import pdf_figure_page, pdf_tables_page
 
-        with AtomicOutput(path, force=True) as tmp:
+        with AtomicOutput(path, force=force, inputs=inputs) as tmp:
             with PdfPages(
                 tmp, metadata={"Creator": f"rganalysis {__version__}", "Title": "rganalysis report"}
             ) as pdf:

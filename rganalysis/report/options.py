@@ -1,15 +1,19 @@
-"""The options of ``rganalysis report``: the fit options plus the comparison's and the figures'."""
+"""The options of ``rganalysis report``: the fit options plus the comparison's and the figures'.
+
+Imports without numpy or torch: ``rganalysis report --help`` is built from it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-from rganalysis.fit.auto import DEFAULT_DEPTH_POINTS, resolve_depth_points
 from rganalysis.fit.options import FitOptions, command_args
-from rganalysis.store.parameter_set import ParameterSet
 
-__all__ = ["DEFAULT_DEPTH_POINTS", "ReportOptions"]
+if TYPE_CHECKING:  # pragma: no cover
+    from rganalysis.store.parameter_set import ParameterSet
+
+__all__ = ["ReportOptions"]
 
 
 @dataclass
@@ -32,6 +36,8 @@ class ReportOptions(FitOptions):
 
     def resolve_depth_points(self, flows: Sequence[ParameterSet]) -> int | None:
         """The number of depths actually used for ``flows`` (:func:`~rganalysis.fit.auto.resolve_depth_points`)."""
+        from rganalysis.fit.auto import resolve_depth_points
+
         return resolve_depth_points(
             self.depth_points,
             flows,

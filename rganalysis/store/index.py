@@ -176,6 +176,24 @@ def _text(x: Any) -> Any:
     return x.decode() if isinstance(x, bytes) else x
 
 
+def integer_attr(attrs: Any, name: str, default: int, path: Path) -> int:
+    """The integer mark ``name`` of a store (``format_version``, ``write_complete``), or ``default`` when
+    absent; any other type (a string, a float, a bool, an array) is a damaged store
+    (:class:`~rganalysis.errors.CorruptStoreError`), never read as if it were valid."""
+    raw = attrs.get(name)
+    if raw is None:
+        return default
+    x = raw.reshape(()).item() if isinstance(raw, np.ndarray) and raw.shape in ((), (1,)) else raw
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, bool) or not isinstance(x, int):
+        shown = x.decode(errors="replace") if isinstance(x, bytes) else x
+        raise CorruptStoreError(
+            f"{path}: the {name} attribute is {type(shown).__name__} {shown!r}, not an integer"
+        )
+    return x
+
+
 def open_store(path: str | os.PathLike) -> h5py.File:
     """Open a store read-only, or raise the error that says what the file is.
 
@@ -217,10 +235,7 @@ def open_store(path: str | os.PathLike) -> h5py.File:
             raise StoreFormatError(
                 f"{path} is an HDF5 file but not an rganalysis store (no format={FORMAT!r} attribute)"
             )
-        try:
-            version = int(_text(f.attrs.get("format_version", -1)))
-        except (TypeError, ValueError):
-            raise CorruptStoreError(f"{path}: unreadable format_version attribute") from None
+        version = integer_attr(f.attrs, "format_version", -1, path)
         if version > FORMAT_VERSION:
             raise StoreFormatError(
                 f"{path} has format version {version}, newer than this rganalysis reads ({FORMAT_VERSION})"
@@ -231,7 +246,7 @@ def open_store(path: str | os.PathLike) -> h5py.File:
             raise IncompleteStoreError(
                 f"{path}: incomplete file (interrupted write): the temporary file of an rganalysis write"
             )
-        if version >= 2 and int(_text(f.attrs.get(COMPLETE_ATTR, 0)) or 0) != 1:
+        if version >= 2 and integer_attr(f.attrs, COMPLETE_ATTR, 0, path) != 1:
             raise IncompleteStoreError(f"{path}: incomplete file (interrupted write)")
     except BaseException:
         f.close()
@@ -255,7 +270,7 @@ def read_index(f: h5py.File, path: str | os.PathLike | None = None) -> StoreInde
     """
     path = Path(path or f.filename)
     try:
-        version = int(_text(f.attrs["format_version"]))
+        version = integer_attr(f.attrs, "format_version", -1, path)
         return _read_index(f, path, version)
     except (KeyError, IndexError, TypeError, ValueError, json.JSONDecodeError, AttributeError) as e:
         raise CorruptStoreError(f"{path}: damaged store structure ({type(e).__name__}: {e})") from None
@@ -269,7 +284,7 @@ def _require(f: h5py.File | h5py.Group, name: str, path: Path, kind: type = h5py
         if (
             f.name == "/"
             and name in ("rounds", "parameters")
-            and int(_text(f.attrs.get("format_version", 1))) < 2
+            and integer_attr(f.attrs, "format_version", 1, path) < 2
         ):
             # format 1 has no completion mark; its writer made /rounds last
             raise IncompleteStoreError(f"{path}: incomplete file (interrupted write): no {where} group")

@@ -1,10 +1,25 @@
-"""Universality classes: flow signatures, distances between them, classes, and the analysis estimator."""
+"""Universality classes: flow signatures, distances between them, classes, and the analysis estimator.
 
-from rganalysis.universality.analysis import UniversalityAnalysis
-from rganalysis.universality.classes import classes_from_distance, hierarchical_clustering
-from rganalysis.universality.distances import distance_matrix, flow_distance
-from rganalysis.universality.signature import FlowSignature, flow_signature
-from rganalysis.universality.text import format_comparison
+Names are loaded on first use, so that :mod:`rganalysis.universality.defaults` imports without numpy or
+torch (``rganalysis compare --help`` shows those defaults).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> module that defines it
+_PUBLIC = {
+    "UniversalityAnalysis": "rganalysis.universality.analysis",
+    "classes_from_distance": "rganalysis.universality.classes",
+    "hierarchical_clustering": "rganalysis.universality.classes",
+    "distance_matrix": "rganalysis.universality.distances",
+    "flow_distance": "rganalysis.universality.distances",
+    "FlowSignature": "rganalysis.universality.signature",
+    "flow_signature": "rganalysis.universality.signature",
+    "format_comparison": "rganalysis.universality.text",
+}
 
 __all__ = [
     "FlowSignature",
@@ -16,3 +31,23 @@ __all__ = [
     "format_comparison",
     "hierarchical_clustering",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'rganalysis.universality' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rganalysis.universality.analysis import UniversalityAnalysis
+    from rganalysis.universality.classes import classes_from_distance, hierarchical_clustering
+    from rganalysis.universality.distances import distance_matrix, flow_distance
+    from rganalysis.universality.signature import FlowSignature, flow_signature
+    from rganalysis.universality.text import format_comparison

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from rganalysis.errors import InvalidParameterError
+from rganalysis.universality.defaults import DEFAULT_THRESHOLD, DEFAULT_THRESHOLDS
 
 __all__ = [
     "class_graph",
@@ -19,15 +20,6 @@ __all__ = [
     "hierarchical_clustering",
     "largest_gap_threshold",
 ]
-
-
-#: Default class thresholds on the total distance, per comparison mode, calibrated on the calibration
-#: seeds of examples/transfer_benchmark.py: the cut that best separates pairs of tasks whose tickets
-#: transfer both ways (within 0.05 accuracy) from the others (docs/universality.md).  ``fit``: the
-#: threshold of the fitted-map distance of version 1 (used when no unit signature is available).
-DEFAULT_THRESHOLDS: dict[str, float] = {"aligned": 0.97, "invariant": 0.092, "fit": 0.3}
-#: The threshold when the mode is unknown (fewer than two models): the invariant one.
-DEFAULT_THRESHOLD = DEFAULT_THRESHOLDS["invariant"]
 
 
 def _check_matrix(D: np.ndarray, names: Sequence[str]) -> np.ndarray:

@@ -13,6 +13,12 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
+from rganalysis.universality.defaults import (
+    ALIGNMENTS,
+    DEFAULT_WEIGHTS_ALIGNED,
+    DEFAULT_WEIGHTS_INVARIANT,
+    DEFAULT_WEIGHTS_V1,
+)
 from rganalysis.universality.signature import FlowSignature
 from rganalysis.universality.units import (
     Alignment,
@@ -68,34 +74,6 @@ COMPONENTS = (
 )
 ALIGNED_COMPONENTS = ("survival", "units")
 UNIT_COMPONENTS = ("survival", "units", "unit_profile")
-
-#: Default weights of the total between *aligned* flows (same starting weights up to a permutation of
-#: units), chosen on the calibration seeds of examples/transfer_benchmark.py (docs/universality.md).
-DEFAULT_WEIGHTS_ALIGNED: dict[str, float] = {
-    "spectrum": 0.0,
-    "fixed_point": 0.0,
-    "subspace": 0.0,
-    "koopman": 0.0,
-    "survival": 1.0,
-    "units": 10.0,
-    "unit_profile": 0.0,
-    "response_spectrum": 0.0,
-}
-#: Default weights between flows that are not aligned (other seeds, other architectures).
-DEFAULT_WEIGHTS_INVARIANT: dict[str, float] = {
-    "spectrum": 0.0,
-    "fixed_point": 0.0,
-    "subspace": 0.0,
-    "koopman": 0.0,
-    "survival": 0.0,
-    "units": 0.0,
-    "unit_profile": 1.0,
-    "response_spectrum": 0.0,
-}
-#: The weights of compare v1 (the density-fit distance), kept for reference (``--weights`` can ask for them).
-DEFAULT_WEIGHTS_V1: dict[str, float] = {"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0}
-#: How flows are compared: ``auto`` (aligned when every pair is), ``aligned`` or ``invariant``.
-ALIGNMENTS = ("auto", "aligned", "invariant")
 
 
 def _wasserstein(a: np.ndarray, b: np.ndarray, p: float = 1) -> float:

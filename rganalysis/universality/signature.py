@@ -23,6 +23,7 @@ from rganalysis.fit.auto import (
     auto_rank,
 )
 from rganalysis.fit.flowfit import FlowFit
+from rganalysis.universality.defaults import DEFAULT_FIXED_POINT_RIDGE
 from rganalysis.universality.units import UnitSignature
 
 __all__ = [
@@ -37,9 +38,6 @@ __all__ = [
     "koopman_eigenvalues",
     "ridge_fixed_point",
 ]
-
-#: Default ridge of :func:`ridge_fixed_point` (standardised couplings; 0: FlowFit's exact fixed point).
-DEFAULT_FIXED_POINT_RIDGE = 0.05
 
 
 # ====================================================================================================

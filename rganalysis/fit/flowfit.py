@@ -20,6 +20,7 @@ from rganalysis.fit.fixed_points import (
     distance_to_fixed_point,
     effective_scale_factor,
     fixed_point_type,
+    fixed_point_wording,
     flow_scale,
     near_fixed_point,
     spectrum_json,
@@ -39,7 +40,8 @@ class FlowFit(Estimator):
 
     Parameters
     ----------
-    couplings : coupling sets (``density``, ``magnitude``, ``spectral`` or registered ones)
+    couplings : coupling sets (default ``density_rel``, the rescaled densities; the raw ``density_raw``,
+        ``unit_raw``, ... and the other sets of :mod:`rganalysis.fit.couplings`, or registered ones)
     estimator : ``trajectory`` (affine fit over the one-step pairs of the flows) or ``response``
         (perturbations of one round's state, see :class:`~rganalysis.fit.jacobian.ResponseEstimator`)
     depth_points : resample per-layer couplings onto this many normalised depths (cross-architecture
@@ -55,7 +57,8 @@ class FlowFit(Estimator):
     Fitted attributes: ``couplings_`` (list of (round, coupling) DataArrays), ``estimator_``,
     ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``eigenvalue_classes_`` (the class each eigenvalue's
     bootstrap interval supports, ``undetermined`` when it straddles a boundary), ``fixed_point_``,
-    ``fixed_point_type_`` (``undetermined`` unless the intervals fix it), ``fixed_point_outside_``
+    ``fixed_point_type_`` (``undetermined`` unless the intervals fix it; ``extrapolated`` when the fixed
+    point lies outside the couplings' domain: no state IMP can reach, so no type), ``fixed_point_outside_``
     (couplings whose fixed-point value lies outside their domain: an extrapolation),
     ``collapsed_`` (layers IMP emptied -> first empty round),
     ``distance_`` (per round, first flow), ``near_fixed_point_``, ``depth_points_`` and ``rank_`` (the
@@ -66,7 +69,7 @@ class FlowFit(Estimator):
 
     def __init__(
         self,
-        couplings: str | Sequence[str] = ("density",),
+        couplings: str | Sequence[str] = ("density_rel",),
         estimator: str = "trajectory",
         *,
         depth_points: int | str | None = "auto",
@@ -189,6 +192,8 @@ class FlowFit(Estimator):
             for n, v in zip(names, np.asarray(fixed_point, dtype=np.float64), strict=True)
             if math.isfinite(v) and not (coupling_domain(n)[0] - 1e-9 <= v <= coupling_domain(n)[1] + 1e-9)
         ]
+        if self.fixed_point_outside_:  # a linearisation about no reachable state: no type verdict
+            self.fixed_point_type_ = "extrapolated"
         self.collapsed_ = {}
         for p in flows:
             for name, r in collapsed_layers(p).items():
@@ -246,21 +251,7 @@ class FlowFit(Estimator):
 
 def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     """Text table of a fit's spectrum: verdicts only where the bootstrap intervals support them."""
-    near = j["near_fixed_point"]
-    if j.get("fixed_point_extrapolated"):
-        out = j["fixed_point_outside_domain"]
-        where = (
-            f"an extrapolation: {len(out)} of its {len(j['couplings'])} couplings lie outside their domain "
-            f"(e.g. {', '.join(out[:3])}), so it is no state IMP can reach; no nearness verdict"
-        )
-    elif near is None:
-        where = "none (I - J singular)"
-    else:
-        rel = "<=" if near["near"] else ">"
-        where = f"{'near' if near['near'] else 'not near'} ({near['measure']} distance {near['distance']:.3g} {rel} {j['tol']})"
-    kind = j["fixed_point_type"]
-    if kind == "undetermined":
-        kind += f" (estimate: {j.get('fixed_point_type_estimate', '?')}; the intervals do not fix it)"
+    kind, where = fixed_point_wording(j)
     lines = [
         f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
         f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),

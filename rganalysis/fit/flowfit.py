@@ -5,6 +5,7 @@ fit, the fixed point, eigenvalue classes and exponents) and the JSON and text of
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import xarray as xr
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.auto import auto_rank, resolve_depth_points
-from rganalysis.fit.couplings import coupling_domain, flow_couplings, resample_depth
+from rganalysis.fit.couplings import RESCALED_COUPLING_SETS, coupling_domain, flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
     classify_eigenvalues,
     distance_to_fixed_point,
@@ -98,8 +99,34 @@ class FlowFit(Estimator):
         self.device = device
         self.random_state = random_state
 
+    def _sets(self) -> list[str]:
+        """The coupling sets fitted.  With the response estimator the rescaled sets are measured together
+        with their scale (``global_density``): relative couplings alone do not close under one data-free
+        round (the next relative densities depend on the global density only; docs/theory.md, section 9)."""
+        sets = [self.couplings] if isinstance(self.couplings, str) else list(self.couplings)
+        if (
+            self.estimator == "response"
+            and any(s in RESCALED_COUPLING_SETS for s in sets)
+            and "global_density" not in sets
+        ):
+            sets.append("global_density")
+        return sets
+
     def _couplings(self, pset: ParameterSet, depth_points: int | None) -> xr.DataArray:
-        k = flow_couplings(pset, self.couplings)
+        k = flow_couplings(pset, self._sets())
+        if k.sizes["coupling"] == 0:
+            if set(self._sets()) <= set(RESCALED_COUPLING_SETS):
+                # one layer: nothing to measure it against; its only rescaled coupling is the scale itself
+                warnings.warn(
+                    f"{pset.attrs.get('name', 'this flow')}: one prunable layer has no relative couplings "
+                    f"({', '.join(self._sets())} measure layers against each other); fitting the scale "
+                    "global_density alone (rho -> (1 - p) rho)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                k = flow_couplings(pset, "global_density")
+            else:
+                raise InvalidParameterError(f"coupling sets {self._sets()} give no couplings for this flow")
         return resample_depth(k, depth_points) if depth_points else k
 
     def fit(
@@ -125,7 +152,7 @@ class FlowFit(Estimator):
         self.b_n_ = [b for s in scales for b in s[2]]
         if len(flows) > 1:
             self.b_ = effective_scale_factor([s[1] for s in scales])
-        sets = [self.couplings] if isinstance(self.couplings, str) else list(self.couplings)
+        sets = self._sets()
         self.depth_points_ = (
             None
             if couplings is not None
@@ -162,7 +189,7 @@ class FlowFit(Estimator):
             est = ResponseEstimator(
                 rate=self.rate_,
                 scope=str(p.flow_attrs.get("scope", "global")),
-                couplings=self.couplings,
+                couplings=self._sets(),
                 perturbation=self.perturbation,
                 n_samples=self.n_samples,
                 epsilon=self.epsilon,

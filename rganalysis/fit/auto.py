@@ -59,7 +59,8 @@ def auto_rank(
     Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
     centred one-step design (as :class:`~rganalysis.fit.jacobian.TrajectoryEstimator` builds it) is at
     least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
-    ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).  On short
+    ``gain``; never above ``max_rank`` or what the pairs determine, ``n_pairs // 2 - 1`` (the rule of
+    :func:`resolve_depth_points`: pairs >= 2 (directions + 1); at least 1).  On short
     data-free flows the first direction is the common decay of all densities, the second (on ResNets)
     the redistribution of density between depths; further directions explain little and their
     eigenvalues are unstable, and (b) keeps them out (docs/universality.md).
@@ -70,7 +71,7 @@ def auto_rank(
     m = int(K.sizes["round"]) - 1
     if m < 2:
         raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
-    cap = max(1, min(int(max_rank), m - 1, int(K.sizes["coupling"])))
+    cap = max(1, min(int(max_rank), m // 2 - 1, int(K.sizes["coupling"])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
@@ -123,8 +124,8 @@ def resolve_depth_points(
 
     ``"auto"`` -- the one rule of ``fit``, ``report``, ``compare`` and the demo: none with the response
     estimator or a one-layer flow (per-layer couplings); otherwise ``min(8, fittable, fewest layers)``,
-    at least 2.  *Fewest layers*: more depths than the shallowest flow has pruned layers would be
-    collinear.  *Fittable*: the most depths for which the shortest flow has at least twice as many
+    at least 2.  *Fewest layers*: more depths than the shallowest flow has pruned layers (one fewer with
+    ``density_rel`` alone, which leaves its reference layer out) would be collinear.  *Fittable*: the most depths for which the shortest flow has at least twice as many
     one-step pairs as parameters per row of the Jacobian (pairs >= 2 (couplings + 1)), whatever the rank
     or ridge: the bare minimum gives an exactly determined fit with zero residual, no usable bootstrap and
     arbitrary eigenvalues, and a rank truncation only hides that the couplings are not determined (8 pairs:
@@ -140,8 +141,10 @@ def resolve_depth_points(
     if estimator == "response":
         return None
     layers = min(len(p.pruned_names()) for p in flows)
+    if set(couplings) <= {"density_rel", "global_density"}:
+        layers -= 1  # density_rel leaves the reference layer out
     if layers < 2:
-        return None  # one layer: nothing to resample
+        return None  # one layer (coupling): nothing to resample
     n_stats, n_global = _coupling_groups(couplings, flows[0])
     pairs = min(p.n_rounds for p in flows) - 1
     fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)

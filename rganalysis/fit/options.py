@@ -140,7 +140,8 @@ class FitOptions:
         default="auto",
         metadata=option(
             "trajectory rank: N (truncated fit, exact DMD), full (no truncation) or auto (each extra direction "
-            "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3)",
+            "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3, and at "
+            "most what the pairs determine: pairs // 2 - 1)",
             parse=parse_rank,
             metavar="RANK",
             show=_show_rank,

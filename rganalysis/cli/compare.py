@@ -9,7 +9,7 @@ from rganalysis.cli._options import add_options, options_from_args
 from rganalysis.fit.options import FitOptions
 
 #: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
-HELP = "distance matrix between flows (spectrum, fixed point, subspace) and universality classes"
+HELP = "distance matrix between flows (by default: which weights and units survive) and universality classes"
 
 
 def _weights(text: str | None) -> dict[str, float] | None:
@@ -38,15 +38,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
         DEFAULT_THRESHOLDS,
         DEFAULT_WEIGHTS_ALIGNED,
         DEFAULT_WEIGHTS_INVARIANT,
+        DEFAULT_WEIGHTS_V1,
     )
 
+    def _carried(w: dict[str, float]) -> str:
+        return " + ".join(f"{v:g} x {k}" if v != 1 else k for k, v in w.items() if v)
+
+    zero = [k for k, v in DEFAULT_WEIGHTS_ALIGNED.items() if not v and not DEFAULT_WEIGHTS_INVARIANT.get(k)]
     p = sub.add_parser(
         "compare",
         help=HELP,
-        description="Fit every flow on normalised-depth couplings, measure the distance between each pair "
-        "(components reported separately, total = weighted sum), and group the models into classes: "
-        "connected components of the graph with an edge where the total distance <= --threshold, "
-        "plus average-linkage hierarchical clustering.  See docs/universality.md.",
+        description="Measure the distance between each pair of flows and group the models into classes "
+        "(connected components of the graph with an edge where the total distance <= --threshold, plus "
+        "average-linkage hierarchical clustering).  The default total is what the flows' masks say, not their "
+        f"fitted RG maps: between aligned flows (same starting weights up to a permutation of units) "
+        f"{_carried(DEFAULT_WEIGHTS_ALIGNED)} (survival: rank correlation of how long each weight survives; "
+        f"units: how unevenly the units are thinned, unit by unit); between other flows "
+        f"{_carried(DEFAULT_WEIGHTS_INVARIANT)} (the permutation-invariant profile of relative unit degrees).  "
+        f"The fitted-map components ({', '.join(zero)}) are computed and reported but carry weight 0 unless "
+        "--weights gives them some; only when no unit component can be computed (no unit signatures) does the "
+        f"total fall back to {_carried(DEFAULT_WEIGHTS_V1)}.  Components that carry no information over the "
+        "given flows are dropped from the defaults (the JSON says which).  Chosen on the transfer benchmark's "
+        "calibration seeds: docs/universality.md.",
     )
     p.add_argument(
         "flows", type=Path, nargs="+", help="flow stores (a single-round model store needs --rounds)"

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rganalysis.errors import RGAnalysisError
+from rganalysis.fit.fixed_points import fixed_point_wording
 
 __all__ = ["DemoDataMissingError", "DemoResult", "minilm_path", "run_demo", "write_resnet_checkpoint"]
 
@@ -54,23 +55,14 @@ def _verdict(j: dict[str, Any]) -> str:
         c: sum(e["class"] == c for e in eig) for c in ("relevant", "marginal", "irrelevant", "undetermined")
     }
     lead = eig[0] if eig else None
-    kind = j["fixed_point_type"]
-    if j.get("fixed_point_extrapolated"):
-        where = "its fitted fixed point is an extrapolation (outside the couplings' domain)"
-    elif j.get("near_fixed_point") is None:
-        where = "no finite fixed point"
-    else:
-        near = j["near_fixed_point"]
-        where = f"{'near' if near['near'] else 'not near'} its fixed point (relative distance {near['distance']:.2f})"
+    kind, where = fixed_point_wording(j, digits=3)
     lead_txt = ""
     if lead is not None:
         ci = "" if lead["ci_low"] is None else f" [{lead['ci_low']:.2f}, {lead['ci_high']:.2f}]"
         lead_txt = f"; leading |lambda| = {lead['abs']:.3f}{ci} ({lead['class']})"
     collapsed = j.get("collapsed_layers") or {}
     return (
-        f"fixed point {kind}"
-        + (" (the intervals do not fix it)" if kind == "undetermined" else "")
-        + f", {where}; "
+        f"fixed point {kind}, {where}; "
         + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         + f" of {len(eig)} directions{lead_txt}"
         + (f"; layer collapse: {', '.join(collapsed)}" if collapsed else "")

@@ -39,7 +39,21 @@ DEFAULT_RANK_GAIN = 2.0
 DEFAULT_MAX_RANK = 3
 
 #: Couplings per layer of the built-in coupling sets (sizes the automatic depth resampling).
-_STATS_PER_LAYER = {"density": 1, "magnitude": 6, "spectral": 2, "unit": 12}
+_STATS_PER_LAYER = {
+    "density": 1,
+    "density_raw": 1,
+    "density_rel": 1,
+    "magnitude": 6,
+    "magnitude_raw": 6,
+    "magnitude_rel": 5,
+    "spectral": 2,
+    "spectral_raw": 2,
+    "unit": 12,
+    "unit_raw": 12,
+    "unit_rel": 12,
+}
+#: Whole-network couplings of the built-in coupling sets.
+_GLOBAL_COUPLINGS = {"global_density": 1}
 
 
 def auto_rank(
@@ -53,7 +67,8 @@ def auto_rank(
     Start at rank 1 and keep one more direction while (a) its singular value of the standardised,
     centred one-step design (as :class:`~rganalysis.fit.jacobian.TrajectoryEstimator` builds it) is at
     least ``rtol`` times the largest, and (b) adding it divides the RMS one-step residual by at least
-    ``gain``; never above ``max_rank`` or ``n_pairs - 1`` (what the estimator allows).  On short
+    ``gain``; never above ``max_rank`` or what the pairs determine, ``n_pairs // 2 - 1`` (the rule of
+    :func:`resolve_depth_points`: pairs >= 2 (directions + 1); at least 1).  On short
     data-free flows the first direction is the common decay of all densities, the second (on ResNets)
     the redistribution of density between depths; further directions explain little and their
     eigenvalues are unstable, and (b) keeps them out (docs/universality.md).
@@ -64,7 +79,7 @@ def auto_rank(
     m = int(K.sizes["round"]) - 1
     if m < 2:
         raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
-    cap = max(1, min(int(max_rank), m - 1, int(K.sizes["coupling"])))
+    cap = max(1, min(int(max_rank), m // 2 - 1, int(K.sizes["coupling"])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
@@ -84,9 +99,10 @@ def auto_rank(
 def _coupling_groups(sets: Sequence[str], pset: Any) -> tuple[int, int]:
     """(number of per-layer statistics, number of whole-network couplings) of the coupling sets."""
     n_stats = n_global = 0
-    unknown = [s for s in sets if s not in _STATS_PER_LAYER]
+    unknown = [s for s in sets if s not in _STATS_PER_LAYER and s not in _GLOBAL_COUPLINGS]
     for s in sets:
         n_stats += _STATS_PER_LAYER.get(s, 0)
+        n_global += _GLOBAL_COUPLINGS.get(s, 0)
     if unknown:  # a registered set: look at what it gives on round 0
         from rganalysis.fit.couplings import compute_couplings
 
@@ -105,7 +121,7 @@ def _coupling_groups(sets: Sequence[str], pset: Any) -> tuple[int, int]:
 def resolve_depth_points(
     depth_points: int | str | None,
     flows: Sequence[Any],
-    couplings: Sequence[str] = ("density",),
+    couplings: Sequence[str] = ("density_rel",),
     *,
     rank: int | str | None = "auto",
     ridge: float = 0.0,
@@ -114,24 +130,29 @@ def resolve_depth_points(
     """The number of normalised depths actually used for ``flows`` (one value for all, so they share one
     coupling space): ``depth_points`` itself unless it is ``"auto"``.
 
-    ``"auto"``: none with the response estimator or a one-layer flow (per-layer couplings); otherwise
-    ``min(8, fittable, fewest layers)``, at least 2.  *Fewest layers*: more depths than the shallowest flow has pruned
-    layers would be collinear.  *Fittable*: with a rank truncation (``rank`` an int or ``"auto"``) or a
-    ridge, any number (the fit stays determined); without, the most depths for which the shortest flow
-    has at least twice as many one-step pairs as parameters per row of the Jacobian (pairs >= 2
-    (couplings + 1)) -- the bare minimum gives an exactly determined fit with zero residual, no usable
-    bootstrap and arbitrary eigenvalues.  ``flows`` need ``pruned_names()``, ``n_rounds`` and
-    (for registered coupling sets beyond the built-in ones) ``state(0)``.
+    ``"auto"`` -- the one rule of ``fit``, ``report``, ``compare`` and the demo: none with the response
+    estimator or a one-layer flow (per-layer couplings); otherwise ``min(8, fittable, fewest layers)``,
+    at least 2.  *Fewest layers*: more depths than the shallowest flow has pruned layers (one fewer with
+    ``density_rel`` alone, which leaves its reference layer out) would be collinear.  *Fittable*: the most depths for which the shortest flow has at least twice as many
+    one-step pairs as parameters per row of the Jacobian (pairs >= 2 (couplings + 1)), whatever the rank
+    or ridge: the bare minimum gives an exactly determined fit with zero residual, no usable bootstrap and
+    arbitrary eigenvalues, and a rank truncation only hides that the couplings are not determined (8 pairs:
+    3 depths).  For one flow this is its own value; for several the smallest of theirs, so a report or a
+    comparison of several flows may resample onto fewer depths than ``fit`` does on one of them.  ``rank``
+    and ``ridge`` are accepted for the signature's sake and do not change the number.  ``flows`` need
+    ``pruned_names()``, ``n_rounds`` and (for registered coupling sets beyond the built-in ones)
+    ``state(0)``.
     """
+    del rank, ridge  # one rule whatever the truncation (see above)
     if depth_points != "auto":
         return depth_points
     if estimator == "response":
         return None
     layers = min(len(p.pruned_names()) for p in flows)
+    if set(couplings) <= {"density_rel", "global_density"}:
+        layers -= 1  # density_rel leaves the reference layer out
     if layers < 2:
-        return None  # one layer: nothing to resample
-    if rank is not None or ridge:
-        return max(2, min(DEFAULT_DEPTH_POINTS, layers))
+        return None  # one layer (coupling): nothing to resample
     n_stats, n_global = _coupling_groups(couplings, flows[0])
     pairs = min(p.n_rounds for p in flows) - 1
     fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)

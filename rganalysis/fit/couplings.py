@@ -1,6 +1,17 @@
 """Couplings: the numbers that describe a pruned network at one IMP round, as registered coupling sets
 (:func:`register_coupling_set`), and the resampling onto normalised depth that puts networks of
 different depth into one space.  The built-in sets and the naming of couplings: docs/design.md.
+
+Two kinds of built-in sets.  *Rescaled* sets (:data:`RESCALED_COUPLING_SETS`: ``density_rel``,
+``unit_rel``, ``magnitude_rel``) measure each layer relative to the current state of the whole network
+(densities relative to the global density, unit degrees relative to their layer's density, magnitudes
+relative to the median surviving magnitude): they are the RG's rescaling step, so the common decay of
+a flow towards the empty network is divided out and a flow can approach a fixed point at finite
+couplings.  They are the default of ``fit``, ``report``, ``compare`` and the demo.  *Raw* sets
+(:data:`RAW_COUPLING_SETS`: ``density_raw``, ``unit_raw``, ``magnitude_raw``, ``spectral_raw``) are the
+absolute numbers; their old names ``density``, ``unit``, ``magnitude``, ``spectral`` keep working and
+mean the same raw sets.  ``global_density`` is the scale itself (one whole-network coupling).  The
+data-free flow in these coordinates: docs/theory.md, section 9.
 """
 
 from __future__ import annotations
@@ -18,6 +29,11 @@ from rganalysis.store.state import State
 
 __all__ = [
     "COUPLING_DOMAINS",
+    "RAW_COUPLING_SETS",
+    "RESCALED_COUPLING_SETS",
+    "NETWORK_COUPLING_SETS",
+    "relative_densities",
+    "relative_reference_layer",
     "UNIT_QUANTILES",
     "coupling_coords",
     "coupling_domain",
@@ -91,10 +107,68 @@ def coupling_name(set_name: str, statistic: str, layer: str) -> str:
 
 
 # --- built-in sets ---------------------------------------------------------------------------------
-@register_coupling_set("density")
+#: The raw (absolute) built-in sets; ``density``, ``unit``, ``magnitude`` and ``spectral`` are their old
+#: names and give the same numbers (coupling names then carry the old set name).
+RAW_COUPLING_SETS = ("density_raw", "unit_raw", "magnitude_raw", "spectral_raw")
+#: The rescaled built-in sets: every layer measured relative to the whole network's current state.
+RESCALED_COUPLING_SETS = ("density_rel", "unit_rel", "magnitude_rel")
+
+
+def _register_as(*names: str) -> Callable[[CouplingFunction], CouplingFunction]:
+    def deco(fn: CouplingFunction) -> CouplingFunction:
+        for n in names:
+            register_coupling_set(n)(fn)
+        return fn
+
+    return deco
+
+
+@_register_as("density_raw", "density")
 def _density(state: State) -> dict[str, float]:
     """Per-layer surviving fraction."""
     return state.densities()
+
+
+def relative_reference_layer(sizes: Mapping[str, int]) -> str:
+    """The layer ``density_rel`` leaves out: the one with the most weights (the first of equals).
+
+    Relative densities ``x_l = rho_l / rho`` obey ``sum_l N_l x_l = sum_l N_l`` exactly, so one of them
+    is fixed by the others; keeping all ``L`` would make every regression on them singular.
+    ``sizes``: layer -> number of weights, in layer order.
+    """
+    if not sizes:
+        raise InvalidParameterError("a state without layers has no couplings")
+    order = list(sizes)
+    return max(order, key=lambda k: (sizes[k], -order.index(k)))
+
+
+def relative_densities(densities: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:
+    """``x_l = rho_l / rho`` (``rho`` the size-weighted global density) for every layer but
+    :func:`relative_reference_layer`; NaN when the network is empty."""
+    tot = float(sum(sizes.values()))
+    rho = sum(float(densities[k]) * sizes[k] for k in sizes) / tot if tot else 0.0
+    ref = relative_reference_layer(sizes)
+    return {k: (float(densities[k]) / rho if rho > 0 else math.nan) for k in sizes if k != ref}
+
+
+#: Sets that need every layer of a state at once (they cannot be computed tensor by tensor; the
+#: streamed couplings build them from the per-layer densities).
+NETWORK_COUPLING_SETS = ("density_rel", "global_density")
+
+
+@register_coupling_set("density_rel")
+def _density_rel(state: State) -> dict[str, float]:
+    """Per-layer density relative to the global density, ``x_l = rho_l / rho`` (1: the layer is as dense
+    as the network), for every layer but :func:`relative_reference_layer`; NaN for the empty network.
+    Invariant under the rescaling ``rho_l -> c rho_l``: the global decay of the flow is divided out."""
+    return relative_densities(state.densities(), state.sizes())
+
+
+@register_coupling_set("global_density")
+def _global_density(state: State) -> dict[str, float]:
+    """The scale of the rescaled sets: the surviving fraction of the whole network (one whole-network
+    coupling named ``global_density[network]``, depth NaN)."""
+    return {"network": state.global_density()}
 
 
 def _sorted_quantile(sorted_values: torch.Tensor, q: float) -> float:
@@ -112,7 +186,7 @@ def _sorted_quantile(sorted_values: torch.Tensor, q: float) -> float:
 _MAGNITUDE_STATS = ("mean", "std", "q25", "q50", "q75", "kurtosis")
 
 
-@register_coupling_set("magnitude")
+@_register_as("magnitude_raw", "magnitude")
 def _magnitude(state: State) -> dict[str, dict[str, float]]:
     """Per-layer statistics of the surviving weights (see module docstring)."""
     out: dict[str, dict[str, float]] = {}
@@ -140,7 +214,20 @@ def _magnitude(state: State) -> dict[str, dict[str, float]]:
     return out
 
 
-@register_coupling_set("spectral")
+@register_coupling_set("magnitude_rel")
+def _magnitude_rel(state: State) -> dict[str, dict[str, float]]:
+    """``magnitude`` normalised by the layer's own survivors: std and quartiles of ``|w|`` divided by
+    the mean surviving ``|w|`` (``std``, ``q25``, ``q50``, ``q75``; invariant under any per-layer weight
+    scale) and the kurtosis as it is; NaN for an empty layer."""
+    out: dict[str, dict[str, float]] = {}
+    for layer, stats in _magnitude(state).items():
+        mean = stats["mean"]
+        scale = mean if mean > 0 else math.nan
+        out[layer] = {k: (v if k == "kurtosis" else v / scale) for k, v in stats.items() if k != "mean"}
+    return out
+
+
+@_register_as("spectral_raw", "spectral")
 def _spectral(state: State) -> dict[str, dict[str, float]]:
     """Per-layer top singular value and stable rank of the masked weight matrix."""
     out: dict[str, dict[str, float]] = {}
@@ -159,39 +246,54 @@ def _spectral(state: State) -> dict[str, dict[str, float]]:
 UNIT_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-# --------------------------------------------------------------------------------------------------
-@register_coupling_set("unit")
-def _unit(state: State) -> dict[str, dict[str, float]]:
-    """Per layer, the distribution of its units' degrees (the fraction of each unit's connections that
-    survive), for output and input units: quantiles ``out_q10 .. out_q90``, ``in_q10 .. in_q90``
-    (:data:`UNIT_QUANTILES`) and the fraction of dead units ``out_dead``, ``in_dead``.  These are
-    invariant under permutations of the units and under a global weight scale; layers with fewer than
-    two dimensions are skipped."""
+def _unit_stats(state: State, relative: bool) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, m in state.masks.items():
         if m.dim() < 2:
             continue
         mf = m.to(torch.float64)
+        layer_density = float(mf.mean())
         stats: dict[str, float] = {}
         for side, dims in (("out", tuple(range(1, m.dim()))), ("in", (0, *range(2, m.dim())))):
             deg = mf.mean(dims)
             q = torch.quantile(deg, torch.tensor(UNIT_QUANTILES, dtype=torch.float64, device=deg.device))
             for qq, v in zip(UNIT_QUANTILES, q.tolist(), strict=True):
+                if relative:
+                    v = v / layer_density if layer_density > 0 else math.nan
                 stats[f"{side}_q{round(qq * 100):02d}"] = v
             stats[f"{side}_dead"] = float((deg == 0).to(torch.float64).mean())
         out[name] = stats
     return out
 
 
+@_register_as("unit_raw", "unit")
+def _unit(state: State) -> dict[str, dict[str, float]]:
+    """Per layer, the distribution of its units' degrees (the fraction of each unit's connections that
+    survive), for output and input units: quantiles ``out_q10 .. out_q90``, ``in_q10 .. in_q90``
+    (:data:`UNIT_QUANTILES`) and the fraction of dead units ``out_dead``, ``in_dead``.  These are
+    invariant under permutations of the units and under a global weight scale; layers with fewer than
+    two dimensions are skipped."""
+    return _unit_stats(state, relative=False)
+
+
+@register_coupling_set("unit_rel")
+def _unit_rel(state: State) -> dict[str, dict[str, float]]:
+    """``unit`` with the degree quantiles divided by their layer's density (the mean unit degree): 1 is
+    a unit as connected as its layer's average; dead fractions as they are; NaN for an empty layer."""
+    return _unit_stats(state, relative=True)
+
+
 #: Where the couplings of each built-in set live: (low, high) per set, or per ``set.statistic``.  A
 #: fixed point outside these bounds is an extrapolation of the fitted map, not a state IMP can reach.
 COUPLING_DOMAINS: dict[str, tuple[float, float]] = {
-    "density": (0.0, 1.0),
-    "unit": (0.0, 1.0),
-    "magnitude": (0.0, math.inf),
-    "magnitude.kurtosis": (1.0, math.inf),
-    "spectral": (0.0, math.inf),
-    "spectral.stable_rank": (1.0, math.inf),
+    **{s: (0.0, 1.0) for s in ("density", "density_raw", "unit", "unit_raw", "global_density")},
+    **{f"{s}.{side}_dead": (0.0, 1.0) for s in ("unit_rel",) for side in ("out", "in")},
+    **{
+        s: (0.0, math.inf) for s in ("magnitude", "magnitude_raw", "magnitude_rel", "density_rel", "unit_rel")
+    },
+    **{f"{s}.kurtosis": (1.0, math.inf) for s in ("magnitude", "magnitude_raw", "magnitude_rel")},
+    **{s: (0.0, math.inf) for s in ("spectral", "spectral_raw")},
+    **{f"{s}.stable_rank": (1.0, math.inf) for s in ("spectral", "spectral_raw")},
 }
 
 

@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rganalysis.store.parameter_set import ParameterSet
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "effective_scale_factor",
     "exponents",
     "fixed_point_type",
+    "fixed_point_wording",
     "interval_class",
     "flow_scale",
     "near_fixed_point",
@@ -289,6 +290,38 @@ def near_fixed_point(
     return NearFixedPoint(
         bool(d_last <= tol), d_last, float(tol), measure, int(dist["round"].values[-1]), fp_norm
     )
+
+
+def fixed_point_wording(j: Mapping[str, Any], digits: int = 4) -> tuple[str, str]:
+    """``(what, where)``: the fixed-point verdict of a fit's JSON (``rganalysis fit --json``) in words, one
+    wording for the console, the demo and the report.
+
+    ``what`` is the type (``stable`` ...; ``undetermined (estimate: ...)`` when the intervals do not fix
+    it), or ``extrapolated, not reached`` when some coupling of the fixed point lies outside its domain:
+    then no type is given, since the linearisation is about a point no IMP state can be.  ``where`` says
+    how far the last round is from it (``near``/``not near`` with the distance, measure and tolerance;
+    for an extrapolation the distance and the couplings outside their domain, no nearness verdict).
+    """
+    near = j.get("near_fixed_point")
+    dist = ""
+    if near is not None:
+        dist = f"{near['measure']} distance {near['distance']:.{digits}g} at round {near['round']}"
+    if j.get("fixed_point_extrapolated"):
+        out = list(j.get("fixed_point_outside_domain") or [])
+        n = len(j.get("couplings") or [])
+        where = (
+            (f"{dist}; " if dist else "")
+            + f"couplings outside their domain: {len(out)} of {n} (e.g. {', '.join(out[:3])}), "
+            "a point no IMP state can reach: no type or nearness verdict"
+        )
+        return "extrapolated, not reached", where
+    kind = str(j.get("fixed_point_type"))
+    if kind == "undetermined":
+        kind += f" (estimate: {j.get('fixed_point_type_estimate', '?')}; the intervals do not fix it)"
+    if near is None:
+        return kind, "no finite fixed point (I - J singular)"
+    rel = "<=" if near["near"] else ">"
+    return kind, f"{'near' if near['near'] else 'not near'} ({dist} {rel} tol {near['tol']:g})"
 
 
 def _json_float(x: float) -> float | None:

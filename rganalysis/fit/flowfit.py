@@ -5,6 +5,7 @@ fit, the fixed point, eigenvalue classes and exponents) and the JSON and text of
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,12 +15,13 @@ import xarray as xr
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.auto import auto_rank, resolve_depth_points
-from rganalysis.fit.couplings import coupling_domain, flow_couplings, resample_depth
+from rganalysis.fit.couplings import RESCALED_COUPLING_SETS, coupling_domain, flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
     classify_eigenvalues,
     distance_to_fixed_point,
     effective_scale_factor,
     fixed_point_type,
+    fixed_point_wording,
     flow_scale,
     near_fixed_point,
     spectrum_json,
@@ -39,7 +41,8 @@ class FlowFit(Estimator):
 
     Parameters
     ----------
-    couplings : coupling sets (``density``, ``magnitude``, ``spectral`` or registered ones)
+    couplings : coupling sets (default ``density_rel``, the rescaled densities; the raw ``density_raw``,
+        ``unit_raw``, ... and the other sets of :mod:`rganalysis.fit.couplings`, or registered ones)
     estimator : ``trajectory`` (affine fit over the one-step pairs of the flows) or ``response``
         (perturbations of one round's state, see :class:`~rganalysis.fit.jacobian.ResponseEstimator`)
     depth_points : resample per-layer couplings onto this many normalised depths (cross-architecture
@@ -56,7 +59,8 @@ class FlowFit(Estimator):
     Fitted attributes: ``couplings_`` (list of (round, coupling) DataArrays), ``estimator_``,
     ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``eigenvalue_classes_`` (the class each eigenvalue's
     bootstrap interval supports, ``undetermined`` when it straddles a boundary), ``fixed_point_``,
-    ``fixed_point_type_`` (``undetermined`` unless the intervals fix it), ``fixed_point_outside_``
+    ``fixed_point_type_`` (``undetermined`` unless the intervals fix it; ``extrapolated`` when the fixed
+    point lies outside the couplings' domain: no state IMP can reach, so no type), ``fixed_point_outside_``
     (couplings whose fixed-point value lies outside their domain: an extrapolation),
     ``collapsed_`` (layers IMP emptied -> first empty round),
     ``distance_`` (per round, first flow), ``near_fixed_point_``, ``depth_points_`` and ``rank_`` (the
@@ -67,7 +71,7 @@ class FlowFit(Estimator):
 
     def __init__(
         self,
-        couplings: str | Sequence[str] = ("density",),
+        couplings: str | Sequence[str] = ("density_rel",),
         estimator: str = "trajectory",
         *,
         depth_points: int | str | None = "auto",
@@ -96,8 +100,34 @@ class FlowFit(Estimator):
         self.device = device
         self.random_state = random_state
 
+    def _sets(self) -> list[str]:
+        """The coupling sets fitted.  With the response estimator the rescaled sets are measured together
+        with their scale (``global_density``): relative couplings alone do not close under one data-free
+        round (the next relative densities depend on the global density only; docs/theory.md, section 9)."""
+        sets = [self.couplings] if isinstance(self.couplings, str) else list(self.couplings)
+        if (
+            self.estimator == "response"
+            and any(s in RESCALED_COUPLING_SETS for s in sets)
+            and "global_density" not in sets
+        ):
+            sets.append("global_density")
+        return sets
+
     def _couplings(self, pset: ParameterSet, depth_points: int | None) -> xr.DataArray:
-        k = flow_couplings(pset, self.couplings)
+        k = flow_couplings(pset, self._sets())
+        if k.sizes["coupling"] == 0:
+            if set(self._sets()) <= set(RESCALED_COUPLING_SETS):
+                # one layer: nothing to measure it against; its only rescaled coupling is the scale itself
+                warnings.warn(
+                    f"{pset.attrs.get('name', 'this flow')}: one prunable layer has no relative couplings "
+                    f"({', '.join(self._sets())} measure layers against each other); fitting the scale "
+                    "global_density alone (rho -> (1 - p) rho)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                k = flow_couplings(pset, "global_density")
+            else:
+                raise InvalidParameterError(f"coupling sets {self._sets()} give no couplings for this flow")
         return resample_depth(k, depth_points) if depth_points else k
 
     def fit(
@@ -123,7 +153,7 @@ class FlowFit(Estimator):
         self.b_n_ = [b for s in scales for b in s[2]]
         if len(flows) > 1:
             self.b_ = effective_scale_factor([s[1] for s in scales])
-        sets = [self.couplings] if isinstance(self.couplings, str) else list(self.couplings)
+        sets = self._sets()
         self.depth_points_ = (
             None
             if couplings is not None
@@ -160,7 +190,7 @@ class FlowFit(Estimator):
             est = ResponseEstimator(
                 rate=self.rate_,
                 scope=str(p.flow_attrs.get("scope", "global")),
-                couplings=self.couplings,
+                couplings=self._sets(),
                 perturbation=self.perturbation,
                 n_samples=self.n_samples,
                 epsilon=self.epsilon,
@@ -190,6 +220,8 @@ class FlowFit(Estimator):
             for n, v in zip(names, np.asarray(fixed_point, dtype=np.float64), strict=True)
             if math.isfinite(v) and not (coupling_domain(n)[0] - 1e-9 <= v <= coupling_domain(n)[1] + 1e-9)
         ]
+        if self.fixed_point_outside_:  # a linearisation about no reachable state: no type verdict
+            self.fixed_point_type_ = "extrapolated"
         self.collapsed_ = {}
         for p in flows:
             for name, r in collapsed_layers(p).items():
@@ -247,21 +279,7 @@ class FlowFit(Estimator):
 
 def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     """Text table of a fit's spectrum: verdicts only where the bootstrap intervals support them."""
-    near = j["near_fixed_point"]
-    if j.get("fixed_point_extrapolated"):
-        out = j["fixed_point_outside_domain"]
-        where = (
-            f"an extrapolation: {len(out)} of its {len(j['couplings'])} couplings lie outside their domain "
-            f"(e.g. {', '.join(out[:3])}), so it is no state IMP can reach; no nearness verdict"
-        )
-    elif near is None:
-        where = "none (I - J singular)"
-    else:
-        rel = "<=" if near["near"] else ">"
-        where = f"{'near' if near['near'] else 'not near'} ({near['measure']} distance {near['distance']:.3g} {rel} {j['tol']})"
-    kind = j["fixed_point_type"]
-    if kind == "undetermined":
-        kind += f" (estimate: {j.get('fixed_point_type_estimate', '?')}; the intervals do not fix it)"
+    kind, where = fixed_point_wording(j)
     lines = [
         f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
         f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),

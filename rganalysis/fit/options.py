@@ -122,9 +122,14 @@ class FitOptions:
     """
 
     couplings: tuple[str, ...] = field(
-        default=("density",),
+        default=("density_rel",),
         metadata=option(
-            "comma-separated coupling sets", parse=parse_couplings, metavar="SETS", show=",".join
+            "comma-separated coupling sets: rescaled density_rel (default: per-layer density relative to the "
+            "global density), unit_rel, magnitude_rel; raw density_raw, unit_raw, magnitude_raw, spectral_raw "
+            "(old names density, unit, magnitude, spectral: the same raw sets); global_density (the scale)",
+            parse=parse_couplings,
+            metavar="SETS",
+            show=",".join,
         ),
     )
     estimator: str = field(
@@ -138,8 +143,8 @@ class FitOptions:
         default="auto",
         metadata=option(
             "resample per-layer couplings onto N normalised depths (the cross-architecture space); auto: 8, "
-            "fewer when the flows have fewer layers or (without a rank truncation) too few rounds to determine "
-            "the fit; 0 or none: per-layer couplings",
+            "fewer when the flows have fewer layers or too few rounds to determine the fit (one-step pairs >= "
+            "2 (couplings + 1), whatever the rank: 8 pairs give 3 depths); 0 or none: per-layer couplings",
             parse=parse_depth_points,
             metavar="N",
             show=_show_depth_points,
@@ -149,7 +154,8 @@ class FitOptions:
         default="auto",
         metadata=option(
             "trajectory rank: N (truncated fit, exact DMD), full (no truncation) or auto (each extra direction "
-            "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3)",
+            "needs a singular value >= 2% of the largest and must halve the one-step residual; at most 3, and at "
+            "most what the pairs determine: pairs // 2 - 1)",
             parse=parse_rank,
             metavar="RANK",
             show=_show_rank,

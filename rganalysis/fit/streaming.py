@@ -11,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.fit.couplings import coupling_coords, coupling_name, get_coupling_set, normalise_sets
+from rganalysis.fit.couplings import (
+    NETWORK_COUPLING_SETS,
+    coupling_coords,
+    coupling_name,
+    get_coupling_set,
+    normalise_sets,
+    relative_densities,
+)
 from rganalysis.store.state import State, resolve_device
 
 __all__ = ["stream_flow_couplings"]
@@ -68,9 +76,12 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
     n_layers = len(layers)
     depth = {k: (i / (n_layers - 1) if n_layers > 1 else 0.0) for i, k in enumerate(layers)}
     R = int(pset.n_rounds)
-    fns = [get_coupling_set(s) for s in set_names]
+    layer_sets = [s for s in set_names if s not in NETWORK_COUPLING_SETS]
+    fns = [get_coupling_set(s) for s in layer_sets]
     # values[set][stat][layer] = list over rounds
     values: dict[str, dict[str, dict[str, list[float]]]] = {s: {} for s in set_names}
+    dens: dict[str, list[float]] = {}  # per-layer densities per round, for the whole-network sets
+    sizes: dict[str, int] = {}
     for layer in layers:
         versions = {a for a, _ in pset.weight_runs(layer)}
         w = None
@@ -80,10 +91,12 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
                 w = pset.tensor(layer, r, dev)
                 w_round = r
             m = pset.mask(layer, r, dev)
+            sizes[layer] = m.numel()
+            dens.setdefault(layer, [math.nan] * R)[r] = int(torch.count_nonzero(m)) / max(1, m.numel())
             st = State(
                 {layer: w}, {layer: m}, depth={layer: depth[layer]}, kinds={layer: pset.info[layer].kind}
             )
-            for s, fn in zip(set_names, fns, strict=True):
+            for s, fn in zip(layer_sets, fns, strict=True):
                 raw = fn(st)
                 extra = [k for k in raw if k != layer]
                 if extra:
@@ -100,13 +113,24 @@ def _stream(pset: Any, set_names: list[str], names: Sequence[str] | None, dev: A
                     per_layer.setdefault(layer, [math.nan] * R)[r] = float(v)
             del m, st
         del w
+    for r in range(R):  # the sets that need every layer at once, from the densities
+        per_round = {k: dens[k][r] for k in layers}
+        if "density_rel" in values:
+            for k, v in relative_densities(per_round, sizes).items():
+                values["density_rel"].setdefault("density_rel", {}).setdefault(k, [math.nan] * R)[r] = v
+        if "global_density" in values:
+            g = sum(per_round[k] * sizes[k] for k in layers) / float(sum(sizes.values()))
+            values["global_density"].setdefault("global_density", {}).setdefault("network", [math.nan] * R)[
+                r
+            ] = g
     rows: list[tuple[str, str, str, str, float]] = []
     cols: list[list[float]] = []
     for s in set_names:
         for stat, per_layer in values[s].items():
-            for layer in layers:
+            for layer in [*layers, *(k for k in per_layer if k not in depth)]:
                 if layer in per_layer:
-                    rows.append((coupling_name(s, stat, layer), layer, s, stat, float(depth[layer])))
+                    d = float(depth[layer]) if layer in depth else math.nan
+                    rows.append((coupling_name(s, stat, layer), layer, s, stat, d))
                     cols.append(per_layer[layer])
     if not rows:
         raise InvalidParameterError(f"coupling sets {set_names} gave no couplings for these layers")

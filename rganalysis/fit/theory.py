@@ -30,8 +30,12 @@ __all__ = [
     "gaussian_threshold",
     "gaussian_trajectory",
     "global_threshold",
+    "gaussian_relative_jacobian",
     "random_perturbation_jacobian",
     "rank_one_density_jacobian",
+    "relative_density_jacobian",
+    "relative_density_jacobian_symbolic",
+    "secant_ratios",
 ]
 
 
@@ -78,6 +82,98 @@ def density_jacobian_symbolic(n_layers: int = 3, distribution: str = "generic") 
     dF_dT = sp.diff(F, T)
     dT_drho = [-sp.diff(F, rho[k]) / dF_dT for k in range(n_layers)]
     return sp.Matrix(n_layers, n_layers, lambda i, k: sp.diff(g[i], T) * dT_drho[k])
+
+
+def relative_density_jacobian_symbolic(n_layers: int = 3) -> sp.Matrix:
+    """The Jacobian of one data-free global round in rescaled coordinates, derived with sympy.
+
+    Coordinates: the relative densities ``x_l = rho_l / rho`` of layers ``0 .. L-2`` (``density_rel``;
+    the last layer is the reference, its ``x`` fixed by ``sum_l N_l x_l = sum_l N_l``) and the global
+    density ``rho`` (``global_density``).  The state ``rho_l = rho x_l`` (``l < L-1``),
+    ``rho_{L-1} = rho (N_tot - sum_{l<L-1} N_l x_l) / N_{L-1}``; the round cuts at ``T`` with
+    ``sum_l N_l g_l(T) = (1 - p) sum_l N_l rho_l`` and gives ``x'_l = g_l(T) / rho'``,
+    ``rho' = sum_l N_l g_l(T) / N_tot``; ``T`` is differentiated implicitly.
+
+    Returns
+    -------
+    sympy.Matrix (L, L), rows and columns ``(x_0 .. x_{L-2}, rho)``, simplified: the ``x`` block is
+    zero and the last row is ``(0, ..., 0, 1 - p)`` (docs/theory.md, section 9).  Symbols ``T``, ``p``,
+    ``N_0 ..``, ``x_0 ..``, ``rho`` and the undefined functions ``g_0(T) ..``.
+    """
+    if n_layers < 2:
+        raise InvalidParameterError(f"relative coordinates need n_layers >= 2, got {n_layers}")
+    T = sp.Symbol("T", nonnegative=True)
+    p = sp.Symbol("p", positive=True)
+    rho = sp.Symbol("rho", positive=True)
+    N = sp.symbols(f"N_0:{n_layers}", positive=True)
+    x = sp.symbols(f"x_0:{n_layers - 1}", positive=True)
+    g = [sp.Function(f"g_{i}")(T) for i in range(n_layers)]
+    n_tot = sum(N)
+    dens = [rho * xi for xi in x] + [rho * (n_tot - sum(N[i] * x[i] for i in range(n_layers - 1))) / N[-1]]
+    F = sum(N[i] * g[i] for i in range(n_layers)) - (1 - p) * sum(N[i] * dens[i] for i in range(n_layers))
+    inputs = [*x, rho]
+    dT = [-sp.diff(F, v) / sp.diff(F, T) for v in inputs]
+    rho_out = sum(N[i] * g[i] for i in range(n_layers)) / n_tot
+    outputs = [g[i] / rho_out for i in range(n_layers - 1)] + [rho_out]
+    J = sp.Matrix(n_layers, n_layers, lambda i, k: sp.diff(outputs[i], T) * dT[k])
+    # on the round, sum_l N_l g_l(T) = (1 - p) rho N_tot: substitute it to show the last row is 1 - p
+    G = sp.Symbol("G")
+    total = sum(N[i] * g[i] for i in range(n_layers))
+    return sp.simplify(J.subs(total, G).subs(G, (1 - p) * rho * n_tot))
+
+
+def relative_density_jacobian(
+    g: Sequence[float] | np.ndarray,
+    g_prime: Sequence[float] | np.ndarray,
+    sizes: Sequence[float] | np.ndarray,
+    rate: float,
+    reference: int | None = None,
+) -> np.ndarray:
+    """:func:`relative_density_jacobian_symbolic` in numbers, for any reference layer.
+
+    Parameters
+    ----------
+    g, g_prime : (L,) survival ``g_l(T)`` and slopes ``g_l'(T)`` at the round's global threshold.
+    sizes : (L,) layer sizes ``N_l``.
+    rate : p in (0, 1).
+    reference : the layer left out of the relative densities (default: the largest, the first of equals,
+        as :func:`~rganalysis.fit.couplings.relative_reference_layer`).
+
+    Returns
+    -------
+    (L, L) float64, rows and columns the ``density_rel`` couplings (layers but ``reference``, in order)
+    then ``global_density``: ``[[0, c], [0, 1 - p]]`` with
+    ``c_l = (g_l' / (n . g') - x'_l) / rho``, ``n = N / N_tot``, ``x'_l = g_l / rho'``, ``rho' = n . g``,
+    ``rho = rho' / (1 - p)`` (the input's global density on the IMP manifold).
+    """
+    rate = check_rate(rate)
+    g = np.asarray(g, float)
+    gp = np.asarray(g_prime, float)
+    n = np.asarray(sizes, float)
+    if not (g.shape == gp.shape == n.shape) or g.ndim != 1 or g.size < 2:
+        raise InvalidParameterError("g, g_prime and sizes must be equal 1-d shapes of at least 2 layers")
+    n = n / n.sum()
+    ref = int(np.argmax(np.asarray(sizes, float))) if reference is None else int(reference)
+    rho_out = float(n @ g)
+    rho_in = rho_out / (1.0 - rate)
+    denom = float(n @ gp)
+    if denom == 0.0 or not math.isfinite(denom) or rho_out <= 0:
+        raise InvalidParameterError("no weight mass at the threshold, or nothing survives the round")
+    keep = [i for i in range(g.size) if i != ref]
+    c = (gp[keep] / denom - g[keep] / rho_out) / rho_in
+    J = np.zeros((g.size, g.size))
+    J[:-1, -1] = c
+    J[-1, -1] = 1.0 - rate
+    return J
+
+
+def gaussian_relative_jacobian(
+    sigmas: Sequence[float], sizes: Sequence[float], rate: float, T: float
+) -> np.ndarray:
+    """:func:`relative_density_jacobian` for Gaussian layers cut at ``T`` (on the IMP manifold)."""
+    return relative_density_jacobian(
+        gaussian_survival(T, sigmas), gaussian_survival_prime(T, sigmas), sizes, rate
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -245,6 +341,36 @@ def gaussian_random_jacobian(
     return random_perturbation_jacobian(
         gaussian_survival(T, sigmas), gaussian_survival_prime(T, sigmas), densities, sizes, rate
     )
+
+
+def secant_ratios(densities: Sequence[Sequence[float]] | np.ndarray, sizes: Sequence[float]) -> np.ndarray:
+    """Per-layer ratios of successive increments of a recorded density flow (what a trajectory fit sees).
+
+    ``r_{n,l} = (rho_{n+2,l} - rho_{n+1,l}) / (rho_{n+1,l} - rho_{n,l})``.  On the IMP manifold the
+    increments are ``Delta_n = g(T_{n+1}) - g(T_n)``, so one step maps ``Delta_n`` to ``Delta_{n+1}``
+    by the *secant* map ``diag(r_n)`` between two thresholds, not by the local Jacobian
+    (spectrum ``{1 - p, 0, ...}``) at one of them.  Because every global round removes exactly
+    ``p`` of the survivors, ``N . Delta_{n+1} = (1 - p) N . Delta_n``: the ratios' mean weighted by
+    ``N_l Delta_{n,l}`` is exactly ``1 - p``, while a layer whose share of the removals grows has
+    ``r > 1 - p`` -- up to and beyond 1 (docs/theory.md, section 9).
+
+    Parameters
+    ----------
+    densities : (R, L) per-layer densities over R >= 3 rounds.
+    sizes : (L,) layer sizes.
+
+    Returns
+    -------
+    (R - 2, L) float64 (NaN where an increment is 0).
+    """
+    d = np.asarray(densities, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] < 3 or d.shape[1] != len(sizes):
+        raise InvalidParameterError(f"densities must be (rounds >= 3, {len(sizes)}), got {d.shape}")
+    inc = np.diff(d, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = inc[1:] / inc[:-1]
+    r[~np.isfinite(r)] = np.nan
+    return r
 
 
 # --- empirical theory on a real state ----------------------------------------------------------------

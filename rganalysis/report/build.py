@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rganalysis.errors import InvalidParameterError
+from rganalysis.fit.fixed_points import fixed_point_wording
 from rganalysis.report.model import Cell, Figure, ModelSection, Report, Table, format_value, new_figure
 from rganalysis.report.options import ReportOptions
 from rganalysis.store.diagnostics import collapsed_layers, looks_untrained
@@ -182,7 +183,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
         "(it decays, y < 0, blue circles); in the band marginal (orange squares). Each radial bar spans the "
         "95% bootstrap interval of |λ|: a bar that crosses the band means the class is not resolved. Complex "
         f"pairs rotate the flow. Here: {cnt['relevant']} relevant, {cnt['marginal']} marginal, "
-        f"{cnt['irrelevant']} irrelevant; fixed point type {j['fixed_point_type']}"
+        f"{cnt['irrelevant']} irrelevant; fixed point {fixed_point_wording(j)[0]}"
         + (f"; leading |λ| = {format_value(lead['abs'])} ({lead['class']})." if lead else ".")
     )
     if sec.koopman_json is not None:
@@ -211,12 +212,11 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     near = j["near_fixed_point"]
     fig = new_figure((6.4, 4.4))
     plot.distance_curve(j, ax=fig.subplots())
+    kind, where = fixed_point_wording(j)
     verdict = (
         "The fit found no finite fixed point (I − J singular), so there is no distance."
         if near is None
-        else f"Verdict at round {near['round']}: {'near' if near['near'] else 'not near'} the fixed point "
-        f"({near['measure']} distance {format_value(near['distance'])} "
-        f"{'≤' if near['near'] else '>'} tol {near['tol']:g})."
+        else f"Verdict at round {near['round']}: fixed point {kind}; {where}."
     )
     sec.figures.append(
         Figure(
@@ -287,8 +287,22 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
         [Cell("rate p"), _num(j["rate"], "rate")],
         [Cell("scale factor b"), _num(j["b"], "b")],
         [Cell("couplings"), _num(len(j["couplings"]))],
+        [
+            Cell("depth points"),
+            Cell("none (per-layer)" if j.get("depth_points") is None else str(j["depth_points"])),
+        ],
+        [Cell("rank"), Cell("full" if j.get("rank") is None else str(j["rank"]))],
         [Cell("fixed point type"), Cell(j["fixed_point_type"])],
-        [Cell("near fixed point"), Cell("—" if near is None else ("yes" if near["near"] else "no"))],
+        [
+            Cell("near fixed point"),
+            Cell(
+                "—"
+                if near is None
+                else "no verdict (extrapolated, not reached)"
+                if j.get("fixed_point_extrapolated")
+                else ("yes" if near["near"] else "no")
+            ),
+        ],
         [
             Cell("distance at last round (" + ("—" if near is None else near["measure"]) + ")"),
             _num(None if near is None else near["distance"], "near_fixed_point.distance"),
@@ -709,7 +723,8 @@ def build_report(
                 print(f"report: fitting {label} ({path})", file=sys.stderr)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fit = opts.flowfit(depth_points).fit(pset)
+                own_dp = opts.resolve_depth_points([pset])  # the one auto rule: what `fit` uses on this file
+                fit = opts.flowfit(own_dp).fit(pset)
             for w in caught:  # shown in the report, and passed on to the caller's filters
                 warnings.warn_explicit(
                     w.message, w.category, w.filename, w.lineno, module="rganalysis.report"
@@ -724,7 +739,7 @@ def build_report(
                 if resp is not None:
                     fit_json["response"] = {fit_json["models"][0]: resp}
             cmd = shlex.join(
-                ["rganalysis", "fit", path, *opts.fit_args(depth_points), "--json", f"fit-{label}.json"]
+                ["rganalysis", "fit", path, *opts.fit_args(own_dp), "--json", f"fit-{label}.json"]
             )
             kcmd = None
             if opts.koopman:

@@ -119,7 +119,14 @@ def render_html(rep: Report) -> str:
     opt_rows = [
         ("coupling sets", ", ".join(o.couplings)),
         ("estimator", o.estimator),
-        ("depth points", dp + (" (auto)" if o.depth_points == "auto" else "")),
+        (
+            "depth points",
+            dp
+            + (" (auto)" if o.depth_points == "auto" else "")
+            + (
+                " in the comparison; each model's fit uses its own (its table)" if len(rep.models) > 1 else ""
+            ),
+        ),
         ("rank", format_value(o.rank)),
         ("ridge", format_value(o.ridge)),
         ("bootstrap resamples", format_value(o.n_bootstrap)),

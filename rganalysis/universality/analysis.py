@@ -42,7 +42,7 @@ class UniversalityAnalysis(Estimator):
 
     Parameters
     ----------
-    couplings : coupling sets of the shared space (default ``("density",)``)
+    couplings : coupling sets of the shared space (default ``("density_rel",)``, as ``fit``)
     depth_points : normalised depths the per-layer couplings are resampled onto (the cross-architecture
         coordinates); ``"auto"`` (default): one value for all flows,
         :func:`~rganalysis.fit.auto.resolve_depth_points`; None: per-layer couplings (same architecture)
@@ -84,7 +84,7 @@ class UniversalityAnalysis(Estimator):
 
     def __init__(
         self,
-        couplings: Sequence[str] = ("density",),
+        couplings: Sequence[str] = ("density_rel",),
         depth_points: int | str | None = "auto",
         *,
         rank: int | str | None = "auto",

@@ -50,12 +50,14 @@ def test_fit_json_contract(gaussian_model, tmp_path, capsys):
     flow = tmp_path / "flow.h5"
     main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "8", "--rate", "0.2", "-q"])
     js = tmp_path / "fit.json"
-    # per-layer couplings, full least squares: the density map of the theory (docs/theory.md)
+    # per-layer raw couplings (their old name), full least squares: the density map of the theory
     assert (
         main(
             [
                 "fit",
                 str(flow),
+                "--couplings",
+                "density",
                 "--json",
                 str(js),
                 "--bootstrap",
@@ -109,11 +111,18 @@ def test_fit_response_estimator_matches_theory(gaussian_model, tmp_path):
     """On the IMP manifold the density Jacobian is rank one with eigenvalue 1 - p (docs/theory.md)."""
     flow = tmp_path / "flow.h5"
     main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "3", "--rate", "0.2", "-q"])
-    j = FlowFit(estimator="response", n_samples=48, n_bootstrap=0).fit(rganalysis.load(flow)).to_json()
-    mods = sorted((e["abs"] for e in j["eigenvalues"]), reverse=True)
-    assert mods[0] == pytest.approx(0.8, abs=0.02)
-    assert max(mods[1:]) < 0.1
-    assert j["perturbation"] == "threshold" and j["round"] == 3
+    for sets in (("density_raw",), ("density_rel",)):  # raw, and the default rescaled set with its scale
+        j = (
+            FlowFit(sets, estimator="response", n_samples=48, n_bootstrap=0)
+            .fit(rganalysis.load(flow))
+            .to_json()
+        )
+        mods = sorted((e["abs"] for e in j["eigenvalues"]), reverse=True)
+        assert mods[0] == pytest.approx(0.8, abs=0.02)
+        assert max(mods[1:]) < 0.1
+        assert j["perturbation"] == "threshold" and j["round"] == 3
+    # relative densities are measured with the scale they leave out (docs/theory.md, section 9)
+    assert j["couplings"] == ["density_rel[b.weight]", "density_rel[c.weight]", "global_density[network]"]
 
 
 def test_flow_bad_input(gaussian_model, tmp_path, capsys):
@@ -131,7 +140,7 @@ def test_fit_too_few_rounds(gaussian_model, tmp_path, capsys):
     main(["flow", str(gaussian_model / "gauss.h5"), "-o", str(flow), "--rounds", "2", "--rate", "0.2", "-q"])
     assert main(["fit", str(flow), "--depth-points", "0", "--rank", "full", "-q"]) == 2
     err = capsys.readouterr().err
-    assert "TooFewRoundsError" in err and "3 coupling" in err
+    assert "TooFewRoundsError" in err and "2 coupling" in err  # density_rel: 3 layers, one the reference
     # a flow of one round-pair is too short for any fit, whatever the settings
     main(
         [
@@ -208,7 +217,8 @@ def test_minilm_flow_and_fit(tmp_path, capsys):
     assert main(["flow", str(tmp_path / "m.h5"), "-o", str(tmp_path / "d.h5"), "-q"]) == 0
     assert main(["fit", str(tmp_path / "d.h5"), "--json", str(tmp_path / "d.json"), "-q"]) == 0
     d = json.loads((tmp_path / "d.json").read_text())
-    assert d["depth_points"] == 8 and 1 <= d["rank"] <= 3 and len(d["b_n"]) == 8
+    # one auto rule (fit, report, compare): 8 pairs determine at most 3 couplings (pairs >= 2 (C + 1))
+    assert d["depth_points"] == 3 and len(d["couplings"]) == 3 and 1 <= d["rank"] <= 3 and len(d["b_n"]) == 8
 
 
 def test_compute_flow_from_pruned_start(gaussian_model):

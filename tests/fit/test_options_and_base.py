@@ -50,7 +50,8 @@ def test_commands_generate_their_options_with_defaults(capsys):
     commands = build_parser().get_default("commands")
     for cmd, default_dp in (("fit", "auto"), ("report", "auto"), ("compare", "auto")):  # one definition
         helps = {a.dest: a.help for a in commands[cmd]._actions}
-        assert helps["couplings"] == "comma-separated coupling sets (default: density)", cmd
+        assert helps["couplings"].startswith("comma-separated coupling sets: rescaled density_rel"), cmd
+        assert helps["couplings"].endswith("(default: density_rel)"), cmd
         assert helps["depth_points"].endswith(f"(default: {default_dp})"), cmd
     assert main(["fit", "x.h5", "--rank", "lots"]) == 2
     assert "[InvalidParameterError] --rank: rank must be" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import torch
 
 import rganalysis
 from rganalysis.cli import main
+from rganalysis.fit.couplings import coupling_domain
 from rganalysis.fit.flowfit import FlowFit
 from rganalysis.store.checkpoint import make_parameter_set, single_round
 from rganalysis.store.diagnostics import collapsed_layers, looks_untrained
@@ -53,13 +54,18 @@ def test_a_fixed_point_outside_the_domain_is_an_extrapolation(resnet18_flows):
     fit = FlowFit(depth_points=4, n_bootstrap=20).fit(resnet18_flows[1])
     j = fit.to_json()
     fp = np.array(j["fixed_point"], dtype=float)
-    outside = [c for c, v in zip(j["couplings"], fp, strict=True) if not 0 <= v <= 1]
+    outside = [
+        c
+        for c, v in zip(j["couplings"], fp, strict=True)
+        if not coupling_domain(c)[0] <= v <= coupling_domain(c)[1]
+    ]
     assert j["fixed_point_outside_domain"] == outside and j["fixed_point_extrapolated"] == bool(outside)
     from rganalysis.fit.flowfit import format_spectrum
 
     text = format_spectrum(j)
     if outside:
-        assert "extrapolation" in text and "near (" not in text
+        assert "extrapolated, not reached" in text and "near (" not in text
+        assert j["fixed_point_type"] == "extrapolated"
 
 
 def test_layer_collapse_is_detected_and_reported(tmp_path, capsys):

@@ -176,7 +176,7 @@ def test_plots_take_fitted_objects(tiny_flow):
     from rganalysis.koopman.dmd import KoopmanDMD
     from rganalysis.universality.analysis import UniversalityAnalysis
 
-    fit = FlowFit(depth_points=2, ridge=0.1, n_bootstrap=10).fit(tiny_flow)
+    fit = FlowFit(("density_raw",), depth_points=2, ridge=0.1, n_bootstrap=10).fit(tiny_flow)
     a, b = plot.spectrum(fit), plot.spectrum(fit.to_json())
     assert [len(c.get_offsets()) for c in a.collections[1:]] == [
         len(c.get_offsets()) for c in b.collections[1:]
@@ -196,7 +196,10 @@ def test_plots_take_fitted_objects(tiny_flow):
     dmd = KoopmanDMD(n_bags=0).fit(tiny_flow)
     n_points = sum(len(c.get_offsets()) for c in plot.spectrum(dmd).collections)
     assert n_points == len(dmd.eigenvalues_)
-    ua = UniversalityAnalysis(depth_points=2, rank=1).fit([tiny_flow, tiny_flow], names=["x", "y"])
+    # two layers have one relative density: two depths of it would be one column twice, so raw densities
+    ua = UniversalityAnalysis(("density_raw",), depth_points=2, rank=1).fit(
+        [tiny_flow, tiny_flow], names=["x", "y"]
+    )
     ax = plot.distance_matrix(ua)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y"]
     ax = plot.dendrogram(ua)

@@ -41,15 +41,15 @@ def test_several_models_report(flows, tmp_path):
     page, text = parse_report(html)
     assert_self_contained(page, text)
     assert [m.label for m in rep.models] == ["alpha", "beta"]
-    assert (
-        rep.depth_points == 3
-    )  # auto, with the default rank truncation: min(8, the fewest layers: alpha's 3)
+    # auto: one rule, whatever the rank truncation: 6 one-step pairs determine at most 2 couplings
+    assert rep.depth_points == 2
     for name in ("alpha", "beta"):
         assert f"<h2>Model {name}</h2>" in text
         for f in FIGURES_PER_MODEL:
             assert page.figures[f"fig-{f}-{name}"]["img"] == 1
         fit_json = json.loads(page.scripts[f"fit-{name}"])
-        expected = opts.flowfit(3).fit(rganalysis.load(flows[name])).to_json()
+        with rganalysis.load(flows[name]) as p:  # each model's fit is `rganalysis fit` on its own file
+            expected = opts.flowfit(opts.resolve_depth_points([p])).fit(p).to_json()
         assert fit_json == json.loads(json.dumps(expected))
         assert check_tables_equal_json(page, {f"{t}-{name}": fit_json for t in TABLES_PER_MODEL}) > 0
     assert json.loads(page.scripts["koopman-beta"]) == kj and "koopman-alpha" not in page.scripts
@@ -138,7 +138,8 @@ def test_one_layer_model_report(tmp_path, capsys):
     page, text = parse_report(html)
     assert_self_contained(page, text)
     fit_json = json.loads(page.scripts["fit-one"])
-    assert fit_json["depth_points"] is None and fit_json["couplings"] == ["density[fc.weight]"]
+    # one layer has no relative couplings: the rescaled fit is that of the scale itself
+    assert fit_json["depth_points"] is None and fit_json["couplings"] == ["global_density[network]"]
     (lam,) = fit_json["eigenvalues"]
     with rganalysis.load(flow) as f:
         g = f.global_density().values

@@ -47,11 +47,25 @@ from scipy.optimize import linear_sum_assignment
 from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.units import UnitSignature, align_units
 
-__all__ = ["TRANSFER_FORMULA", "directed_unit_divergence", "match_units", "transfer_scores"]
+__all__ = [
+    "TRANSFER_FORMULA",
+    "TRANSFER_READING",
+    "directed_unit_divergence",
+    "format_transfer_scores",
+    "match_units",
+    "transfer_scores",
+    "transfer_scores_json",
+]
 
 TRANSFER_FORMULA = (
     "d(S->T) = mean over unit groups g of KL(p_T^g || p_S^g) / ln(n_g); p_F^g(u) proportional to "
     "m_F(u) + 1/(2 fan_g), m_F(u) = sum over rounds 1..R-1 of the fraction of unit u's connections alive"
+)
+
+TRANSFER_READING = (
+    "row = the ticket's source task, column = the target task; lower = the source's ticket is expected to "
+    "lose less on the target (0 on the diagonal).  Read a column to rank the tickets for one task, a row to "
+    "rank the tasks one ticket will serve; the matrix is not symmetric."
 )
 
 
@@ -113,9 +127,10 @@ def directed_unit_divergence(source: UnitSignature, target: UnitSignature) -> fl
 def _signature(flow: Any, name: str | None) -> UnitSignature:
     if isinstance(flow, UnitSignature):
         return flow
-    units = getattr(flow, "units", None)  # a FlowSignature computed with units
-    if isinstance(units, UnitSignature):
-        return units
+    if hasattr(flow, "units"):  # a FlowSignature
+        if isinstance(flow.units, UnitSignature):
+            return flow.units
+        raise InvalidParameterError(f"{flow.name}: no unit signature (it needs the flow's nested masks)")
     from rganalysis.store import load
 
     pset = load(flow) if isinstance(flow, str) or hasattr(flow, "__fspath__") else flow
@@ -183,3 +198,30 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
         name="transfer_score",
         attrs={"formula": TRANSFER_FORMULA, "matching": matching, "lower_is_better": 1},
     )
+
+
+def transfer_scores_json(D: xr.DataArray) -> dict[str, Any]:
+    """The ``"directed"`` entry of ``rganalysis compare --directed --json``: ``sources``, ``targets``,
+    ``scores`` (rows = sources; ``null`` where undefined), ``formula``, ``matching``, ``reading``."""
+    return {
+        "sources": [str(x) for x in D.source.values],
+        "targets": [str(x) for x in D.target.values],
+        "scores": [[float(x) if math.isfinite(x) else None for x in row] for row in D.values],
+        "formula": D.attrs["formula"],
+        "matching": D.attrs["matching"],
+        "reading": TRANSFER_READING,
+    }
+
+
+def format_transfer_scores(D: xr.DataArray, digits: int = 4) -> str:
+    """The matrix as text: one row per source, one column per target, then how to read it."""
+    src, tgt = [str(x) for x in D.source.values], [str(x) for x in D.target.values]
+    w = max(8, digits + 4, *(len(t) for t in tgt))
+    corner = "source \\ target"
+    head = f"{corner:<{max(15, *(len(s) for s in src))}}"
+    lines = ["directed transfer scores", head + "".join(f"{t:>{w + 1}}" for t in tgt)]
+    for s, row in zip(src, D.values, strict=True):
+        cells = "".join(f"{x:>{w + 1}.{digits}f}" if math.isfinite(x) else f"{'-':>{w + 1}}" for x in row)
+        lines.append(f"{s:<{len(head)}}" + cells)
+    lines.append(TRANSFER_READING)
+    return "\n".join(lines)

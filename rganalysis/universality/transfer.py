@@ -108,12 +108,16 @@ def _unit_distribution(degree: np.ndarray, fan: int) -> np.ndarray:
     return mass / mass.sum()
 
 
-def directed_unit_divergence(source: UnitSignature, target: UnitSignature) -> float:
+def directed_unit_divergence(
+    source: UnitSignature, target: UnitSignature, perms: Sequence[np.ndarray] | None = None
+) -> float:
     """``d(source -> target)`` of the module's formula (dimensionless, >= 0; 0 when the two flows keep
-    their units alike).  NaN for different architectures."""
+    their units alike).  ``perms``: the source's unit for each of the target's, per group (default
+    :func:`match_units`).  NaN for different architectures."""
     if not _same_architecture(source, target):
         return math.nan
-    perms, _ = match_units(target, source)
+    if perms is None:
+        perms, _ = match_units(target, source)
     terms = []
     for g, dt, ds, p in zip(target.groups, target.degree, source.degree, perms, strict=True):
         if g.size < 2:
@@ -183,8 +187,8 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
                 matching[s][t] = "none"
                 mismatched.append((labels[s], labels[t]))
                 continue
-            matching[s][t] = match_units(sigs[t], sigs[s])[1]
-            out[s, t] = directed_unit_divergence(sigs[s], sigs[t])
+            perms, matching[s][t] = match_units(sigs[t], sigs[s])
+            out[s, t] = directed_unit_divergence(sigs[s], sigs[t], perms)
     if mismatched:
         warnings.warn(
             f"transfer_scores: {len(mismatched)} ordered pairs of different architectures are NaN "

@@ -48,15 +48,23 @@ task-permutation p-value of the mean (the tasks of the distance matrix relabelle
 Aggregates over seeds (and over both architectures) apply the permutation independently per
 (arch, seed).
 
-Seeds 0 and 1 are calibration seeds; 2, 3, 4 are held out and are refused unless ``--held-out`` is
-given.  The distance to be evaluated on them is chosen on the calibration seeds only.
+Directed scores: a distance may be directed (``D[s, t] != D[t, s]``, e.g. ``directed_units``,
+:func:`rganalysis.transfer_scores`); every distance is also scored within each source (Spearman rho over
+the targets of one ticket), and by the antisymmetric check (:func:`antisymmetry_agreement`).
+
+Seeds 0 and 1 are calibration seeds.  Seeds 2, 3, 4 were version 2's held-out seeds and are spent
+(refused).  Seeds 5, 6, 7 are held out: refused unless ``--held-out`` is given *and* a registration
+(``register``: candidates, choice, goal, baselines, git SHA, sha256 of the scoring code) exists in
+docs/transfer-registration.json and matches the code; a held-out seed is scored once (a ledger beside the
+registration).  The distance to be evaluated on them is chosen on the calibration seeds only.
 
 Run::
 
     python examples/transfer_benchmark.py --quick --out /tmp/tb             # everything, 1 seed, < 2 min
     python examples/transfer_benchmark.py generate --seeds 0,1 --out bench-out [--jobs 2]
     python examples/transfer_benchmark.py score --seeds 0,1 --out bench-out [--distances a,b]
-    python examples/transfer_benchmark.py run --seeds 2,3,4 --held-out --out bench-out   # later, once
+    python examples/transfer_benchmark.py register --choice directed_units   # then commit docs/transfer-registration.json
+    python examples/transfer_benchmark.py run --seeds 5,6,7 --held-out --out bench-out   # later, once
 
 Outputs: ``OUT/seed_S/ARCH/generation.json`` (accuracies, written atomically last; a complete one is
 not regenerated), ``OUT/results.json`` (settings, accuracies, per-pair gaps and distances, all
@@ -94,7 +102,20 @@ from rganalysis.store.checkpoint import make_parameter_set, single_round
 #: Bump when a change alters generated numbers: cached generations of another version are refused.
 BENCH_VERSION = "1"
 CALIBRATION_SEEDS: tuple[int, ...] = (0, 1)
-HELD_OUT_SEEDS: tuple[int, ...] = (2, 3, 4)
+#: Fresh held-out seeds, scored once under a committed registration (:func:`register`).
+HELD_OUT_SEEDS: tuple[int, ...] = (5, 6, 7)
+#: Held-out seeds of version 2 (scored once, docs/universality.md section 10): never run again.
+SPENT_SEEDS: tuple[int, ...] = (2, 3, 4)
+#: The registration that binds the held-out run (written by ``register``, committed before generating).
+REGISTRATION = Path(__file__).resolve().parent.parent / "docs" / "transfer-registration.json"
+#: The code whose numbers the registration fixes: this script and the modules that score.
+SCORING_CODE: tuple[str, ...] = (
+    "examples/transfer_benchmark.py",
+    "rganalysis/universality/transfer.py",
+    "rganalysis/universality/units.py",
+    "rganalysis/universality/distances.py",
+    "rganalysis/fit/units.py",
+)
 FAMILIES: tuple[str, ...] = ("class_subsets", "input_transforms")
 GROUPS: tuple[str, ...] = (*FAMILIES, "all")
 ARCH_NAMES: tuple[str, ...] = ("mlp", "cnn")
@@ -723,6 +744,33 @@ def unit_degree_cosine(
     return D
 
 
+def _ticket_recall_distance(masks: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:
+    n = len(masks)
+    D = np.zeros((n, n))
+    for s in range(n):
+        for t in range(n):
+            kept = sum(int(masks[t][k].sum()) for k in masks[t])
+            both = sum(int((masks[s][k] & masks[t][k]).sum()) for k in masks[t])
+            D[s, t] = 1.0 - both / kept if kept and s != t else 0.0
+    return D
+
+
+@register_distance("target_recall")
+def target_recall(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+    """Directed baseline: ``D[s, t] = 1 - |ticket_s & ticket_t| / |ticket_t|``, the fraction of the target's
+    ticket the source's ticket lacks (last-round masks, all pruned weights).  (n, n), in [0, 1]."""
+    return _ticket_recall_distance([data.last_masks(t) for t in names])
+
+
+@register_distance("directed_units")
+def directed_units(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+    """rganalysis's directed transfer score (:func:`rganalysis.transfer_scores`): ``D[s, t]``, how much of
+    the target's survival-weighted unit mass the source's flow lacks.  (n, n), not symmetric."""
+    from rganalysis.universality.transfer import transfer_scores
+
+    return np.asarray(transfer_scores([str(p) for p in paths], names=list(names)).values, dtype=np.float64)
+
+
 @register_distance("random")
 def random_distance(
     paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
@@ -977,6 +1025,8 @@ def score_group(D: np.ndarray, gap: np.ndarray, names: Sequence[str], perms: np.
     for the aggregates (dropped from the JSON)."""
     rhos = target_rhos(D, gap)
     null = permuted_target_rhos(D, gap, perms)
+    src_rhos = target_rhos(D.T, gap.T)  # within-source: the targets of one ticket
+    src_null = permuted_target_rhos(D.T, gap.T, perms)
     k = len(names)
     tgt_gap = (
         np.array([[gap[i, j] for i in range(k) if i != j] for j in range(k)]) if k > 1 else np.zeros((0, 0))
@@ -991,10 +1041,29 @@ def score_group(D: np.ndarray, gap: np.ndarray, names: Sequence[str], perms: np.
         "pooled_rho": pooled["rho"],
         "pooled_p": pooled["p"],
         "perm_p": permutation_p(float(rhos.mean()), null.mean(1)),
+        "rho_per_source": {n: float(r) for n, r in zip(names, src_rhos, strict=True)},
+        "mean_rho_source": float(src_rhos.mean()),
+        "n_negative_source": int((src_rhos < 0).sum()),
+        "perm_p_source": permutation_p(float(src_rhos.mean()), src_null.mean(1)),
+        "antisymmetry": antisymmetry_agreement(D, gap),
         "n_perm": len(perms),
         "_rhos": rhos,
         "_null": null,
+        "_src_rhos": src_rhos,
+        "_src_null": src_null,
     }
+
+
+def antisymmetry_agreement(D: np.ndarray, gap: np.ndarray) -> float | None:
+    """Of the unordered pairs whose two transfers differ (``gap[s, t] != gap[t, s]``) and whose scores differ,
+    the fraction where the direction with the lower score is the one that loses less:
+    ``sign(gap[s, t] - gap[t, s]) == -sign(D[s, t] - D[t, s])``.  0.5 is chance; None for a symmetric ``D``
+    (no pair to judge)."""
+    iu = np.triu_indices(len(gap), 1)
+    dg = (gap - gap.T)[iu]
+    dd = (D - D.T)[iu]
+    ok = (dg != 0) & (np.abs(dd) > 1e-12 * max(1.0, float(np.abs(D).max(initial=0.0))))
+    return float(np.mean(np.sign(dg[ok]) == -np.sign(dd[ok]))) if ok.any() else None
 
 
 def combine(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -1003,11 +1072,16 @@ def combine(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     that mean (the k-th draws of all parts taken together)."""
     rhos = np.concatenate([p["_rhos"] for p in parts])
     null = np.concatenate([p["_null"] for p in parts], axis=1).mean(1)
+    src = np.concatenate([p["_src_rhos"] for p in parts])
+    src_null = np.concatenate([p["_src_null"] for p in parts], axis=1).mean(1)
     return {
         "mean_rho": float(rhos.mean()),
         "n_negative": int((rhos < 0).sum()),
         "n_targets": len(rhos),
         "perm_p": permutation_p(float(rhos.mean()), null),
+        "mean_rho_source": float(src.mean()),
+        "n_negative_source": int((src < 0).sum()),
+        "perm_p_source": permutation_p(float(src.mean()), src_null),
         "n_perm": len(null),
         "n_parts": len(parts),
     }
@@ -1125,11 +1199,11 @@ def format_accuracy_table(gens: Mapping[tuple[str, int], Generation]) -> str:
 
 def format_score_table(scores: Mapping[str, Any], seeds: Sequence[int]) -> str:
     """One row per (distance, arch, group): per seed mean within-target rho, #rho<0/#targets and
-    permutation p; then the aggregate over seeds and the pooled rho of each seed."""
+    permutation p; then the aggregate over seeds, the same within sources, and the pooled rho of each seed."""
     head = (
         f"{'distance':<20} {'arch':<4} {'group':<16} "
         + " ".join(f"{'seed ' + str(s) + ': rho  neg/n      p':>27}" for s in seeds)
-        + f" {'seeds: rho  neg/n      p':>27}  pooled rho"
+        + f" {'seeds: rho  neg/n      p':>27} {'within source: rho neg/n p':>27}  pooled rho"
     )
     lines = [head, "-" * len(head)]
     for name, by_arch in scores.items():
@@ -1153,6 +1227,10 @@ def format_score_table(scores: Mapping[str, Any], seeds: Sequence[int]) -> str:
                     f"{c['mean_rho']:+.3f} {c['n_negative']:>3}/{c['n_targets']:<3} {c['perm_p']:.4f}".rjust(
                         27
                     )
+                )
+                cells.append(
+                    f"{c['mean_rho_source']:+.3f} {c['n_negative_source']:>3}/{c['n_targets']:<3} "
+                    f"{c['perm_p_source']:.4f}".rjust(27)
                 )
                 lines.append(f"{name:<20} {arch:<4} {group:<16} " + " ".join(cells) + f"  {pooled}")
     return "\n".join(lines)
@@ -1280,6 +1358,8 @@ def score(
             "perm_seed": perm_seed,
             "calibration_seeds": list(CALIBRATION_SEEDS),
             "held_out_seeds": list(HELD_OUT_SEEDS),
+            "git_sha": git_sha(),
+            "scoring_sha256": scoring_sha256(),
             "groups": list(GROUPS),
             "tasks": {
                 t: {
@@ -1320,6 +1400,129 @@ def score(
 
 
 # ====================================================================================================
+# pre-registration that binds
+# ====================================================================================================
+class RegistrationError(RuntimeError):
+    """A held-out run without a matching, committed registration, or held-out seeds scored before."""
+
+
+#: What the held-out run must show (fixed with the registration; docs/universality.md section 11).
+GOAL = {
+    "per": "family (class_subsets, input_transforms, cross-family pairs in 'all'), each architecture and both",
+    "mean_within_target_rho": "<= -0.5",
+    "mean_within_source_rho": "<= -0.5",
+    "fraction_negative": ">= 0.8",
+    "permutation_p": "< 0.01",
+    "margin_over_best_baseline": ">= 0.1 (rho), directed baselines included",
+}
+BASELINES: tuple[str, ...] = ("mask_jaccard", "unit_degree_cosine", "target_recall", "random")
+
+
+def scoring_sha256(root: Path | None = None) -> str:
+    """sha256 over the files of :data:`SCORING_CODE` (path and bytes of each, in that order)."""
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    h = hashlib.sha256()
+    for rel in SCORING_CODE:
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def git_sha(root: Path | None = None) -> str | None:
+    """The checkout's HEAD commit (``+dirty`` when tracked files differ from it), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def register(
+    choice: str,
+    *,
+    candidates: Sequence[str],
+    path: Path = REGISTRATION,
+    seeds: Sequence[int] = HELD_OUT_SEEDS,
+    config: BenchConfig | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Write the registration: the candidates, the choice, the goal, the baselines, the held-out seeds, the
+    settings and the code version (git SHA, :func:`scoring_sha256`).  Commit it before generating any
+    held-out seed; an existing registration is kept unless ``force``."""
+    from rganalysis.universality.transfer import TRANSFER_FORMULA
+
+    known = {**DISTANCES, **EXTRA_DISTANCES}
+    for name in (choice, *candidates, *BASELINES):
+        if name not in known:
+            raise RegistrationError(f"unknown distance {name!r}; registered: {list(known)}")
+    if Path(path).exists() and not force:
+        raise RegistrationError(f"{path} exists: a registration is written once (--force replaces it)")
+    reg = {
+        "benchmark_version": BENCH_VERSION,
+        "choice": choice,
+        "formula": TRANSFER_FORMULA if choice == "directed_units" else (known[choice].__doc__ or "").strip(),
+        "candidates": {n: (known[n].__doc__ or "").strip() for n in candidates},
+        "baselines": list(BASELINES),
+        "goal": GOAL,
+        "calibration_seeds": list(CALIBRATION_SEEDS),
+        "held_out_seeds": [int(x) for x in seeds],
+        "config": (config or BenchConfig()).to_json(),
+        "git_sha": git_sha(),
+        "scoring_code": list(SCORING_CODE),
+        "scoring_sha256": scoring_sha256(),
+    }
+    _write_json_atomic(Path(path), reg)
+    return reg
+
+
+def _ledger_path(registration: Path) -> Path:
+    return Path(registration).with_name(Path(registration).stem + "-ledger.json")
+
+
+def check_registration(seeds: Sequence[int], path: Path = REGISTRATION) -> dict[str, Any]:
+    """The registration that allows a held-out run of ``seeds``, or :class:`RegistrationError`: none
+    written, the scoring code changed since, seeds it does not name, or seeds already scored (the ledger
+    beside it)."""
+    path = Path(path)
+    if not path.exists():
+        raise RegistrationError(
+            f"no registration at {path}: run `register` and commit it before any held-out generation"
+        )
+    reg = json.loads(path.read_text())
+    now = scoring_sha256()
+    if reg.get("scoring_sha256") != now:
+        raise RegistrationError(
+            f"the scoring code changed since the registration ({reg.get('scoring_sha256', '?')[:12]} registered, "
+            f"{now[:12]} now): a held-out run scores the registered code only"
+        )
+    unnamed = sorted(set(seeds) - set(reg.get("held_out_seeds", [])))
+    if unnamed:
+        raise RegistrationError(
+            f"seeds {unnamed} are not the registered held-out seeds {reg['held_out_seeds']}"
+        )
+    ledger = _ledger_path(path)
+    done = set(json.loads(ledger.read_text())["scored_seeds"]) if ledger.exists() else set()
+    again = sorted(set(seeds) & done)
+    if again:
+        raise RegistrationError(
+            f"held-out seeds {again} were scored already ({ledger}): they are scored once"
+        )
+    return reg
+
+
+def record_scored(seeds: Sequence[int], path: Path = REGISTRATION) -> None:
+    """Add ``seeds`` to the ledger beside the registration (commit it with the results)."""
+    ledger = _ledger_path(path)
+    done = json.loads(ledger.read_text())["scored_seeds"] if ledger.exists() else []
+    _write_json_atomic(ledger, {"scored_seeds": sorted({*done, *map(int, seeds)}), "git_sha": git_sha()})
+
+
+# ====================================================================================================
 # command line
 # ====================================================================================================
 def _int_list(s: str) -> list[int]:
@@ -1338,7 +1541,7 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="run",
-        choices=["generate", "score", "run", "calibrate"],
+        choices=["generate", "score", "run", "calibrate", "register"],
         help="generate (flows and accuracies), score (distances and scores), run (both; default) or calibrate "
         "(the candidate distances on the calibration seeds)",
     )
@@ -1383,14 +1586,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--force", action="store_true", help="regenerate even if a complete generation exists")
     p.add_argument("--no-figure", action="store_true")
+    p.add_argument("--choice", default="directed_units", help="register: the chosen distance")
+    p.add_argument(
+        "--registration", type=Path, default=REGISTRATION, help=f"registration file (default {REGISTRATION})"
+    )
     a = p.parse_args(argv)
 
+    if a.command == "register":
+        cands = a.distances or list(DISTANCES)
+        try:
+            reg = register(a.choice, candidates=cands, path=a.registration, force=a.force)
+        except RegistrationError as e:
+            p.exit(2, f"register: {e}\n")
+        print(f"registered {reg['choice']} for seeds {reg['held_out_seeds']} in {a.registration}: commit it")
+        return 0
     seeds = a.seeds if a.seeds is not None else ([0] if a.quick else list(CALIBRATION_SEEDS))
+    spent = sorted(set(seeds) & set(SPENT_SEEDS))
+    if spent:
+        p.error(f"seeds {spent} were held out in version 2 and scored once: they are spent")
     held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
     if held and not a.held_out:
         p.error(
             f"seeds {held} are held out: they are run once, with the pre-registered distance (--held-out)"
         )
+    if held:
+        try:
+            check_registration(held, a.registration)
+        except RegistrationError as e:
+            p.exit(2, f"held-out: {e}\n")
     unknown = [x for x in a.archs if x not in ARCHS]
     if unknown:
         p.error(f"unknown architectures {unknown}; known: {list(ARCHS)}")
@@ -1433,6 +1656,8 @@ def main(argv: list[str] | None = None) -> int:
             perm_seed=a.perm_seed,
             figure=not a.no_figure,
         )
+        if held:
+            record_scored(held, a.registration)
     print(f"\n{a.command} took {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -1452,6 +1677,11 @@ __all__ = [
     "GROUPS",
     "Generation",
     "HELD_OUT_SEEDS",
+    "RegistrationError",
+    "SPENT_SEEDS",
+    "check_registration",
+    "register",
+    "scoring_sha256",
     "TASK_SPECS",
     "Task",
     "TaskSpec",

@@ -24,6 +24,7 @@ _PUBLIC = {
     "response_jacobian": "rganalysis.fit",
     "KoopmanDMD": "rganalysis.koopman",
     "UniversalityAnalysis": "rganalysis.universality",
+    "transfer_scores": "rganalysis.universality",
     "write_report": "rganalysis.report",
     "RGAnalysisError": "rganalysis.errors",
 }
@@ -45,6 +46,7 @@ __all__ = [
     "plot",
     "response_jacobian",
     "save",
+    "transfer_scores",
     "write_report",
 ]
 
@@ -73,4 +75,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from rganalysis.report import write_report
     from rganalysis.rg import compute_flow
     from rganalysis.store import ParameterSet, State, load, save
-    from rganalysis.universality import UniversalityAnalysis
+    from rganalysis.universality import UniversalityAnalysis, transfer_scores

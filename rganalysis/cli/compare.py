@@ -112,6 +112,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_THRESHOLDS.items())
         + ")",
     )
+    p.add_argument(
+        "--directed",
+        action="store_true",
+        help="also print the directed transfer scores (source rows, target columns; lower = the source's "
+        "ticket expected to lose less on the target; rganalysis.transfer_scores) and write them in --json "
+        "under 'directed'",
+    )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
     p.add_argument(
         "--rounds",
@@ -183,11 +190,21 @@ def run(args: argparse.Namespace) -> int:
         device=fit_opts.device,
     ).fit([str(f) for f in args.flows], names)
     j = ua.to_json()
+    directed = None
+    if args.directed:
+        from rganalysis.universality.transfer import transfer_scores, transfer_scores_json
+
+        directed = transfer_scores(ua.signatures_, names=list(ua.names_))
+        j["directed"] = transfer_scores_json(directed)
     if args.json_out:
         from rganalysis.store.output import write_json
 
         write_json(j, args.json_out, force=args.force, inputs=args.flows)
     print(format_comparison(j))
+    if directed is not None:
+        from rganalysis.universality.transfer import format_transfer_scores
+
+        print("\n" + format_transfer_scores(directed))
     return 0
 
 

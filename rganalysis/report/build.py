@@ -405,11 +405,25 @@ def _compare(
         kw["threshold"] = opts.threshold
     ua = UniversalityAnalysis(list(opts.couplings), depth_points, tol=opts.tol, **kw)
     j = ua.fit(list(flows)).to_json()
+    if all(s.units is not None for s in ua.signatures_):
+        from rganalysis.universality.transfer import transfer_scores, transfer_scores_json
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # other architectures: NaN cells, drawn blank
+            j["directed"] = transfer_scores_json(transfer_scores(ua.signatures_, names=list(ua.names_)))
     paths = [f if isinstance(f, str) else str(f.attrs.get("name", "flow")) + ".h5" for f in flows]
     return (
         j,
         shlex.join(
-            ["rganalysis", "compare", *paths, *opts.compare_args(depth_points), "--json", "compare.json"]
+            [
+                "rganalysis",
+                "compare",
+                *paths,
+                *opts.compare_args(depth_points),
+                *(["--directed"] if "directed" in j else []),
+                "--json",
+                "compare.json",
+            ]
         ),
         None,
     )
@@ -538,6 +552,23 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
                 fig,
             )
         )
+        if j.get("directed"):
+            fig = new_figure((max(5.0, 2.0 + 0.65 * n), max(4.2, 1.6 + 0.55 * n)))
+            plot.transfer_heatmap(j["directed"], ax=fig.subplots())
+            rep.figures.append(
+                Figure(
+                    "fig-transfer-scores",
+                    "Directed transfer scores",
+                    "Will the ticket of one task serve another? Each row is a source (the task whose IMP found the "
+                    "ticket), each column a target task; the cell is how much of what the target's IMP keeps (its "
+                    "units, weighted by how long they survive) the source's flow lacks: light = the source's ticket "
+                    "is expected to lose little on the target, dark = much. Read a column to rank the tickets for "
+                    "one task, a row to rank the tasks one ticket will serve; the matrix is not symmetric (a ticket "
+                    "of a broader task serves a narrower one better than the reverse). Blank cells: other "
+                    "architectures, no unit correspondence. rganalysis compare --directed; docs/universality.md.",
+                    fig,
+                )
+            )
         fig = new_figure((max(5.5, 2.0 + 0.65 * n), 4.4))
         z = linkage if linkage else plot.linkage_from_distance(dist)
         plot.dendrogram(z, names, ax=fig.subplots(), threshold=threshold)

@@ -626,19 +626,42 @@ def distance_matrix(
             f"distance matrix must be square with one name per row, got {m.shape} and {len(names)}"
         )
     ax = _axes(ax, (max(4.5, 1.5 + 0.6 * n), max(3.8, 1.2 + 0.55 * n)))
+    _heatmap(
+        ax,
+        m,
+        list(names),
+        list(names),
+        annotate=n <= 12 if annotate is None else annotate,
+        cmap=cmap,
+        label=label,
+    )
+    ax.set_title("Distance between models")
+    return ax
+
+
+def _heatmap(
+    ax: Axes,
+    m: np.ndarray,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    *,
+    annotate: bool,
+    cmap: str,
+    label: str,
+) -> None:
+    """``m`` (len(rows), len(cols)) as an image with labelled ticks, a colour bar and (``annotate``) values;
+    non-finite cells blank."""
     im = ax.imshow(m, cmap=cmap, interpolation="nearest")
     ax.figure.colorbar(im, ax=ax, label=label, fraction=0.046, pad=0.04)
-    ax.set_xticks(np.arange(n))
-    ax.set_yticks(np.arange(n))
-    ax.set_xticklabels(list(names), rotation=45, ha="right", fontsize=8)
-    ax.set_yticklabels(list(names), fontsize=8)
-    if annotate is None:
-        annotate = n <= 12
+    ax.set_xticks(np.arange(len(cols)))
+    ax.set_yticks(np.arange(len(rows)))
+    ax.set_xticklabels(list(cols), rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(list(rows), fontsize=8)
     if annotate:
         fin = m[np.isfinite(m)]
         mid = (fin.min() + fin.max()) / 2 if fin.size else 0.0
-        for i in range(n):
-            for j in range(n):
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
                 if np.isfinite(m[i, j]):
                     ax.text(
                         j,
@@ -649,7 +672,43 @@ def distance_matrix(
                         fontsize=7,
                         color="white" if m[i, j] > mid else "black",
                     )
-    ax.set_title("Distance between models")
+
+
+def transfer_heatmap(scores: Any, ax: Axes | None = None, *, annotate: bool | None = None) -> Axes:
+    """Directed transfer scores as a heat map: rows = source (the ticket's task), columns = target; light =
+    the source's ticket is expected to lose little on the target.
+
+    Parameters
+    ----------
+    scores : the DataArray (source, target) of :func:`rganalysis.transfer_scores`, or the ``"directed"``
+        entry of ``rganalysis compare --directed --json`` (``sources``, ``targets``, ``scores``)
+    ax : Axes to draw on
+    annotate : write the values in the cells (default: at most 12 rows)
+    """
+    if hasattr(scores, "dims"):
+        rows, cols, m = (
+            [str(x) for x in scores.source.values],
+            [str(x) for x in scores.target.values],
+            scores.values,
+        )
+    else:
+        rows, cols, m = scores["sources"], scores["targets"], scores["scores"]
+    m = np.asarray([[np.nan if v is None else v for v in row] for row in m], dtype=np.float64)
+    if m.shape != (len(rows), len(cols)):
+        raise ValueError(f"scores of shape {m.shape} for {len(rows)} sources and {len(cols)} targets")
+    ax = _axes(ax, (max(4.5, 1.5 + 0.6 * len(cols)), max(3.8, 1.2 + 0.55 * len(rows))))
+    _heatmap(
+        ax,
+        m,
+        rows,
+        cols,
+        annotate=len(rows) <= 12 if annotate is None else annotate,
+        cmap="magma_r",
+        label="directed transfer score",
+    )
+    ax.set_xlabel("target task")
+    ax.set_ylabel("source (ticket)")
+    ax.set_title("Directed transfer scores")
     return ax
 
 

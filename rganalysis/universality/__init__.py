@@ -19,6 +19,7 @@ _PUBLIC = {
     "FlowSignature": "rganalysis.universality.signature",
     "flow_signature": "rganalysis.universality.signature",
     "format_comparison": "rganalysis.universality.text",
+    "transfer_scores": "rganalysis.universality.transfer",
 }
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "flow_signature",
     "format_comparison",
     "hierarchical_clustering",
+    "transfer_scores",
 ]
 
 
@@ -51,3 +53,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from rganalysis.universality.distances import distance_matrix, flow_distance
     from rganalysis.universality.signature import FlowSignature, flow_signature
     from rganalysis.universality.text import format_comparison
+    from rganalysis.universality.transfer import transfer_scores

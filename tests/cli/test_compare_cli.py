@@ -134,3 +134,20 @@ def test_cli_compare_koopman_spectrum(stores, tmp_path):
     np.testing.assert_allclose(D, parts, rtol=1e-12, atol=1e-15)
     for f in j["fits"].values():
         assert f["koopman_eigenvalues"] and f["koopman_eigenvalues"][0]["abs"] > 0.5
+
+
+def test_cli_compare_directed(stores, tmp_path, capsys):
+    out = tmp_path / "directed.json"
+    args = ["compare", str(stores["mlp0"]), str(stores["mlp1"]), str(stores["cnn0"]), "--directed", "-q"]
+    assert main([*args, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "directed transfer scores" in text and "lower = the source's ticket" in text
+    d = json.loads(out.read_text())["directed"]
+    assert d["sources"] == d["targets"] == ["mlp0", "mlp1", "cnn0"]
+    S = np.array([[np.nan if x is None else x for x in row] for row in d["scores"]])
+    np.testing.assert_array_equal(np.diag(S), 0.0)
+    assert np.isnan(S[0, 2]) and np.isnan(S[2, 1])  # another architecture: no unit correspondence
+    D = rganalysis.transfer_scores([str(stores["mlp0"]), str(stores["mlp1"])], names=["mlp0", "mlp1"])
+    np.testing.assert_allclose(S[:2, :2], D.values, rtol=1e-12)
+    assert S[0, 1] > 0 and S[0, 1] != S[1, 0]  # two initialisations: matched units, directed
+    assert d["matching"][0][1] == "trajectories"

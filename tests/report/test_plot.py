@@ -170,6 +170,25 @@ def test_distance_matrix_and_dendrogram():
         plot.dendrogram(z, names[:2])
 
 
+def test_transfer_heatmap_rows_are_sources():
+    import xarray as xr
+
+    D = xr.DataArray(
+        [[0.0, 0.1, np.nan], [0.3, 0.0, np.nan], [np.nan, np.nan, 0.0]],
+        dims=("source", "target"),
+        coords={"source": ["a", "b", "c"], "target": ["a", "b", "c"]},
+    )
+    ax = plot.transfer_heatmap(D)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    assert (ax.get_ylabel(), ax.get_xlabel()) == ("source (ticket)", "target task")
+    assert sorted(t.get_text() for t in ax.texts) == ["0", "0", "0", "0.1", "0.3"]  # NaN cells blank
+    assert ax.images[0].get_array()[1, 0] == 0.3  # row = source b, column = target a
+    j = {"sources": ["a", "b"], "targets": ["a", "b"], "scores": [[0.0, None], [0.2, 0.0]]}
+    assert len(plot.transfer_heatmap(j, ax=_new_ax()).texts) == 3
+    with pytest.raises(ValueError, match="2 sources"):
+        plot.transfer_heatmap({**j, "scores": [[0.0]]})
+
+
 def test_plots_take_fitted_objects(tiny_flow):
     """A fitted FlowFit, KoopmanDMD or UniversalityAnalysis draws the same figure as its JSON."""
     from rganalysis.fit.flowfit import FlowFit

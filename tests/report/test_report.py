@@ -55,6 +55,7 @@ def test_several_models_report(flows, tmp_path):
     assert json.loads(page.scripts["koopman-beta"]) == kj and "koopman-alpha" not in page.scripts
     assert "Koopman" in page.figures["fig-spectrum-beta"]["caption"]
     assert page.figures["fig-projection-all"]["img"] == 1
+    assert "Each row is a source" in page.figures["fig-transfer-scores"]["caption"]
 
     n_figs = 5 * 2 + len(rep.figures)
     assert len(page.images) == n_figs

@@ -182,9 +182,68 @@ def test_generation_is_bit_identical_and_cached(tb, tmp_path):
 
 
 def test_held_out_seeds_are_refused_without_flag(tb, tmp_path):
-    with pytest.raises(SystemExit):
-        tb.main(["generate", "--seeds", "2", "--out", str(tmp_path), "--quick"])
+    for seed in ("2", "5"):  # spent (version 2's held-out seeds) and fresh held-out
+        with pytest.raises(SystemExit):
+            tb.main(["generate", "--seeds", seed, "--out", str(tmp_path), "--quick"])
+    with pytest.raises(SystemExit):  # spent even with the flag
+        tb.main(["generate", "--seeds", "3", "--held-out", "--out", str(tmp_path), "--quick"])
     assert not any(tmp_path.iterdir())
+
+
+def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
+    reg_path, out = tmp_path / "reg" / "registration.json", tmp_path / "out"
+    reg_path.parent.mkdir()
+    held = [
+        "generate",
+        "--seeds",
+        "5",
+        "--held-out",
+        "--out",
+        str(out),
+        "--quick",
+        "--registration",
+        str(reg_path),
+    ]
+    with pytest.raises(SystemExit) as e:  # no registration
+        tb.main(held)
+    assert e.value.code == 2 and not out.exists()
+    assert tb.main(["register", "--choice", "directed_units", "--registration", str(reg_path)]) == 0
+    reg = json.loads(reg_path.read_text())
+    assert reg["choice"] == "directed_units" and reg["held_out_seeds"] == [5, 6, 7]
+    assert reg["scoring_sha256"] == tb.scoring_sha256() and "KL(p_T^g || p_S^g)" in reg["formula"]
+    assert set(reg["baselines"]) >= {"mask_jaccard", "unit_degree_cosine", "target_recall", "random"}
+    with pytest.raises(SystemExit) as e:  # written once
+        tb.main(["register", "--registration", str(reg_path)])
+    assert e.value.code == 2
+    assert tb.check_registration([5, 6], reg_path)["choice"] == "directed_units"
+    with pytest.raises(tb.RegistrationError, match="not the registered"):
+        tb.check_registration([8], reg_path)
+    # the scoring code changed after registering: refused
+    monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: "0" * 64)
+    with pytest.raises(tb.RegistrationError, match="scoring code changed"):
+        tb.check_registration([5], reg_path)
+    monkeypatch.undo()
+    # a seed scored once is refused the second time
+    tb.record_scored([5], reg_path)
+    with pytest.raises(tb.RegistrationError, match=r"\[5\] were scored already"):
+        tb.check_registration([5, 6], reg_path)
+    assert tb.check_registration([6], reg_path)
+
+
+def test_within_source_and_antisymmetry(tb):
+    gap = _synthetic_gap(6, 4)
+    perms = tb.permutations(6, 500, seed=1)
+    r = tb.score_group(-gap, gap, [f"t{i}" for i in range(6)], perms)
+    assert r["mean_rho_source"] == pytest.approx(-1.0) and r["n_negative_source"] == 6
+    assert r["perm_p_source"] < 0.01
+    assert r["antisymmetry"] == 1.0  # -gap is directed the right way on every pair
+    assert tb.score_group(gap, gap, [f"t{i}" for i in range(6)], perms)["antisymmetry"] == 0.0
+    assert tb.score_group((gap + gap.T) / 2, gap, [f"t{i}" for i in range(6)], perms)["antisymmetry"] is None
+    # the directed baseline: the fraction of the target's ticket the source's lacks
+    a = {"w": torch.tensor([True, True, False, False])}
+    b = {"w": torch.tensor([True, True, True, True])}
+    D = tb._ticket_recall_distance([a, b])
+    np.testing.assert_array_equal(D, [[0.0, 0.5], [0.0, 0.0]])
 
 
 # ---------------------------------------------------------------------------------------------------- quick run

@@ -1,0 +1,231 @@
+"""A directed transfer score between IMP flows: will the ticket found on task S serve task T?
+
+Transfers of winning tickets are asymmetric (a 10-class ticket serves a 5-class task, not the reverse), so
+no symmetric distance can rank them both ways.  The score here asks, unit by unit, whether the *source's*
+IMP kept what the *target's* IMP needs:
+
+.. math::
+
+    d(S \\to T) = \\frac{1}{G} \\sum_{g=1}^{G} \\frac{\\mathrm{KL}(p^g_T \\,\\|\\, p^g_S)}{\\ln n_g},
+    \\qquad p^g_F(u) = \\frac{m_F(u) + \\varepsilon_g}{\\sum_v (m_F(v) + \\varepsilon_g)},
+    \\qquad m_F(u) = \\sum_{n=1}^{R-1} \\mathrm{degree}_F(u, n)
+
+over the ``G`` unit groups (output and input units of every pruned tensor, attention heads grouped), with
+``degree_F(u, n)`` the fraction of unit ``u``'s connections alive after round ``n`` of flow ``F``, so
+``m_F(u)`` counts how long, and with how many connections, IMP keeps the unit: its survival-weighted mass
+(rounds ``1 .. R-1``; round 0 is dense for every unit).  ``eps_g = 1 / (2 fan_g)`` is half a connection
+for one round (it keeps the divergence finite where the source kills a unit the target needs); ``n_g`` is
+the group's number of units (``ln n_g`` is the divergence of a one-unit distribution from the uniform
+one, so groups of any width weigh alike).
+
+``KL(p_T || p_S)`` is large where the target's IMP keeps a unit the source's prunes early (the ticket lacks
+what the task needs) and small where the source keeps units the target does not need (spare capacity):
+lower = the source's ticket is expected to lose less on the target; 0 on the diagonal.  It uses only which
+units IMP keeps and when, so it does not see a permutation of the units (they are matched first), nor a
+global weight scale (magnitude pruning's order does not change with it), but it does see a shuffle of the
+weights inside a layer (that changes which units survive).
+
+Unit matching: flows that start from the same weights up to a permutation of units (tickets of one rewind
+point) are matched on the fingerprints of their starting weights
+(:func:`~rganalysis.universality.units.align_units`); otherwise every group is matched by the Hungarian
+algorithm on the units' degree trajectories (classifier outputs that carry class labels by label), the
+correspondence under which the two flows thin their units most alike.  Flows of different architectures
+(other tensors or unit counts) get NaN.  Choice and measurements: docs/universality.md, section 11.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+
+from rganalysis.errors import InvalidParameterError
+from rganalysis.universality.units import UnitSignature, align_units
+
+__all__ = [
+    "TRANSFER_FORMULA",
+    "TRANSFER_READING",
+    "directed_unit_divergence",
+    "format_transfer_scores",
+    "match_units",
+    "transfer_scores",
+    "transfer_scores_json",
+]
+
+TRANSFER_FORMULA = (
+    "d(S->T) = mean over unit groups g of KL(p_T^g || p_S^g) / ln(n_g); p_F^g(u) proportional to "
+    "m_F(u) + 1/(2 fan_g), m_F(u) = sum over rounds 1..R-1 of the fraction of unit u's connections alive"
+)
+
+TRANSFER_READING = (
+    "row = the ticket's source task, column = the target task; lower = the source's ticket is expected to "
+    "lose less on the target (0 on the diagonal).  Read a column to rank the tickets for one task, a row to "
+    "rank the tasks one ticket will serve; the matrix is not symmetric."
+)
+
+
+def _same_architecture(a: UnitSignature, b: UnitSignature) -> bool:
+    return [(g.tensor, g.axis, g.size) for g in a.groups] == [(g.tensor, g.axis, g.size) for g in b.groups]
+
+
+def match_units(a: UnitSignature, b: UnitSignature) -> tuple[list[np.ndarray], str]:
+    """Per unit group, ``perm[u]`` = B's unit for A's unit ``u``, and how they were matched (``"aligned"``:
+    same starting weights; ``"trajectories"``: Hungarian on the degree trajectories).  Needs the same
+    architecture (:class:`~rganalysis.errors.InvalidParameterError` otherwise)."""
+    if not _same_architecture(a, b):
+        raise InvalidParameterError(f"{a.name} and {b.name}: different architectures, no unit correspondence")
+    if a.n_rounds == b.n_rounds:
+        al = align_units(a, b)
+        if al.aligned:
+            return al.perms, "aligned"
+    perms = []
+    for ga, gb, da, db in zip(a.groups, b.groups, a.degree, b.degree, strict=True):
+        if ga.labels is not None and gb.labels is not None and sorted(ga.labels) == sorted(gb.labels):
+            perms.append(np.array([gb.labels.index(lab) for lab in ga.labels]))
+            continue
+        ta, tb = _trajectory(da, a.global_density), _trajectory(db, b.global_density)
+        cost = ((ta[:, None, :] - tb[None, :, :]) ** 2).sum(-1)
+        perms.append(linear_sum_assignment(cost)[1])
+    return perms, "trajectories"
+
+
+def _trajectory(degree: np.ndarray, density: np.ndarray, n: int = 8) -> np.ndarray:
+    """(n_units, n) each unit's degree against the flow's log global density, on a common grid of ``n``
+    points from dense to the flow's sparsest round (flows of different lengths become comparable)."""
+    ld = np.log(np.maximum(density, 1e-300))
+    grid = np.linspace(0.0, ld.min(), n)
+    order = np.argsort(ld)
+    return np.stack([np.interp(grid, ld[order], degree[order, u]) for u in range(degree.shape[1])])
+
+
+def _unit_distribution(degree: np.ndarray, fan: int) -> np.ndarray:
+    mass = degree[1:].sum(axis=0) + 0.5 / fan
+    return mass / mass.sum()
+
+
+def directed_unit_divergence(
+    source: UnitSignature, target: UnitSignature, perms: Sequence[np.ndarray] | None = None
+) -> float:
+    """``d(source -> target)`` of the module's formula (dimensionless, >= 0; 0 when the two flows keep
+    their units alike).  ``perms``: the source's unit for each of the target's, per group (default
+    :func:`match_units`).  NaN for different architectures."""
+    if not _same_architecture(source, target):
+        return math.nan
+    if perms is None:
+        perms, _ = match_units(target, source)
+    terms = []
+    for g, dt, ds, p in zip(target.groups, target.degree, source.degree, perms, strict=True):
+        if g.size < 2:
+            continue
+        fan = math.prod(target.shapes[g.tensor]) // g.size
+        pt, ps = _unit_distribution(dt, fan), _unit_distribution(ds[:, p], fan)
+        terms.append(float(np.sum(pt * np.log(pt / ps))) / math.log(g.size))
+    return float(np.mean(terms)) if terms else math.nan
+
+
+def _signature(flow: Any, name: str | None) -> UnitSignature:
+    if isinstance(flow, UnitSignature):
+        return flow
+    if hasattr(flow, "units"):  # a FlowSignature
+        if isinstance(flow.units, UnitSignature):
+            return flow.units
+        raise InvalidParameterError(f"{flow.name}: no unit signature (it needs the flow's nested masks)")
+    from rganalysis.store import load
+
+    pset = load(flow) if isinstance(flow, str) or hasattr(flow, "__fspath__") else flow
+    if int(pset.n_rounds) < 2:
+        raise InvalidParameterError(f"{name or pset.attrs.get('name')}: a flow needs at least 2 rounds")
+    return UnitSignature.from_flow(pset, name)
+
+
+def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) -> xr.DataArray:
+    """The directed transfer score of every ordered pair of flows.
+
+    Parameters
+    ----------
+    flows : flow stores (paths), open :class:`~rganalysis.store.ParameterSet` flows, their
+        :class:`~rganalysis.universality.units.UnitSignature`, or ``FlowSignature`` objects computed with
+        units (what :class:`~rganalysis.universality.UniversalityAnalysis` keeps in ``signatures_``); at
+        least two, with nested masks.
+    names : labels (default: the flows' names; duplicates are suffixed ``#2``, ``#3``)
+
+    Returns
+    -------
+    DataArray (source, target), dimensionless, >= 0: ``scores.sel(source=S, target=T)`` is how much of what
+    T's IMP keeps S's ticket lacks (lower = S's ticket expected to lose less on T; read a column to rank the
+    sources for one target, a row to rank the targets one ticket will serve).  Not symmetric; the diagonal
+    is 0.  NaN for flows of different architectures.  ``attrs``: ``formula``, ``matching`` ((source,
+    target) -> ``aligned`` / ``trajectories``, as JSON-able lists).
+    """
+    flows = list(flows)
+    if len(flows) < 2:
+        raise InvalidParameterError(f"transfer_scores needs at least 2 flows, got {len(flows)}")
+    if names is not None and len(names) != len(flows):
+        raise InvalidParameterError(f"{len(names)} names for {len(flows)} flows")
+    sigs = [_signature(f, None if names is None else names[i]) for i, f in enumerate(flows)]
+    labels = list(names) if names is not None else [s.name for s in sigs]
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        seen[lab] = seen.get(lab, 0) + 1
+        if seen[lab] > 1:
+            labels[i] = f"{lab}#{seen[lab]}"
+    n = len(sigs)
+    out = np.zeros((n, n))
+    matching = [["self"] * n for _ in range(n)]
+    mismatched = []
+    for s in range(n):
+        for t in range(n):
+            if s == t:
+                continue
+            if not _same_architecture(sigs[s], sigs[t]):
+                out[s, t] = math.nan
+                matching[s][t] = "none"
+                mismatched.append((labels[s], labels[t]))
+                continue
+            perms, matching[s][t] = match_units(sigs[t], sigs[s])
+            out[s, t] = directed_unit_divergence(sigs[s], sigs[t], perms)
+    if mismatched:
+        warnings.warn(
+            f"transfer_scores: {len(mismatched)} ordered pairs of different architectures are NaN "
+            f"(first: {mismatched[0][0]} -> {mismatched[0][1]})",
+            stacklevel=2,
+        )
+    return xr.DataArray(
+        out,
+        dims=("source", "target"),
+        coords={"source": labels, "target": labels},
+        name="transfer_score",
+        attrs={"formula": TRANSFER_FORMULA, "matching": matching, "lower_is_better": 1},
+    )
+
+
+def transfer_scores_json(D: xr.DataArray) -> dict[str, Any]:
+    """The ``"directed"`` entry of ``rganalysis compare --directed --json``: ``sources``, ``targets``,
+    ``scores`` (rows = sources; ``null`` where undefined), ``formula``, ``matching``, ``reading``."""
+    return {
+        "sources": [str(x) for x in D.source.values],
+        "targets": [str(x) for x in D.target.values],
+        "scores": [[float(x) if math.isfinite(x) else None for x in row] for row in D.values],
+        "formula": D.attrs["formula"],
+        "matching": D.attrs["matching"],
+        "reading": TRANSFER_READING,
+    }
+
+
+def format_transfer_scores(D: xr.DataArray, digits: int = 4) -> str:
+    """The matrix as text: one row per source, one column per target, then how to read it."""
+    src, tgt = [str(x) for x in D.source.values], [str(x) for x in D.target.values]
+    w = max(8, digits + 4, *(len(t) for t in tgt))
+    corner = "source \\ target"
+    head = f"{corner:<{max(15, *(len(s) for s in src))}}"
+    lines = ["directed transfer scores", head + "".join(f"{t:>{w + 1}}" for t in tgt)]
+    for s, row in zip(src, D.values, strict=True):
+        cells = "".join(f"{x:>{w + 1}.{digits}f}" if math.isfinite(x) else f"{'-':>{w + 1}}" for x in row)
+        lines.append(f"{s:<{len(head)}}" + cells)
+    lines.append(TRANSFER_READING)
+    return "\n".join(lines)

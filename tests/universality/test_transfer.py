@@ -1,0 +1,109 @@
+"""The directed transfer score: a known answer, its direction, and the symmetries of IMP."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import rganalysis
+from rganalysis.errors import InvalidParameterError
+from rganalysis.store.parameter_set import ParameterSet, build_info
+from rganalysis.universality.transfer import transfer_scores
+
+W = torch.randn(10, 20, generator=torch.Generator().manual_seed(0))
+
+
+def _flow(masks, w=W, name="f"):
+    R = len(masks)
+    return ParameterSet(
+        build_info({"fc.weight": w}),
+        {0: {"fc.weight": w}},
+        {"fc.weight": [torch.as_tensor(m, dtype=torch.bool) for m in masks]},
+        n_rounds=R,
+        layouts=[[]] * R,
+        attrs={"name": name},
+    )
+
+
+def _masks(superset: bool):
+    """Round 0 dense; then 100 and 50 of the 200 weights.  The subset task's IMP keeps output units 0-4 only;
+    the superset task's keeps all ten.  Both keep the input units alike (5 connections each at round 1; 5
+    each for inputs 0-9 at round 2), so only the output side differs."""
+    rows, cols = np.arange(10)[:, None], np.arange(20)[None, :]
+    if superset:
+        checker = (rows % 2) == (cols % 2)
+        r1, r2 = checker & np.ones((10, 20), bool), checker & (cols < 10)
+    else:
+        r1, r2 = (rows < 5) & np.ones((1, 20), bool), (rows < 5) & (cols < 10)
+    return [np.ones((10, 20), bool), r1, r2]
+
+
+def _kl(p, q):
+    return float(np.sum(p * np.log(p / q)))
+
+
+def test_known_answer_and_direction():
+    sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
+    D = transfer_scores([sub, sup])
+    assert D.dims == ("source", "target") and list(D.source.values) == ["sub", "sup"]
+    # output units: survival-weighted mass sum over rounds 1, 2 of the fraction alive, + 1/(2 * fan 20)
+    m_sub = np.array([1.0 + 0.5] * 5 + [0.0] * 5) + 0.025
+    m_sup = np.full(10, 0.5 + 0.25) + 0.025
+    p_sub, p_sup = m_sub / m_sub.sum(), m_sup / m_sup.sum()
+    # two unit groups (output, input); the input group's distributions are equal (divergence 0)
+    assert D.sel(source="sup", target="sub") == pytest.approx(_kl(p_sub, p_sup) / math.log(10) / 2, rel=1e-12)
+    assert D.sel(source="sub", target="sup") == pytest.approx(_kl(p_sup, p_sub) / math.log(10) / 2, rel=1e-12)
+    # the superset ticket serves the subset task better than the reverse
+    assert D.sel(source="sup", target="sub") < D.sel(source="sub", target="sup") / 2  # 0.133 vs 0.299
+    np.testing.assert_array_equal(np.diag(D.values), 0.0)
+    assert D.attrs["matching"][0][1] == "aligned"
+
+
+def test_permutation_and_scale_do_not_change_it_a_shuffle_does():
+    sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(1))
+    moved = _flow([m[perm.numpy()] for m in _masks(True)], w=3.0 * W[perm], name="sup")
+    a = transfer_scores([sub, sup]).values
+    b = transfer_scores([sub, moved]).values
+    np.testing.assert_allclose(b, a, rtol=1e-12, atol=0)
+    # another starting point (not aligned): units matched on their degree trajectories, same answer here
+    other = _flow(_masks(True), w=torch.randn(10, 20, generator=torch.Generator().manual_seed(5)), name="sup")
+    D = transfer_scores([sub, other])
+    assert D.attrs["matching"][0][1] == "trajectories"
+    np.testing.assert_allclose(D.values, a, rtol=1e-12, atol=0)
+    # a shuffle of the surviving weights inside the layer moves units: the score sees it
+    rng = np.random.default_rng(2)
+    flat = [m.reshape(-1) for m in _masks(False)]
+    order = rng.permutation(200)
+    shuffled = _flow([f[order].reshape(10, 20) for f in flat], name="shuffled")
+    assert transfer_scores([sub, shuffled]).values[1, 0] > 0.05
+
+
+def test_bad_input():
+    sub = _flow(_masks(False))
+    with pytest.raises(InvalidParameterError, match="at least 2"):
+        transfer_scores([sub])
+    with pytest.raises(InvalidParameterError, match="names"):
+        transfer_scores([sub, sub], names=["a"])
+    wide = ParameterSet(
+        build_info({"fc.weight": torch.randn(12, 20)}),
+        {0: {"fc.weight": torch.randn(12, 20)}},
+        {"fc.weight": [torch.ones(12, 20, dtype=torch.bool)] * 3},
+        n_rounds=3,
+        layouts=[[]] * 3,
+    )
+    with pytest.warns(UserWarning, match="different architectures are NaN"):
+        D = transfer_scores([sub, wide], names=["a", "b"])
+    assert math.isnan(D.values[0, 1]) and math.isnan(D.values[1, 0]) and D.values[0, 0] == 0
+
+
+def test_public_and_from_stores(tmp_path):
+    sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
+    paths = [tmp_path / "sub.h5", tmp_path / "sup.h5"]
+    for f, p in zip((sub, sup), paths, strict=True):
+        rganalysis.save(f, p)
+    D = rganalysis.transfer_scores([str(p) for p in paths], names=["sub", "sup"])
+    np.testing.assert_array_equal(D.values, transfer_scores([sub, sup], names=["sub", "sup"]).values)

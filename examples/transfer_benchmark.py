@@ -771,6 +771,31 @@ def directed_units(paths: list[Path], names: list[str], arch: str, seed: int, da
     return np.asarray(transfer_scores([str(p) for p in paths], names=list(names)).values, dtype=np.float64)
 
 
+def _directed_combination(weight: float) -> DistanceFn:
+    def fn(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+        return compare_default(paths, names, arch, seed, data) + weight * directed_units(
+            paths, names, arch, seed, data
+        )
+
+    fn.__doc__ = (
+        f"rganalysis compare's default distance + {weight:g} x the directed transfer score (directed_units): "
+        "the symmetric part ranks the sources for one target, the directed part the targets for one ticket."
+    )
+    return fn
+
+
+#: Directed candidates of the calibration (scored when named with --distances; docs/universality.md §11).
+DIRECTED_CANDIDATES: tuple[str, ...] = (
+    "directed_units",
+    "directed+3",
+    "directed+10",
+    "directed+30",
+    "directed+100",
+)
+for _w in (3, 10, 30, 100):
+    register_distance(f"directed+{_w}", default=False)(_directed_combination(float(_w)))
+
+
 @register_distance("random")
 def random_distance(
     paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
@@ -867,6 +892,22 @@ CANDIDATES: dict[str, tuple[dict[str, float], str, tuple[str, ...]]] = {
     "I4 fit on density,unit": (dict(_FIT), "invariant", ("density", "unit")),
     "I5 profile+fit on density,unit": ({"unit_profile": 1.0, **_FIT}, "invariant", ("density", "unit")),
 }
+
+
+def directed_criterion(scores: Mapping[str, Any]) -> float:
+    """The selection criterion of the directed calibration: over the groups (class subsets, input transforms,
+    all), the mean of the within-target and the within-source mean rho, both architectures and all scored
+    seeds (lower is better): a researcher asks both "which ticket for my task" and "which tasks for my
+    ticket"."""
+    return float(
+        np.mean(
+            [
+                (scores["both"][g]["combined"]["mean_rho"] + scores["both"][g]["combined"]["mean_rho_source"])
+                / 2
+                for g in GROUPS
+            ]
+        )
+    )
 
 
 def calibration_criterion(scores: Mapping[str, Any]) -> float:
@@ -1670,6 +1711,7 @@ __all__ = [
     "ARCHS",
     "BenchConfig",
     "CALIBRATION_SEEDS",
+    "DIRECTED_CANDIDATES",
     "DISTANCES",
     "DistanceFn",
     "EXTRA_DISTANCES",
@@ -1687,6 +1729,7 @@ __all__ = [
     "TaskSpec",
     "class_overlap",
     "combine",
+    "directed_criterion",
     "generate",
     "generate_one",
     "load_generations",

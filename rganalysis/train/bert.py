@@ -22,7 +22,15 @@ from rganalysis.errors import InvalidParameterError
 from rganalysis.train.masked import MaskedTrainer
 from rganalysis.train.text_tasks import N_LABELS, TextTask, TokenVocab
 
-__all__ = ["BERT_LINEAR", "POOLINGS", "BertMeanPooled", "bert_prunable", "bert_trainer", "minilm_classifier", "tiny_bert"]
+__all__ = [
+    "BERT_LINEAR",
+    "POOLINGS",
+    "BertMeanPooled",
+    "bert_prunable",
+    "bert_trainer",
+    "minilm_classifier",
+    "tiny_bert",
+]
 
 #: The pruned linear maps of one encoder layer (relative names).
 BERT_LINEAR = (
@@ -139,7 +147,9 @@ def minilm_classifier(
     if not 1 <= int(layers) <= int(base["num_hidden_layers"]):
         raise InvalidParameterError(f"layers must be in 1..{base['num_hidden_layers']}, got {layers}")
     keep = {k: base[k] for k in ("hidden_size", "num_attention_heads", "intermediate_size", "hidden_act")}
-    keep.update(max_position_embeddings=base["max_position_embeddings"], type_vocab_size=base["type_vocab_size"])
+    keep.update(
+        max_position_embeddings=base["max_position_embeddings"], type_vocab_size=base["type_vocab_size"]
+    )
     cfg = _config(vocab_size=len(vocab), num_hidden_layers=int(layers), num_labels=n_labels, **keep)
     model = _classifier(cfg, seed, pooling)
     src = load_file(str(path / "model.safetensors"))

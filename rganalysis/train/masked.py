@@ -131,7 +131,9 @@ class MaskedTrainer:
         """The full trained state dict from ``init`` with ``weights * masks`` (device of the model)."""
         dev = next(self.model.parameters()).device
         start = dict(self.init)
-        start.update({k: (w.to(dev) * masks[k].to(dev)) if k in masks else w.to(dev) for k, w in weights.items()})
+        start.update(
+            {k: (w.to(dev) * masks[k].to(dev)) if k in masks else w.to(dev) for k, w in weights.items()}
+        )
         return train_masked(
             self.model,
             start,

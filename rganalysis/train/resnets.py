@@ -46,7 +46,9 @@ class DigitsResNet(nn.Module):
         self.stages = nn.ModuleList(
             [
                 nn.Sequential(*[_Block(w, w, 1) for _ in range(self.blocks)]),
-                nn.Sequential(*[_Block(w if b == 0 else 2 * w, 2 * w, 2 if b == 0 else 1) for b in range(self.blocks)]),
+                nn.Sequential(
+                    *[_Block(w if b == 0 else 2 * w, 2 * w, 2 if b == 0 else 1) for b in range(self.blocks)]
+                ),
             ]
         )
         self.head = nn.Linear(2 * w, 10)

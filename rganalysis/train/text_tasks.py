@@ -20,7 +20,7 @@ as the digits tasks share one 10-way head):
 * ``negation``: whether the sentence is negated (polarity and topic random);
 * ``topic``: which of the 4 topics its noun belongs to (labels 0..3, negation and polarity random).
 
-Sentences are drawn with a seeded numpy generator; the test sentences are new draws that do not occur in
+Sentences are drawn with a numpy generator seeded by (seed, task name); the test sentences are new draws that do not occur in
 the training set.  Tokenization pads every sentence to the longest one of the task (``[CLS] ... [SEP]``,
 attention mask 0 on padding); :class:`TokenVocab` maps the tokenizer's ids onto a compact vocabulary of
 the ids the grammar uses, so a model needs only those rows of its word embeddings.
@@ -28,6 +28,7 @@ the ids the grammar uses, so a model needs only those rows of its word embedding
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,12 @@ class TokenVocab:
     @classmethod
     def for_grammar(cls, tokenizer: Any) -> TokenVocab:
         """The special tokens ([PAD], [CLS], [SEP], [UNK]) and every token of the grammar's words."""
-        special = [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id]
+        special = [
+            tokenizer.pad_token_id,
+            tokenizer.cls_token_id,
+            tokenizer.sep_token_id,
+            tokenizer.unk_token_id,
+        ]
         ids = list(dict.fromkeys(special))
         for w in grammar_words():
             for i in tokenizer(w, add_special_tokens=False)["input_ids"]:
@@ -181,8 +187,8 @@ def make_text_tasks(
     tok = load_tokenizer() if tokenizer is None else tokenizer
     voc = TokenVocab.for_grammar(tok) if vocab is None else vocab
     out = {}
-    for i, name in enumerate(names):
-        rng = np.random.default_rng([int(seed), i, 22])
+    for name in names:
+        rng = np.random.default_rng([int(seed), zlib.crc32(name.encode()), 22])  # by name, not position
         tr, ytr = sentences(name, n_train, rng)
         seen = set(tr)
         te, yte = [], []

@@ -34,6 +34,7 @@ __all__ = [
     "DEPTH_RULES",
     "ArchitectureMismatchError",
     "block_map",
+    "block_of",
     "block_structure",
     "map_masks",
     "register_depth_rule",
@@ -100,6 +101,12 @@ def _split(name: str, patterns: Sequence[str]) -> tuple[str, int, str] | None:
         if m:
             return m["prefix"], int(m["block"]), m["rest"]
     return None
+
+
+def block_of(name: str, patterns: Sequence[str] = BLOCK_PATTERNS) -> tuple[str, int] | None:
+    """(stage prefix, block index) of the tensor ``name``, or None outside every residual block."""
+    s = _split(name, patterns)
+    return None if s is None else (s[0], s[1])
 
 
 def block_structure(

@@ -583,7 +583,7 @@ def figures(res: dict[str, Any], agg: dict[str, Any], cfg: dict[str, Any], fig_d
     fig, ax = plt.subplots(figsize=(6, 3.8))
     b = res["bert"][str(cfg["seeds"][0])]
     dens = np.array(b["layer_density"])
-    for j, n in enumerate(b["layers"]):
+    for j in range(len(b["layers"])):
         ax.plot(dens[:, j], color=plt.cm.viridis(j / max(1, len(b["layers"]) - 1)), lw=1)
     ax.plot(b["global_density"], "k--", lw=2, label="global")
     ax.set(
@@ -633,8 +633,8 @@ def results_markdown(
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for lab, v in agg["levels"].items():
-        for n, (r, l, f) in enumerate(zip(v["step_ratio"], v["lead_abs"], v["noise_floor"], strict=True)):
-            L.append(f"| {lab} | {n + 1} | {fmt(r)} | {near_text(r).split(' (')[0]} | {fmt(l)} | {fmt(f)} |")
+        for n, (r, lead, f) in enumerate(zip(v["step_ratio"], v["lead_abs"], v["noise_floor"], strict=True)):
+            L.append(f"| {lab} | {n + 1} | {fmt(r)} | {near_text(r).split(' (')[0]} | {fmt(lead)} | {fmt(f)} |")
     L += ["", "### BERT tickets (per seed)", ""]
     for s in cfg["seeds"]:
         b = res["bert"][str(s)]

@@ -634,7 +634,9 @@ def results_markdown(
     ]
     for lab, v in agg["levels"].items():
         for n, (r, lead, f) in enumerate(zip(v["step_ratio"], v["lead_abs"], v["noise_floor"], strict=True)):
-            L.append(f"| {lab} | {n + 1} | {fmt(r)} | {near_text(r).split(' (')[0]} | {fmt(lead)} | {fmt(f)} |")
+            L.append(
+                f"| {lab} | {n + 1} | {fmt(r)} | {near_text(r).split(' (')[0]} | {fmt(lead)} | {fmt(f)} |"
+            )
     L += ["", "### BERT tickets (per seed)", ""]
     for s in cfg["seeds"]:
         b = res["bert"][str(s)]

@@ -76,7 +76,8 @@ SCALES: dict[str, dict[str, Any]] = {
         widths=[4, 8],
     ),
     # the scale run for docs/paper-findings.md on the shared 2-core machine (the full one did not fit the
-    # time left): 3 BERT tasks instead of 4, one response direction instead of two, 8 digits epochs
+    # time left): 3 BERT tasks instead of 4, one response direction and one training seed per Jacobian
+    # (so no seed-noise floor) instead of two and two, 6 digits epochs instead of 10
     "reduced": dict(
         seeds=[1, 2, 3],
         rounds=6,
@@ -90,9 +91,9 @@ SCALES: dict[str, dict[str, Any]] = {
         bert_epochs=4,
         bert_lr=3e-4,
         bert_batch=8,
-        digits_epochs=8,
+        digits_epochs=6,
         directions=1,
-        train_seeds=2,
+        train_seeds=1,
         n_bootstrap=200,
         depths=[2, 3, 4],
         widths=[4, 8],
@@ -321,11 +322,8 @@ def distances(paths: list[Path], names: list[str]) -> np.ndarray:
 def digits_seed(seed: int, cfg: dict[str, Any], out: Path, log: Any) -> dict[str, Any]:
     task = digits_tasks(["all digits"], seed=0)["all digits"]
     res: dict[str, Any] = {"contrast": {}, "family": {}}
-    # the contrast: an MLP and the smallest CNN of the family, response Jacobians at every level
-    for label, make in (
-        ("MLP", lambda: _mlp()),
-        ("CNN", lambda: digits_resnet(cfg["depths"][0], cfg["widths"][0])),
-    ):
+    # the contrast: an MLP here, and the smallest CNN of the family below, response Jacobians at every level
+    for label, make in (("MLP", lambda: _mlp()),):
         torch.manual_seed(seed)
         model = make()
         tr = MaskedTrainer(
@@ -376,6 +374,8 @@ def digits_seed(seed: int, cfg: dict[str, Any], out: Path, log: Any) -> dict[str
                 "layers": names,
             }
             trs[d], paths[d] = tr, p
+            if d == cfg["depths"][0] and w == cfg["widths"][0]:
+                cnn0 = tr
             log(f"  digits seed {seed} resnet {d}x{w}: ticket {own[d]:.3f}, block spread {spread:.3f}")
         ds = cfg["depths"]
         acc = np.zeros((len(ds), len(ds)))
@@ -395,6 +395,8 @@ def digits_seed(seed: int, cfg: dict[str, Any], out: Path, log: Any) -> dict[str
             "distance": D.tolist(),
         }
     res["models"] = fam
+    d0, w0 = cfg["depths"][0], cfg["widths"][0]
+    res["contrast"]["CNN"] = {"jacobian": jacobians(out / f"resnet-{d0}x{w0}.h5", cnn0, cfg, log)}
     off_d, off_g = [], []
     for v in res["family"].values():
         n = len(v["depths"])
@@ -704,6 +706,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "paper-findings.md")
     p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     p.add_argument("--seeds", default=None, help="comma-separated flow seeds (default: the scale's)")
+    p.add_argument("--no-doc", action="store_true", help="only OUT/results.json (e.g. one process per seed)")
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="results folders of --no-doc runs: write the doc",
+    )
     a = p.parse_args(argv)
     scale = "quick" if a.quick else (a.scale or "full")
     cfg = json.loads(json.dumps(SCALES[scale]))
@@ -717,6 +727,47 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_all:6.0f} s] {msg}", flush=True)
 
+    if a.combine:
+        parts = [json.loads((d / "results.json").read_text())["results"] for d in a.combine]
+        res = {"config": dict(parts[0]["config"]), "bert": {}, "digits": {}, "seconds": {}}
+        for r in parts:
+            res["bert"].update(r["bert"])
+            res["digits"].update(r["digits"])
+            for k, v in r["seconds"].items():
+                res["seconds"][f"{k}, seeds {', '.join(r['bert'])}"] = v
+        res["machine"] = parts[0]["machine"] + f"; {len(parts)} processes in parallel, niced"
+        res["config"]["seeds"] = sorted(int(s) for s in res["bert"])
+        cfg = res["config"]
+        nan = lambda x: math.nan if x is None else x  # noqa: E731
+        for b in res["bert"].values():
+            b["rho"] = nan(b["rho"])
+            for j in b["jacobian"]:
+                for k in ("step_ratio", "lead_abs", "noise_floor"):
+                    if k in j:
+                        j[k] = nan(j[k])
+        for d in res["digits"].values():
+            for k in ("depth_rho", "spread_slope", "depth_gap_mean"):
+                d[k] = nan(d[k])
+            for m in d["models"].values():
+                m["block_spread"] = nan(m["block_spread"])
+            for c in d["contrast"].values():
+                for j in c["jacobian"]:
+                    for k in ("step_ratio", "lead_abs", "noise_floor"):
+                        if k in j:
+                            j[k] = nan(j[k])
+        agg = aggregate(res, cfg)
+        figs = figures(res, agg, cfg, a.figures)
+        scale = a.scale or "full"
+        cmd = (
+            f"nice -n 10 python examples/paper_findings.py --scale {scale} --no-doc --seeds S --out OUT/seedS "
+            f"(S = {', '.join(map(str, cfg['seeds']))}, in parallel), then --combine OUT/seed*"
+        )
+        write_doc(a.doc, results_markdown(res, agg, cfg, scale, figs, a.doc, cmd))
+        for c in agg["claims"]:
+            print(f"{c['claim']}: {fmt(c['number'])} -> {c['verdict']}")
+        for lab, txt in agg["contrast"].items():
+            print(f"{lab}: {txt}")
+        return 0
     try:
         tok = load_tokenizer()
         vocab = TokenVocab.for_grammar(tok)
@@ -736,16 +787,21 @@ def main(argv: list[str] | None = None) -> int:
         import os
 
         res["machine"] = f"{os.cpu_count()} CPU cores, 1 torch thread, device cpu"
+        from rganalysis.store.output import write_json
+
+        if a.no_doc:
+            write_json(_json_safe({"results": res}), a.out / "results.json")
+            log(f"wrote {a.out / 'results.json'}")
+            return 0
         agg = aggregate(res, cfg)
         figs = figures(res, agg, cfg, a.figures)
         cmd = (
-            "python examples/paper_findings.py"
+            "nice -n 10 python examples/paper_findings.py"
             + (" --quick" if a.quick else "")
+            + (f" --scale {a.scale}" if a.scale and not a.quick else "")
             + (f" --seeds {a.seeds}" if a.seeds else "")
         )
         write_doc(a.doc, results_markdown(res, agg, cfg, scale, figs, a.doc, cmd))
-        from rganalysis.store.output import write_json
-
         write_json(_json_safe({"results": res, "aggregate": agg}), a.out / "results.json")
         for c in agg["claims"]:
             print(f"{c['claim']}: {fmt(c['number'])} -> {c['verdict']}")

@@ -25,6 +25,7 @@ PACKAGES = [
     "rganalysis.universality",
     "rganalysis.report",
     "rganalysis.adapters",
+    "rganalysis.train",
 ]
 SKIP = {"rganalysis.cli", "rganalysis.__main__"}
 

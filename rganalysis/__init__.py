@@ -19,6 +19,9 @@ _PUBLIC = {
     "save": "rganalysis.store",
     "ingest": "rganalysis.adapters",
     "compute_flow": "rganalysis.rg",
+    "map_masks": "rganalysis.rg",
+    "MaskedTrainer": "rganalysis.train",
+    "bert_trainer": "rganalysis.train",
     "FlowFit": "rganalysis.fit",
     "ResponseJacobian": "rganalysis.fit",
     "response_jacobian": "rganalysis.fit",
@@ -33,16 +36,19 @@ _MODULES = {"plot": "rganalysis.plot", "errors": "rganalysis.errors"}
 __all__ = [
     "FlowFit",
     "KoopmanDMD",
+    "MaskedTrainer",
     "ParameterSet",
     "RGAnalysisError",
     "ResponseJacobian",
     "State",
     "UniversalityAnalysis",
     "__version__",
+    "bert_trainer",
     "compute_flow",
     "errors",
     "ingest",
     "load",
+    "map_masks",
     "plot",
     "response_jacobian",
     "save",
@@ -73,6 +79,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rganalysis.fit import FlowFit, ResponseJacobian, response_jacobian
     from rganalysis.koopman import KoopmanDMD
     from rganalysis.report import write_report
-    from rganalysis.rg import compute_flow
+    from rganalysis.rg import compute_flow, map_masks
     from rganalysis.store import ParameterSet, State, load, save
+    from rganalysis.train import MaskedTrainer, bert_trainer
     from rganalysis.universality import UniversalityAnalysis, transfer_scores

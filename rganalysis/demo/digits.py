@@ -90,25 +90,10 @@ def _train(
     seed: int,
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Adam (lr 5e-3, batch 128) from ``init`` with pruned weights held at zero; (state dict, test accuracy)."""
-    model.load_state_dict(dict(init))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, m in masks.items():
-            params[k].mul_(m)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        for b in torch.randperm(len(task.y_train), generator=g).split(128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(task.x_train[b]), task.y_train[b]).backward()
-            for k, m in masks.items():
-                params[k].grad.mul_(m)
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = float((model(task.x_test).argmax(1) == task.y_test).float().mean())
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}, acc
+    from rganalysis.train.masked import accuracy, train_masked
+
+    sd = train_masked(model, init, masks, task.x_train, task.y_train, epochs=epochs, seed=seed)
+    return sd, accuracy(model, task.x_test, task.y_test)
 
 
 @dataclass

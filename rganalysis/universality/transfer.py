@@ -79,7 +79,7 @@ def match_units(a: UnitSignature, b: UnitSignature) -> tuple[list[np.ndarray], s
     architecture (:class:`~rganalysis.errors.InvalidParameterError` otherwise)."""
     if not _same_architecture(a, b):
         raise InvalidParameterError(f"{a.name} and {b.name}: different architectures, no unit correspondence")
-    if a.n_rounds == b.n_rounds:
+    if a.n_rounds == b.n_rounds and _may_align(a, b):
         al = align_units(a, b)
         if al.aligned:
             return al.perms, "aligned"
@@ -92,6 +92,16 @@ def match_units(a: UnitSignature, b: UnitSignature) -> tuple[list[np.ndarray], s
         cost = ((ta[:, None, :] - tb[None, :, :]) ** 2).sum(-1)
         perms.append(linear_sum_assignment(cost)[1])
     return perms, "trajectories"
+
+
+def _may_align(a: UnitSignature, b: UnitSignature) -> bool:
+    """A necessary condition for :func:`align_units` to succeed, in O(n log n): a permutation of units keeps
+    each fingerprint column's sorted values (skips its Hungarian matching for flows of other initialisations)."""
+    for fa, fb in zip(a.fingerprint, b.fingerprint, strict=True):
+        scale = max(float(np.abs(fa).max(initial=0.0)), 1e-30)
+        if float(np.abs(np.sort(fa, axis=0) - np.sort(fb, axis=0)).max(initial=0.0)) > 1e-6 * scale:
+            return False
+    return True
 
 
 def _trajectory(degree: np.ndarray, density: np.ndarray, n: int = 8) -> np.ndarray:
@@ -178,6 +188,7 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
     out = np.zeros((n, n))
     matching = [["self"] * n for _ in range(n)]
     mismatched = []
+    matched: dict[tuple[int, int], list[np.ndarray]] = {}
     for s in range(n):
         for t in range(n):
             if s == t:
@@ -187,7 +198,12 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
                 matching[s][t] = "none"
                 mismatched.append((labels[s], labels[t]))
                 continue
-            perms, matching[s][t] = match_units(sigs[t], sigs[s])
+            if t < s:  # the matching of (t, s), inverted: one matching per unordered pair
+                perms = [np.argsort(p) for p in matched[t, s]]
+                matching[s][t] = matching[t][s]
+            else:
+                perms, matching[s][t] = match_units(sigs[t], sigs[s])
+                matched[s, t] = perms
             out[s, t] = directed_unit_divergence(sigs[s], sigs[t], perms)
     if mismatched:
         warnings.warn(

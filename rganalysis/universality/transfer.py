@@ -105,12 +105,18 @@ def _may_align(a: UnitSignature, b: UnitSignature) -> bool:
 
 
 def _trajectory(degree: np.ndarray, density: np.ndarray, n: int = 8) -> np.ndarray:
-    """(n_units, n) each unit's degree against the flow's log global density, on a common grid of ``n``
-    points from dense to the flow's sparsest round (flows of different lengths become comparable)."""
+    """(n_units, n) each unit's degree against the flow's log global density, linearly interpolated on a
+    common grid of ``n`` points from dense to the flow's sparsest round (flows of different lengths become
+    comparable)."""
     ld = np.log(np.maximum(density, 1e-300))
-    grid = np.linspace(0.0, ld.min(), n)
     order = np.argsort(ld)
-    return np.stack([np.interp(grid, ld[order], degree[order, u]) for u in range(degree.shape[1])])
+    x, y = ld[order], degree[order]
+    grid = np.linspace(0.0, x[0], n)
+    hi = np.clip(np.searchsorted(x, grid), 1, len(x) - 1)
+    lo = hi - 1
+    span = x[hi] - x[lo]
+    w = np.divide(grid - x[lo], span, out=np.zeros_like(grid), where=span > 0).clip(0.0, 1.0)
+    return (y[lo] * (1 - w)[:, None] + y[hi] * w[:, None]).T
 
 
 def _unit_distribution(degree: np.ndarray, fan: int) -> np.ndarray:

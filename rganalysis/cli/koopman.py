@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rganalysis.fit.options import MARGINAL_Y
+
 #: The one-line summary ``rganalysis --help`` shows (read from this file without importing it).
 HELP = "Koopman / exact DMD spectrum of a flow in parameter space, streamed from the store"
 
@@ -14,8 +16,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "koopman",
         help=HELP,
         description="Exact DMD of the snapshots x_n = theta_n * m_n of a stored flow (computed or recorded), "
-        "read tensor by tensor: singular values, eigenvalues with bagged 95% intervals, classes "
-        "(relevant / irrelevant / marginal) and exponents ln|lambda| / ln b; optionally the modes, "
+        "read tensor by tensor: singular values, eigenvalues with bagged 95% intervals, exponents "
+        "y = ln|lambda| / ln b and classes (relevant / irrelevant / marginal) only where the interval of y "
+        "supports one (no intervals: no class); optionally the modes, "
         "written into the flow file under /koopman/mode_NNN.",
     )
     p.add_argument("flow", type=Path, help="flow store (.h5) with at least 2 rounds")
@@ -47,7 +50,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--bags", type=int, default=100, help="bags over snapshot pairs for eigenvalue CIs (0: none)"
     )
-    p.add_argument("--tol", type=float, default=0.05, help="marginal band around |lambda| = 1 (default 0.05)")
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=MARGINAL_Y,
+        help=f"marginal band in the exponent: |y| <= tol is marginal, y = ln|lambda| / ln b (default {MARGINAL_Y})",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the bagging")
     p.add_argument("--modes", action="store_true", help="write the modes into FLOW under /koopman/mode_NNN")
     p.add_argument(

@@ -19,16 +19,22 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError, TooFewRoundsError
+from rganalysis.fit.options import MARGINAL_Y
 
 __all__ = [
     "classify_eigenvalues",
     "distance_to_fixed_point",
     "effective_scale_factor",
+    "EXPONENT_FLOOR",
+    "exponent_class",
+    "exponent_points",
+    "exponent_interval",
     "exponents",
     "fixed_point_type",
     "fixed_point_wording",
     "interval_class",
     "flow_scale",
+    "MARGINAL_Y",
     "near_fixed_point",
     "NearFixedPoint",
     "per_round_scale_factors",
@@ -80,40 +86,72 @@ def exponents(
         return np.log(mod) / lb
 
 
-def _eig_class(mod: float, tol: float) -> str:
-    if mod > 1.0 + tol:
+#: The exponent of a dead mode: exponents below it are clipped to it, and a spectrum with fewer modes is
+#: padded with it when two sets of exponents are compared (:func:`exponent_points`).  A mode at y = -10
+#: shrinks by ``b^-10`` per round (0.11 at p = 0.2), far below anything a flow of a few rounds resolves.
+EXPONENT_FLOOR = -10.0
+
+
+def exponent_points(
+    eigenvalues: Sequence[complex] | np.ndarray, b: float | Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """(k,) complex exponents ``z = log(lambda) / ln b``: real part ``y = ln|lambda| / ln b`` (clipped below
+    at :data:`EXPONENT_FLOOR`), imaginary part ``arg(lambda) / ln b``.  For a map ``lambda = b^g`` this is
+    ``g`` whatever the rate, so spectra of flows at different pruning rates compare in these coordinates."""
+    lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
+    lb = math.log(effective_scale_factor(b))
+    with np.errstate(divide="ignore"):
+        y = np.maximum(np.log(np.abs(lam)) / lb, EXPONENT_FLOOR)
+    return y + 1j * np.angle(lam) / lb
+
+
+def exponent_class(y: float, band: float = MARGINAL_Y) -> str:
+    """``relevant`` (``y > band``), ``irrelevant`` (``y < -band``) or ``marginal``; ``undetermined`` for NaN."""
+    y = float(y)
+    if math.isnan(y):
+        return "undetermined"
+    if y > band:
         return "relevant"
-    if mod < 1.0 - tol:
+    if y < -band:
         return "irrelevant"
     return "marginal"
 
 
-def interval_class(low: float, high: float, tol: float = 0.05) -> str:
-    """The class an interval ``[low, high]`` of ``|lambda|`` supports: ``relevant`` (all of it above
-    ``1 + tol``), ``irrelevant`` (all below ``1 - tol``), ``marginal`` (all inside the band), else
+def interval_class(low: float, high: float, band: float = MARGINAL_Y) -> str:
+    """The class an interval ``[low, high]`` of the exponent ``y`` supports: ``relevant`` (all of it above
+    ``band``), ``irrelevant`` (all below ``-band``), ``marginal`` (all inside the band), else
     ``undetermined`` (it straddles a boundary, or is unknown: NaN)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
+    low, high = float(low), float(high)
+    if math.isnan(low) or math.isnan(high):
         return "undetermined"
-    if low > 1.0 + tol:
+    if low > band:
         return "relevant"
-    if high < 1.0 - tol:
+    if high < -band:
         return "irrelevant"
-    if low >= 1.0 - tol and high <= 1.0 + tol:
+    if low >= -band and high <= band:
         return "marginal"
     return "undetermined"
 
 
-def _check_tol(tol: float) -> float:
-    tol = float(tol)
-    if not (math.isfinite(tol) and 0.0 <= tol < 1.0):
-        raise InvalidParameterError(f"tol must be in [0, 1), got {tol}")
-    return tol
+def exponent_interval(ci: np.ndarray, b: float | Sequence[float] | np.ndarray) -> np.ndarray:
+    """(k, 2) interval of ``|lambda|`` -> (k, 2) interval of ``y = ln|lambda| / ln b`` (monotone, b > 1;
+    ``-inf`` for a low end at 0, NaN stays NaN)."""
+    lb = math.log(effective_scale_factor(b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.asarray(ci, dtype=np.float64)) / lb
+
+
+def _check_band(band: float) -> float:
+    band = float(band)
+    if not (math.isfinite(band) and band >= 0.0):
+        raise InvalidParameterError(f"the marginal band (in y) must be a finite number >= 0, got {band}")
+    return band
 
 
 def classify_eigenvalues(
     eigenvalues: Sequence[complex] | np.ndarray,
     b: float | Sequence[float] | np.ndarray,
-    tol: float = 0.05,
+    band: float = MARGINAL_Y,
     ci: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """One record per eigenvalue, in the given order.
@@ -122,24 +160,25 @@ def classify_eigenvalues(
     ----------
     eigenvalues : (k,) complex
     b : scale factor, or per-round factors (geometric mean used)
-    tol : marginal band half-width around ``|lambda| = 1``
-    ci : optional (k, 2) bootstrap interval of ``|lambda|``, copied into ``ci_low`` / ``ci_high``
+    band : marginal band half-width in the exponent y (default :data:`MARGINAL_Y`)
+    ci : optional (k, 2) interval of ``|lambda|`` (bootstrap / bags), copied into ``ci_low`` / ``ci_high``
 
     Returns
     -------
     list of dict with keys ``re``, ``im``, ``abs``, ``exponent`` (float, ``-inf`` for 0),
-    ``class_estimate`` (the class of ``|lambda|`` itself: ``relevant`` / ``irrelevant`` / ``marginal``)
-    and ``class``: with ``ci``, the class its interval supports (:func:`interval_class`; ``undetermined``
-    when the interval straddles a boundary or is NaN), without, the estimate's; and, when ``ci`` is given,
-    ``ci_low``, ``ci_high``.
+    ``class_estimate`` (the class of the point exponent) and ``class``: with ``ci``, the class its interval
+    of y supports (:func:`interval_class`; ``undetermined`` when it straddles a boundary or is NaN),
+    without, ``undetermined`` (a verdict needs an interval); and, when ``ci`` is given, ``ci_low``,
+    ``ci_high`` (of ``|lambda|``) and ``exponent_ci_low``, ``exponent_ci_high``.
     """
-    tol = _check_tol(tol)
+    band = _check_band(band)
     lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
     y = exponents(lam, b)
     if ci is not None:
         ci = np.asarray(ci, dtype=np.float64)
         if ci.shape != (lam.size, 2):
             raise InvalidParameterError(f"ci must have shape ({lam.size}, 2), got {ci.shape}")
+        yci = exponent_interval(ci, b)
     out = []
     for i, z in enumerate(lam):
         rec: dict[str, Any] = {
@@ -147,13 +186,15 @@ def classify_eigenvalues(
             "im": float(z.imag),
             "abs": float(abs(z)),
             "exponent": float(y[i]),
-            "class": _eig_class(float(abs(z)), tol),
-            "class_estimate": _eig_class(float(abs(z)), tol),
+            "class": "undetermined",
+            "class_estimate": exponent_class(float(y[i]), band),
         }
         if ci is not None:
             rec["ci_low"] = float(ci[i, 0])
             rec["ci_high"] = float(ci[i, 1])
-            rec["class"] = interval_class(rec["ci_low"], rec["ci_high"], tol)
+            rec["exponent_ci_low"] = float(yci[i, 0])
+            rec["exponent_ci_high"] = float(yci[i, 1])
+            rec["class"] = interval_class(yci[i, 0], yci[i, 1], band)
         out.append(rec)
     return out
 
@@ -169,22 +210,29 @@ def _type_of(classes: set[str]) -> str:
 
 
 def fixed_point_type(
-    eigenvalues: Sequence[complex] | np.ndarray, tol: float = 0.05, classes: Sequence[str] | None = None
+    eigenvalues: Sequence[complex] | np.ndarray,
+    *,
+    b: float | Sequence[float] | np.ndarray | None = None,
+    band: float = MARGINAL_Y,
+    classes: Sequence[str] | None = None,
 ) -> str:
     """``"stable"`` (all irrelevant), ``"unstable"`` (all relevant), ``"saddle"`` (relevant and
     irrelevant directions, marginal ones allowed), else ``"marginal"`` (some marginal direction and
     only one other kind).
 
-    ``classes`` (one per eigenvalue, e.g. the interval verdicts of :func:`classify_eigenvalues`) replaces
-    the classes of the moduli; an ``undetermined`` one may be any of the three, and the type is
-    ``undetermined`` unless it is the same whichever they are.
+    ``classes`` (one per eigenvalue, e.g. the interval verdicts of :func:`classify_eigenvalues`) are the
+    directions' classes; an ``undetermined`` one may be any of the three, and the type is
+    ``undetermined`` unless it is the same whichever they are.  Without ``classes`` the point exponents
+    ``ln|lambda| / ln b`` decide (``b`` is then required): the *estimate* of the type, not a verdict.
     """
-    tol = _check_tol(tol)
-    mods = np.abs(np.asarray(eigenvalues, dtype=np.complex128).reshape(-1))
-    if mods.size == 0:
+    band = _check_band(band)
+    lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
+    if lam.size == 0:
         raise InvalidParameterError("no eigenvalues to classify")
     if classes is None:
-        return _type_of({_eig_class(float(m), tol) for m in mods})
+        if b is None:
+            raise InvalidParameterError("fixed_point_type needs the classes or the scale factor b")
+        return _type_of({exponent_class(float(y), band) for y in exponents(lam, b)})
     known = {c for c in classes if c != "undetermined"}
     n_open = sum(c == "undetermined" for c in classes)
     if n_open == 0:
@@ -332,7 +380,7 @@ def _json_float(x: float) -> float | None:
 def spectrum_json(
     eigenvalues: Sequence[complex] | np.ndarray | Any,
     b: float | Sequence[float] | np.ndarray,
-    tol: float = 0.05,
+    band: float = MARGINAL_Y,
     ci: np.ndarray | None = None,
     *,
     couplings: Sequence[str] | None = None,
@@ -348,8 +396,8 @@ def spectrum_json(
     Returns
     -------
     dict with ``scale_factor`` (effective b), ``scale_factors`` (per-round list when given),
-    ``tol``, ``type`` (:func:`fixed_point_type`), ``eigenvalues``: list of
-    ``{re, im, abs, exponent, class, ci_low, ci_high}`` (``ci_*`` null when unknown), and when known
+    ``band`` (the marginal half-width in y), ``type`` (:func:`fixed_point_type`), ``eigenvalues``: list of
+    ``{re, im, abs, exponent, class, ci_low, ci_high, exponent_ci_low, exponent_ci_high}`` (``ci_*`` null when unknown), and when known
     ``couplings``, ``eigenvectors`` (list per eigenvalue of ``{"re": [...], "im": [...]}``),
     ``fixed_point``, ``perturbation``, ``diagnostics``; ``extra`` is merged in last.
     """
@@ -386,7 +434,7 @@ def spectrum_json(
         raise InvalidParameterError(f"ci must have shape ({lam.size}, 2), got {ci_arr.shape}")
     # a verdict only where its interval supports it: without an interval, every class is undetermined
     recs = classify_eigenvalues(
-        lam, beff, tol, ci_arr if ci_arr is not None else np.full((lam.size, 2), np.nan)
+        lam, beff, band, ci_arr if ci_arr is not None else np.full((lam.size, 2), np.nan)
     )
     eig_json = []
     for i, r in enumerate(recs):
@@ -400,13 +448,15 @@ def spectrum_json(
                 "class_estimate": r["class_estimate"],
                 "ci_low": None if ci_arr is None else _json_float(ci_arr[i, 0]),
                 "ci_high": None if ci_arr is None else _json_float(ci_arr[i, 1]),
+                "exponent_ci_low": _json_float(r["exponent_ci_low"]) if ci_arr is not None else None,
+                "exponent_ci_high": _json_float(r["exponent_ci_high"]) if ci_arr is not None else None,
             }
         )
     out: dict[str, Any] = {
         "scale_factor": beff,
-        "tol": float(tol),
-        "type": fixed_point_type(lam, tol, [r["class"] for r in recs]),
-        "type_estimate": fixed_point_type(lam, tol),
+        "band": float(band),
+        "type": fixed_point_type(lam, band=band, classes=[r["class"] for r in recs]),
+        "type_estimate": fixed_point_type(lam, b=beff, band=band),
         "eigenvalues": eig_json,
     }
     b_arr = np.asarray(b, dtype=np.float64).reshape(-1)

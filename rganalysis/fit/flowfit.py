@@ -17,6 +17,7 @@ from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.auto import auto_rank, resolve_depth_points
 from rganalysis.fit.couplings import RESCALED_COUPLING_SETS, coupling_domain, flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
+    MARGINAL_Y,
     classify_eigenvalues,
     distance_to_fixed_point,
     effective_scale_factor,
@@ -53,12 +54,13 @@ class FlowFit(Estimator):
     ridge, n_bootstrap : trajectory estimator options
     round, perturbation, n_samples, epsilon : response estimator options (``round`` default: last;
         ``n_samples`` default ``"auto"``: :func:`~rganalysis.fit.auto.auto_samples` of the live couplings)
-    tol : marginal band around |lambda| = 1, and the near-fixed-point tolerance (relative)
+    tol : the near-fixed-point tolerance (relative distance); the classes use the marginal band
+        :data:`~rganalysis.fit.fixed_points.MARGINAL_Y` in the exponent y = ln|lambda| / ln b
     device : where the response estimator runs
 
     Fitted attributes: ``couplings_`` (list of (round, coupling) DataArrays), ``estimator_``,
     ``rate_``, ``b_``, ``b_n_``, ``eigenvalues_``, ``eigenvalue_classes_`` (the class each eigenvalue's
-    bootstrap interval supports, ``undetermined`` when it straddles a boundary), ``fixed_point_``,
+    bootstrap interval of y supports, ``undetermined`` when it straddles a boundary or there is none), ``fixed_point_``,
     ``fixed_point_type_`` (``undetermined`` unless the intervals fix it; ``extrapolated`` when the fixed
     point lies outside the couplings' domain: no state IMP can reach, so no type), ``fixed_point_outside_``
     (couplings whose fixed-point value lies outside their domain: an extrapolation),
@@ -211,9 +213,9 @@ class FlowFit(Estimator):
         ci = getattr(est, "eigenvalue_ci_", None)
         ci = np.full((len(self.eigenvalues_), 2), np.nan) if ci is None else np.asarray(ci, dtype=np.float64)
         self.eigenvalue_classes_ = [
-            r["class"] for r in classify_eigenvalues(self.eigenvalues_, self.b_, self.tol, ci)
+            r["class"] for r in classify_eigenvalues(self.eigenvalues_, self.b_, MARGINAL_Y, ci)
         ]
-        self.fixed_point_type_ = fixed_point_type(self.eigenvalues_, self.tol, self.eigenvalue_classes_)
+        self.fixed_point_type_ = fixed_point_type(self.eigenvalues_, classes=self.eigenvalue_classes_)
         names = [str(c) for c in est.couplings_]
         self.fixed_point_outside_ = [
             n
@@ -241,7 +243,7 @@ class FlowFit(Estimator):
     def to_json(self) -> dict[str, Any]:
         """The JSON contract of ``rganalysis fit``."""
         est = self.estimator_
-        spec = spectrum_json(est, self.b_, self.tol)
+        spec = spectrum_json(est, self.b_, MARGINAL_Y)
 
         def num(x: float) -> float | None:
             x = float(x)
@@ -261,7 +263,8 @@ class FlowFit(Estimator):
             "eigenvalues": spec["eigenvalues"],
             "tol": float(self.tol),
             "fixed_point_type": self.fixed_point_type_,
-            "fixed_point_type_estimate": fixed_point_type(self.eigenvalues_, self.tol),
+            "fixed_point_type_estimate": fixed_point_type(self.eigenvalues_, b=self.b_),
+            "marginal_band_y": MARGINAL_Y,
             "fixed_point_extrapolated": bool(self.fixed_point_outside_),
             "fixed_point_outside_domain": list(self.fixed_point_outside_),
             "collapsed_layers": dict(self.collapsed_),

@@ -23,7 +23,8 @@ from rganalysis.errors import (
     TooFewRoundsError,
 )
 from rganalysis.fit.couplings import compute_couplings, coupling_values
-from rganalysis.fit.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
+from rganalysis.fit.intervals import DegenerateResample, draw_resamples, eigenvalue_intervals
+from rganalysis.fit.spectra import sort_eigenvalues
 from rganalysis.store.state import State, resolve_device
 
 __all__ = [
@@ -201,54 +202,28 @@ def _bootstrap(
     ci_level: float,
     what: str,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Resample rows; match each resample's eigenvalues to ``ref`` (assignment on |lambda - mu|).
+    """Resample rows; each resample's eigenvalues matched to ``ref``; intervals under the policy of
+    :mod:`rganalysis.fit.intervals` (a resample with fewer than ``min_unique`` distinct rows is counted
+    as degenerate).
 
     Returns (ci (r, 2) of |lambda|, matched |mu| samples (n_ok, r), n_ok).
     """
-    r = ref.size
     m = X.shape[0]
-    if n_bootstrap > 0 and m <= min_unique:
-        # every usable resample would hold every row once: all of them are the fit itself, and the
-        # "interval" would be a point that supports any verdict
-        warnings.warn(
-            f"{what}: {m} row(s) leave no room for a bootstrap (a fit needs {min_unique} distinct ones); "
-            "eigenvalue_ci_ is NaN and every class undetermined. Record more rounds or flows.",
-            IllConditionedWarning,
-            stacklevel=3,
-        )
-        return np.full((r, 2), np.nan), np.empty((0, r)), 0
-    samples: list[np.ndarray] = []
-    for _ in range(int(n_bootstrap)):
+
+    def draw() -> np.ndarray:
         idx = rng.integers(0, m, m)
         if np.unique(idx).size < min_unique:
-            continue
+            raise DegenerateResample(f"fewer than {min_unique} distinct rows")
         try:
-            f = affine_fit(X[idx], Y[idx], names, quiet=True, what=what, **fit_kw)
-        except (DegenerateRegressionError, np.linalg.LinAlgError):
-            continue
-        mu = f.eigenvalues
-        if mu.size != r:
-            continue
-        samples.append(np.abs(mu[match_eigenvalues(ref, mu)]))
-    if not samples:
-        if n_bootstrap > 0:
-            warnings.warn(
-                f"{what}: no bootstrap resample gave a usable fit; eigenvalue_ci_ is NaN",
-                IllConditionedWarning,
-                stacklevel=3,
-            )
-        return np.full((r, 2), np.nan), np.empty((0, r)), 0
-    S = np.vstack(samples)
-    if S.shape[0] < n_bootstrap / 2:
-        warnings.warn(
-            f"{what}: only {S.shape[0]} of {n_bootstrap} bootstrap resamples gave a usable fit; "
-            "eigenvalue_ci_ is unreliable",
-            IllConditionedWarning,
-            stacklevel=3,
-        )
-    a = (1.0 - ci_level) / 2.0
-    ci = np.array([np.quantile(v, [a, 1.0 - a]) for v in pooled_columns(S, ref)])  # conjugate pairs pooled
-    return ci, S, S.shape[0]
+            return affine_fit(X[idx], Y[idx], names, quiet=True, what=what, **fit_kw).eigenvalues
+        except DegenerateRegressionError as e:
+            raise DegenerateResample("degenerate design") from e
+
+    res = draw_resamples(ref, n_bootstrap, draw)
+    ci, _ = eigenvalue_intervals(
+        ref, res, level=ci_level, what=f"{what} bootstrap over {m} rows", lower_bound=0.0
+    )
+    return ci, np.abs(res.values), res.n_usable
 
 
 def _warn_wide_ci(ci: np.ndarray, lam: np.ndarray, width: float, what: str, hint: str) -> None:

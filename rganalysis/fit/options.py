@@ -9,6 +9,13 @@ from typing import Any
 
 from rganalysis.errors import InvalidParameterError
 
+#: Half-width of the marginal band in the exponent ``y = ln|lambda| / ln b``: a direction is marginal when
+#: ``|y| <= MARGINAL_Y``, relevant above, irrelevant below.  In y, not in ``|lambda|``, so that the band
+#: means the same at every pruning rate (at p = 0.2, b = 1.25, it is ``|lambda|`` in [0.956, 1.046]).
+MARGINAL_Y = 0.2
+# (Defined here, in a module without numpy, so that ``--help`` shows it without importing the analysis;
+# re-exported by rganalysis.fit.fixed_points.)
+
 __all__ = [
     "FitOptions",
     "command_args",

@@ -29,10 +29,11 @@ import torch
 from rganalysis.base import Estimator
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError
 from rganalysis.fit.couplings import normalise_sets
+from rganalysis.fit.fixed_points import MARGINAL_Y, exponent_interval, interval_class
 from rganalysis.fit.imp_step import StepContext, step_task
+from rganalysis.fit.intervals import DegenerateResample, draw_resamples, eigenvalue_intervals
 from rganalysis.fit.jacobian import IllConditionedWarning, affine_fit, frozen_couplings, normalise_columns
 from rganalysis.fit.mask_moves import LayerCouplings, apply_moves, layer_round, mask_moves
-from rganalysis.fit.spectra import match_eigenvalues, pooled_columns
 from rganalysis.store.state import State
 
 __all__ = [
@@ -152,7 +153,8 @@ class ResponseJacobian(Estimator):
     ci_level : central probability of ``eigenvalue_ci_``
     noise_draws, noise_level : draws of the pure-seed-noise Jacobian and the quantile of its largest
         ``|lambda|`` that is reported as ``noise_floor_``
-    tol : marginal band around ``|lambda| = 1``
+    tol : marginal band half-width in the exponent ``y = ln|lambda| / ln b_`` (default
+        :data:`~rganalysis.fit.fixed_points.MARGINAL_Y`)
     min_excitation : the regression runs in the principal directions of the moves the perturbed states
         actually realised; a direction realised less than this fraction as strongly as the first (singular
         values of the realised moves) is dropped, with a warning: its Jacobian column would be noise
@@ -181,7 +183,8 @@ class ResponseJacobian(Estimator):
     X_, Y_ : (N, S, D) the same in direction coordinates (the regression's rows)
     jacobian_ : (D, D) in direction coordinates;  offset_, eigenvalues_ (D,), eigenvectors_ (D, D)
     coupling_eigenvectors_ : (C, D) the eigenvectors in standardised couplings
-    eigenvalue_ci_ : (D, 2) bootstrap interval of ``|lambda|``;  eigenvalue_bootstrap_ : (n_ok, D)
+    eigenvalue_ci_ : (D, 2) bootstrap interval of ``|lambda|`` (NaN where :mod:`rganalysis.fit.intervals`
+        reports none);  exponent_ci_ : (D, 2) the same in y;  eigenvalue_bootstrap_ : (n_ok, D)
     exponents_ : (D,) ``y = ln|lambda| / ln b_``;  classes_ : relevant / irrelevant / marginal / undetermined
     noise_floor_ : float, the ``noise_level`` quantile of the largest ``|lambda|`` of the Jacobian of pure
         seed noise (sign-flipped residuals on the same design);  noise_eigenvalues_ : (draws, D) sorted
@@ -212,7 +215,7 @@ class ResponseJacobian(Estimator):
         ci_level: float = 0.95,
         noise_draws: int = 200,
         noise_level: float = 0.95,
-        tol: float = 0.05,
+        tol: float = MARGINAL_Y,
         min_excitation: float = 0.1,
         random_state: int | None = 0,
         progress: bool = True,
@@ -595,9 +598,18 @@ class ResponseJacobian(Estimator):
         with np.errstate(divide="ignore"):
             self.exponents_ = np.log(mods) / math.log(self.b_) if self.b_ > 1 else np.full(D, math.nan)
         self.in_noise_ = mods <= self.noise_floor_
+        if self.b_ > 1:
+            y_ci = exponent_interval(self.eigenvalue_ci_, self.b_)
+            with np.errstate(divide="ignore"):
+                floor_y = (
+                    math.log(self.noise_floor_) / math.log(self.b_) if self.noise_floor_ > 0 else -math.inf
+                )
+        else:
+            y_ci, floor_y = np.full((D, 2), np.nan), math.nan
+        self.exponent_ci_ = y_ci
         self.classes_ = [
-            _response_class(m, ci, bool(noise), self.noise_floor_, float(self.tol))
-            for m, ci, noise in zip(mods, self.eigenvalue_ci_, self.in_noise_, strict=True)
+            _response_class(y, ci, bool(noise), floor_y, float(self.tol))
+            for y, ci, noise in zip(self.exponents_, y_ci, self.in_noise_, strict=True)
         ]
         if self._short:
             warnings.warn(
@@ -638,14 +650,16 @@ class ResponseJacobian(Estimator):
         self, X: np.ndarray, Y: np.ndarray, rng: np.random.Generator, fit_kw: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Resample states (with replacement) and seeds (one draw shared by all states with common seeds,
-        else one per state); match each resample's eigenvalues to the estimate."""
+        else one per state); each resample's eigenvalues matched to the estimate; intervals under the
+        policy of :mod:`rganalysis.fit.intervals`."""
         N, S, D = X.shape
         ref = self.eigenvalues_
-        samples = []
-        for _ in range(int(self.n_bootstrap)):
+        names = [f"d{d}" for d in range(D)]
+
+        def draw() -> np.ndarray:
             rows = rng.integers(0, N, N)
             if np.unique(rows).size < D + 1:
-                continue
+                raise DegenerateResample(f"fewer than {D + 1} distinct states")
             if self.common_seeds:
                 cols = np.broadcast_to(rng.integers(0, S, S), (N, S))
             else:
@@ -653,16 +667,19 @@ class ResponseJacobian(Estimator):
             Xb = X[rows[:, None], cols].reshape(N * S, D)
             Yb = Y[rows[:, None], cols].reshape(N * S, D)
             try:
-                fb = affine_fit(Xb, Yb, [f"d{d}" for d in range(D)], quiet=True, what="bootstrap", **fit_kw)
-            except (DegenerateRegressionError, np.linalg.LinAlgError):
-                continue
-            samples.append(np.abs(fb.eigenvalues[match_eigenvalues(ref, fb.eigenvalues)]))
-        if not samples:
-            return np.full((D, 2), np.nan), np.empty((0, D)), 0
-        Sm = np.vstack(samples)
-        a = (1.0 - float(self.ci_level)) / 2.0
-        ci = np.array([np.quantile(v, [a, 1.0 - a]) for v in pooled_columns(Sm, ref)])
-        return ci, Sm, Sm.shape[0]
+                return affine_fit(Xb, Yb, names, quiet=True, what="bootstrap", **fit_kw).eigenvalues
+            except DegenerateRegressionError as e:
+                raise DegenerateResample("degenerate design") from e
+
+        res = draw_resamples(ref, int(self.n_bootstrap), draw)
+        ci, _ = eigenvalue_intervals(
+            ref,
+            res,
+            level=float(self.ci_level),
+            what=f"ResponseJacobian(round {self.round_}) bootstrap over {N} states x {S} seeds",
+            lower_bound=0.0,
+        )
+        return ci, np.abs(res.values), res.n_usable
 
     def _noise_floor(
         self, X: np.ndarray, Y: np.ndarray, rng: np.random.Generator, fit_kw: dict[str, Any]
@@ -787,23 +804,14 @@ def _takes_seed(fn: Callable[..., Any]) -> bool:
     return "seed" in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
-def _response_class(mod: float, ci: np.ndarray, in_noise: bool, floor: float, tol: float) -> str:
-    """relevant / irrelevant / marginal when the bootstrap interval of ``|lambda|`` lies in one class's
-    region (``> 1 + tol``, ``< 1 - tol``, within the band); ``undetermined`` when it straddles a boundary, or
-    when ``|lambda|`` is inside a noise floor that itself reaches the marginal band.  Without an interval
-    the point estimate decides."""
-    if in_noise and math.isfinite(floor) and floor >= 1.0 - tol:
+def _response_class(y: float, y_ci: np.ndarray, in_noise: bool, floor_y: float, band: float) -> str:
+    """The class the interval of the exponent ``y`` supports (:func:`~rganalysis.fit.fixed_points.interval_class`:
+    ``> band`` relevant, ``< -band`` irrelevant, inside the band marginal, else ``undetermined``), and
+    ``undetermined`` when there is no interval, or when ``|lambda|`` is inside a noise floor that itself
+    reaches the marginal band (``floor_y``: the floor's exponent)."""
+    if in_noise and math.isfinite(floor_y) and floor_y >= -band:
         return "undetermined"
-    lo, hi = (float(ci[0]), float(ci[1])) if ci is not None else (math.nan, math.nan)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo = hi = float(mod)
-    if lo > 1.0 + tol:
-        return "relevant"
-    if hi < 1.0 - tol:
-        return "irrelevant"
-    if lo >= 1.0 - tol and hi <= 1.0 + tol:
-        return "marginal"
-    return "undetermined"
+    return interval_class(float(y_ci[0]), float(y_ci[1]), band)
 
 
 def _spectrum_type(classes: Sequence[str]) -> str:

@@ -141,11 +141,13 @@ def pooled_columns(samples: np.ndarray, reference: ArrayLike, conjugate: bool = 
 
 
 def spectral_wasserstein(
-    a: ArrayLike, b: ArrayLike, p: float = 1, return_matching: bool = False
+    a: ArrayLike, b: ArrayLike, p: float = 1, return_matching: bool = False, pad: complex = 0.0
 ) -> float | tuple[float, np.ndarray]:
     """p-Wasserstein distance between two eigenvalue sets in the complex plane.
 
-    The shorter set is padded with zeros (an eigenvalue 0 is a mode that has died out), so both
+    The shorter set is padded with ``pad`` (default 0: an eigenvalue 0 is a mode that has died out; for
+    sets of exponents, :func:`rganalysis.fit.fixed_points.exponent_points`, the dead mode is
+    :data:`~rganalysis.fit.fixed_points.EXPONENT_FLOOR`), so both
     sets have ``n = max(len(a), len(b))`` points; each set is read as the uniform measure on its
     ``n`` points, and the distance is
 
@@ -169,7 +171,7 @@ def spectral_wasserstein(
     -------
     distance : float
     matching : ndarray of int, shape (n, 2), only if ``return_matching``
-        Rows ``(i, j)``: ``a[i]`` is matched to ``b[j]``; ``-1`` stands for a padded zero.
+        Rows ``(i, j)``: ``a[i]`` is matched to ``b[j]``; ``-1`` stands for a padded point.
         Sorted by ``i`` (padded rows last).
     """
     p = _check_p(p)
@@ -179,8 +181,8 @@ def spectral_wasserstein(
     if n == 0:
         dist = 0.0
         return (dist, np.zeros((0, 2), dtype=np.int64)) if return_matching else dist
-    pa = np.zeros(n, dtype=np.complex128)
-    pb = np.zeros(n, dtype=np.complex128)
+    pa = np.full(n, complex(pad), dtype=np.complex128)
+    pb = np.full(n, complex(pad), dtype=np.complex128)
     pa[: ea.size] = ea
     pb[: eb.size] = eb
     cost = np.abs(pa[:, None] - pb[None, :]) ** p

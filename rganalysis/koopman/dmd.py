@@ -22,7 +22,9 @@ from rganalysis.errors import (
     RankError,
     TooFewRoundsError,
 )
-from rganalysis.fit.spectra import match_eigenvalues, pooled_columns, sort_eigenvalues
+from rganalysis.fit.fixed_points import MARGINAL_Y, exponent_interval, interval_class
+from rganalysis.fit.intervals import DegenerateResample, IntervalWarning, draw_resamples, eigenvalue_intervals
+from rganalysis.fit.spectra import sort_eigenvalues
 from rganalysis.store.state import State, resolve_device
 
 __all__ = [
@@ -299,8 +301,10 @@ class KoopmanDMD(Estimator):
     device : str or torch.device
         Where the streaming passes run ("auto": CUDA when available).
     tol : float
-        Half-width of the marginal band around the unit circle: ``|lambda| > 1 + tol`` is
-        ``relevant``, ``|lambda| < 1 - tol`` is ``irrelevant``, otherwise ``marginal``.
+        Half-width of the marginal band in the exponent ``y = ln|lambda| / ln b`` (default
+        :data:`~rganalysis.fit.fixed_points.MARGINAL_Y`): a class is given only where the bagged interval
+        of y lies above ``tol`` (``relevant``), below ``-tol`` (``irrelevant``) or inside the band
+        (``marginal``); otherwise, and without intervals or ``b``, ``undetermined``.
     rtol : float, optional
         Numerical-rank threshold, relative to the largest singular value of ``X``.  Default
         ``10 * sqrt(T) * max(sqrt(eps64), eps_in)`` (``eps_in`` = machine epsilon of the input
@@ -329,11 +333,13 @@ class KoopmanDMD(Estimator):
     amplitudes_ : (r,) complex, ``argmin_b ||Phi b - x_0||`` (PyDMD's default)
     n_snapshots_ : int, ``T``
     n_features_ : int, ``N``
-    eigenvalue_ci_ : (r, 2) float, low / high of ``|lambda|`` (NaN without bagging)
+    eigenvalue_ci_ : (r, 2) float, low / high of ``|lambda|`` (NaN without bagging, or where the
+        interval policy of :mod:`rganalysis.fit.intervals` reports none);  exponent_ci_ : (r, 2) the same in y
+    ci_note_ : str or None, why no eigenvalue has an interval (None when some do)
     eigenvalue_ci_re_, eigenvalue_ci_im_ : (r, 2) float, same for the real / imaginary parts
     bag_eigenvalues_ : (n_bags_used_, r) complex, each bag's eigenvalues matched to the full fit
-    n_bags_used_ : int, bags kept (a bag whose ``X`` has numerical rank ``< r`` is dropped)
-    classes_ : (r,) str ndarray, ``relevant`` / ``irrelevant`` / ``marginal``
+    n_bags_used_ : int, usable bags (a bag whose ``X`` has numerical rank ``< r`` is counted as degenerate)
+    classes_ : (r,) str ndarray, ``relevant`` / ``irrelevant`` / ``marginal`` / ``undetermined``
     scale_factor_ : float or None, the effective ``b`` (geometric mean of per-round factors)
     exponents_ : (r,) float or None, ``ln|lambda| / ln b`` (RG scaling exponents ``y``, with
         ``lambda = b^y``)
@@ -351,7 +357,7 @@ class KoopmanDMD(Estimator):
         bag_fraction: float = 0.8,
         random_state: int | np.random.Generator | None = 0,
         device: str | torch.device | None = "auto",
-        tol: float = 0.05,
+        tol: float = MARGINAL_Y,
         *,
         rtol: float | None = None,
         ci_method: str = "subsampling",
@@ -545,15 +551,13 @@ class KoopmanDMD(Estimator):
         self._eigvecs = w
         # Phi = Z^T @ mode_coef_ (row 0 is zero: Phi = Y V S^-1 W uses rounds 1..T-1)
         self.mode_coef_ = np.vstack([np.zeros((1, r), dtype=np.complex128), coef])
-        abs_lam = np.abs(lam)
-        self.classes_ = np.where(
-            abs_lam > 1.0 + self.tol, "relevant", np.where(abs_lam < 1.0 - self.tol, "irrelevant", "marginal")
-        )
         self._bag(xt, yt, r, float(rtol))
         self.scale_factor_: float | None = None
         self.exponents_: np.ndarray | None = None
         if b is not None:
             self.compute_exponents(b)
+        else:
+            self._classify()
         return self
 
     def _choose_rank(self, s: np.ndarray, num_rank: int, m: int) -> int:
@@ -586,7 +590,8 @@ class KoopmanDMD(Estimator):
         return r
 
     def _bag(self, xt: np.ndarray, yt: np.ndarray, r: int, rtol: float) -> None:
-        """Bagging over snapshot pairs: fills eigenvalue_ci_* and bag_eigenvalues_."""
+        """Bagging over snapshot pairs: fills eigenvalue_ci_* and bag_eigenvalues_ under the interval
+        policy of :mod:`rganalysis.fit.intervals` (a rank-deficient bag is counted, not skipped)."""
         m = xt.shape[1]
         lam = self.eigenvalues_
         nan2 = np.full((r, 2), np.nan)
@@ -594,49 +599,59 @@ class KoopmanDMD(Estimator):
         self.bag_eigenvalues_ = np.zeros((0, r), dtype=np.complex128)
         self.n_bags_used_ = 0
         self.bag_size_ = 0
+        self.ci_note_ = "no bagging requested (--bags 0)" if self.n_bags == 0 else None
         if self.n_bags == 0:
             return
         size = max(r, int(round(float(self.bag_fraction) * m)))
         if size >= m:
+            self.ci_note_ = (
+                f"bagging impossible: each bag needs at least rank {r} of the {m} snapshot pairs, so every "
+                "bag would be the fit itself"
+            )
             warnings.warn(
-                f"bagging impossible: each bag needs at least rank {r} of the {m} snapshot pairs; "
-                "no confidence intervals",
-                RankDeficiencyWarning,
+                f"{self.ci_note_}; no confidence intervals, so no eigenvalue is given a class "
+                "(lower --rank, or record more rounds)",
+                IntervalWarning,
                 stacklevel=4,
             )
             return
         rng = np.random.default_rng(self.random_state)
-        samples = []
-        for _ in range(int(self.n_bags)):
+
+        def draw() -> np.ndarray:
             idx = np.sort(rng.choice(m, size=size, replace=False))
             xb, yb = xt[:, idx], yt[:, idx]
             sb = np.linalg.svd(xb, compute_uv=False)
             if sb.size < r or not sb[r - 1] > rtol * sb[0]:
-                continue
-            lam_b = _dmd_reduced(xb, yb, r)[0]
-            samples.append(lam_b[match_eigenvalues(lam, lam_b)])
+                raise DegenerateResample(f"bag of numerical rank < {r}")
+            return _dmd_reduced(xb, yb, r)[0]
+
+        res = draw_resamples(lam, int(self.n_bags), draw)
         self.bag_size_ = size
-        self.n_bags_used_ = len(samples)
-        if not samples:
-            warnings.warn(
-                "every bag was rank-deficient; no confidence intervals", RankDeficiencyWarning, stacklevel=4
-            )
-            return
-        bags = np.asarray(samples)
-        self.bag_eigenvalues_ = bags
+        self.n_bags_used_ = res.n_usable
+        self.bag_eigenvalues_ = res.values
         factor = 1.0 if self.ci_method == "percentile" else math.sqrt(size / (m - size))
+        what = f"KoopmanDMD bags ({size} of {m} snapshot pairs, {self.ci_method})"
+        self.eigenvalue_ci_, reasons = eigenvalue_intervals(
+            lam, res, what=what, factor=factor, lower_bound=0.0
+        )
+        # the same bags give the real / imaginary parts; their intervals are kept where |lambda|'s is
+        kw = dict(what=what, factor=factor, warn=False)
+        self.eigenvalue_ci_re_, _ = eigenvalue_intervals(lam, res, part=np.real, **kw)
+        self.eigenvalue_ci_im_, _ = eigenvalue_intervals(lam, res, part=np.imag, **kw)
+        bad = np.array([x is not None for x in reasons], dtype=bool)
+        self.eigenvalue_ci_re_[bad] = np.nan
+        self.eigenvalue_ci_im_[bad] = np.nan
+        if bad.all():
+            self.ci_note_ = reasons[0]
 
-        pooled = pooled_columns(bags, lam, conjugate=True)  # a conjugate pair's members share their bags
-
-        def ci(part: Callable[[np.ndarray], np.ndarray], centre: np.ndarray) -> np.ndarray:
-            q = np.array([np.percentile(part(v), [2.5, 97.5]) for v in pooled])  # (r, 2)
-            return centre[:, None] + factor * (q - centre[:, None])
-
-        self.eigenvalue_ci_ = ci(np.abs, np.abs(lam))
-        if self.ci_method == "subsampling":
-            self.eigenvalue_ci_[:, 0] = np.maximum(self.eigenvalue_ci_[:, 0], 0.0)
-        self.eigenvalue_ci_re_ = ci(np.real, lam.real)
-        self.eigenvalue_ci_im_ = ci(np.imag, lam.imag)
+    def _classify(self) -> None:
+        """``classes_`` from the intervals of the exponents y (``undetermined`` without b or interval)."""
+        if self.scale_factor_ is None:
+            self.exponent_ci_ = np.full((self.rank_, 2), np.nan)
+            self.classes_ = np.array(["undetermined"] * self.rank_)
+            return
+        self.exponent_ci_ = exponent_interval(self.eigenvalue_ci_, self.scale_factor_)
+        self.classes_ = np.array([interval_class(lo, hi, float(self.tol)) for lo, hi in self.exponent_ci_])
 
     def compute_exponents(self, b: float | ArrayLike) -> np.ndarray:
         """Set (and return) ``exponents_ = ln|lambda| / ln b`` for a new scale factor, no refit.
@@ -659,6 +674,7 @@ class KoopmanDMD(Estimator):
         self.scale_factor_ = math.exp(log_b)
         with np.errstate(divide="ignore"):
             self.exponents_ = np.log(np.abs(self.eigenvalues_)) / log_b
+        self._classify()
         return self.exponents_
 
     def _check_fitted(self) -> None:
@@ -724,9 +740,10 @@ class KoopmanDMD(Estimator):
         """A JSON-serialisable summary (NaN / inf become ``None``).
 
         Keys: ``snapshots`` (T), ``features`` (N or None), ``rank``, ``numerical_rank``,
-        ``singular_values`` (all, of X), ``tol``, ``ci_method``, ``n_bags_used``, ``scale_factor``,
-        ``eigenvalues`` (list of ``{re, im, abs, class, ci_low, ci_high[, exponent]}``; ``exponent``
-        only when ``b`` is known), ``amplitudes`` (list of ``{re, im, abs}``).
+        ``singular_values`` (all, of X), ``tol`` (marginal band in y), ``ci_method``, ``n_bags``,
+        ``n_bags_used``, ``ci_note`` (why no eigenvalue has an interval, or None), ``scale_factor``,
+        ``eigenvalues`` (list of ``{re, im, abs, class, ci_low, ci_high[, exponent, exponent_ci_low,
+        exponent_ci_high]}``; the exponents only when ``b`` is known), ``amplitudes`` (list of ``{re, im, abs}``).
         """
         self._check_fitted()
         eigs = []
@@ -741,6 +758,8 @@ class KoopmanDMD(Estimator):
             }
             if self.exponents_ is not None:
                 item["exponent"] = _none_if_nan(self.exponents_[i])
+                item["exponent_ci_low"] = _none_if_nan(self.exponent_ci_[i, 0])
+                item["exponent_ci_high"] = _none_if_nan(self.exponent_ci_[i, 1])
             eigs.append(item)
         return {
             "snapshots": int(self.n_snapshots_),
@@ -751,6 +770,8 @@ class KoopmanDMD(Estimator):
             "tol": float(self.tol),
             "ci_method": self.ci_method,
             "n_bags_used": int(self.n_bags_used_),
+            "n_bags": int(self.n_bags),
+            "ci_note": self.ci_note_,
             "scale_factor": self.scale_factor_,
             "eigenvalues": eigs,
             "amplitudes": [

@@ -61,24 +61,42 @@ def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
             else (j.get("scale_note") or "no scale factor")
         ),
         "  singular values of X: " + " ".join(f"{s:.4g}" for s in j["singular_values"]),
-        f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'class':<10} "
-        f"{'95% CI of |lambda|':>20} {'|amplitude|':>12}",
     ]
+    any_ci = any(e["ci_low"] is not None for e in j["eigenvalues"])
+    if any_ci:
+        lines.append(
+            f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'class':<12} "
+            f"{'95% CI of |lambda|':>20} {'|amplitude|':>12}"
+        )
+    else:  # no interval anywhere: no verdict either, so no class column
+        lines.append(f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'|amplitude|':>12}")
     for i, e in enumerate(j["eigenvalues"][:max_rows]):
-        ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
         if "exponent" not in e:
             y = "-"
         else:
             y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
         amp = j["amplitudes"][i]["abs"]
-        lines.append(
-            f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  {e['class']:<10} "
-            f"{ci:>20} {amp:>12.4g}"
-        )
+        row = f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  "
+        if any_ci:
+            ci = "no interval" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+            row += f"{e['class']:<12} {ci:>20} "
+        lines.append(row + f"{amp:>12.4g}")
     if len(j["eigenvalues"]) > max_rows:
         lines.append(f"  ... {len(j['eigenvalues']) - max_rows} more eigenvalues (all in --json)")
-    if j.get("n_bags_used", 0) == 0:
-        lines.append("  (no bagging: no confidence intervals)")
+    if not any_ci:
+        why = j.get("ci_note") or "no usable bags"
+        lines.append(
+            f"  no confidence intervals ({why}), so no eigenvalue is classified as relevant, irrelevant or "
+            "marginal"
+        )
+    elif any(e["ci_low"] is None for e in j["eigenvalues"]):
+        lines.append(
+            "  'no interval': the bags do not support one (see the warning); the class is undetermined"
+        )
+    if any_ci and j.get("b") is not None:
+        lines.append(
+            f"  classes from the interval of y = ln|lambda| / ln b against the marginal band |y| <= {j['tol']:g}"
+        )
     if j.get("modes"):
         lines.append(f"  modes written: {', '.join(j['modes'])}")
     return "\n".join(lines)

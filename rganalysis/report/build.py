@@ -387,11 +387,11 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
 
 
 def _koopman_json(pset: ParameterSet, opts: ReportOptions) -> dict[str, Any]:
-    """The JSON of ``rganalysis koopman`` for one flow (its defaults, with the report's tol and device)."""
+    """The JSON of ``rganalysis koopman`` for one flow (its defaults, with the report's device)."""
     from rganalysis.koopman.dmd import KoopmanDMD
     from rganalysis.koopman.summary import koopman_json
 
-    return koopman_json(KoopmanDMD(tol=opts.tol, device=opts.device).fit(pset))
+    return koopman_json(KoopmanDMD(device=opts.device).fit(pset))
 
 
 def _compare(

@@ -49,7 +49,8 @@ class UniversalityAnalysis(Estimator):
     rank : trajectory rank: ``"auto"`` (:func:`auto_rank`: each extra direction needs a singular value
         >= ``rank_rtol`` x the largest and must divide the residual by ``rank_gain``; at most
         ``max_rank``), an int, or None (full least squares)
-    tol : marginal band around ``|lambda| = 1``: eigenvalues with ``|lambda| >= 1 - tol`` are retained
+    tol : the fits' near-fixed-point tolerance; directions with exponent ``y >= -MARGINAL_Y`` are retained
+        (:data:`~rganalysis.fit.fixed_points.MARGINAL_Y`, the marginal band in y)
     weights : component weights of the total (default: the aligned or the invariant defaults,
         :data:`~rganalysis.universality.distances.DEFAULT_WEIGHTS_ALIGNED` /
         ``DEFAULT_WEIGHTS_INVARIANT``, with components that carry no information over the flows dropped)

@@ -159,26 +159,43 @@ def subspace_distance(a: FlowSignature, b: FlowSignature) -> float:
     return float(math.sqrt(max(0.0, da + db - 2.0 * cos2) / (da + db)))
 
 
+def _exponent_wasserstein(ea: np.ndarray, ba: float, eb: np.ndarray, bb: float, p: float = 1) -> float:
+    """``spectral_wasserstein`` of the complex exponents ``log(lambda) / ln b`` of two spectra (each at its
+    own b), padded with the dead mode :data:`~rganalysis.fit.fixed_points.EXPONENT_FLOOR`."""
+    from rganalysis.fit.fixed_points import EXPONENT_FLOOR, exponent_points
+    from rganalysis.fit.spectra import spectral_wasserstein
+
+    za, zb = exponent_points(ea, ba), exponent_points(eb, bb)
+    return float(spectral_wasserstein(za, zb, p=p, pad=EXPONENT_FLOOR))
+
+
 def response_spectrum_distance(a: FlowSignature, b: FlowSignature, p: float = 1) -> float:
-    """``spectral_wasserstein`` between the eigenvalues of the two flows' stored response Jacobians
-    (complex plane, zero-padded; dimensionless, like ``|lambda|``)."""
+    """``W_p`` between the exponents ``z = log(lambda) / ln b`` of the two flows' stored response Jacobians
+    (each at its own ``b``; :func:`~rganalysis.fit.fixed_points.exponent_points`, padded with the dead mode):
+    in exponent units, so flows at different pruning rates compare."""
     ea, eb = a.response_eigenvalues, b.response_eigenvalues
     if ea is None or eb is None:
         missing = a.name if ea is None else b.name
         raise InvalidParameterError(
             f"{missing!r} has no stored response Jacobian: measure one with rganalysis.response_jacobian"
         )
-    return _wasserstein(ea, eb, p)
+    return _exponent_wasserstein(ea, _response_b(a), eb, _response_b(b), p)
+
+
+def _response_b(sig: FlowSignature) -> float:
+    b = (sig.response or {}).get("b")
+    return float(b) if b is not None and math.isfinite(float(b)) and float(b) > 1 else float(sig.b)
 
 
 def koopman_distance(a: FlowSignature, b: FlowSignature, p: float = 1) -> float:
-    """``spectral_wasserstein`` between the two flows' DMD eigenvalues (complex plane, zero-padded)."""
+    """``W_p`` between the exponents ``z = log(lambda) / ln b`` of the two flows' DMD eigenvalues (each at
+    its flow's ``b``, padded with the dead mode): in exponent units, so flows at different rates compare."""
     if a.koopman_eigenvalues is None or b.koopman_eigenvalues is None:
         missing = a.name if a.koopman_eigenvalues is None else b.name
         raise InvalidParameterError(
             f"{missing!r} has no Koopman eigenvalues: compute them with spectrum='koopman'"
         )
-    return _wasserstein(a.koopman_eigenvalues, b.koopman_eigenvalues, p)
+    return _exponent_wasserstein(a.koopman_eigenvalues, a.b, b.koopman_eigenvalues, b.b, p)
 
 
 @dataclass

@@ -102,7 +102,8 @@ class FlowSignature:
     eigenvalues : (r,) complex128, the linearised RG map's eigenvalues, decreasing ``|lambda|``
     eigenvectors : (C, r) complex128, unit columns in coupling coordinates
     b : effective scale factor of the flow (``1 / (1 - p)``, or the geometric mean of ``b_n``)
-    tol : marginal band half-width around ``|lambda| = 1``
+    tol : the fit's near-fixed-point tolerance (recorded; the retained directions use the band in y,
+        :data:`~rganalysis.fit.fixed_points.MARGINAL_Y`)
     fixed_point : (C,) float64, ``K*`` in coupling units (:func:`ridge_fixed_point`)
     fixed_point_method : ``"ridge=<value>"``, ``"exact"`` (``(I - J)^-1 c``, ridge 0) or ``"lstsq"``
         (ridge 0 and ``I - J`` singular: least squares nearest the last round)
@@ -166,8 +167,11 @@ class FlowSignature:
 
     @property
     def retained(self) -> np.ndarray:
-        """(r,) bool: relevant or marginal eigenvalues, ``|lambda| >= 1 - tol``."""
-        return np.abs(self.eigenvalues) >= 1.0 - self.tol
+        """(r,) bool: relevant or marginal directions, exponent ``y >= -MARGINAL_Y``
+        (:data:`~rganalysis.fit.fixed_points.MARGINAL_Y`: the band is in y, the same at every rate)."""
+        from rganalysis.fit.fixed_points import MARGINAL_Y
+
+        return self.exponents >= -MARGINAL_Y
 
     @property
     def exponents(self) -> np.ndarray:

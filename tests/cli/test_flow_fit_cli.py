@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -97,7 +98,8 @@ def test_fit_json_contract(gaussian_model, tmp_path, capsys):
         assert e["class_estimate"] in ("relevant", "irrelevant", "marginal")
         from rganalysis.fit.fixed_points import interval_class
 
-        assert e["class"] == interval_class(e["ci_low"], e["ci_high"], j["tol"])  # the interval's verdict
+        lo, hi = (math.nan if v is None else v for v in (e["exponent_ci_low"], e["exponent_ci_high"]))
+        assert e["class"] == interval_class(lo, hi, j["marginal_band_y"])  # the verdict of y's interval
         if e["exponent"] is not None:
             assert e["exponent"] == pytest.approx(np.log(e["abs"]) / np.log(1.25))
     # a global round keeps exactly (1-p) of the survivors, so sum_l N_l rho_l shrinks by 1 - p in every

@@ -60,7 +60,8 @@ def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
     m1 = xr.open_dataset(path, engine="h5netcdf", group="koopman/mode_001")
     names = [k for k in series["lin"] if k.startswith("layer1.")] + ["layer4.1.conv2.weight"]
     assert sorted(m0.data_vars) == sorted(names)  # a real eigenvalue: no imaginary parts
-    assert m0.attrs["eigenvalue_re"] == pytest.approx(0.9, rel=1e-6) and m0.attrs["class"] == "irrelevant"
+    assert m0.attrs["eigenvalue_re"] == pytest.approx(0.9, rel=1e-6)
+    assert m0.attrs["class"] == "undetermined"  # exact series: zero-width bags, no interval, no class
     assert m1.attrs["eigenvalue_im"] > 0 and sorted(m1.data_vars) == sorted(
         names + [f"{n}.imag" for n in names]
     )

@@ -17,6 +17,7 @@ from rganalysis.errors import (
     RankError,
     TooFewRoundsError,
 )
+from rganalysis.fit.intervals import IntervalWarning
 from rganalysis.fit.spectra import match_eigenvalues
 from rganalysis.koopman.dmd import (
     KoopmanDMD,
@@ -79,11 +80,14 @@ def test_known_map_eigenvalues_by_rank_and_energy(known_flow: dict) -> None:
         assert model.numerical_rank_ == 6
         assert model.singular_values_.shape == (T_BIG - 1,)
         assert np.all(model.singular_values_[6:] <= 1e-6 * model.singular_values_[0])
-        assert list(model.classes_) == ["irrelevant"] * 6
-        # noise-free flow: every bag recovers the same eigenvalues, the CI collapses onto |lambda|
+        # noise-free flow: every bag recovers the same eigenvalues, a zero-width "interval" that is not
+        # reported; no interval (and no b), no class
+        assert list(model.classes_) == ["undetermined"] * 6
         assert model.n_bags_used_ == 100
-        np.testing.assert_allclose(model.eigenvalue_ci_[:, 0], np.abs(model.eigenvalues_), rtol=1e-6)
-        np.testing.assert_allclose(model.eigenvalue_ci_[:, 1], np.abs(model.eigenvalues_), rtol=1e-6)
+        np.testing.assert_allclose(
+            np.abs(model.bag_eigenvalues_), np.broadcast_to(np.abs(model.eigenvalues_), (100, 6)), rtol=1e-6
+        )
+        assert np.isnan(model.eigenvalue_ci_).all()
 
 
 def test_known_map_float32_snapshots(known_flow: dict) -> None:
@@ -177,7 +181,7 @@ def test_equals_pydmd_on_known_linear_system() -> None:
     x, lams = _known_linear_system(rng)
     ours, _ = _compare_with_pydmd(x, 5)
     assert _max_rel_err(ours.eigenvalues_, lams) < 1e-8
-    assert list(ours.classes_) == ["relevant", "marginal", "irrelevant", "irrelevant", "irrelevant"]
+    assert list(ours.classes_) == ["undetermined"] * 5  # no b, and noise-free bags give no interval
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,7 +351,7 @@ def test_bagging_is_deterministic_and_widths_relate() -> None:
 
 def test_bagging_impossible_warns() -> None:
     x = np.random.default_rng(0).standard_normal((6, 50))
-    with pytest.warns(RankDeficiencyWarning, match="bagging impossible"):
+    with pytest.warns(IntervalWarning, match="bagging impossible"):
         model = KoopmanDMD(rank=5, device="cpu").fit(x)
     assert np.all(np.isnan(model.eigenvalue_ci_))
     model = KoopmanDMD(rank=5, device="cpu", n_bags=0).fit(x)
@@ -357,18 +361,28 @@ def test_bagging_impossible_warns() -> None:
 # ------------------------------------------------------------------------------------------------
 # classes, exponents, JSON
 # ------------------------------------------------------------------------------------------------
-def _diagonal_flow(lams: np.ndarray, t: int = 8, n: int = 500) -> np.ndarray:
-    v = np.random.default_rng(9).standard_normal((lams.size, n))
-    return np.array([(lams**k) @ v for k in range(t)])
+def _diagonal_flow(lams: np.ndarray, t: int = 8, n: int = 500, noise: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(9)
+    v = rng.standard_normal((lams.size, n))
+    return np.array([(lams**k) @ v for k in range(t)]) + noise * rng.standard_normal((t, n))
 
 
 def test_classes_and_exponents() -> None:
     lams = np.array([1.3, 1.02, 0.5])
     z = _diagonal_flow(lams)
-    model = KoopmanDMD(rank=3, device="cpu", tol=0.05).fit(z, b=2.0)
+    model = KoopmanDMD(rank=3, device="cpu").fit(z, b=2.0)
     np.testing.assert_allclose(model.eigenvalues_.real, lams, rtol=1e-9)
-    assert list(model.classes_) == ["relevant", "marginal", "irrelevant"]
+    assert list(model.classes_) == ["undetermined"] * 3  # noise-free: zero-width bags, no interval
     np.testing.assert_allclose(model.exponents_, np.log(lams) / np.log(2.0), rtol=1e-9)
+    # with noise the bags give intervals, and the classes follow y = ln|lambda| / ln 2 = 0.38, 0.03, -1
+    noisy = KoopmanDMD(rank=3, device="cpu", n_bags=200).fit(_diagonal_flow(lams, noise=0.05), b=2.0)
+    assert noisy.classes_[0] == "relevant" and noisy.classes_[2] == "irrelevant"
+    ok = np.isfinite(noisy.eigenvalue_ci_).all(axis=1)
+    assert (
+        ok[0]
+        and ok[2]
+        and (noisy.classes_[1] == "marginal" if ok[1] else noisy.classes_[1] == "undetermined")
+    )
     assert model.scale_factor_ == pytest.approx(2.0)
     # per-step factors -> geometric mean
     steps = np.array([1.5, 2.0, 2.5, 3.0, 1.8, 2.2, 2.7])
@@ -376,11 +390,7 @@ def test_classes_and_exponents() -> None:
     b_eff = math.exp(np.mean(np.log(steps)))
     assert model.scale_factor_ == pytest.approx(b_eff)
     np.testing.assert_allclose(model.exponents_, np.log(lams) / np.log(b_eff), rtol=1e-9)
-    assert KoopmanDMD(rank=3, device="cpu", tol=0.01).fit(z).classes_.tolist() == [
-        "relevant",
-        "relevant",
-        "irrelevant",
-    ]
+    assert KoopmanDMD(rank=3, device="cpu", tol=0.01).fit(z).classes_.tolist() == ["undetermined"] * 3  # no b
     for bad in (1.0, -2.0, [2.0, 3.0], np.nan):
         with pytest.raises(InvalidParameterError):
             model.compute_exponents(bad)
@@ -397,7 +407,7 @@ def test_to_json() -> None:
     assert [e["class"] for e in out["eigenvalues"]] == list(model.classes_)
     for e, lam, expo in zip(out["eigenvalues"], model.eigenvalues_, model.exponents_, strict=True):
         assert e["re"] == lam.real and e["im"] == lam.imag and e["abs"] == pytest.approx(abs(lam))
-        assert e["ci_low"] <= e["abs"] <= e["ci_high"]
+        assert e["ci_low"] is None and e["exponent_ci_low"] is None  # noise-free: no interval
         assert e["exponent"] == pytest.approx(expo)
     assert [a["abs"] for a in out["amplitudes"]] == pytest.approx(np.abs(model.amplitudes_).tolist())
     no_b = KoopmanDMD(rank=3, device="cpu", n_bags=0).fit(z).to_json()

@@ -183,9 +183,13 @@ def test_flow_distance_total_weights_and_spaces():
     a.koopman_eigenvalues = np.array([0.9, 0.1])
     b.koopman_eigenvalues = np.array([0.8])
     dk = flow_distance(a, b, spectrum="koopman")
-    assert dk.components["koopman"] == pytest.approx((0.1 + 0.1) / 2)
+    # in exponents z = log(lambda) / ln b, the shorter set padded with the dead mode EXPONENT_FLOOR
+    lb = math.log(a.b)
+    ya, yb = np.log([0.9, 0.1]) / lb, np.log([0.8]) / lb
+    want = (abs(ya[0] - yb[0]) + abs(max(ya[1], -10.0) + 10.0)) / 2
+    assert dk.components["koopman"] == pytest.approx(want)
     assert dk.weights["spectrum"] == 0 and dk.weights["koopman"] == 1
-    assert dk.total == pytest.approx(0.1 + d.components["fixed_point"] + d.components["subspace"])
+    assert dk.total == pytest.approx(want + d.components["fixed_point"] + d.components["subspace"])
 
 
 def test_signature_json_round_trip_of_fields():

@@ -17,12 +17,25 @@ hits one of its runs much harder than one of the baseline's: three samples per r
 prune the same weights (magnitudes of random-init weights are distinct); the script counts the
 masks' differences.  Ours is also timed on the second round (a pruned input), alone.
 
+The floor: one read pass over the same prunable weights, ``sum(w.abs().sum() for w in weights)``,
+timed in the same interleaved loop (once per run of ours); each round is printed as a multiple of
+it, on wall time and, on CPU, on the process's CPU time (``time.process_time``: what the round
+costs whatever else the machine runs; wall time on a loaded machine also counts waiting for a core).
+``--device auto`` (the default) runs everything on CUDA when present (times synchronised), else CPU.
+
 Peak extra memory is measured in a fresh subprocess per method: build the model (and, for ours, the
 input State), ``malloc_trim(0)``, reset the kernel's peak-RSS counter (write ``5`` to
 ``/proc/self/clear_refs``), note ``VmRSS``, run one round, read the peak ``VmHWM``.  The difference
 is the peak extra resident memory of the call, outputs included (for ours: the new bool masks, one
 byte per weight = 0.25x a float32 model), reported as a fraction of the prunable weights' bytes.
 (tracemalloc does not see torch's allocations, hence RSS.)
+
+With ``--flow ROUNDS`` (ResNet-50 only) the script also times ``rganalysis flow STORE --rounds ROUNDS``
+end to end (a fresh ``python -m rganalysis`` process, best and median of ``--repeats``) on a store
+ingested from the model's checkpoint, against its floor, measured in the same run: ``ROUNDS`` read passes
+over the prunable weights plus writing the flow's masks (one ``uint8`` survival count per weight, with
+h5py, to a new file).  The command's start-up (``python -c "import torch, rganalysis.cli"``) is timed
+too and the ratio given with and without it; and ``compute_flow`` + ``save`` in this process.
 
 Models
 ------
@@ -36,6 +49,7 @@ Models
 Usage::
 
     PYTHONPATH=. python benchmarks/coarse_grain.py [--models resnet50 bert-base] [--repeats 7] [--threads N]
+        [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -56,7 +70,7 @@ import torch
 from torch.nn.utils import prune
 
 from rganalysis.rg.coarse_graining import coarse_grain
-from rganalysis.store.state import State
+from rganalysis.store.state import State, resolve_device
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -87,22 +101,45 @@ def weights_of(mods: list[tuple[str, torch.nn.Module]]) -> dict[str, torch.Tenso
     return {f"{n}.weight": m.weight.detach() for n, m in mods}
 
 
-def run_ours(weights: dict[str, torch.Tensor], rate: float) -> tuple[float, float, State]:
-    """(seconds for State.dense + coarse_grain, seconds for coarse_grain alone, the result)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_ours(weights: dict[str, torch.Tensor], rate: float) -> tuple[float, float, float, State]:
+    """(seconds for State.dense + coarse_grain, seconds for coarse_grain alone, CPU seconds of the
+    process for coarse_grain alone, the result)."""
+    dev = next(iter(weights.values())).device
+    _sync(dev)
     t0 = time.perf_counter()
     state = State.dense(weights)
-    t1 = time.perf_counter()
+    _sync(dev)
+    t1, c1 = time.perf_counter(), time.process_time()
     out = coarse_grain(state, rate)
-    t2 = time.perf_counter()
-    return t2 - t0, t2 - t1, out
+    _sync(dev)
+    t2, c2 = time.perf_counter(), time.process_time()
+    return t2 - t0, t2 - t1, c2 - c1, out
+
+
+def run_floor(weights: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one read pass over the weights: ``sum(|w|.sum())``."""
+    dev = next(iter(weights.values())).device
+    _sync(dev)
+    t, c = time.perf_counter(), time.process_time()
+    total = sum(w.abs().sum() for w in weights.values())
+    float(total)  # waits for the device
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def run_baseline(model: torch.nn.Module, name: str, rate: float, embeddings: bool) -> tuple[float, dict]:
     model = copy.deepcopy(model)
     mods = [m for n, m in build_mods(model, name, embeddings)]
     gc.collect()
+    dev = mods[0].weight.device
+    _sync(dev)
     t = time.perf_counter()
     prune.global_unstructured([(m, "weight") for m in mods], pruning_method=prune.L1Unstructured, amount=rate)
+    _sync(dev)
     dt = time.perf_counter() - t
     return dt, {n: m.weight_mask for n, m in build_mods(model, name, embeddings)}
 
@@ -164,30 +201,113 @@ def memory(name: str, method: str, rate: float, embeddings: bool) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# --- a whole flow, end to end ----------------------------------------------------------------------
+def bench_flow(rounds: int, rate: float, repeats: int, device: torch.device) -> dict:
+    """``rganalysis flow`` of ``rounds`` rounds on ResNet-50 against ``rounds`` floor passes plus
+    writing the masks (see the module docstring)."""
+    import tempfile
+
+    import h5py
+    import numpy as np
+
+    from rganalysis.rg.flow import compute_flow
+    from rganalysis.store import load
+
+    load_start = os.getloadavg()
+    model, mods = build("resnet50")
+    weights = {k: w.to(device) for k, w in weights_of(mods).items()}
+    with tempfile.TemporaryDirectory() as d:
+        ckpt, store = os.path.join(d, "r50.pth"), os.path.join(d, "r50.h5")
+        torch.save(model.state_dict(), ckpt)
+        py = [sys.executable, "-m", "rganalysis"]
+        subprocess.run([*py, "ingest", ckpt, "-o", store, "-q"], check=True, capture_output=True)
+        cmd = [*py, "flow", store, "--rounds", str(rounds), "--rate", str(rate), "-q", "--force"]
+        cmd += ["--device", str(device), "-o", os.path.join(d, "flow.h5")]
+        survival = {k: np.zeros(w.shape, dtype=np.uint8) for k, w in weights.items()}
+        cli_t, start_t, floor_t, inproc_t = [], [], [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            cli_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch, rganalysis.cli"], check=True)
+            start_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for _ in range(rounds):
+                run_floor(weights)
+            with h5py.File(os.path.join(d, "floor.h5"), "w") as f:
+                for k, v in survival.items():
+                    f.create_dataset(k, data=v)
+            floor_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            compute_flow(load(store), rounds, rate, device=device, progress=False).save(
+                os.path.join(d, "inproc.h5"), force=True, progress=False
+            )
+            inproc_t.append(time.perf_counter() - t)
+    med = statistics.median
+    return {
+        "rounds": rounds,
+        "device": str(device),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+        "cli_s": cli_t,
+        "startup_s": start_t,
+        "floor_s": floor_t,
+        "in_process_s": inproc_t,
+        "cli_over_floor": med(cli_t) / med(floor_t),
+        "cli_minus_startup_over_floor": (med(cli_t) - med(start_t)) / med(floor_t),
+        "in_process_over_floor": med(inproc_t) / med(floor_t),
+    }
+
+
 # --- main ----------------------------------------------------------------------------------------
-def bench(name: str, rate: float, repeats: int, embeddings: bool) -> dict:
+def bench(name: str, rate: float, repeats: int, embeddings: bool, device: torch.device) -> dict:
+    load_start = os.getloadavg()
     model, mods = build(name, embeddings)
+    model.to(device)
     weights = weights_of(mods)
     n = sum(w.numel() for w in weights.values())
     run_ours(weights, rate)  # warm-up (imports, thread pool)
-    base_t, ours_t, ours_cg_t = [], [], []
+    run_floor(weights)
+    base_t, ours_t, ours_cg_t, ours_cpu, floor_t, floor_cpu = [], [], [], [], [], []
     for _ in range(repeats):
         dt, base_masks = run_baseline(model, name, rate, embeddings)
         base_t.append(dt)
         gc.collect()
         for _ in range(OURS_PER_REPEAT):
-            dt, dt_cg, ours = run_ours(weights, rate)
+            ft, fc = run_floor(weights)
+            floor_t.append(ft)
+            floor_cpu.append(fc)
+            dt, dt_cg, dc, ours = run_ours(weights, rate)
             ours_t.append(dt)
             ours_cg_t.append(dt_cg)
-    second_t = []  # ours on a pruned state (round 1 -> 2): the masking code paths
-    for _ in range(repeats):
-        t = time.perf_counter()
+            ours_cpu.append(dc)
+    second_t, second_cpu = [], []  # ours on a pruned state (round 1 -> 2): the masking code paths
+    for _ in range(repeats * OURS_PER_REPEAT):
+        ft, fc = run_floor(weights)
+        floor_t.append(ft)
+        floor_cpu.append(fc)
+        _sync(device)
+        t, c = time.perf_counter(), time.process_time()
         coarse_grain(ours, rate)
+        _sync(device)
         second_t.append(time.perf_counter() - t)
+        second_cpu.append(time.process_time() - c)
     mismatch = sum(int((ours.masks[f"{k}.weight"] != base_masks[k].bool()).sum()) for k in base_masks)
     removed = n - sum(int(torch.count_nonzero(m)) for m in ours.masks.values())
+    med = statistics.median
     res = {
         "model": name,
+        "device": str(device),
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+        "floor_s": floor_t,
+        "floor_median_s": med(floor_t),
+        "floor_cpu_median_s": med(floor_cpu),
+        "first_round_over_floor": med(ours_cg_t) / med(floor_t),
+        "second_round_over_floor": med(second_t) / med(floor_t),
+        "first_round_over_floor_cpu": med(ours_cpu) / med(floor_cpu),
+        "second_round_over_floor_cpu": med(second_cpu) / med(floor_cpu),
         "prunable_weights": n,
         "layers": len(weights),
         "removed": removed,
@@ -205,6 +325,8 @@ def bench(name: str, rate: float, repeats: int, embeddings: bool) -> dict:
     res["speedup"] = res["baseline_median_s"] / res["ours_coarse_grain_only_median_s"]
     res["speedup_with_state_dense"] = res["baseline_median_s"] / res["ours_median_s"]
     for method in ("ours", "baseline"):
+        if device.type != "cpu":  # peak RSS says nothing about device memory
+            continue
         mem = memory(name, method, rate, embeddings)
         res[f"{method}_peak_extra_MiB"] = mem["extra_bytes"] / 2**20
         res[f"{method}_peak_extra_fraction"] = mem["extra_bytes"] / mem["model_bytes"]
@@ -219,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--embeddings", action="store_true", help="BERT: prune the embeddings too")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for both methods (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, ...")
+    p.add_argument("--flow", type=int, metavar="ROUNDS", help="also time `rganalysis flow` of ROUNDS rounds")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--memory-child", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -228,13 +352,16 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(memory_child(*a.memory_child, a.rate, a.embeddings)))
         return
     load = os.getloadavg()
+    device = resolve_device(a.device)
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; load average at start {load[0]:.2f}"
+        f"# device {device}{gpu}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average at start "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     results = []
     for name in a.models:
-        r = bench(name, a.rate, a.repeats, a.embeddings)
+        r = bench(name, a.rate, a.repeats, a.embeddings, device)
         results.append(r)
         print(
             f"{name}: {r['prunable_weights']:,} weights in {r['layers']} layers, removed {r['removed']:,} "
@@ -257,12 +384,42 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"  speed-up (baseline / coarse_grain): {r['speedup']:.1f}x on medians, "
             f"{min(r['baseline_s']) / min(r['ours_coarse_grain_only_s']):.1f}x on minima; "
-            f"counting State.dense too: {r['speedup_with_state_dense']:.1f}x on medians"
+            f"counting State.dense too: {r['speedup_with_state_dense']:.1f}x on medians (target >= 25x)"
         )
+        print(
+            f"  floor (one read pass, sum |w|): median {r['floor_median_s'] * 1e3:.1f} ms; round / floor: "
+            f"first {r['first_round_over_floor']:.2f}x, second {r['second_round_over_floor']:.2f}x (target <= 3x)"
+            + (
+                f"; on CPU time: first {r['first_round_over_floor_cpu']:.2f}x, "
+                f"second {r['second_round_over_floor_cpu']:.2f}x"
+                if device.type == "cpu"
+                else ""
+            )
+        )
+        print(
+            f"  load average {r['load_average_start'][0]:.2f} -> {r['load_average_end'][0]:.2f} during {name}"
+        )
+        if device.type != "cpu":
+            continue
         print(
             f"  peak extra memory: ours {r['ours_peak_extra_MiB']:.1f} MiB = {r['ours_peak_extra_fraction']:.3f}x "
             f"the {r['model_MiB']:.1f} MiB of prunable weights (baseline {r['baseline_peak_extra_MiB']:.1f} MiB "
             f"= {r['baseline_peak_extra_fraction']:.2f}x)"
+        )
+    if a.flow:
+        r = bench_flow(a.flow, a.rate, a.repeats, device)
+        results.append({"flow": r})
+        ms = lambda xs: f"median {statistics.median(xs):.2f} s (best {min(xs):.2f})"  # noqa: E731
+        print(f"rganalysis flow, ResNet-50, {a.flow} rounds, device {r['device']}:")
+        print(
+            f"  command end to end {ms(r['cli_s'])}; its start-up (import torch, rganalysis.cli) {ms(r['startup_s'])}"
+        )
+        print(f"  floor ({a.flow} read passes + writing the survival masks) {ms(r['floor_s'])}")
+        print(f"  compute_flow + save in this process {ms(r['in_process_s'])}")
+        print(
+            f"  flow / floor: {r['cli_over_floor']:.2f}x end to end, {r['cli_minus_startup_over_floor']:.2f}x "
+            f"without the start-up, {r['in_process_over_floor']:.2f}x in process (target <= 3x); load average "
+            f"{r['load_average_start'][0]:.2f} -> {r['load_average_end'][0]:.2f}"
         )
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
     if a.json:

@@ -31,6 +31,9 @@ __all__ = [
     "DEVICE_CHUNK",
     "GATHER_FRACTION",
     "GATHER_MIN",
+    "SAMPLE",
+    "SAMPLE_MIN",
+    "SAMPLE_SIGMAS",
     "global_scope",
     "layer_scope",
     "n_removed",
@@ -60,6 +63,17 @@ _DIGIT = 16  # bits resolved per histogram pass
 #: is resolved on the gathered few; otherwise (heavy ties) by one more histogram pass over the model.
 GATHER_MIN = 1 << 16
 GATHER_FRACTION = 64
+
+#: Float32 keys, one writing pass (the default): the survivors' keys at about ``SAMPLE`` evenly
+#: spaced positions bracket the k-th key, ``[lo, hi]`` (``SAMPLE_SIGMAS`` binomial standard
+#: deviations either side of its expected rank in the sample); one pass writes the masks
+#: (``key > hi``), counts them and gathers the survivors in the bracket, and the bracket is resolved
+#: exactly on those few.  Exact whatever the sample: a bracket that misses the k-th key, or holds more
+#: than ``max(GATHER_MIN, numel // GATHER_FRACTION)`` survivors, falls back to the radix select
+#: (two more passes).  Needs at least ``SAMPLE_MIN`` sampled survivors.
+SAMPLE = 1 << 18
+SAMPLE_SIGMAS = 4.0
+SAMPLE_MIN = 4096
 
 
 def register_scope(name: str) -> Callable[[ScopeFn], ScopeFn]:
@@ -219,6 +233,17 @@ def _select(
     if not weights or all(w.numel() == 0 for w in weights):
         return [m.clone() for m in masks]
     plan = _Plan.make(weights, masks, chunk_size)
+    if not plan.wide:
+        survivors = sum(_run(plan, partial(_count_part, plan)))
+        k = how_many(survivors)
+        if not 0 <= k <= survivors:
+            raise InvalidParameterError(f"cannot remove {k} of {survivors} survivors")
+        if k == 0:
+            return [m.clone() for m in masks]
+        out = [torch.empty(m.numel(), dtype=torch.bool, device=m.device) for m in plan.masks]
+        if _finish_by_bracket(plan, survivors, k, out):
+            return [f.view(m.shape) for f, m in zip(out, masks, strict=True)]
+        how_many = lambda _survivors: k  # noqa: E731  (the radix select below, with the same k)
     bits = 64 if plan.wide else 32
     shift = bits - _DIGIT
     hist = _histogram(plan, shift, None)
@@ -292,11 +317,12 @@ class _Workspace:
         self.itype = torch.int64 if wide else torch.int32
         self._bufs: dict[tuple[torch.dtype, int], torch.Tensor] = {}
 
-    def buf(self, dtype: torch.dtype, n: int, slot: int = 0) -> torch.Tensor:
-        """The first ``n`` entries of buffer ``slot`` of this dtype."""
+    def buf(self, dtype: torch.dtype, n: int, slot: int = 0, size: int | None = None) -> torch.Tensor:
+        """The first ``n`` entries of buffer ``slot`` of this dtype (``size`` entries, default a
+        chunk's)."""
         b = self._bufs.get((dtype, slot))
         if b is None:
-            b = self._bufs[(dtype, slot)] = torch.empty(self.n, dtype=dtype, device=self.device)
+            b = self._bufs[(dtype, slot)] = torch.empty(size or self.n, dtype=dtype, device=self.device)
         return b[:n]
 
     def keys(self, w: torch.Tensor) -> torch.Tensor:
@@ -374,6 +400,100 @@ def _histogram_part(
     return hist
 
 
+def _count_part(plan: _Plan, chunks: list[Chunk], ws: _Workspace) -> int:
+    """Survivors in ``chunks``; notes which chunks have no pruned entry (``plan.full``)."""
+    total = 0
+    for i, s, n in chunks:
+        m = plan.masks[i][s : s + n]
+        full = plan.full[(i, s)] = bool(m.view(torch.uint8).amin() == 1)
+        total += n if full else _count_ones(m.view(torch.uint8), ws)
+    return total
+
+
+def _sample_keys(plan: _Plan) -> torch.Tensor:
+    """Keys of the survivors at every ``step``-th flat position of the concatenated layers (``step``
+    odd and prime to 3, 5 and 7, so that it does not follow a kernel's or a row's period)."""
+    numel = sum(w.numel() for w in plan.weights)
+    step = max(1, numel // SAMPLE) | 1
+    while step > 1 and any(step % q == 0 for q in (3, 5, 7)):
+        step += 2
+    ws, ms, start = [], [], 0
+    for w, m in zip(plan.weights, plan.masks, strict=True):
+        off = (-start) % step
+        start += w.numel()
+        if off < w.numel():
+            ws.append(w[off::step].float())
+            ms.append(m[off::step])
+    return torch.cat(ws)[torch.cat(ms)].view(torch.int32) & _ABS[torch.int32]
+
+
+def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tensor]) -> bool:
+    """Float32 keys: remove the ``k`` smallest of ``survivors`` in one writing pass, bracketing the
+    k-th key by a sample (see :data:`SAMPLE`).  False (``out`` to be rewritten) if the bracket missed."""
+    sample = _sample_keys(plan).cpu().numpy()
+    n_s = sample.size
+    if n_s < SAMPLE_MIN:
+        return False
+    q = k / survivors
+    mid, half = q * n_s, SAMPLE_SIGMAS * math.sqrt(n_s * q * (1 - q)) + 2
+    lo_rank, hi_rank = max(-1, math.floor(mid - half)), min(n_s, math.ceil(mid + half))
+    ranks = [r for r in (lo_rank, hi_rank) if 0 <= r < n_s]
+    part = np.partition(sample, ranks) if ranks else sample
+    lo = int(part[lo_rank]) if lo_rank >= 0 else 0
+    hi = int(part[hi_rank]) if hi_rank < n_s else int(_ABS[torch.int32])
+    del sample, part  # before the pass: peak memory
+    numel = sum(w.numel() for w in plan.weights)
+    limit = max(GATHER_MIN, numel // GATHER_FRACTION)
+    parts = _run(plan, partial(_write_bracket, plan, lo=lo, hi=hi, out=out, limit=limit))
+    kept = sum(p[0] for p in parts)
+    found = [c for p in parts for c in p[1]]
+    n_bucket = sum(len(idx) for _, idx in found)
+    r = k - (survivors - kept - n_bucket)  # to remove from the bracket
+    if any(p[2] for p in parts) or not 1 <= r <= n_bucket:
+        return False
+    keys = torch.cat([plan.weights[i].index_select(0, idx).float().view(torch.int32) for i, idx in found])
+    keys &= _ABS[torch.int32]
+    cut = int(np.partition(keys.cpu().numpy(), r - 1)[r - 1])  # the r-th smallest key
+    ties = r - int(torch.count_nonzero(keys < cut))  # of the keys == cut, the first `ties` go
+    tie = keys == cut
+    keep = (keys > cut) | (tie & (tie.cumsum(0) > ties))
+    for (i, idx), kept_ in zip(found, torch.split(keep, [len(idx) for _, idx in found]), strict=True):
+        out[i][idx[kept_]] = True
+    return True
+
+
+def _write_bracket(
+    plan: _Plan, chunks: list[Chunk], ws: _Workspace, lo: int, hi: int, out: list[torch.Tensor], limit: int
+) -> tuple[int, list[tuple[int, torch.Tensor]], bool]:
+    """Write ``out = survivor & (key > hi)`` over ``chunks``; return (number written True, the
+    survivors with ``lo <= key <= hi`` as (layer, flat indices) in order, overflowed ``limit``)."""
+    found, kept, n_found = [], 0, 0
+    for i, s, n in chunks:
+        k = ws.keys(plan.weights[i][s : s + n])
+        o = out[i][s : s + n].view(torch.uint8)
+        torch.gt(k, hi, out=o)
+        e = ws.buf(torch.uint8, -(-n // 8) * 8)
+        if n % 8:
+            e[n:].zero_()
+        torch.ge(k, lo, out=e[:n])
+        e[:n] ^= o  # lo <= key <= hi (o implies key >= lo)
+        if not plan.full[(i, s)]:
+            m = plan.masks[i][s : s + n].view(torch.uint8)
+            o &= m
+            e[:n] &= m
+        kept += _count_ones(o, ws)
+        if n_found <= limit:
+            idx = _sparse_nonzero(e)
+            if 0 < idx.numel() <= limit - n_found:
+                # into one buffer per worker, not a tensor per chunk: those scattered among the
+                # freed temporaries of each worker thread's malloc arena held ~13 MiB more RSS
+                # (ResNet-50, 2 threads)
+                gathered = ws.buf(torch.int64, limit, slot=4, size=limit)[n_found : n_found + idx.numel()]
+                found.append((i, torch.add(idx, s, out=gathered)))
+            n_found += idx.numel()
+    return kept, found, n_found > limit
+
+
 def _finish_by_gather(plan: _Plan, digit: int, r: int, out: list[torch.Tensor]) -> None:
     """Float32 keys with a small top bucket: write the masks and gather the bucket in one pass.
 
@@ -416,9 +536,26 @@ def _write_gather(
     return found
 
 
+def _count_ones(u: torch.Tensor, ws: _Workspace) -> int:
+    """Number of ones in a 0/1 uint8 tensor (1-D): 8 bytes at a time where aligned (an int64 view;
+    ``word * 0x0101010101010101 >> 56`` is the sum of its 8 bytes), ``count_nonzero`` (25x slower
+    per byte) for the unaligned ends."""
+    head = min(u.numel(), -u.storage_offset() % 8)
+    n_words = (u.numel() - head) // 8
+    total = int(torch.count_nonzero(u[:head])) if head else 0
+    if n_words:
+        words = u[head : head + 8 * n_words].view(torch.int64)
+        buf = ws.buf(torch.int64, n_words, slot=2, size=ws.n // 8)
+        total += int(torch.mul(words, 0x0101010101010101, out=buf).bitwise_right_shift_(56).sum())
+    tail = u[head + 8 * n_words :]
+    return total + (int(torch.count_nonzero(tail)) if tail.numel() else 0)
+
+
 def _sparse_nonzero(e: torch.Tensor) -> torch.Tensor:
     """Indices of the set entries of a sparse 0/1 uint8 tensor (length a multiple of 8), ascending:
-    non-zero 8-byte words first (an int64 view), then the set bytes within those few words."""
+    non-zero 8-byte words first (an int64 view), then the set bytes within those few words.
+    (About 100 ns per set entry on CPU: with ~0.5 % of the weights in a bracket, this is the
+    largest part of a round; see docs/benchmark-coarse-grain.md.)"""
     words = torch.nonzero(e.view(torch.int64)).squeeze(1)
     if words.numel() == 0:
         return words

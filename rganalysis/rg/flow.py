@@ -65,7 +65,11 @@ def compute_flow(
         )
     # masks are nested, so the number of rounds a weight is alive in is the first round it is dead in
     sdt = survival_torch_dtype(rounds + 1)
-    alive_rounds = {k: torch.zeros(m.shape, dtype=sdt) for k, m in state.masks.items()}
+    # counted in numpy: torch's per-layer ops are OpenMP regions, and on a busy machine each waits for
+    # a descheduled thread (2 x 54 of them per ResNet-50 round took most of a 20-round flow's time)
+    ndt = torch.empty(0, dtype=sdt).numpy().dtype
+    alive = {k: np.zeros(tuple(m.shape), dtype=ndt) for k, m in state.masks.items()}
+    alive_rounds = {k: torch.from_numpy(a) for k, a in alive.items()}
     weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
     sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
     dens = np.empty((rounds + 1, len(state.names)))
@@ -77,8 +81,9 @@ def compute_flow(
     for r, st in enumerate(flow_iter):
         counts = []
         for j, (k, m) in enumerate(st.masks.items()):
-            alive_rounds[k].add_(m.cpu())
-            counts.append(int(torch.count_nonzero(m)))
+            mc = m.detach().cpu().numpy()
+            np.add(alive[k], mc, out=alive[k], casting="unsafe")
+            counts.append(int(np.count_nonzero(mc)))
             dens[r, j] = float(counts[-1]) / sizes[j]
         if r > 0 and rescaling != "none":
             weights[r] = {k: w.detach().cpu().to(pset.info[k].dtype) for k, w in st.weights.items()}
@@ -89,7 +94,7 @@ def compute_flow(
             ):  # every later round is this state again: counted, not computed
                 rest = rounds - r
                 for k, m in st.masks.items():
-                    alive_rounds[k].add_(m.cpu().to(sdt) * rest)
+                    alive[k] += m.detach().cpu().numpy().astype(ndt) * ndt.type(rest)
                 dens[r + 1 :] = dens[r]
                 flow_iter.close()
                 break

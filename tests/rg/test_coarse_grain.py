@@ -106,8 +106,13 @@ def test_n_removed_uses_python_round():
     ],
     ids=["f32", "f16", "bf16", "mixed", "with-f64"],
 )
-@pytest.mark.parametrize("path", ["gather", "histogram"])
+@pytest.mark.parametrize("path", ["gather", "histogram", "bracket", "bracket-missed"])
 def test_matches_full_sort_reference_bit_for_bit(kind, dtypes, path, monkeypatch):
+    if path.startswith("bracket"):  # the one-pass sample bracket even on tiny layers
+        monkeypatch.setattr(cg, "SAMPLE_MIN", 1)
+        monkeypatch.setattr(cg, "SAMPLE", 8)
+    if path == "bracket-missed":  # a bracket 2 sampled ranks either side: often misses, falls back
+        monkeypatch.setattr(cg, "SAMPLE_SIGMAS", 0.0)
     if path == "histogram":  # resolve the top bucket by a second histogram pass, never by gathering
         monkeypatch.setattr(cg, "GATHER_MIN", 0)
         monkeypatch.setattr(cg, "GATHER_FRACTION", 1 << 62)
@@ -315,3 +320,40 @@ def test_many_exact_zeros_take_the_histogram_path_and_go_in_flat_order():
     expect = torch.ones(300_000, dtype=torch.bool)
     expect[torch.sort(zeros).values[:150_000]] = False  # the first 150,000 zeros in flat order
     assert torch.equal(out, expect)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_pass_bracket_is_taken_on_a_large_model_and_matches_the_reference(masked, monkeypatch):
+    """ResNet-like sizes: the sample bracket holds the k-th key (no fallback), and the masks are the
+    full sort's, bit for bit, dense and masked, with exact ties at the threshold."""
+    taken = []
+    bracket = cg._finish_by_bracket
+    monkeypatch.setattr(cg, "_finish_by_bracket", lambda *a: taken.append(bracket(*a)) or taken[-1])
+    gen = torch.Generator().manual_seed(5)
+    ws, ms = random_layers(gen, [(256, 64, 3, 3), (70_001,), (1000, 130)], [torch.float32], p_alive=0.8)
+    ws[1][:5000] = ws[0].reshape(-1)[:5000]  # duplicated magnitudes: ties across layers
+    if not masked:
+        ms = [torch.ones_like(m) for m in ms]
+    k = n_removed(n_alive(ms), 0.2)
+    ours = remove_smallest(ws, ms, k)
+    ref, shapes = reference(ws, ms, k)
+    assert taken == [True]
+    assert all(torch.equal(o, r.view(s)) for o, r, s in zip(ours, ref, shapes, strict=True))
+    assert n_alive(ours) == n_alive(ms) - k
+
+
+def test_a_bracket_that_misses_falls_back_to_the_exact_radix_select(monkeypatch):
+    """A sample biased towards large magnitudes brackets keys far above the k-th: the pass runs,
+    misses, and the radix select rewrites every mask; the result is still the full sort's."""
+    taken = []
+    bracket = cg._finish_by_bracket
+    monkeypatch.setattr(cg, "_finish_by_bracket", lambda *a: taken.append(bracket(*a)) or taken[-1])
+    sample = cg._sample_keys
+    monkeypatch.setattr(cg, "_sample_keys", lambda plan: torch.sort(sample(plan)).values[-5000:])
+    gen = torch.Generator().manual_seed(6)
+    ws, ms = random_layers(gen, [(400, 300), (50_000,)], [torch.float32], p_alive=0.9)
+    k = n_removed(n_alive(ms), 0.3)
+    ours = remove_smallest(ws, ms, k)
+    ref, shapes = reference(ws, ms, k)
+    assert taken == [False]
+    assert all(torch.equal(o, r.view(s)) for o, r, s in zip(ours, ref, shapes, strict=True))

@@ -27,9 +27,11 @@ weights inside a layer (that changes which units survive).
 
 Unit matching: flows that start from the same weights up to a permutation of units (tickets of one rewind
 point) are matched on the fingerprints of their starting weights
-(:func:`~rganalysis.universality.units.align_units`); otherwise every group is matched by the Hungarian
-algorithm on the units' degree trajectories (classifier outputs that carry class labels by label), the
-correspondence under which the two flows thin their units most alike.  Flows of different architectures
+(:func:`~rganalysis.universality.units.align_units`); otherwise the units of every group are paired in the
+order of their survival-weighted mass ``m`` (ties by their degree trajectories; classifier outputs that carry
+class labels by label): the optimal assignment for the squared difference of ``m``, the quantity the score
+compares (a Hungarian matching on the whole degree trajectories cost 60 ms per wide group and pair and made
+``compare --directed`` 3.3x ``compare`` on unaligned ResNet-18 flows).  Flows of different architectures
 (other tensors or unit counts) get NaN.  Choice and measurements: docs/universality.md, section 11.
 """
 
@@ -42,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy.optimize import linear_sum_assignment
 
 from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.units import UnitSignature, align_units
@@ -75,7 +76,7 @@ def _same_architecture(a: UnitSignature, b: UnitSignature) -> bool:
 
 def match_units(a: UnitSignature, b: UnitSignature) -> tuple[list[np.ndarray], str]:
     """Per unit group, ``perm[u]`` = B's unit for A's unit ``u``, and how they were matched (``"aligned"``:
-    same starting weights; ``"trajectories"``: Hungarian on the degree trajectories).  Needs the same
+    same starting weights; ``"mass rank"``: paired in the order of their survival-weighted mass).  Needs the same
     architecture (:class:`~rganalysis.errors.InvalidParameterError` otherwise)."""
     if not _same_architecture(a, b):
         raise InvalidParameterError(f"{a.name} and {b.name}: different architectures, no unit correspondence")
@@ -88,10 +89,15 @@ def match_units(a: UnitSignature, b: UnitSignature) -> tuple[list[np.ndarray], s
         if ga.labels is not None and gb.labels is not None and sorted(ga.labels) == sorted(gb.labels):
             perms.append(np.array([gb.labels.index(lab) for lab in ga.labels]))
             continue
+        # the optimal matching on a 1-D key is by rank: units paired in the order of their survival-weighted
+        # mass (what the score compares), ties by the rest of their degree trajectory
         ta, tb = _trajectory(da, a.global_density), _trajectory(db, b.global_density)
-        cost = ((ta[:, None, :] - tb[None, :, :]) ** 2).sum(-1)
-        perms.append(linear_sum_assignment(cost)[1])
-    return perms, "trajectories"
+        oa = np.lexsort((*ta.T[::-1], da[1:].sum(axis=0)))
+        ob = np.lexsort((*tb.T[::-1], db[1:].sum(axis=0)))
+        p = np.empty(len(oa), dtype=np.intp)
+        p[oa] = ob
+        perms.append(p)
+    return perms, "mass rank"
 
 
 def _may_align(a: UnitSignature, b: UnitSignature) -> bool:
@@ -176,7 +182,7 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
     T's IMP keeps S's ticket lacks (lower = S's ticket expected to lose less on T; read a column to rank the
     sources for one target, a row to rank the targets one ticket will serve).  Not symmetric; the diagonal
     is 0.  NaN for flows of different architectures.  ``attrs``: ``formula``, ``matching`` ((source,
-    target) -> ``aligned`` / ``trajectories``, as JSON-able lists).
+    target) -> ``aligned`` / ``mass rank``, as JSON-able lists).
     """
     flows = list(flows)
     if len(flows) < 2:

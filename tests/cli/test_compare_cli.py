@@ -150,4 +150,4 @@ def test_cli_compare_directed(stores, tmp_path, capsys):
     D = rganalysis.transfer_scores([str(stores["mlp0"]), str(stores["mlp1"])], names=["mlp0", "mlp1"])
     np.testing.assert_allclose(S[:2, :2], D.values, rtol=1e-12)
     assert S[0, 1] > 0 and S[0, 1] != S[1, 0]  # two initialisations: matched units, directed
-    assert d["matching"][0][1] == "trajectories"
+    assert d["matching"][0][1] == "mass rank"

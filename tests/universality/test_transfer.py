@@ -69,10 +69,10 @@ def test_permutation_and_scale_do_not_change_it_a_shuffle_does():
     a = transfer_scores([sub, sup]).values
     b = transfer_scores([sub, moved]).values
     np.testing.assert_allclose(b, a, rtol=1e-12, atol=0)
-    # another starting point (not aligned): units matched on their degree trajectories, same answer here
+    # another starting point (not aligned): units paired by the rank of their mass, same answer here
     other = _flow(_masks(True), w=torch.randn(10, 20, generator=torch.Generator().manual_seed(5)), name="sup")
     D = transfer_scores([sub, other])
-    assert D.attrs["matching"][0][1] == "trajectories"
+    assert D.attrs["matching"][0][1] == "mass rank"
     np.testing.assert_allclose(D.values, a, rtol=1e-12, atol=0)
     # a shuffle of the surviving weights inside the layer moves units: the score sees it
     rng = np.random.default_rng(2)

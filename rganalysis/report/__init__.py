@@ -6,8 +6,9 @@ Names are loaded on first use, so that :mod:`rganalysis.report.options` imports 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rganalysis._lazy import lazy_exports
 
 #: public name -> module that defines it
 _PUBLIC = {
@@ -20,19 +21,7 @@ _PUBLIC = {
 __all__ = ["Report", "ReportOptions", "build_report", "plot", "write_report"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "plot":
-        value = importlib.import_module("rganalysis.report.plot")
-    elif name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    else:
-        raise AttributeError(f"module 'rganalysis.report' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | set(globals()))
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC, {"plot": "rganalysis.report.plot"})
 
 
 if TYPE_CHECKING:  # pragma: no cover

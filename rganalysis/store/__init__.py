@@ -7,8 +7,9 @@ import without torch (``rganalysis info`` and ``rganalysis check`` use only thos
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rganalysis._lazy import lazy_exports
 
 #: public name -> module that defines it
 _PUBLIC = {
@@ -60,16 +61,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'rganalysis.store' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | set(globals()))
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)
 
 
 if TYPE_CHECKING:  # pragma: no cover

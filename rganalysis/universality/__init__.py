@@ -6,8 +6,9 @@ torch (``rganalysis compare --help`` shows those defaults).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rganalysis._lazy import lazy_exports
 
 #: public name -> module that defines it
 _PUBLIC = {
@@ -35,16 +36,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module 'rganalysis.universality' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | set(globals()))
+__getattr__, __dir__ = lazy_exports(globals(), _PUBLIC)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -15,6 +15,7 @@ from rganalysis.adapters import ingest
 from rganalysis.cli import main
 from rganalysis.rg.flow import compute_flow
 from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.train.bert import BERT_LINEAR
 
 matplotlib.use("Agg")
 
@@ -391,14 +392,7 @@ def mask_densities(masks_per_round: list[dict[str, torch.Tensor]], names: list[s
 
 
 # ====================================================================== 2. BERT-tickets: HF folder + mask.pt
-BERT_MASKED = (
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "intermediate.dense",
-    "output.dense",
-)
+BERT_MASKED = BERT_LINEAR  # the linear maps of one encoder layer that BERT tickets mask
 
 
 # ------------------------------------------------------------------------------------------------

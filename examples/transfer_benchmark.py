@@ -116,7 +116,9 @@ SCORING_CODE: tuple[str, ...] = (
     "rganalysis/universality/distances.py",
     "rganalysis/fit/units.py",
 )
-FAMILIES: tuple[str, ...] = ("class_subsets", "input_transforms")
+FAMILIES: tuple[str, ...] = ("class_subsets", "input_transforms", "training_regimes")
+#: Families no part of the code was tuned on: never generated or scored on the calibration seeds.
+HELD_OUT_FAMILIES: tuple[str, ...] = ("training_regimes",)
 GROUPS: tuple[str, ...] = (*FAMILIES, "all")
 ARCH_NAMES: tuple[str, ...] = ("mlp", "cnn")
 
@@ -159,6 +161,10 @@ class TaskSpec:
     classes: tuple[int, ...]
     transform: str
     description: str
+    #: Fraction of the training labels replaced by a uniformly drawn other class (test labels stay clean).
+    label_noise: float = 0.0
+    #: Per-digit fraction of its training samples kept (10 entries; empty: all); the test set is untouched.
+    train_keep: tuple[float, ...] = ()
 
 
 def _window(k: int) -> tuple[int, ...]:
@@ -206,9 +212,40 @@ TASK_SPECS: dict[str, TaskSpec] = {
         TaskSpec(
             "blur", "input_transforms", tuple(range(10)), "blur", "Gaussian blur (sigma blur_sigma pixel)"
         ),
+        *[
+            TaskSpec(
+                f"labelnoise{round(100 * q)}",
+                "training_regimes",
+                tuple(range(10)),
+                "identity",
+                f"all 10 digits, {round(100 * q)} % of the training labels replaced by another class",
+                label_noise=q,
+            )
+            for q in (0.2, 0.4)
+        ],
+        TaskSpec(
+            "few20",
+            "training_regimes",
+            tuple(range(10)),
+            "identity",
+            "all 10 digits, 20 % of each digit's training samples",
+            train_keep=(0.2,) * 10,
+        ),
+        TaskSpec(
+            "imbalanced",
+            "training_regimes",
+            tuple(range(10)),
+            "identity",
+            "all 10 digits, digits 5-9 with 15 % of their training samples (0-4 with all)",
+            train_keep=(1.0,) * 5 + (0.15,) * 5,
+        ),
     ]
 }
 FULL_TASKS: tuple[str, ...] = tuple(TASK_SPECS)
+#: The tasks of the calibration seeds: every family but :data:`HELD_OUT_FAMILIES`.
+CALIBRATION_TASKS: tuple[str, ...] = tuple(
+    t for t, s in TASK_SPECS.items() if s.family not in HELD_OUT_FAMILIES
+)
 QUICK_TASKS: tuple[str, ...] = ("cls01234", "cls23456", "cls56789", "orig", "hflip", "permute")
 
 
@@ -257,10 +294,23 @@ def make_tasks(
         Xt = np.ascontiguousarray(transforms[s.transform](X), dtype=np.float32).reshape(-1, 64)
         keep = np.isin(y, s.classes)
         tr, te = idx_tr[keep[idx_tr]], idx_te[keep[idx_te]]
+        y_tr = y[tr].astype(np.int64)
+        if s.train_keep or s.label_noise:
+            r = np.random.default_rng(stable_seed("regime", seed, n))
+            if s.train_keep:
+                sel = np.concatenate(
+                    [
+                        np.sort(r.permutation(np.flatnonzero(y_tr == c))[: round(f * np.sum(y_tr == c))])
+                        for c, f in enumerate(s.train_keep)
+                    ]
+                )
+                tr, y_tr = tr[np.sort(sel)], y_tr[np.sort(sel)]
+            if s.label_noise:  # regime tasks have all 10 classes: a shift of 1..9 is another class
+                flip = r.permutation(len(y_tr))[: round(s.label_noise * len(y_tr))]
+                y_tr = y_tr.copy()
+                y_tr[flip] = (y_tr[flip] + r.integers(1, 10, len(flip))) % 10
         t = torch.from_numpy
-        out[n] = Task(
-            s, t(Xt[tr].copy()), t(y[tr].astype(np.int64)), t(Xt[te].copy()), t(y[te].astype(np.int64))
-        )
+        out[n] = Task(s, t(Xt[tr].copy()), t(y_tr), t(Xt[te].copy()), t(y[te].astype(np.int64)))
     return out
 
 
@@ -771,6 +821,46 @@ def directed_units(paths: list[Path], names: list[str], arch: str, seed: int, da
     return np.asarray(transfer_scores([str(p) for p in paths], names=list(names)).values, dtype=np.float64)
 
 
+@register_distance("output_rows")
+def output_rows(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+    """Directed baseline on the classifier's output units alone: :func:`target_recall` over the weights of the
+    last pruned tensor (the output layer) only, i.e. how much of the target's surviving output-layer
+    connections the source's ticket lacks.  How much of a result is just which output rows survive.
+    (n, n), in [0, 1]."""
+    masks = [data.last_masks(t) for t in names]
+    last = list(masks[0])[-1]
+    return _ticket_recall_distance([{last: m[last]} for m in masks])
+
+
+@register_distance("class_overlap_oracle")
+def class_overlap_oracle(
+    paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
+) -> np.ndarray:
+    """Oracle from the task design, not the flows: ``D[s, t] = 1 - |classes(s) & classes(t)| / |classes(t)|``,
+    the fraction of the target's classes the source's task never showed.  Directed; constant (0) between
+    tasks of all 10 classes.  (n, n), in [0, 1]."""
+    return np.array([[1.0 - class_overlap(TASK_SPECS[s], TASK_SPECS[t]) for t in names] for s in names])
+
+
+@register_distance("oracle_directed")
+def oracle_directed(
+    paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
+) -> np.ndarray:
+    """Ceiling, reads the outcome: ``-gap[s, t]``.  Its rhos are 1 up to ties; listed so that the table shows
+    what a perfect score reads."""
+    return -data.gap
+
+
+@register_distance("oracle_symmetric")
+def oracle_symmetric(
+    paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
+) -> np.ndarray:
+    """Ceiling of every symmetric distance, reads the outcome: ``-(gap[s, t] + gap[t, s]) / 2``, the symmetric
+    matrix that best fits the transfer orderings (the symmetric part of the outcome).  What it misses is what
+    direction alone can add."""
+    return -(data.gap + data.gap.T) / 2
+
+
 def _directed_combination(weight: float) -> DistanceFn:
     def fn(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
         return compare_default(paths, names, arch, seed, data) + weight * directed_units(
@@ -905,6 +995,7 @@ def directed_criterion(scores: Mapping[str, Any]) -> float:
                 (scores["both"][g]["combined"]["mean_rho"] + scores["both"][g]["combined"]["mean_rho_source"])
                 / 2
                 for g in GROUPS
+                if g in scores["both"]
             ]
         )
     )
@@ -913,7 +1004,7 @@ def directed_criterion(scores: Mapping[str, Any]) -> float:
 def calibration_criterion(scores: Mapping[str, Any]) -> float:
     """The pre-registered selection criterion: the mean over the groups (class subsets, input transforms,
     all) of the mean within-target rho over both architectures and all scored seeds (lower is better)."""
-    return float(np.mean([scores["both"][g]["combined"]["mean_rho"] for g in GROUPS]))
+    return float(np.mean([scores["both"][g]["combined"]["mean_rho"] for g in GROUPS if g in scores["both"]]))
 
 
 #: A pair of tasks "transfers" when both of its tickets lose at most this much accuracy on the other task.
@@ -1035,6 +1126,19 @@ def permutations(k: int, n_perm: int, seed: int) -> np.ndarray:
     )
 
 
+def family_permutations(families: Sequence[str], n_perm: int, seed: int) -> np.ndarray:
+    """(n_perm, k) permutations of range(k) that move each task only within its family (``families``, k
+    labels): the null of a score that knows nothing but which family a task is in."""
+    rng = np.random.default_rng(seed)
+    fam = np.asarray(families)
+    out = np.tile(np.arange(len(fam)), (n_perm, 1))
+    for f in dict.fromkeys(families):
+        idx = np.flatnonzero(fam == f)
+        for row in out:
+            row[idx] = rng.permutation(idx)
+    return out
+
+
 def permuted_target_rhos(D: np.ndarray, gap: np.ndarray, perms: np.ndarray) -> np.ndarray:
     """Within-target rhos after relabelling the tasks of ``D`` (k, k) by each permutation:
     ``D'[s, t] = D[p[s], p[t]]``, gaps fixed.  ``perms``: (n_perm, k).  Returns (n_perm, k)."""
@@ -1057,13 +1161,26 @@ def _pooled(D: np.ndarray, gap: np.ndarray) -> dict[str, float | None]:
     return {"rho": float(r.statistic), "p": float(r.pvalue)}
 
 
-def score_group(D: np.ndarray, gap: np.ndarray, names: Sequence[str], perms: np.ndarray) -> dict[str, Any]:
+def score_group(
+    D: np.ndarray,
+    gap: np.ndarray,
+    names: Sequence[str],
+    perms: np.ndarray,
+    family_perms: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Scores of one group of k tasks: ``D`` and ``gap`` (k, k) restricted to the group, ``perms``
     (n_perm, k).  Keys: ``rho_per_target`` (name -> rho), ``mean_rho``, ``n_negative``,
     ``n_targets``, ``n_constant_gap`` (targets whose gaps are all equal: no ranking information, rho = 0;
     so is a target whose distances are all equal), ``pooled_rho``,
     ``pooled_p``, ``perm_p``, ``n_perm``; ``_null`` (n_perm, k) per-target rhos under permutation,
-    for the aggregates (dropped from the JSON)."""
+    for the aggregates (dropped from the JSON).  With ``family_perms`` (:func:`family_permutations`, for the
+    groups that span families) also ``perm_p_family`` and ``perm_p_family_source``: p under relabelling
+    within families only, so a distance that only tells the families apart does not pass."""
+    fam = {}
+    if family_perms is not None:
+        fnull = permuted_target_rhos(D, gap, family_perms)
+        fsrc = permuted_target_rhos(D.T, gap.T, family_perms)
+        fam = {"_null_f": fnull, "_src_null_f": fsrc}
     rhos = target_rhos(D, gap)
     null = permuted_target_rhos(D, gap, perms)
     src_rhos = target_rhos(D.T, gap.T)  # within-source: the targets of one ticket
@@ -1088,10 +1205,19 @@ def score_group(D: np.ndarray, gap: np.ndarray, names: Sequence[str], perms: np.
         "perm_p_source": permutation_p(float(src_rhos.mean()), src_null.mean(1)),
         "antisymmetry": antisymmetry_agreement(D, gap),
         "n_perm": len(perms),
+        **(
+            {
+                "perm_p_family": permutation_p(float(rhos.mean()), fam["_null_f"].mean(1)),
+                "perm_p_family_source": permutation_p(float(src_rhos.mean()), fam["_src_null_f"].mean(1)),
+            }
+            if fam
+            else {}
+        ),
         "_rhos": rhos,
         "_null": null,
         "_src_rhos": src_rhos,
         "_src_null": src_null,
+        **fam,
     }
 
 
@@ -1125,6 +1251,18 @@ def combine(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "perm_p_source": permutation_p(float(src.mean()), src_null),
         "n_perm": len(null),
         "n_parts": len(parts),
+        **(
+            {
+                "perm_p_family": permutation_p(
+                    float(rhos.mean()), np.concatenate([p["_null_f"] for p in parts], axis=1).mean(1)
+                ),
+                "perm_p_family_source": permutation_p(
+                    float(src.mean()), np.concatenate([p["_src_null_f"] for p in parts], axis=1).mean(1)
+                ),
+            }
+            if all("_null_f" in p for p in parts)
+            else {}
+        ),
     }
 
 
@@ -1184,7 +1322,17 @@ def score_all(
                         continue
                     ix = np.ix_(idx, idx)
                     perms = permutations(len(idx), n_perm, stable_seed("perm", perm_seed, a, seed, group))
-                    r = score_group(mats[name][a, seed][ix], g.gap[ix], [g.tasks[i] for i in idx], perms)
+                    fams = [g.families[i] for i in idx]
+                    fperms = (
+                        family_permutations(
+                            fams, n_perm, stable_seed("perm-family", perm_seed, a, seed, group)
+                        )
+                        if len(set(fams)) > 1
+                        else None
+                    )
+                    r = score_group(
+                        mats[name][a, seed][ix], g.gap[ix], [g.tasks[i] for i in idx], perms, fperms
+                    )
                     parts.append(r)
                     if arch != "both":
                         per_seed[str(seed)] = {k: v for k, v in r.items() if not k.startswith("_")}
@@ -1357,10 +1505,12 @@ def score(
     perm_seed: int = 0,
     figure: bool = True,
     write: bool = True,
+    choice: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The scoring stage: read the generations, compute every distance, score, print the tables and
-    write ``OUT/results.json`` and ``OUT/distance_vs_gap.png`` (unless ``write``/``figure`` is False)."""
+    write ``OUT/results.json`` and ``OUT/distance_vs_gap.png`` (unless ``write``/``figure`` is False).
+    With ``choice`` (a scored distance) the :data:`GOAL` is checked for it (:func:`goal_check`)."""
     distances = dict(DISTANCES if distances is None else distances)
     gens = load_generations(out, seeds, archs)
     mats, dist_timing = compute_distances(gens, distances, log)
@@ -1431,6 +1581,9 @@ def score(
         f"transfers are worse); mean, #targets rho<0 / #targets, task-permutation p ({n_perm} draws)"
     )
     log(format_score_table(scores, seeds))
+    if choice is not None:
+        res["goal"] = {"choice": choice, "cells": goal_check(scores, choice)}
+        log("\n" + format_goal(res["goal"]["cells"], choice))
     if write:
         _write_json_atomic(Path(out) / "results.json", res)
         log(f"\nresults in {Path(out) / 'results.json'}")
@@ -1456,7 +1609,52 @@ GOAL = {
     "permutation_p": "< 0.01",
     "margin_over_best_baseline": ">= 0.1 (rho), directed baselines included",
 }
-BASELINES: tuple[str, ...] = ("mask_jaccard", "unit_degree_cosine", "target_recall", "random")
+BASELINES: tuple[str, ...] = ("mask_jaccard", "unit_degree_cosine", "target_recall", "output_rows", "random")
+#: Read the task design or the outcome: reported beside, never a baseline to beat or a candidate.
+CEILINGS: tuple[str, ...] = ("class_overlap_oracle", "oracle_symmetric", "oracle_directed")
+
+
+def goal_check(scores: Mapping[str, Any], choice: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """:data:`GOAL` checked for ``choice``: ``{arch or "both": {group: {criterion: {"value", "met"}}}}``.
+    The margin is over the best of the :data:`BASELINES` in the same cell (rho, lower is better); for the
+    groups that span families the permutation p is the family-preserving one as well."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for arch, by_group in scores[choice].items():
+        out[arch] = {}
+        for group, sc in by_group.items():
+            c = sc["combined"]
+            base = [scores[b][arch][group]["combined"] for b in BASELINES if b in scores]
+            row: dict[str, Any] = {}
+            for side, key, neg, pkey in (
+                ("target", "mean_rho", "n_negative", "perm_p"),
+                ("source", "mean_rho_source", "n_negative_source", "perm_p_source"),
+            ):
+                best = min((b[key] for b in base), default=float("nan"))
+                p_all = [c[pkey]] + (
+                    [c[pkey.replace("perm_p", "perm_p_family")]] if "perm_p_family" in c else []
+                )
+                row[f"rho_{side} <= -0.5"] = {"value": c[key], "met": c[key] <= -0.5}
+                row[f"negative_{side} >= 0.8"] = {
+                    "value": c[neg] / c["n_targets"],
+                    "met": c[neg] / c["n_targets"] >= 0.8,
+                }
+                row[f"p_{side} < 0.01"] = {"value": max(p_all), "met": max(p_all) < 0.01}
+                row[f"margin_{side} >= 0.1"] = {"value": best - c[key], "met": best - c[key] >= 0.1}
+            out[arch][group] = row
+    return out
+
+
+def format_goal(goal: Mapping[str, Any], choice: str) -> str:
+    """One line per (arch, group): each criterion's value and whether it is met."""
+    lines = [f"goal for {choice} (value, + met / - not met):"]
+    for arch, by_group in goal.items():
+        for group, row in by_group.items():
+            cells = "  ".join(
+                f"{k.split()[0]} {v['value']:+.3f}{'+' if v['met'] else '-'}" for k, v in row.items()
+            )
+            ok = all(v["met"] for v in row.values())
+            lines.append(f"  {arch:<4} {group:<16} {'MET    ' if ok else 'not met'}  {cells}")
+    return "\n".join(lines)
 
 
 def scoring_sha256(root: Path | None = None) -> str:
@@ -1629,6 +1827,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-figure", action="store_true")
     p.add_argument("--choice", default="directed_units", help="register: the chosen distance")
     p.add_argument(
+        "--goal-for",
+        default=None,
+        help="score: check the goal for this distance (held-out: the registered one)",
+    )
+    p.add_argument(
         "--registration", type=Path, default=REGISTRATION, help=f"registration file (default {REGISTRATION})"
     )
     a = p.parse_args(argv)
@@ -1671,9 +1874,23 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "tasks" in over and any(t not in TASK_SPECS for t in over["tasks"]):
         p.error(f"unknown tasks; known: {list(TASK_SPECS)}")
+    cal = sorted(set(seeds) & set(CALIBRATION_SEEDS))
+    if cal and not a.quick:
+        if len(cal) < len(seeds):
+            p.error(
+                f"calibration seeds {cal} run alone: their tasks exclude the families {HELD_OUT_FAMILIES}"
+            )
+        tasks = over.setdefault("tasks", CALIBRATION_TASKS)
+        if any(TASK_SPECS[t].family in HELD_OUT_FAMILIES for t in tasks):
+            p.error(
+                f"the families {HELD_OUT_FAMILIES} are kept out of the calibration seeds {CALIBRATION_SEEDS}"
+            )
     cfg = dataclasses.replace(base, **over)
     names = a.distances or list(DISTANCES)
     known = {**DISTANCES, **EXTRA_DISTANCES}
+    if held:  # the registered choice is scored whatever --distances says
+        choice = json.loads(Path(a.registration).read_text())["choice"]
+        names = [choice, *(n for n in names if n != choice)]
     if any(n not in known for n in names):
         p.error(f"unknown distances; registered: {list(known)}")
     set_determinism(a.threads)
@@ -1696,6 +1913,7 @@ def main(argv: list[str] | None = None) -> int:
             n_perm=a.n_perm,
             perm_seed=a.perm_seed,
             figure=not a.no_figure,
+            choice=names[0] if held else a.goal_for,
         )
         if held:
             record_scored(held, a.registration)

@@ -64,6 +64,79 @@ def test_task_design(tb):
     assert not torch.equal(tb.make_tasks(["noise"], seed=1)["noise"].x_train[:5], tasks["noise"].x_train[:5])
 
 
+def test_training_regimes(tb):
+    """The held-out family: same inputs as ``orig``, only the training labels or samples differ."""
+    tasks = tb.make_tasks(["orig", "labelnoise20", "labelnoise40", "few20", "imbalanced"], seed=5)
+    o = tasks["orig"]
+    n = len(o.y_train)
+    for name, q in (("labelnoise20", 0.2), ("labelnoise40", 0.4)):
+        t = tasks[name]
+        assert torch.equal(t.x_train, o.x_train) and torch.equal(t.y_test, o.y_test)
+        assert int((t.y_train != o.y_train).sum()) == round(q * n)  # every replaced label is another class
+    counts = np.bincount(o.y_train.numpy(), minlength=10)
+    np.testing.assert_array_equal(
+        np.bincount(tasks["few20"].y_train.numpy(), minlength=10), np.round(0.2 * counts)
+    )
+    imb = np.bincount(tasks["imbalanced"].y_train.numpy(), minlength=10)
+    np.testing.assert_array_equal(imb[:5], counts[:5])
+    np.testing.assert_array_equal(imb[5:], np.round(0.15 * counts[5:]))
+    for t in ("few20", "imbalanced"):
+        assert torch.equal(tasks[t].x_test, o.x_test)
+        # kept samples are rows of orig's training set with their clean labels
+        rows = {tuple(r) for r in o.x_train.numpy().round(6).tolist()}
+        assert all(tuple(r) in rows for r in tasks[t].x_train.numpy().round(6).tolist()[:50])
+    assert not set(tb.CALIBRATION_TASKS) & {
+        t for t, s in tb.TASK_SPECS.items() if s.family in tb.HELD_OUT_FAMILIES
+    }
+
+
+def test_regimes_kept_out_of_calibration(tb, tmp_path):
+    with pytest.raises(SystemExit):
+        tb.main(["generate", "--seeds", "0", "--tasks", "orig,few20", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        tb.main(["generate", "--seeds", "0,8", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+def test_family_null_fails_a_family_detector(tb):
+    """A distance that only tells the families apart ranks the pooled pairs, yet under relabelling within
+    families it is unchanged, so its family-preserving p is 1."""
+    fams = ["a"] * 5 + ["b"] * 5 + ["c"] * 5
+    k = len(fams)
+    same = np.equal.outer(np.array(fams), np.array(fams))
+    gap = np.where(same, -0.01, -0.3) + 0.001 * _synthetic_gap(k, 2)
+    np.fill_diagonal(gap, 0.0)
+    D = np.where(same, 0.0, 1.0)
+    fperms = tb.family_permutations(fams, 500, seed=1)
+    assert all(sorted(np.array(fams)[p]) == sorted(fams) and list(np.array(fams)[p]) == fams for p in fperms)
+    r = tb.score_group(D, gap, [f"t{i}" for i in range(k)], tb.permutations(k, 500, 0), fperms)
+    assert r["mean_rho"] < -0.5 and r["perm_p"] < 0.01
+    assert r["perm_p_family"] == 1.0 and r["perm_p_family_source"] == 1.0
+    c = tb.combine([r])
+    assert c["perm_p_family"] == 1.0
+
+
+def test_goal_check(tb):
+    gap = _synthetic_gap(8, 4)
+    names = [f"t{i}" for i in range(8)]
+    perms = tb.permutations(8, 500, seed=0)
+
+    def cell(D):
+        r = tb.score_group(D, gap, names, perms)
+        return {"x": {"all": {"combined": tb.combine([r])}}}
+
+    scores = {
+        "oracle": cell(-gap),
+        **{b: cell(tb.random_distance([], names, "mlp", 0, None)) for b in tb.BASELINES},
+    }
+    goal = tb.goal_check(scores, "oracle")["x"]["all"]
+    assert all(v["met"] for v in goal.values()), goal
+    scores["target_recall"] = cell(-gap + 1e-3 * _synthetic_gap(8, 9))  # a baseline as good as the oracle
+    goal = tb.goal_check(scores, "oracle")["x"]["all"]
+    assert not goal["margin_target >= 0.1"]["met"] and goal["rho_target <= -0.5"]["met"]
+
+
 # ---------------------------------------------------------------------------------------------------- statistics
 def test_rowwise_spearman_matches_scipy(tb):
     rng = np.random.default_rng(0)
@@ -280,9 +353,11 @@ def test_quick_benchmark(tb, tmp_path, capsys):
             assert D.shape == (n, n) and np.isfinite(D).all()
     assert len(res["pairs"]) == 2 * n * (n - 1)
     assert all(math.isfinite(p["gap"]) and -1 <= p["gap"] <= 1 for p in res["pairs"])
+    groups = ["class_subsets", "input_transforms", "all"]  # the quick tasks hold no training regime
     for name in tb.DISTANCES:
         for arch in ("mlp", "cnn", "both"):
-            for group in tb.GROUPS:
+            assert sorted(res["scores"][name][arch]) == sorted(groups)
+            for group in groups:
                 c = res["scores"][name][arch][group]["combined"]
                 assert -1 <= c["mean_rho"] <= 1 and 0 < c["perm_p"] <= 1 and c["n_perm"] == 2000
                 assert c["n_targets"] == (2 if arch == "both" else 1) * (n if group == "all" else n // 2)

@@ -4,7 +4,8 @@ flows predict how well a winning ticket found on one task transfers to another?
 Design (everything below is fixed before any held-out seed is run)
 -----------------------------------------------------------------
 Data: scikit-learn's bundled 8x8 digits (1797 images, no download), pixels scaled to [0, 1], one
-stratified 70/30 train/test split per seed.  14 tasks in two families (``--quick``: 6, three of each):
+stratified 70/30 train/test split per seed.  18 tasks in three families (the calibration seeds: the first
+two, 14 tasks; ``--quick``: 6, three of each of the first two):
 
 ``class_subsets`` (5 classes each; labels keep their digit, so logit ``d`` is digit ``d``)
     ``cls01234`` (the reference), ``cls12345``, ``cls23456``, ``cls34567``, ``cls45678``,
@@ -17,6 +18,11 @@ stratified 70/30 train/test split per seed.  14 tasks in two families (``--quick
     ``invert`` (``1 - x``), ``noise`` (additive Gaussian noise, sigma 0.4, drawn once per image,
     train and test), ``permute`` (one fixed random permutation of the 64 pixels), ``blur``
     (Gaussian blur, sigma 0.8 pixel, zero padding).
+``training_regimes`` (all 10 classes, inputs unchanged; only the training set differs; test set as ``orig``)
+    ``labelnoise20``, ``labelnoise40`` (20 / 40 % of the training labels replaced by a uniformly drawn
+    other class), ``few20`` (20 % of each digit's training samples), ``imbalanced`` (digits 5-9 keep 15 % of
+    their training samples).  Added with the held-out seeds 5-7 and *held out as a family*: it is never generated or
+    scored on the calibration seeds (:data:`HELD_OUT_FAMILIES`), so no choice was tuned on it.
 
 Architectures (10 logits always, so all tasks of one architecture share shapes; absent classes never
 appear as labels): ``mlp`` 64-128-128-10 (ReLU) and ``cnn`` conv3x3(1->16)-conv3x3(16->32)-maxpool2-

@@ -69,7 +69,7 @@ Run::
     python examples/transfer_benchmark.py --quick --out /tmp/tb             # everything, 1 seed, < 2 min
     python examples/transfer_benchmark.py generate --seeds 0,1 --out bench-out [--jobs 2]
     python examples/transfer_benchmark.py score --seeds 0,1 --out bench-out [--distances a,b]
-    python examples/transfer_benchmark.py register --choice directed_units   # then commit docs/transfer-registration.json
+    python examples/transfer_benchmark.py register --choice directed+3   # then commit docs/transfer-registration.json
     python examples/transfer_benchmark.py run --seeds 5,6,7 --held-out --out bench-out   # later, once
 
 Outputs: ``OUT/seed_S/ARCH/generation.json`` (accuracies, written atomically last; a complete one is
@@ -801,20 +801,27 @@ def unit_degree_cosine(
 
 
 def _ticket_recall_distance(masks: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:
+    """``D[s, t] = 1 -`` the mean over the target's tensors that keep any weight of the fraction of them the
+    source's mask keeps too.  Per tensor, not pooled: two tickets of one global density hold the same number
+    of weights, so the pooled recall ``|s & t| / |t|`` would be symmetric (and rank like the Jaccard index);
+    per tensor it is directed wherever IMP spreads the density over the layers differently."""
     n = len(masks)
     D = np.zeros((n, n))
-    for s in range(n):
-        for t in range(n):
-            kept = sum(int(masks[t][k].sum()) for k in masks[t])
-            both = sum(int((masks[s][k] & masks[t][k]).sum()) for k in masks[t])
-            D[s, t] = 1.0 - both / kept if kept and s != t else 0.0
+    for t in range(n):
+        kept = {k: int(m.sum()) for k, m in masks[t].items()}
+        for s in range(n):
+            if s == t:
+                continue
+            rec = [int((masks[s][k] & masks[t][k]).sum()) / c for k, c in kept.items() if c]
+            D[s, t] = 1.0 - float(np.mean(rec)) if rec else 0.0
     return D
 
 
 @register_distance("target_recall")
 def target_recall(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
-    """Directed baseline: ``D[s, t] = 1 - |ticket_s & ticket_t| / |ticket_t|``, the fraction of the target's
-    ticket the source's ticket lacks (last-round masks, all pruned weights).  (n, n), in [0, 1]."""
+    """Directed baseline: ``D[s, t] = 1 - mean over pruned tensors of |ticket_s & ticket_t| / |ticket_t|``,
+    the fraction of the target's ticket the source's ticket lacks, layer by layer (last-round masks).
+    (n, n), in [0, 1]."""
     return _ticket_recall_distance([data.last_masks(t) for t in names])
 
 
@@ -1608,7 +1615,8 @@ class RegistrationError(RuntimeError):
 
 #: What the held-out run must show (fixed with the registration; docs/universality.md section 11).
 GOAL = {
-    "per": "family (class_subsets, input_transforms, cross-family pairs in 'all'), each architecture and both",
+    "per": "family (class_subsets, input_transforms, training_regimes) and 'all' (every pair, cross-family "
+    "ones included), each architecture and both",
     "mean_within_target_rho": "<= -0.5",
     "mean_within_source_rho": "<= -0.5",
     "fraction_negative": ">= 0.8",
@@ -1710,7 +1718,10 @@ def register(
     reg = {
         "benchmark_version": BENCH_VERSION,
         "choice": choice,
-        "formula": TRANSFER_FORMULA if choice == "directed_units" else (known[choice].__doc__ or "").strip(),
+        "formula": TRANSFER_FORMULA
+        if choice == "directed_units"
+        else " ".join((known[choice].__doc__ or "").split())
+        + (f" directed_units: {TRANSFER_FORMULA}" if choice.startswith("directed+") else ""),
         "candidates": {n: (known[n].__doc__ or "").strip() for n in candidates},
         "baselines": list(BASELINES),
         "goal": GOAL,

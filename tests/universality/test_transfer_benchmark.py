@@ -138,6 +138,29 @@ def test_goal_check(tb):
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
+def test_target_recall_is_directed_at_one_global_density(tb):
+    # per layer, not pooled: b keeps 1 of a's 3 weights in l1 and a's 1 in l2, 1 - (1/3 + 1)/2 = 1/3, and a keeps
+    # b's 1 in l1 and 1 of b's 3 in l2, also 1/3.  c holds 2 weights, both in l1: it keeps 2 of a's 3 there and
+    # none of a's l2 (2/3), while a keeps all of c (0): the pooled 1 - |s & t| / |t| would give 1/2 and 0
+    a = {
+        "l1": torch.tensor([1, 1, 1, 0], dtype=torch.bool),
+        "l2": torch.tensor([1, 0, 0, 0], dtype=torch.bool),
+    }
+    b = {
+        "l1": torch.tensor([1, 0, 0, 0], dtype=torch.bool),
+        "l2": torch.tensor([1, 1, 1, 0], dtype=torch.bool),
+    }
+    c = {
+        "l1": torch.tensor([1, 1, 0, 0], dtype=torch.bool),
+        "l2": torch.tensor([0, 0, 0, 0], dtype=torch.bool),
+    }
+    D = tb._ticket_recall_distance([a, b, c])
+    assert D[1, 0] == pytest.approx(1 / 3) and D[0, 1] == pytest.approx(1 / 3)
+    # c keeps 2 of a's 3 in l1 and none of a's l2: 1 - (2/3 + 0)/2; a keeps both of c's (l2 empty in c)
+    assert D[2, 0] == pytest.approx(2 / 3) and D[0, 2] == pytest.approx(0.0)
+    assert np.diag(D).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_rowwise_spearman_matches_scipy(tb):
     rng = np.random.default_rng(0)
     x, y = rng.random((20, 7)), rng.random((20, 7))

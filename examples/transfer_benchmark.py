@@ -958,6 +958,10 @@ def rganalysis_distance(
         dm = distance_matrix(flow_signatures(paths, names, couplings), weights, alignment=alignment)
         return np.asarray(dm.total.values, dtype=np.float64)
 
+    fn.__doc__ = (
+        f"rganalysis's universality distance (weights {dict(weights) if weights else 'default'}, alignment "
+        f"{alignment!r}) on flow signatures in the couplings {list(couplings)}."
+    )
     return fn
 
 
@@ -1724,6 +1728,8 @@ def register(
         + (f" directed_units: {TRANSFER_FORMULA}" if choice.startswith("directed+") else ""),
         "candidates": {n: (known[n].__doc__ or "").strip() for n in candidates},
         "baselines": list(BASELINES),
+        "ceilings": list(CEILINGS),
+        "reported_beside": [n for n in DISTANCES if n not in (choice, *candidates)],
         "goal": GOAL,
         "calibration_seeds": list(CALIBRATION_SEEDS),
         "held_out_seeds": [int(x) for x in seeds],
@@ -1854,7 +1860,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     if a.command == "register":
-        cands = a.distances or list(DISTANCES)
+        cands = a.distances or list(DIRECTED_CANDIDATES)
         try:
             reg = register(a.choice, candidates=cands, path=a.registration, force=a.force)
         except RegistrationError as e:

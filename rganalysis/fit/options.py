@@ -194,7 +194,13 @@ class FitOptions:
             response=True,
         ),
     )
-    tol: float = field(default=0.05, metadata=option("marginal band around |lambda| = 1"))
+    tol: float = field(
+        default=0.05,
+        metadata=option(
+            "near-fixed-point tolerance: the last round is near K* when ||K - K*|| / ||K*|| <= tol (the "
+            f"classes use the marginal band |y| <= {MARGINAL_Y} in the exponent y = ln|lambda| / ln b)"
+        ),
+    )
     device: str = field(default="auto", metadata=option("auto (CUDA when present), cpu or cuda"))
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.fixed_points import fixed_point_wording
+from rganalysis.fit.options import MARGINAL_Y
 from rganalysis.report.model import Cell, Figure, ModelSection, Report, Table, format_value, new_figure
 from rganalysis.report.options import ReportOptions
 from rganalysis.store.diagnostics import collapsed_layers, looks_untrained
@@ -178,7 +179,8 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     lead = max(eig, key=lambda e: e["abs"] or 0.0) if eig else None
     spec_caption = (
         f"Eigenvalues λ of the fitted Jacobian of the RG map ({j['estimator']} estimator, {len(eig)} eigenvalues) in "
-        f"the complex plane. Outside the unit circle and its grey marginal band |λ| = 1 ± {j['tol']:g} a direction "
+        f"the complex plane. Outside the unit circle and its grey marginal band (|y| ≤ {MARGINAL_Y:g} in the exponent, "
+        f"|λ| in [{j['b'] ** -MARGINAL_Y:.3g}, {j['b'] ** MARGINAL_Y:.3g}] at b = {j['b']:.3g}) a direction "
         "is relevant (it grows under IMP, exponent y = ln|λ| / ln b > 0, red triangles); inside it is irrelevant "
         "(it decays, y < 0, blue circles); in the band marginal (orange squares). Each radial bar spans the "
         "95% bootstrap interval of |λ|: a bar that crosses the band means the class is not resolved. Complex "
@@ -190,12 +192,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
         fig = new_figure((11.0, 5.4))
         a1, a2 = fig.subplots(1, 2)
         plot.spectrum(j, ax=a1, title="coupling space (rganalysis fit)")
-        plot.spectrum(
-            sec.koopman_json,
-            ax=a2,
-            tol=float(sec.koopman_json.get("tol", j["tol"])),
-            title="parameter space (Koopman DMD)",
-        )
+        plot.spectrum(sec.koopman_json, ax=a2, title="parameter space (Koopman DMD)")
         kc = _class_counts(sec.koopman_json["eigenvalues"])
         spec_caption += (
             " Right: the spectrum of the Koopman operator fitted by exact DMD to the surviving parameters "

@@ -130,7 +130,7 @@ def render_html(rep: Report) -> str:
         ("rank", format_value(o.rank)),
         ("ridge", format_value(o.ridge)),
         ("bootstrap resamples", format_value(o.n_bootstrap)),
-        ("tol (marginal band)", format_value(o.tol)),
+        ("tol (near a fixed point)", format_value(o.tol)),
     ]
     if o.estimator == "response":
         opt_rows += [

@@ -393,10 +393,28 @@ def flow_projection(
 
 
 # ------------------------------------------------------------------------------------------- spectrum
-def _eigen_records(eigenvalues: Any, ci: Any, tol: float) -> list[dict[str, Any]]:
+def _class_of(mod: float, b: float | None, band: float) -> str:
+    """The class of a bare |lambda| from its exponent y = ln|lambda| / ln b (``undetermined`` without b)."""
+    from rganalysis.fit.fixed_points import exponent_class
+
+    if b is None or not (b > 1.0) or not (mod > 0.0):
+        return "undetermined"
+    return exponent_class(math.log(mod) / math.log(b), band)
+
+
+def _band_and_b(x: Mapping[str, Any], b: float | None, band: float) -> tuple[float | None, float]:
+    """``b`` and the marginal band in y of a fit, response or Koopman JSON.  A fit's ``tol`` is its
+    near-fixed-point tolerance, not a band; a Koopman JSON's ``tol`` is its band in y and its ``b`` is
+    ``scale_factor``."""
+    if "scale_factor" in x:
+        return x.get("scale_factor") or b, float(x.get("tol", band))
+    return x.get("b") or b, band
+
+
+def _eigen_records(eigenvalues: Any, ci: Any, b: float | None, band: float) -> list[dict[str, Any]]:
     """Records {re, im, abs, class, ci_low, ci_high} from JSON (list of dicts or a fit JSON) or an array."""
     if isinstance(eigenvalues, Mapping):
-        tol = float(eigenvalues.get("tol", tol))
+        b, band = _band_and_b(eigenvalues, b, band)
         eigenvalues = eigenvalues["eigenvalues"]
     if isinstance(eigenvalues, Sequence) and eigenvalues and isinstance(eigenvalues[0], Mapping):
         recs = []
@@ -404,35 +422,29 @@ def _eigen_records(eigenvalues: Any, ci: Any, tol: float) -> list[dict[str, Any]
             re, im = float(e.get("re") or 0.0), float(e.get("im") or 0.0)
             mod = e.get("abs")
             mod = abs(complex(re, im)) if mod is None else float(mod)
-            cls = e.get("class") or (
-                "relevant" if mod > 1 + tol else "irrelevant" if mod < 1 - tol else "marginal"
-            )
             recs.append(
                 {
                     "re": re,
                     "im": im,
                     "abs": mod,
-                    "class": cls,
+                    "class": e.get("class") or _class_of(mod, b, band),
                     "ci_low": e.get("ci_low"),
                     "ci_high": e.get("ci_high"),
                 }
             )
     else:
         lam = np.asarray(eigenvalues, dtype=np.complex128).reshape(-1)
-        recs = []
-        for z in lam:
-            mod = float(abs(z))
-            cls = "relevant" if mod > 1 + tol else "irrelevant" if mod < 1 - tol else "marginal"
-            recs.append(
-                {
-                    "re": float(z.real),
-                    "im": float(z.imag),
-                    "abs": mod,
-                    "class": cls,
-                    "ci_low": None,
-                    "ci_high": None,
-                }
-            )
+        recs = [
+            {
+                "re": float(z.real),
+                "im": float(z.imag),
+                "abs": float(abs(z)),
+                "class": _class_of(float(abs(z)), b, band),
+                "ci_low": None,
+                "ci_high": None,
+            }
+            for z in lam
+        ]
     if ci is not None:
         ci = np.asarray(ci, dtype=np.float64)
         if ci.shape != (len(recs), 2):
@@ -450,37 +462,46 @@ def spectrum(
     ax: Axes | None = None,
     ci: Any = None,
     *,
-    tol: float = 0.05,
+    b: float | None = None,
+    band: float | None = None,
     title: str | None = "Eigenvalue spectrum of the linearised RG map",
 ) -> Axes:
-    """Eigenvalues in the complex plane with the unit circle and the marginal band ``1 +- tol``; colour and
-    marker by class (relevant outside, irrelevant inside, marginal on the circle); the confidence interval
-    of |lambda| drawn as a radial error bar.
+    """Eigenvalues in the complex plane with the unit circle and the marginal band, ``|y| <= band`` in the
+    exponent y = ln|lambda| / ln b, i.e. the ring ``b**-band <= |lambda| <= b**band`` (drawn when b is
+    known; it is the band the classes use, so its width depends on the pruning rate in |lambda|, not in y);
+    colour and marker by class; the confidence interval of |lambda| drawn as a radial error bar.
 
     Parameters
     ----------
     eigenvalues_json_or_array : a fitted FlowFit or KoopmanDMD, a fit JSON (``FlowFit.to_json()``, uses its
-        ``eigenvalues`` and ``tol``), a
-        list of ``{re, im, abs, class, ci_low, ci_high}`` records (``rganalysis fit``, Koopman DMD), or an
-        array of complex eigenvalues (classes from ``tol``)
+        ``eigenvalues``, ``b``), a Koopman JSON (``scale_factor``, its band ``tol``), a list of
+        ``{re, im, abs, class, ci_low, ci_high}`` records, or an array of complex eigenvalues
     ax : Axes to draw on
     ci : optional (k, 2) interval of |lambda| per eigenvalue (overrides the records' ``ci_low``/``ci_high``)
-    tol : marginal half-width, when the input does not carry classes
+    b : scale factor 1 / (1 - p), when the input does not carry it; without it no band is drawn and
+        eigenvalues without a class are ``undetermined``
+    band : marginal half-width in y (default :data:`~rganalysis.fit.options.MARGINAL_Y`, or a Koopman
+        JSON's ``tol``)
     title : axes title (None: none)
     """
+    from rganalysis.fit.options import MARGINAL_Y
+
     eigenvalues_json_or_array = _fitted_json(eigenvalues_json_or_array)
     ax = _axes(ax, (5.6, 5.4))
+    band = MARGINAL_Y if band is None else float(band)
     if isinstance(eigenvalues_json_or_array, Mapping):
-        tol = float(eigenvalues_json_or_array.get("tol", tol))
-    recs = _eigen_records(eigenvalues_json_or_array, ci, tol)
+        b, band = _band_and_b(eigenvalues_json_or_array, b, band)
+    recs = _eigen_records(eigenvalues_json_or_array, ci, b, band)
     t = np.linspace(0, 2 * np.pi, 400)
-    ax.fill(
-        np.concatenate([(1 + tol) * np.cos(t), (1 - tol) * np.cos(t[::-1])]),
-        np.concatenate([(1 + tol) * np.sin(t), (1 - tol) * np.sin(t[::-1])]),
-        color="0.92",
-        zorder=0,
-        label=f"marginal band |λ| = 1 ± {tol:g}",
-    )
+    if b is not None and b > 1.0:
+        lo, hi = b**-band, b**band
+        ax.fill(
+            np.concatenate([hi * np.cos(t), lo * np.cos(t[::-1])]),
+            np.concatenate([hi * np.sin(t), lo * np.sin(t[::-1])]),
+            color="0.92",
+            zorder=0,
+            label=f"marginal band |y| ≤ {band:g}: |λ| in [{lo:.3g}, {hi:.3g}] (b = {b:.3g})",
+        )
     ax.plot(np.cos(t), np.sin(t), color="0.35", lw=1.0, zorder=1, label="unit circle")
     reach = 1.15
     for cls in ("irrelevant", "marginal", "relevant", "undetermined"):

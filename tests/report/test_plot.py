@@ -124,20 +124,39 @@ def test_spectrum_from_json_array_and_ci():
         {"re": 0.5, "im": -0.5, "abs": 0.5 * 2**0.5, "class": "irrelevant", "ci_low": 0.6, "ci_high": 9.0},
         {"re": -1.0, "im": 0.0, "abs": 1.0, "class": "marginal", "ci_low": 0.9, "ci_high": 1.1},
     ]
-    ax = plot.spectrum({"eigenvalues": recs, "tol": 0.1})
+    ax = plot.spectrum({"eigenvalues": recs, "b": 1.25})
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"relevant (1)", "irrelevant (2)", "marginal (1)"} <= set(labels)
-    assert any("unit circle" in s for s in labels) and any("0.1" in s for s in labels)
+    assert any("unit circle" in s for s in labels) and any("|y| ≤ 0.2" in s for s in labels)
     assert ax.get_xlim()[1] >= 1.3 * 1.1  # every eigenvalue is in view; a wild interval is not
     assert ax.get_xlim()[1] < 5
     ax = _new_ax()
     assert (
-        plot.spectrum(np.array([1.2, 0.3 + 0.4j, 0.3 - 0.4j]), ax=ax, ci=[[1.1, 1.3], [0.4, 0.6], [0.4, 0.6]])
+        plot.spectrum(
+            np.array([1.2, 0.3 + 0.4j, 0.3 - 0.4j]), ax=ax, ci=[[1.1, 1.3], [0.4, 0.6], [0.4, 0.6]], b=1.25
+        )
         is ax
     )
     assert "relevant (1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # without b a bare |lambda| has no exponent: no class, no band
+    labels = [t.get_text() for t in plot.spectrum(np.array([1.2, 0.5])).get_legend().get_texts()]
+    assert "undetermined (2)" in labels and not any("band" in s for s in labels)
     with pytest.raises(ValueError):
         plot.spectrum([0.5, 0.2], ci=[[0.4, 0.6]])
+
+
+def test_spectrum_band_is_the_exponent_band():
+    # the grey ring is |y| <= MARGINAL_Y at the JSON's b, i.e. |lambda| in [b**-0.2, b**0.2]; a fit JSON's tol
+    # (its near-fixed-point tolerance) is not a band: |lambda| 1.04 at b = 1.25 is y = 0.176, marginal
+    ax = plot.spectrum({"eigenvalues": [{"re": 1.04, "im": 0.0, "abs": 1.04}], "b": 1.25, "tol": 0.01})
+    assert "marginal (1)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ring = np.hypot(*ax.patches[0].get_xy().T)
+    assert ring.max() == pytest.approx(1.25**0.2) and ring.min() == pytest.approx(1.25**-0.2)
+    # a Koopman JSON carries its band as tol and b as scale_factor
+    ax = plot.spectrum(
+        {"eigenvalues": [{"re": 1.04, "im": 0.0, "abs": 1.04}], "scale_factor": 1.25, "tol": 0.1}
+    )
+    assert "relevant (1)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_distance_curve_forms():

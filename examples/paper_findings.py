@@ -114,16 +114,23 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 # ----------------------------------------------------------------------------------------------------
 # statistics (chosen before the held-out run: docs/paper-findings.md, "Design")
 # ----------------------------------------------------------------------------------------------------
-def mean_ci(x: Any, log: bool = False) -> tuple[float, float, float]:
-    """Mean over seeds and its 95 % t interval (of the log, back-transformed, with ``log``); NaN-safe."""
+def mean_ci(x: Any, log: bool = False, fisher: bool = False) -> tuple[float, float, float]:
+    """Mean over seeds and its 95 % t interval; NaN-safe.  ``log``: of the log, back-transformed (positive
+    ratios).  ``fisher``: of Fisher's z = atanh(rho), back-transformed (correlations), so the interval stays
+    inside (-1, 1), which a t interval of rho itself over 2-3 seeds does not."""
     v = np.asarray([a for a in np.asarray(x, dtype=float).ravel() if np.isfinite(a) and (not log or a > 0)])
     if v.size == 0:
         return (math.nan,) * 3
-    v = np.log(v) if log else v
+    if log:
+        v = np.log(v)
+    elif fisher:
+        v = np.arctanh(np.clip(v, -1 + 1e-12, 1 - 1e-12))
     m = float(v.mean())
     h = T95.get(v.size - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else math.inf
     out = (m, m - h, m + h)
-    return tuple(float(np.exp(a)) for a in out) if log else out
+    if log:
+        return tuple(float(np.exp(a)) for a in out)
+    return tuple(float(np.tanh(a)) for a in out) if fisher else out
 
 
 def verdict(lo: float, hi: float, consistent_if: str, bound: float = 0.0) -> str:
@@ -447,8 +454,8 @@ def aggregate(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             "claim": "(1) flows of tickets that transfer share properties",
             "measurement": f"BERT tickets of {len(cfg['bert_tasks'])} token tasks trained on every task: Spearman "
             "rho of compare's distance against the transfer gap over the off-diagonal pairs, per seed",
-            "number": mean_ci([b["rho"] for b in bert]),
-            "verdict": verdict(*mean_ci([b["rho"] for b in bert])[1:], "below"),
+            "number": mean_ci([b["rho"] for b in bert], fisher=True),
+            "verdict": verdict(*mean_ci([b["rho"] for b in bert], fisher=True)[1:], "below"),
         },
         {
             "claim": "(2) BERT flows sit near fixed points",
@@ -475,8 +482,8 @@ def aggregate(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             "claim": "(3c) the cross-architecture distance ranks those transfers",
             "measurement": "Spearman rho of compare's distance (normalised depth) against the cross-depth gap, "
             "per seed",
-            "number": mean_ci([d["depth_rho"] for d in dig]),
-            "verdict": verdict(*mean_ci([d["depth_rho"] for d in dig])[1:], "below"),
+            "number": mean_ci([d["depth_rho"] for d in dig], fisher=True),
+            "verdict": verdict(*mean_ci([d["depth_rho"] for d in dig], fisher=True)[1:], "below"),
         },
     ]
     agg["contrast"] = {lab: near_text(v) for lab, v in last.items()}

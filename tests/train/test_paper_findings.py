@@ -33,6 +33,12 @@ def test_statistics_known_answers(pf):
     assert m == 2.0 and math.isclose(hi - m, 4.303 / math.sqrt(3)) and math.isclose(m - lo, hi - m)
     g = pf.mean_ci([0.25, 1.0, 4.0], log=True)
     assert math.isclose(g[0], 1.0) and math.isclose(g[1] * g[2], 1.0)
+    # correlations: the interval of atanh(rho), back-transformed: inside (-1, 1), the point tanh(mean z)
+    r = pf.mean_ci([-0.42, -0.06], fisher=True)
+    z = [math.atanh(-0.42), math.atanh(-0.06)]
+    half = 12.706 * abs(z[0] - z[1]) / math.sqrt(2) / math.sqrt(2)
+    assert math.isclose(r[0], math.tanh(sum(z) / 2)) and math.isclose(r[2], math.tanh(sum(z) / 2 + half))
+    assert -1 < r[1] < r[0] < r[2] < 1 and pf.mean_ci([-0.42, -0.06])[1] < -1  # the plain t interval is not
     assert pf.verdict(-0.5, -0.1, "below") == "consistent"
     assert pf.verdict(0.1, 0.5, "below") == "not consistent"
     assert pf.verdict(-0.1, 0.5, "below") == "undetermined"

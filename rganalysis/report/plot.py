@@ -395,11 +395,11 @@ def flow_projection(
 # ------------------------------------------------------------------------------------------- spectrum
 def _class_of(mod: float, b: float | None, band: float) -> str:
     """The class of a bare |lambda| from its exponent y = ln|lambda| / ln b (``undetermined`` without b)."""
-    from rganalysis.fit.fixed_points import exponent_class
+    from rganalysis.fit.fixed_points import exponent_class, exponents
 
     if b is None or not (b > 1.0) or not (mod > 0.0):
         return "undetermined"
-    return exponent_class(math.log(mod) / math.log(b), band)
+    return exponent_class(float(exponents([mod], b)[0]), band)
 
 
 def _band_and_b(x: Mapping[str, Any], b: float | None, band: float) -> tuple[float | None, float]:
@@ -412,9 +412,9 @@ def _band_and_b(x: Mapping[str, Any], b: float | None, band: float) -> tuple[flo
 
 
 def _eigen_records(eigenvalues: Any, ci: Any, b: float | None, band: float) -> list[dict[str, Any]]:
-    """Records {re, im, abs, class, ci_low, ci_high} from JSON (list of dicts or a fit JSON) or an array."""
+    """Records {re, im, abs, class, ci_low, ci_high} from JSON (list of dicts or a fit JSON) or an array;
+    ``b`` and ``band`` as resolved by :func:`spectrum`."""
     if isinstance(eigenvalues, Mapping):
-        b, band = _band_and_b(eigenvalues, b, band)
         eigenvalues = eigenvalues["eigenvalues"]
     if isinstance(eigenvalues, Sequence) and eigenvalues and isinstance(eigenvalues[0], Mapping):
         recs = []

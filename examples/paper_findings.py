@@ -449,13 +449,17 @@ def aggregate(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         floor = per_level(jacs, "noise_floor")
         agg["levels"][lab] = {"step_ratio": ratio, "lead_abs": lead, "noise_floor": floor}
     last = {lab: v["step_ratio"][-1] for lab, v in agg["levels"].items()}
+    bert_rho = mean_ci([b["rho"] for b in bert], fisher=True)
+    spread_slope = mean_ci([d["spread_slope"] for d in dig])
+    depth_gap = mean_ci([d["depth_gap_mean"] for d in dig])
+    depth_rho = mean_ci([d["depth_rho"] for d in dig], fisher=True)
     agg["claims"] = [
         {
             "claim": "(1) flows of tickets that transfer share properties",
             "measurement": f"BERT tickets of {len(cfg['bert_tasks'])} token tasks trained on every task: Spearman "
             "rho of compare's distance against the transfer gap over the off-diagonal pairs, per seed",
-            "number": mean_ci([b["rho"] for b in bert], fisher=True),
-            "verdict": verdict(*mean_ci([b["rho"] for b in bert], fisher=True)[1:], "below"),
+            "number": bert_rho,
+            "verdict": verdict(*bert_rho[1:], "below"),
         },
         {
             "claim": "(2) BERT flows sit near fixed points",
@@ -468,22 +472,22 @@ def aggregate(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             "claim": "(3a) smaller ResNets have more uniform flows",
             "measurement": "slope of the block spread (CV over residual blocks of the per-block log-density "
             "change) against log2(prunable parameters), over the CNN family, per seed",
-            "number": mean_ci([d["spread_slope"] for d in dig]),
-            "verdict": verdict(*mean_ci([d["spread_slope"] for d in dig])[1:], "above"),
+            "number": spread_slope,
+            "verdict": verdict(*spread_slope[1:], "above"),
         },
         {
             "claim": "(3b) ... complicating transfer between them",
             "measurement": "mean transfer gap of tickets moved across depth (nearest-depth block rule) against "
             "the target's own ticket, per seed",
-            "number": mean_ci([d["depth_gap_mean"] for d in dig]),
-            "verdict": verdict(*mean_ci([d["depth_gap_mean"] for d in dig])[1:], "below"),
+            "number": depth_gap,
+            "verdict": verdict(*depth_gap[1:], "below"),
         },
         {
             "claim": "(3c) the cross-architecture distance ranks those transfers",
             "measurement": "Spearman rho of compare's distance (normalised depth) against the cross-depth gap, "
             "per seed",
-            "number": mean_ci([d["depth_rho"] for d in dig], fisher=True),
-            "verdict": verdict(*mean_ci([d["depth_rho"] for d in dig], fisher=True)[1:], "below"),
+            "number": depth_rho,
+            "verdict": verdict(*depth_rho[1:], "below"),
         },
     ]
     agg["contrast"] = {lab: near_text(v) for lab, v in last.items()}

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from rganalysis.base import Estimator
 from rganalysis.errors import DegenerateRegressionError, InvalidParameterError
@@ -148,8 +150,9 @@ class ResponseJacobian(Estimator):
     device : where each retrain runs (``"auto"``: CUDA when present)
     threads : torch threads per retrain on CPU (default 1: numbers are defined at one thread and parallel
         retrains use the cores); None leaves torch's setting
-    n_bootstrap : bootstrap resamples (states with replacement, and seeds with replacement: one seed draw
-        shared by all states with ``common_seeds``) for ``eigenvalue_ci_``
+    n_bootstrap : bootstrap resamples for ``eigenvalue_ci_``: with two or more seeds, of the seed noise on the
+        fixed design (states kept, each (state, seed) residual given a random sign, spread widened by
+        ``t_dof / z``); with one seed or no seed noise, of the states (with replacement; conservative)
     ci_level : central probability of ``eigenvalue_ci_``
     noise_draws, noise_level : draws of the pure-seed-noise Jacobian and the quantile of its largest
         ``|lambda|`` that is reported as ``noise_floor_``
@@ -185,6 +188,7 @@ class ResponseJacobian(Estimator):
     coupling_eigenvectors_ : (C, D) the eigenvectors in standardised couplings
     eigenvalue_ci_ : (D, 2) bootstrap interval of ``|lambda|`` (NaN where :mod:`rganalysis.fit.intervals`
         reports none);  exponent_ci_ : (D, 2) the same in y;  eigenvalue_bootstrap_ : (n_ok, D)
+    bootstrap_method_ : which bootstrap gave the intervals (fixed-design seed noise, or states)
     exponents_ : (D,) ``y = ln|lambda| / ln b_``;  classes_ : relevant / irrelevant / marginal / undetermined
     noise_floor_ : float, the ``noise_level`` quantile of the largest ``|lambda|`` of the Jacobian of pure
         seed noise (sign-flipped residuals on the same design);  noise_eigenvalues_ : (draws, D) sorted
@@ -646,37 +650,79 @@ class ResponseJacobian(Estimator):
         self.direction_source_ = ["realised"] * k
         return Vr
 
+    def _seed_residuals(self, Y: np.ndarray) -> tuple[np.ndarray, int]:
+        """The seed noise of the responses Y (N, S, D): residuals after the state means (and, with common
+        seeds, the seed means: a seed's effect shared by every state does not move the slope), rescaled to
+        one seed's noise.  Returns (residuals (N, S, D), their degrees of freedom)."""
+        N, S, _ = Y.shape
+        r = Y - Y.mean(axis=1, keepdims=True)
+        f, dof = math.sqrt(S / (S - 1)), N * (S - 1)
+        if self.common_seeds:
+            r = r - r.mean(axis=0, keepdims=True)
+            f *= math.sqrt(N / (N - 1)) if N > 1 else 1.0
+            dof = (N - 1) * (S - 1)
+        return r * f, dof
+
     def _bootstrap(
         self, X: np.ndarray, Y: np.ndarray, rng: np.random.Generator, fit_kw: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Resample states (with replacement) and seeds (one draw shared by all states with common seeds,
-        else one per state); each resample's eigenvalues matched to the estimate; intervals under the
-        policy of :mod:`rganalysis.fit.intervals`."""
+        """Intervals under the policy of :mod:`rganalysis.fit.intervals`.
+
+        With two or more seeds, a fixed-design (wild) bootstrap: the states are the design, not a sample, so
+        they are kept, and each resample is the state means plus the seed noise (:meth:`_seed_residuals`)
+        with random signs per (state, seed), regressed on the same inputs; the spread around the estimate is
+        widened by ``t_dof / z`` at the interval's level (the noise is estimated from ``dof`` residual
+        degrees of freedom).  With one seed, or a training without seed noise, there is no noise to
+        resample: states and seeds are resampled instead (with replacement; one seed draw shared by all
+        states with common seeds), which is conservative (docs/theory.md, section 3)."""
         N, S, D = X.shape
         ref = self.eigenvalues_
         names = [f"d{d}" for d in range(D)]
+        level = float(self.ci_level)
+        common = bool(self.common_seeds)
 
-        def draw() -> np.ndarray:
-            rows = rng.integers(0, N, N)
-            if np.unique(rows).size < D + 1:
-                raise DegenerateResample(f"fewer than {D + 1} distinct states")
-            if self.common_seeds:
-                cols = np.broadcast_to(rng.integers(0, S, S), (N, S))
-            else:
-                cols = rng.integers(0, S, (N, S))
-            Xb = X[rows[:, None], cols].reshape(N * S, D)
-            Yb = Y[rows[:, None], cols].reshape(N * S, D)
+        def fit(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:
             try:
-                return affine_fit(Xb, Yb, names, quiet=True, what="bootstrap", **fit_kw).eigenvalues
+                return affine_fit(xb, yb, names, quiet=True, what="bootstrap", **fit_kw).eigenvalues
             except DegenerateRegressionError as e:
                 raise DegenerateResample("degenerate design") from e
 
+        noise, dof = self._seed_residuals(Y) if S >= 2 else (None, 0)
+        # seed noise at round-off level (a deterministic training) is no noise: every resample would be the fit
+        spread = float(np.abs(Y - Y.mean(axis=(0, 1))).max()) if Y.size else 0.0
+        if noise is not None and float(np.abs(noise).max()) > 1e-9 * spread:
+            means = Y.mean(axis=1, keepdims=True)
+            Xr = X.reshape(N * S, D)
+
+            def draw() -> np.ndarray:
+                signs = rng.choice([-1.0, 1.0], size=(N, S, 1))
+                return fit(Xr, (means + signs * noise).reshape(N * S, D))
+
+            q = 0.5 + level / 2
+            factor = float(student_t.ppf(q, dof) / norm.ppf(q)) if dof > 0 else 1.0
+            how = f"fixed-design bootstrap of the seed noise over {N} states x {S} seeds"
+        else:
+
+            def draw() -> np.ndarray:
+                rows = rng.integers(0, N, N)
+                if np.unique(rows).size < D + 1:
+                    raise DegenerateResample(f"fewer than {D + 1} distinct states")
+                if common:
+                    cols = np.broadcast_to(rng.integers(0, S, S), (N, S))
+                else:
+                    cols = rng.integers(0, S, (N, S))
+                return fit(X[rows[:, None], cols].reshape(N * S, D), Y[rows[:, None], cols].reshape(N * S, D))
+
+            why = "one seed" if S == 1 else "no seed noise"
+            factor, how = 1.0, f"bootstrap over {N} states ({why})"
         res = draw_resamples(ref, int(self.n_bootstrap), draw)
+        self.bootstrap_method_ = how
         ci, _ = eigenvalue_intervals(
             ref,
             res,
-            level=float(self.ci_level),
-            what=f"ResponseJacobian(round {self.round_}) bootstrap over {N} states x {S} seeds",
+            level=level,
+            what=f"ResponseJacobian(round {self.round_}) {how}",
+            factor=factor,
             lower_bound=0.0,
         )
         return ci, np.abs(res.values), res.n_usable
@@ -684,19 +730,13 @@ class ResponseJacobian(Estimator):
     def _noise_floor(
         self, X: np.ndarray, Y: np.ndarray, rng: np.random.Generator, fit_kw: dict[str, Any]
     ) -> tuple[float, np.ndarray]:
-        """The Jacobian of pure seed noise on the same design: the residuals of the outputs after the
-        state means (and, with common seeds, the seed means) are sign-flipped at random and rescaled to one
-        seed's noise, then regressed on the same inputs.  Returns (``noise_level`` quantile of the largest
-        ``|lambda|``, (draws, D) sorted moduli)."""
+        """The Jacobian of pure seed noise on the same design: the seed noise (:meth:`_seed_residuals`)
+        sign-flipped at random, regressed on the same inputs.  Returns (``noise_level`` quantile of the
+        largest ``|lambda|``, (draws, D) sorted moduli)."""
         N, S, D = Y.shape
         if S < 2 or self.noise_draws == 0:
             return (0.0 if S >= 2 else math.nan), np.empty((0, D))
-        r = Y - Y.mean(axis=1, keepdims=True)
-        f = math.sqrt(S / (S - 1))
-        if self.common_seeds:
-            r = r - r.mean(axis=0, keepdims=True)
-            f *= math.sqrt(N / (N - 1)) if N > 1 else 1.0
-        r = r * f
+        r, _ = self._seed_residuals(Y)
         if not np.any(r):
             return 0.0, np.zeros((int(self.noise_draws), D))
         Xr = X.reshape(N * S, D)

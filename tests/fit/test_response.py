@@ -210,8 +210,16 @@ def test_closed_form_retraining_recovers_the_derived_jacobian(least_squares_flow
         progress=False,
     ).fit(flow)
     mods = np.abs(est.eigenvalues_)
-    # every derived |lambda| lies in the measured 95 % bootstrap interval (states and seeds resampled)
-    assert np.all(est.eigenvalue_ci_[:, 0] <= lam_theory) and np.all(lam_theory <= est.eigenvalue_ci_[:, 1])
+    ci = est.eigenvalue_ci_
+    # the two retraining eigenvalues lie in their 95 % intervals (the seed-noise bootstrap with noise, the
+    # state bootstrap without: no seed noise to resample)
+    assert np.all(ci[:2, 0] <= lam_theory[:2]) and np.all(lam_theory[:2] <= ci[:2, 1])
+    # 1 - p: the design measures 0.7022 with and without noise (a bias of the finite design, not sampling
+    # error: docs/theory.md section 8); the seed-noise interval is that sharp, the state bootstrap's is not
+    assert abs(mods[2] - (1 - LS_P)) < 0.005
+    assert est.bootstrap_method_.startswith("fixed-design" if noise else "bootstrap over 7 states")
+    if noise:
+        assert ci[2, 1] - ci[2, 0] < 0.002
     # measured: 1.665, 1.218, 0.702 (noise 0); 1.689, 1.247, 0.702 (noise 0.01)
     np.testing.assert_allclose(mods, lam_theory, atol=0.03)
     # the whole matrix, to the bias of finite perturbations (epsilon = 0.02) and finite N (4000-8000)

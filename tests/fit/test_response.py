@@ -214,8 +214,9 @@ def test_closed_form_retraining_recovers_the_derived_jacobian(least_squares_flow
     # the two retraining eigenvalues lie in their 95 % intervals (the seed-noise bootstrap with noise, the
     # state bootstrap without: no seed noise to resample)
     assert np.all(ci[:2, 0] <= lam_theory[:2]) and np.all(lam_theory[:2] <= ci[:2, 1])
-    # 1 - p: the design measures 0.7022 with and without noise (a bias of the finite design, not sampling
-    # error: docs/theory.md section 8); the seed-noise interval is that sharp, the state bootstrap's is not
+    # 1 - p: the design measures 0.7022 with and without noise (the integer prune count against moves of
+    # 26-49 weights: a bias of the finite design, not sampling error, docs/theory.md section 8); the
+    # seed-noise interval is that sharp, the state bootstrap's is not
     assert abs(mods[2] - (1 - LS_P)) < 0.005
     assert est.bootstrap_method_.startswith("fixed-design" if noise else "bootstrap over 7 states")
     if noise:

@@ -152,7 +152,8 @@ class ResponseJacobian(Estimator):
         retrains use the cores); None leaves torch's setting
     n_bootstrap : bootstrap resamples for ``eigenvalue_ci_``: with two or more seeds, of the seed noise on the
         fixed design (states kept, each (state, seed) residual given a random sign, spread widened by
-        ``t_dof / z``); with one seed or no seed noise, of the states (with replacement; conservative)
+        ``t_dof / z``); with one seed, no seed noise or weight couplings (inputs with seed noise), of the
+        states (with replacement; conservative)
     ci_level : central probability of ``eigenvalue_ci_``
     noise_draws, noise_level : draws of the pure-seed-noise Jacobian and the quantile of its largest
         ``|lambda|`` that is reported as ``noise_floor_``
@@ -673,7 +674,8 @@ class ResponseJacobian(Estimator):
         with random signs per (state, seed), regressed on the same inputs; the spread around the estimate is
         widened by ``t_dof / z`` at the interval's level (the noise is estimated from ``dof`` residual
         degrees of freedom).  With one seed, or a training without seed noise, there is no noise to
-        resample: states and seeds are resampled instead (with replacement; one seed draw shared by all
+        resample, and with weight couplings the inputs carry seed noise too (the design is not fixed):
+        states and seeds are resampled instead (with replacement; one seed draw shared by all
         states with common seeds), which is conservative (docs/theory.md, section 3)."""
         N, S, D = X.shape
         ref = self.eigenvalues_
@@ -687,7 +689,10 @@ class ResponseJacobian(Estimator):
             except DegenerateRegressionError as e:
                 raise DegenerateResample("degenerate design") from e
 
-        noise, dof = self._seed_residuals(Y) if S >= 2 else (None, 0)
+        # weight couplings: the inputs are measured on retrained states and carry seed noise themselves, so
+        # the design is not fixed and (input, output) rows are resampled together
+        fixed = S >= 2 and not self.weights_needed_
+        noise, dof = self._seed_residuals(Y) if fixed else (None, 0)
         # seed noise at round-off level (a deterministic training) is no noise: every resample would be the fit
         spread = float(np.abs(Y - Y.mean(axis=(0, 1))).max()) if Y.size else 0.0
         if noise is not None and float(np.abs(noise).max()) > 1e-9 * spread:
@@ -713,7 +718,11 @@ class ResponseJacobian(Estimator):
                     cols = rng.integers(0, S, (N, S))
                 return fit(X[rows[:, None], cols].reshape(N * S, D), Y[rows[:, None], cols].reshape(N * S, D))
 
-            why = "one seed" if S == 1 else "no seed noise"
+            why = (
+                "one seed"
+                if S == 1
+                else ("inputs with seed noise" if self.weights_needed_ else "no seed noise")
+            )
             factor, how = 1.0, f"bootstrap over {N} states ({why})"
         res = draw_resamples(ref, int(self.n_bootstrap), draw)
         self.bootstrap_method_ = how

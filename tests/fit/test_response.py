@@ -420,6 +420,34 @@ def test_weight_couplings_retrain_twice(least_squares_flow):
     assert est.direction_overlap_[0] > 0.9  # cosines of the principal angles, measured 0.93, 0.79, 0.30
 
 
+@pytest.mark.parametrize(
+    ("couplings", "noise", "method"),
+    [
+        ("density", 0.01, "fixed-design bootstrap of the seed noise"),
+        ("density", 0.0, "bootstrap over 7 states (no seed noise)"),
+        (("density", "magnitude"), 0.01, "bootstrap over 9 states (inputs with seed noise)"),
+    ],
+)
+def test_bootstrap_follows_the_design(least_squares_flow, couplings, noise, method):
+    """The seed noise is resampled on the fixed design only where there is seed noise and the inputs are
+    exact (mask couplings); otherwise the states are resampled."""
+    est = ResponseJacobian(
+        partial(least_squares_train, noise=noise),
+        couplings=couplings,
+        directions=3 if couplings == "density" else 4,
+        epsilon=0.02,
+        seeds=2,
+        scheduler="sync",
+        progress=False,
+        n_bootstrap=40,
+        noise_draws=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(least_squares_flow)
+    assert est.bootstrap_method_.startswith(method)
+
+
 def test_train_without_seed_needs_one_seed(least_squares_flow):
     with pytest.raises(InvalidParameterError, match="seed"):
         ResponseJacobian(lambda w, m: w, couplings="density", seeds=3, scheduler="sync").fit(

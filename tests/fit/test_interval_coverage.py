@@ -2,8 +2,9 @@
 (benchmarks/interval_coverage.py; the full table is in docs/theory.md, section 3).
 
 Each test scores a small seeded run of the benchmark's simulation twice: the intervals as reported must cover
-the true |lambda| at least 90 % of the time (pooled over eigenvalues), and the same intervals narrowed to half
-their width around the estimate must not, so the bound can fail.  Seeded: the counts are deterministic.
+the true |lambda| at least 85 % of the time (pooled over eigenvalues; measured 0.94-0.97), and the same
+intervals narrowed to half their width around the estimate must not (measured 0.59-0.73), so the bound can
+fail.  Seeded: the counts are deterministic.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def bench():
     sys.modules.pop(spec.name, None)
 
 
-def _check(cov, low: float = 0.90) -> None:
+def _check(cov, low: float = 0.85) -> None:
+    """``low``: what 90-180 seeded intervals can show without flipping on another BLAS (a binomial sd of
+    0.02-0.03 at 95 %); the benchmark's 400 repetitions are the measurement of 90-98 %."""
     assert cov.reported.mean() >= 0.95, cov.name  # the policy reports (nearly) every interval here
     assert cov.pooled() >= low, (cov.name, cov.pooled())
     assert cov.narrowed(0.5).pooled() < low, (cov.name, cov.narrowed(0.5).pooled())
@@ -37,13 +40,13 @@ def _check(cov, low: float = 0.90) -> None:
 def test_trajectory_bootstrap_covers(bench):
     cov = bench.trajectory(60, flows=4, rounds=6, sigma=0.1, n_bootstrap=100)
     _check(cov)
-    assert cov.pooled() <= 0.99  # measured 0.967 at 80 reps; 400 reps: docs/theory.md
+    assert cov.pooled() <= 0.99  # measured 0.972 (60 reps, 100 resamples); 400 reps: docs/theory.md
 
 
 def test_koopman_bags_cover(bench):
     cov = bench.koopman(60, T=30, N=50, sigma=0.3, n_bags=100)
     _check(cov)
-    assert cov.pooled() <= 0.99  # measured 0.958 at 80 reps
+    assert cov.pooled() <= 0.99  # measured 0.939 (60 reps, 100 bags)
 
 
 @pytest.mark.filterwarnings("ignore::rganalysis.fit.intervals.IntervalWarning")
@@ -73,9 +76,9 @@ def test_koopman_percentile_bags_undercover(bench):
 
 
 def test_response_bootstrap_covers(bench):
-    cov = bench.response(30, sigma=0.01, n_bootstrap=100, truth_seeds=100)
+    cov = bench.response(40, sigma=0.01, n_bootstrap=100, truth_seeds=100)
     _check(cov)
     # the fixed-design bootstrap's width is the spread of the estimate over repetitions (3.92 sd), to within
-    # the noise of 30 repetitions; the state bootstrap it replaced was 1.9x as wide (80x for 1 - p)
+    # the noise of 40 repetitions; the state bootstrap it replaced was 1.9x as wide (80x for 1 - p)
     width, spread = np.array([r[6] for r in cov.rows()[:2]]), cov.spread()[:2]
     assert np.all((0.7 * spread < width) & (width < 1.4 * spread)), (width, spread)

@@ -836,6 +836,7 @@ class ResponseJacobian(Estimator):
             "n_states": int(self.n_states_),
             "n_directions": int(self.directions_.shape[0]),
             "n_bootstrap": int(self.n_bootstrap_),
+            "bootstrap_method": getattr(self, "bootstrap_method_", None),
             "n_retrains": int(self.n_retrains_),
             "retrain_seconds": float(self.retrain_seconds_),
             "wall_seconds": float(getattr(self, "wall_seconds_", math.nan)),

@@ -373,6 +373,7 @@ def test_store_round_trip_and_verb(least_squares_flow, tmp_path):
     j = read_response(path)
     assert j["round"] == 3 and j["n_directions"] == 2 and j["n_retrains"] == est.n_retrains_ == 5 * 2
     assert [e["abs"] for e in j["eigenvalues"]] == pytest.approx(np.abs(est.eigenvalues_).tolist())
+    assert j["bootstrap_method"] == est.bootstrap_method_ and j["bootstrap_method"].startswith("fixed-design")
     ds = xr.open_dataset(path, group="response", engine="h5netcdf")
     np.testing.assert_array_equal(ds["jacobian"].values, est.jacobian_)
     assert list(ds["coupling"].values) == est.couplings_
@@ -546,6 +547,7 @@ def test_report_draws_the_response_spectrum_beside_the_trajectory_one(response_s
             "real IMP step" in sec.figures[i + 1].caption and "trajectory fit" in sec.figures[i + 1].caption
         )
         assert "response Jacobian" in sec.figures[i].caption
+        assert "fixed-design bootstrap of the seed noise" in sec.figures[i + 1].caption  # which bars
         assert "response" in sec.fit_json
     finally:
         rep.close()

@@ -316,7 +316,7 @@ class _Workspace:
         self.n, self.device, self.wide = -(-n // 8) * 8, device, wide  # multiple of 8: int64 views
         self.itype = torch.int64 if wide else torch.int32
         self._bufs: dict[tuple[torch.dtype, int], torch.Tensor] = {}
-        self._np: dict[type, np.ndarray] = {}
+        self._np: dict[tuple[type, int], np.ndarray] = {}
 
     def buf(self, dtype: torch.dtype, n: int, slot: int = 0, size: int | None = None) -> torch.Tensor:
         """The first ``n`` entries of buffer ``slot`` of this dtype (``size`` entries, default a
@@ -326,11 +326,12 @@ class _Workspace:
             b = self._bufs[(dtype, slot)] = torch.empty(size or self.n, dtype=dtype, device=self.device)
         return b[:n]
 
-    def np_buf(self, dtype: type, n: int) -> np.ndarray:
-        """The first ``n`` entries of this worker's numpy buffer of ``dtype`` (CPU, a chunk long)."""
-        b = self._np.get(dtype)
+    def np_buf(self, dtype: type, n: int, slot: int = 0, size: int | None = None) -> np.ndarray:
+        """The first ``n`` entries of this worker's numpy buffer ``slot`` of ``dtype`` (CPU; ``size``
+        entries, default a chunk's)."""
+        b = self._np.get((dtype, slot))
         if b is None:
-            b = self._np[dtype] = np.empty(self.n, dtype=dtype)
+            b = self._np[(dtype, slot)] = np.empty(size or self.n, dtype=dtype)
         return b[:n]
 
     def keys(self, w: torch.Tensor) -> torch.Tensor:
@@ -427,15 +428,22 @@ def _sample_keys(plan: _Plan) -> np.ndarray:
         step += 2
     ws, ms, start = [], [], 0
     cpu = plan.weights[0].device.type == "cpu"
-    for w, m in zip(plan.weights, plan.masks, strict=True):
+    dense = dict.fromkeys(range(len(plan.weights)), True)  # every chunk of the layer is all alive
+    for i, s, _ in plan.chunks:
+        dense[i] = dense[i] and plan.full.get((i, s), False)
+    masked = not all(dense.values())
+    for i, (w, m) in enumerate(zip(plan.weights, plan.masks, strict=True)):
         off = (-start) % step
         start += w.numel()
         if off < w.numel():
             x = w[off::step].detach()
             # numpy copies a strided float32 view several times faster than torch's CPU copy
             ws.append(x.numpy() if cpu and x.dtype == torch.float32 else x.float().cpu().numpy())
-            ms.append(m[off::step].cpu().numpy())
-    keys = np.concatenate(ws)[np.concatenate(ms)].view(np.int32)
+            if masked:  # a layer with every weight alive (the first round) needs no mask read
+                ms.append(np.ones(ws[-1].size, bool) if dense[i] else m[off::step].cpu().numpy())
+    keys = np.concatenate(ws).view(np.int32)
+    if masked:
+        keys = keys[np.concatenate(ms)]
     return np.bitwise_and(keys, _ABS[torch.int32], out=keys)
 
 
@@ -459,6 +467,7 @@ def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tens
     parts = _run(plan, partial(_write_bracket, plan, lo=lo, hi=hi, out=out, limit=limit))
     kept = sum(p[0] for p in parts)
     found = [c for p in parts for c in p[1]]
+    found_keys = [c for p in parts for c in p[3]]  # the CPU pass's keys of `found` (None: gather them)
     n_bucket = sum(len(idx) for _, idx in found)
     r = k - (survivors - kept - n_bucket)  # to remove from the bracket
     if any(p[2] for p in parts) or not 1 <= r <= n_bucket:
@@ -479,12 +488,12 @@ def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tens
     idxs = [idx.numpy() for _, idx in found]
     keys = np.concatenate(
         [
-            w.detach().numpy()[ix] if w.dtype == torch.float32 else w[torch.from_numpy(ix)].float().numpy()
-            for (i, _), ix in zip(found, idxs, strict=True)
-            for w in (plan.weights[i],)
+            kk
+            if kk is not None
+            else (np.bitwise_and(plan.weights[i][idx].float().numpy().view(np.int32), _ABS[torch.int32]))
+            for (i, idx), kk in zip(found, found_keys, strict=True)
         ]
-    ).view(np.int32)
-    np.bitwise_and(keys, _ABS[torch.int32], out=keys)
+    )
     cut = int(np.partition(keys, r - 1)[r - 1])  # the r-th smallest key
     ties = r - int(np.count_nonzero(keys < cut))  # of the keys == cut, the first `ties` go
     tie = keys == cut
@@ -497,18 +506,21 @@ def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tens
 
 def _write_bracket(
     plan: _Plan, chunks: list[Chunk], ws: _Workspace, lo: int, hi: int, out: list[torch.Tensor], limit: int
-) -> tuple[int, list[tuple[int, torch.Tensor]], bool]:
+) -> tuple[int, list[tuple[int, torch.Tensor]], bool, list[np.ndarray | None]]:
     """Write ``out = survivor & (key > hi)`` over ``chunks``; return (number written True, the
     survivors with ``lo <= key <= hi`` as (layer, flat indices) in order, overflowed ``limit``)."""
-    found, kept, n_found = [], 0, 0
+    found, found_keys, kept, n_found = [], [], 0, 0
     for i, s, n in chunks:
         w = plan.weights[i][s : s + n]
         if w.device.type == "cpu" and w.dtype == torch.float32 and w.is_contiguous():
-            kept_c, idx = _bracket_chunk_numpy(w, out[i][s : s + n], plan, i, s, n, ws, lo, hi)
+            kept_c, idx, key = _bracket_chunk_numpy(w, out[i][s : s + n], plan, i, s, n, ws, lo, hi)
             kept += kept_c
             if n_found <= limit and 0 < idx.size <= limit - n_found:
                 gathered = ws.buf(torch.int64, limit, slot=4, size=limit)[n_found : n_found + idx.size]
                 found.append((i, torch.add(torch.from_numpy(idx), s, out=gathered)))
+                # their keys while the chunk's are in cache (gathering them from the weights later cost more)
+                kk = ws.np_buf(np.int32, limit, slot=1, size=limit)[n_found : n_found + idx.size]
+                found_keys.append(np.take(key, idx, out=kk))
             n_found += idx.size
             continue
         k = ws.keys(w)
@@ -532,8 +544,9 @@ def _write_bracket(
                 # (ResNet-50, 2 threads)
                 gathered = ws.buf(torch.int64, limit, slot=4, size=limit)[n_found : n_found + idx.numel()]
                 found.append((i, torch.add(idx, s, out=gathered)))
+                found_keys.append(None)
             n_found += idx.numel()
-    return kept, found, n_found > limit
+    return kept, found, n_found > limit, found_keys
 
 
 def _bracket_chunk_numpy(
@@ -546,11 +559,11 @@ def _bracket_chunk_numpy(
     ws: _Workspace,
     lo: int,
     hi: int,
-) -> tuple[int, np.ndarray]:
+) -> tuple[int, np.ndarray, np.ndarray]:
     """One float32 CPU chunk of :func:`_write_bracket` in numpy, on zero-copy views: numpy's comparisons
     and ``count_nonzero`` are SIMD loops, 2-5x faster per element than torch's CPU kernels here
     (docs/benchmark-coarse-grain.md), and release the GIL for the worker threads.  Returns (survivors
-    written True, flat indices of the bracket's survivors within the chunk)."""
+    written True, flat indices of the bracket's survivors within the chunk, the chunk's keys)."""
     key = ws.np_buf(np.int32, n)
     np.bitwise_and(w.detach().numpy().view(np.int32), 0x7FFFFFFF, out=key)
     o = out.numpy()
@@ -562,7 +575,7 @@ def _bracket_chunk_numpy(
         m = plan.masks[i][s : s + n].numpy()
         np.bitwise_and(o, m, out=o)
         np.bitwise_and(e, m, out=e)
-    return int(np.count_nonzero(o)), np.flatnonzero(e)
+    return int(np.count_nonzero(o)), np.flatnonzero(e), key
 
 
 def _finish_by_gather(plan: _Plan, digit: int, r: int, out: list[torch.Tensor]) -> None:

@@ -414,6 +414,11 @@ def _count_part(plan: _Plan, chunks: list[Chunk], ws: _Workspace) -> int:
     total = 0
     for i, s, n in chunks:
         m = plan.masks[i][s : s + n]
+        if m.device.type == "cpu":  # numpy's count_nonzero on bool is a SIMD loop (~0.04 ns per byte)
+            c = int(np.count_nonzero(m.numpy()))
+            plan.full[(i, s)] = c == n
+            total += c
+            continue
         full = plan.full[(i, s)] = bool(m.view(torch.uint8).amin() == 1)
         total += n if full else _count_ones(m.view(torch.uint8), ws)
     return total

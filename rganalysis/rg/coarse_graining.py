@@ -513,7 +513,8 @@ def _write_bracket(
     plan: _Plan, chunks: list[Chunk], ws: _Workspace, lo: int, hi: int, out: list[torch.Tensor], limit: int
 ) -> tuple[int, list[tuple[int, torch.Tensor]], bool, list[np.ndarray | None]]:
     """Write ``out = survivor & (key > hi)`` over ``chunks``; return (number written True, the
-    survivors with ``lo <= key <= hi`` as (layer, flat indices) in order, overflowed ``limit``)."""
+    survivors with ``lo <= key <= hi`` as (layer, flat indices) in order, overflowed ``limit``, their
+    keys per entry where the numpy CPU path had them in cache, else None)."""
     found, found_keys, kept, n_found = [], [], 0, 0
     for i, s, n in chunks:
         w = plan.weights[i][s : s + n]

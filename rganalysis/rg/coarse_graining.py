@@ -445,7 +445,10 @@ def _sample_keys(plan: _Plan) -> np.ndarray:
             # numpy copies a strided float32 view several times faster than torch's CPU copy
             ws.append(x.numpy() if cpu and x.dtype == torch.float32 else x.float().cpu().numpy())
             if masked:  # a layer with every weight alive (the first round) needs no mask read
-                ms.append(np.ones(ws[-1].size, bool) if dense[i] else m[off::step].cpu().numpy())
+                if dense[i]:
+                    ms.append(np.ones(ws[-1].size, bool))
+                else:  # numpy's strided view (concatenated below) instead of torch's strided bool copy
+                    ms.append(m.numpy()[off::step] if cpu else m[off::step].cpu().numpy())
     keys = np.concatenate(ws).view(np.int32)
     if masked:
         keys = keys[np.concatenate(ms)]

@@ -480,25 +480,11 @@ def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tens
     r = k - (survivors - kept - n_bucket)  # to remove from the bracket
     if any(p[2] for p in parts) or not 1 <= r <= n_bucket:
         return False
-    if plan.weights[0].device.type != "cpu":
-        keys_t = torch.cat(
-            [plan.weights[i].index_select(0, idx).float().view(torch.int32) for i, idx in found]
-        )
-        keys_t &= _ABS[torch.int32]
-        cut = int(np.partition(keys_t.cpu().numpy(), r - 1)[r - 1])  # the r-th smallest key
-        ties = r - int(torch.count_nonzero(keys_t < cut))  # of the keys == cut, the first `ties` go
-        tie = keys_t == cut
-        keep = (keys_t > cut) | (tie & (tie.cumsum(0) > ties))
-        for (i, idx), kept_ in zip(found, torch.split(keep, [len(idx) for _, idx in found]), strict=True):
-            out[i][idx[kept_]] = True
-        return True
-    # CPU: the same in numpy on zero-copy views (torch's per-entry index ops cost ~5 ms a round here)
-    idxs = [idx.numpy() for _, idx in found]
+    # the keys of the bracket's survivors: kept by the numpy CPU pass, else gathered from the weights
+    idxs = [idx.cpu().numpy() for _, idx in found]
     keys = np.concatenate(
         [
-            kk
-            if kk is not None
-            else (np.bitwise_and(plan.weights[i][idx].float().numpy().view(np.int32), _ABS[torch.int32]))
+            _gathered_keys(plan.weights[i], idx) if kk is None else kk
             for (i, idx), kk in zip(found, found_keys, strict=True)
         ]
     )
@@ -507,9 +493,17 @@ def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tens
     tie = keys == cut
     keep = (keys > cut) | (tie & (np.cumsum(tie) > ties))
     bounds = np.cumsum([ix.size for ix in idxs])[:-1]
-    for (i, _), ix, kept_ in zip(found, idxs, np.split(keep, bounds), strict=True):
-        out[i].numpy()[ix[kept_]] = True
+    for (i, idx), ix, kept_ in zip(found, idxs, np.split(keep, bounds), strict=True):
+        if out[i].device.type == "cpu":
+            out[i].numpy()[ix[kept_]] = True
+        else:
+            out[i][idx[torch.from_numpy(kept_).to(idx.device)]] = True
     return True
+
+
+def _gathered_keys(w: torch.Tensor, idx: torch.Tensor) -> np.ndarray:
+    """The float32 keys (as in :meth:`_Workspace.keys`) of ``w[idx]``, on the host."""
+    return (w.index_select(0, idx).float().view(torch.int32) & _ABS[torch.int32]).cpu().numpy()
 
 
 def _write_bracket(

@@ -139,8 +139,18 @@ def trajectory(
 
 
 # ---------------------------------------------------------------------------------------------- koopman
-def koopman(reps: int, T: int, N: int, sigma: float, *, seed: int = 2, n_bags: int = 200) -> Coverage:
-    """Coverage of :class:`KoopmanDMD` bag intervals on noisy linear snapshots (module docstring)."""
+def koopman(
+    reps: int,
+    T: int,
+    N: int,
+    sigma: float,
+    *,
+    seed: int = 2,
+    n_bags: int = 200,
+    ci_method: str = "subsampling",
+) -> Coverage:
+    """Coverage of :class:`KoopmanDMD` bag intervals on noisy linear snapshots (module docstring);
+    ``ci_method`` as in :class:`KoopmanDMD` (``"percentile"``: the raw bag percentiles)."""
     from rganalysis.koopman import KoopmanDMD
 
     lam = np.array([0.9, 0.6, 0.3])
@@ -152,10 +162,12 @@ def koopman(reps: int, T: int, N: int, sigma: float, *, seed: int = 2, n_bags: i
         z = [rng.normal(0.0, 3.0, 3)]
         for _ in range(T - 1):
             z.append(A @ z[-1] + rng.normal(0.0, sigma, 3))
-        est = KoopmanDMD(rank=3, n_bags=n_bags, random_state=i, device="cpu").fit(np.array(z) @ E.T)
+        est = KoopmanDMD(rank=3, n_bags=n_bags, random_state=i, device="cpu", ci_method=ci_method)
+        est.fit(np.array(z) @ E.T)
         return est.eigenvalue_ci_, est.eigenvalues_
 
-    return _score(f"koopman T {T}, N {N}, sigma {sigma:g}", lam, fits, reps)
+    method = "" if ci_method == "subsampling" else f", {ci_method}"
+    return _score(f"koopman T {T}, N {N}, sigma {sigma:g}{method}", lam, fits, reps)
 
 
 # ---------------------------------------------------------------------------------------------- response

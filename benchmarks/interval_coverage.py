@@ -16,7 +16,7 @@ Known-answer simulations, each repeated ``--reps`` times with fresh noise and a 
   (300) seeds, whose seed noise averages out.  (The error changes which weights a prune keeps, so the
   noise-free design is not the truth here: it sits 0.015 below in the second |lambda|; the continuum
   derivative of section 8 of docs/theory.md, 1.673, 1.233, 0.700, is within 0.004 of this truth.)
-  Intervals: the fixed-design bootstrap of the seed noise (:meth:`ResponseJacobian._bootstrap`).
+  Intervals: the seed-cluster bootstrap of common seeds (:meth:`ResponseJacobian._bootstrap`).
 
 An eigenvalue whose interval the policy does not report (NaN) is counted as *not reported*, not as a miss;
 coverage is over the reported ones, with its Clopper-Pearson 95 % interval (``scipy.stats.binomtest``).

@@ -151,8 +151,9 @@ class ResponseJacobian(Estimator):
     threads : torch threads per retrain on CPU (default 1: numbers are defined at one thread and parallel
         retrains use the cores); None leaves torch's setting
     n_bootstrap : bootstrap resamples for ``eigenvalue_ci_``: with two or more seeds, of the seed noise on the
-        fixed design (states kept, each (state, seed) residual given a random sign, spread widened by
-        ``t_dof / z``); with one seed, no seed noise or weight couplings (inputs with seed noise), of the
+        fixed design (states kept; common seeds: the seeds' deviations from the state means, Gaussian
+        weights per seed, spread widened by ``t_{S-1} / z``; own seeds: each (state, seed) residual given a
+        random sign, widened by ``t_dof / z``); with one seed, no seed noise or weight couplings (inputs with seed noise), of the
         states (with replacement; conservative)
     ci_level : central probability of ``eigenvalue_ci_``
     noise_draws, noise_level : draws of the pure-seed-noise Jacobian and the quantile of its largest
@@ -189,7 +190,7 @@ class ResponseJacobian(Estimator):
     coupling_eigenvectors_ : (C, D) the eigenvectors in standardised couplings
     eigenvalue_ci_ : (D, 2) bootstrap interval of ``|lambda|`` (NaN where :mod:`rganalysis.fit.intervals`
         reports none);  exponent_ci_ : (D, 2) the same in y;  eigenvalue_bootstrap_ : (n_ok, D)
-    bootstrap_method_ : which bootstrap gave the intervals (fixed-design seed noise, or states)
+    bootstrap_method_ : which bootstrap gave the intervals (seed clusters, fixed-design seed noise, or states)
     exponents_ : (D,) ``y = ln|lambda| / ln b_``;  classes_ : relevant / irrelevant / marginal / undetermined
     noise_floor_ : float, the ``noise_level`` quantile of the largest ``|lambda|`` of the Jacobian of pure
         seed noise (sign-flipped residuals on the same design);  noise_eigenvalues_ : (draws, D) sorted
@@ -669,11 +670,13 @@ class ResponseJacobian(Estimator):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Intervals under the policy of :mod:`rganalysis.fit.intervals`.
 
-        With two or more seeds, a fixed-design (wild) bootstrap: the states are the design, not a sample, so
-        they are kept, and each resample is the state means plus the seed noise (:meth:`_seed_residuals`)
-        with random signs per (state, seed), regressed on the same inputs; the spread around the estimate is
-        widened by ``t_dof / z`` at the interval's level (the noise is estimated from ``dof`` residual
-        degrees of freedom).  With one seed, or a training without seed noise, there is no noise to
+        With two or more seeds the states are the design, not a sample, so they are kept.  With common seeds
+        (one set of seeds for every state) a seed's error moves its whole response, so the seeds are the
+        replicates: each resample is the state means plus the seeds' deviations from them weighted by
+        ``w_s ~ N(0, 1)`` (scaled to the sample covariance of the mean over S seeds), and the spread around
+        the estimate is widened by ``t_{S-1} / z``.  With each state's own seeds, a fixed-design (wild)
+        bootstrap: the state means plus the seed noise (:meth:`_seed_residuals`) with random signs per
+        (state, seed), widened by ``t_dof / z`` (``dof`` residual degrees of freedom).  With one seed, or a training without seed noise, there is no noise to
         resample, and with weight couplings the inputs carry seed noise too (the design is not fixed):
         states and seeds are resampled instead (with replacement; one seed draw shared by all
         states with common seeds), which is conservative (docs/theory.md, section 3)."""
@@ -695,7 +698,22 @@ class ResponseJacobian(Estimator):
         noise, dof = self._seed_residuals(Y) if fixed else (None, 0)
         # seed noise at round-off level (a deterministic training) is no noise: every resample would be the fit
         spread = float(np.abs(Y - Y.mean(axis=(0, 1))).max()) if Y.size else 0.0
-        if noise is not None and float(np.abs(noise).max()) > 1e-9 * spread:
+        q = 0.5 + level / 2
+        if noise is not None and float(np.abs(noise).max()) > 1e-9 * spread and common:
+            # common seeds: a seed's error moves its whole response (a per-seed slope, not only an offset),
+            # so the S seeds are the independent replicates: the pooled fit is the mean of the S per-seed
+            # fits (one design), and J + sqrt(S / (S-1)) mean_s w_s (J_s - J), w_s ~ N(0, 1), has the
+            # sample covariance of that mean; S - 1 degrees of freedom
+            means = Y.mean(axis=1)
+            dev = (Y - means[:, None, :]) * math.sqrt(S / (S - 1)) / S
+            X0 = X[:, 0]
+
+            def draw() -> np.ndarray:
+                return fit(X0, means + np.einsum("s,nsd->nd", rng.standard_normal(S), dev))
+
+            factor = float(student_t.ppf(q, S - 1) / norm.ppf(q))
+            how = f"seed-cluster bootstrap over {S} common seeds ({N} states each)"
+        elif noise is not None and float(np.abs(noise).max()) > 1e-9 * spread:
             means = Y.mean(axis=1, keepdims=True)
             Xr = X.reshape(N * S, D)
 
@@ -703,7 +721,6 @@ class ResponseJacobian(Estimator):
                 signs = rng.choice([-1.0, 1.0], size=(N, S, 1))
                 return fit(Xr, (means + signs * noise).reshape(N * S, D))
 
-            q = 0.5 + level / 2
             factor = float(student_t.ppf(q, dof) / norm.ppf(q)) if dof > 0 else 1.0
             how = f"fixed-design bootstrap of the seed noise over {N} states x {S} seeds"
         else:

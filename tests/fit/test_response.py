@@ -218,7 +218,7 @@ def test_closed_form_retraining_recovers_the_derived_jacobian(least_squares_flow
     # 26-49 weights: a bias of the finite design, not sampling error, docs/theory.md section 8); the
     # seed-noise interval is that sharp, the state bootstrap's is not
     assert abs(mods[2] - (1 - LS_P)) < 0.005
-    assert est.bootstrap_method_.startswith("fixed-design" if noise else "bootstrap over 7 states")
+    assert est.bootstrap_method_.startswith("seed-cluster" if noise else "bootstrap over 7 states")
     if noise:
         assert ci[2, 1] - ci[2, 0] < 0.002
     # measured: 1.665, 1.218, 0.702 (noise 0); 1.689, 1.247, 0.702 (noise 0.01)
@@ -373,7 +373,7 @@ def test_store_round_trip_and_verb(least_squares_flow, tmp_path):
     j = read_response(path)
     assert j["round"] == 3 and j["n_directions"] == 2 and j["n_retrains"] == est.n_retrains_ == 5 * 2
     assert [e["abs"] for e in j["eigenvalues"]] == pytest.approx(np.abs(est.eigenvalues_).tolist())
-    assert j["bootstrap_method"] == est.bootstrap_method_ and j["bootstrap_method"].startswith("fixed-design")
+    assert j["bootstrap_method"] == est.bootstrap_method_ and j["bootstrap_method"].startswith("seed-cluster")
     ds = xr.open_dataset(path, group="response", engine="h5netcdf")
     np.testing.assert_array_equal(ds["jacobian"].values, est.jacobian_)
     assert list(ds["coupling"].values) == est.couplings_
@@ -422,22 +422,25 @@ def test_weight_couplings_retrain_twice(least_squares_flow):
 
 
 @pytest.mark.parametrize(
-    ("couplings", "noise", "method"),
+    ("couplings", "noise", "common", "method"),
     [
-        ("density", 0.01, "fixed-design bootstrap of the seed noise"),
-        ("density", 0.0, "bootstrap over 7 states (no seed noise)"),
-        (("density", "magnitude"), 0.01, "bootstrap over 9 states (inputs with seed noise)"),
+        ("density", 0.01, True, "seed-cluster bootstrap over 2 common seeds"),
+        ("density", 0.01, False, "fixed-design bootstrap of the seed noise"),
+        ("density", 0.0, True, "bootstrap over 7 states (no seed noise)"),
+        (("density", "magnitude"), 0.01, True, "bootstrap over 9 states (inputs with seed noise)"),
     ],
 )
-def test_bootstrap_follows_the_design(least_squares_flow, couplings, noise, method):
+def test_bootstrap_follows_the_design(least_squares_flow, couplings, noise, common, method):
     """The seed noise is resampled on the fixed design only where there is seed noise and the inputs are
-    exact (mask couplings); otherwise the states are resampled."""
+    exact (mask couplings), by seed where the seeds are common to all states; otherwise the states are
+    resampled."""
     est = ResponseJacobian(
         partial(least_squares_train, noise=noise),
         couplings=couplings,
         directions=3 if couplings == "density" else 4,
         epsilon=0.02,
         seeds=2,
+        common_seeds=common,
         scheduler="sync",
         progress=False,
         n_bootstrap=40,
@@ -547,7 +550,7 @@ def test_report_draws_the_response_spectrum_beside_the_trajectory_one(response_s
             "real IMP step" in sec.figures[i + 1].caption and "trajectory fit" in sec.figures[i + 1].caption
         )
         assert "response Jacobian" in sec.figures[i].caption
-        assert "fixed-design bootstrap of the seed noise" in sec.figures[i + 1].caption  # which bars
+        assert "seed-cluster bootstrap" in sec.figures[i + 1].caption  # which bars
         assert "response" in sec.fit_json
     finally:
         rep.close()

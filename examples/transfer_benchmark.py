@@ -58,8 +58,9 @@ Directed scores: a distance may be directed (``D[s, t] != D[t, s]``, e.g. ``dire
 :func:`rganalysis.transfer_scores`); every distance is also scored within each source (Spearman rho over
 the targets of one ticket), and by the antisymmetric check (:func:`antisymmetry_agreement`).
 
-Seeds 0 and 1 are calibration seeds.  Seeds 2, 3, 4 were version 2's held-out seeds and are spent
-(refused).  Seeds 5, 6, 7 are held out: refused unless ``--held-out`` is given *and* a registration
+Seeds 0 and 1 are calibration seeds.  Seeds 2-7 were held out before (2-4: universality version 2;
+5-7: the first directed registration) and are spent (refused).  Seeds 8, 9, 10 are held out: refused unless
+``--held-out`` is given *and* a registration
 (``register``: candidates, choice, goal, baselines, git SHA, sha256 of the scoring code) exists in
 docs/transfer-registration.json and matches the code; a held-out seed is scored once (a ledger beside the
 registration).  The distance to be evaluated on them is chosen on the calibration seeds only.
@@ -69,8 +70,8 @@ Run::
     python examples/transfer_benchmark.py --quick --out /tmp/tb             # everything, 1 seed, < 2 min
     python examples/transfer_benchmark.py generate --seeds 0,1 --out bench-out [--jobs 2]
     python examples/transfer_benchmark.py score --seeds 0,1 --out bench-out [--distances a,b]
-    python examples/transfer_benchmark.py register --choice directed+3   # then commit docs/transfer-registration.json
-    python examples/transfer_benchmark.py run --seeds 5,6,7 --held-out --out bench-out   # later, once
+    python examples/transfer_benchmark.py register --choice coverage+1   # then commit docs/transfer-registration.json
+    python examples/transfer_benchmark.py run --seeds 8,9,10 --held-out --out bench-out   # later, once
 
 Outputs: ``OUT/seed_S/ARCH/generation.json`` (accuracies, written atomically last; a complete one is
 not regenerated), ``OUT/results.json`` (settings, accuracies, per-pair gaps and distances, all
@@ -109,9 +110,10 @@ from rganalysis.store.checkpoint import make_parameter_set, single_round
 BENCH_VERSION = "1"
 CALIBRATION_SEEDS: tuple[int, ...] = (0, 1)
 #: Fresh held-out seeds, scored once under a committed registration (:func:`register`).
-HELD_OUT_SEEDS: tuple[int, ...] = (5, 6, 7)
-#: Held-out seeds of version 2 (scored once, docs/universality.md section 10): never run again.
-SPENT_SEEDS: tuple[int, ...] = (2, 3, 4)
+HELD_OUT_SEEDS: tuple[int, ...] = (8, 9, 10)
+#: Held-out seeds scored once before, never run again: 2-4 (universality version 2, docs/universality.md
+#: section 10) and 5-7 (the first directed registration, docs/transfer-registration-v1.json, section 11).
+SPENT_SEEDS: tuple[int, ...] = (2, 3, 4, 5, 6, 7)
 #: The registration that binds the held-out run (written by ``register``, committed before generating).
 REGISTRATION = Path(__file__).resolve().parent.parent / "docs" / "transfer-registration.json"
 #: The code whose numbers the registration fixes: this script and the modules that score.
@@ -834,6 +836,57 @@ def directed_units(paths: list[Path], names: list[str], arch: str, seed: int, da
     return np.asarray(transfer_scores([str(p) for p in paths], names=list(names)).values, dtype=np.float64)
 
 
+_UNIT_SIGNATURES: dict[str, Any] = {}
+
+
+def _unit_signatures(paths: Sequence[Path], names: Sequence[str]) -> list:
+    """The flows' :class:`~rganalysis.universality.units.UnitSignature`, cached per path in this process."""
+    from rganalysis.universality.units import UnitSignature
+
+    out = []
+    for p, n in zip(paths, names, strict=True):
+        if str(p) not in _UNIT_SIGNATURES:
+            with rganalysis.load(p) as f:
+                _UNIT_SIGNATURES[str(p)] = UnitSignature.from_flow(f, n)
+        out.append(_UNIT_SIGNATURES[str(p)])
+    return out
+
+
+@register_distance("coverage_units", default=False)
+def coverage_units(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+    """The coverage deficit (``rganalysis.transfer_scores(..., score="coverage")``): ``D[s, t]``, the mean over
+    unit groups of the share of the target's survival-weighted unit mass the source's flow lacks (mass-aware:
+    how much of each layer IMP keeps counts).  (n, n), in [0, 1], not symmetric."""
+    from rganalysis.universality.transfer import transfer_scores
+
+    sigs = _unit_signatures(paths, names)
+    return np.asarray(transfer_scores(sigs, names=list(names), score="coverage").values, dtype=np.float64)
+
+
+@register_distance("basin_units", default=False)
+def basin_units(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+    """Basin distance: how far the source's ticket sits from the target's IMP trajectory, ``D[s, t] = min_n``
+    RMS over all units of ``degree_s(u, R-1) - degree_t(u, n)`` (units matched as in
+    ``rganalysis.transfer_scores``; every group weighs by its units).  (n, n), in [0, 1], not symmetric."""
+    from rganalysis.universality.transfer import match_units
+
+    sigs = _unit_signatures(paths, names)
+    n = len(sigs)
+    D = np.zeros((n, n))
+    for s in range(n):
+        for t in range(n):
+            if s == t:
+                continue
+            perms, _ = match_units(sigs[t], sigs[s])
+            sq = sum(
+                ((ds[-1, p][None, :] - dt) ** 2).sum(axis=1)
+                for dt, ds, p in zip(sigs[t].degree, sigs[s].degree, perms, strict=True)
+            )
+            units = sum(dt.shape[1] for dt in sigs[t].degree)
+            D[s, t] = float(np.sqrt(np.min(sq) / units))
+    return D
+
+
 @register_distance("output_rows")
 def output_rows(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
     """Directed baseline on the classifier's output units alone: :func:`target_recall` over the weights of the
@@ -887,8 +940,21 @@ def _directed_combination(weight: float) -> DistanceFn:
     return fn
 
 
-#: Directed candidates of the calibration (scored when named with --distances; docs/universality.md §11).
-DIRECTED_CANDIDATES: tuple[str, ...] = (
+def _coverage_combination(weight: float) -> DistanceFn:
+    def fn(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
+        return compare_default(paths, names, arch, seed, data) + weight * coverage_units(
+            paths, names, arch, seed, data
+        )
+
+    fn.__doc__ = (
+        f"rganalysis compare's default distance + {weight:g} x the coverage deficit (coverage_units): the "
+        "symmetric part ranks the sources for one target, the mass-aware directed part the targets for one ticket."
+    )
+    return fn
+
+
+#: Directed candidates of the first directed calibration (version 1 of the registration, held-out seeds 5-7).
+DIRECTED_CANDIDATES_V1: tuple[str, ...] = (
     "directed_units",
     "directed+3",
     "directed+10",
@@ -897,6 +963,18 @@ DIRECTED_CANDIDATES: tuple[str, ...] = (
 )
 for _w in (3, 10, 30, 100):
     register_distance(f"directed+{_w}", default=False)(_directed_combination(float(_w)))
+#: Directed candidates of the second calibration (registration version 2; docs/universality.md §11): the
+#: mass-aware coverage deficit (candidate (a) of the issue) alone and added to compare's default, and the basin
+#: distance (candidate (b)).
+DIRECTED_CANDIDATES: tuple[str, ...] = (
+    "coverage_units",
+    "coverage+1",
+    "coverage+3",
+    "coverage+10",
+    "basin_units",
+)
+for _w in (1, 3, 10):
+    register_distance(f"coverage+{_w}", default=False)(_coverage_combination(float(_w)))
 
 
 @register_distance("random")
@@ -916,11 +994,17 @@ def compare_default(
     paths: list[Path], names: list[str], arch: str, seed: int, data: Generation
 ) -> np.ndarray:
     """rganalysis's default universality distance (``rganalysis compare`` defaults), fitted on the
-    n flows of this (arch, seed) together."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ua = rganalysis.UniversalityAnalysis().fit([str(p) for p in paths], names=list(names))
-    return np.asarray(ua.distance_.values, dtype=np.float64)
+    n flows of this (arch, seed) together (cached per flows in this process: the combinations reuse it)."""
+    key = (tuple(map(str, paths)), tuple(names))
+    if key not in _COMPARE_DEFAULT:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ua = rganalysis.UniversalityAnalysis().fit([str(p) for p in paths], names=list(names))
+        _COMPARE_DEFAULT[key] = np.asarray(ua.distance_.values, dtype=np.float64)
+    return _COMPARE_DEFAULT[key].copy()
+
+
+_COMPARE_DEFAULT: dict[tuple[tuple[str, ...], tuple[str, ...]], np.ndarray] = {}
 
 
 _SIGNATURES: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -1711,7 +1795,7 @@ def register(
     """Write the registration: the candidates, the choice, the goal, the baselines, the held-out seeds, the
     settings and the code version (git SHA, :func:`scoring_sha256`).  Commit it before generating any
     held-out seed; an existing registration is kept unless ``force``."""
-    from rganalysis.universality.transfer import TRANSFER_FORMULA
+    from rganalysis.universality.transfer import COVERAGE_FORMULA, TRANSFER_FORMULA
 
     known = {**DISTANCES, **EXTRA_DISTANCES}
     for name in (choice, *candidates, *BASELINES):
@@ -1725,7 +1809,8 @@ def register(
         "formula": TRANSFER_FORMULA
         if choice == "directed_units"
         else " ".join((known[choice].__doc__ or "").split())
-        + (f" directed_units: {TRANSFER_FORMULA}" if choice.startswith("directed+") else ""),
+        + (f" directed_units: {TRANSFER_FORMULA}" if choice.startswith("directed+") else "")
+        + (f" coverage_units: {COVERAGE_FORMULA}" if choice.startswith("coverage") else ""),
         "candidates": {n: (known[n].__doc__ or "").strip() for n in candidates},
         "baselines": list(BASELINES),
         "ceilings": list(CEILINGS),
@@ -1870,7 +1955,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = a.seeds if a.seeds is not None else ([0] if a.quick else list(CALIBRATION_SEEDS))
     spent = sorted(set(seeds) & set(SPENT_SEEDS))
     if spent:
-        p.error(f"seeds {spent} were held out in version 2 and scored once: they are spent")
+        p.error(f"seeds {spent} were held out before and scored once: they are spent")
     held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
     if held and not a.held_out:
         p.error(

@@ -49,8 +49,11 @@ from rganalysis.errors import InvalidParameterError
 from rganalysis.universality.units import UnitSignature, align_units
 
 __all__ = [
+    "COVERAGE_FORMULA",
+    "SCORES",
     "TRANSFER_FORMULA",
     "TRANSFER_READING",
+    "coverage_deficit",
     "directed_unit_divergence",
     "format_transfer_scores",
     "match_units",
@@ -61,6 +64,11 @@ __all__ = [
 TRANSFER_FORMULA = (
     "d(S->T) = mean over unit groups g of KL(p_T^g || p_S^g) / ln(n_g); p_F^g(u) proportional to "
     "m_F(u) + 1/(2 fan_g), m_F(u) = sum over rounds 1..R-1 of the fraction of unit u's connections alive"
+)
+
+COVERAGE_FORMULA = (
+    "c(S->T) = mean over unit groups g of sum_u max(0, m_T(u) - m_S(u)) / sum_u m_T(u), m_F(u) = sum over "
+    "rounds 1..R-1 of the fraction of unit u's connections alive"
 )
 
 TRANSFER_READING = (
@@ -150,6 +158,35 @@ def directed_unit_divergence(
     return float(np.mean(terms)) if terms else math.nan
 
 
+def coverage_deficit(
+    source: UnitSignature, target: UnitSignature, perms: Sequence[np.ndarray] | None = None
+) -> float:
+    """``c(source -> target)``: the mean over unit groups of the share of the target's survival-weighted unit
+    mass that the source's flow lacks, ``sum_u max(0, m_T(u) - m_S(u)) / sum_u m_T(u)`` (dimensionless, in
+    [0, 1]; 0 when the source keeps at least as much of every unit as the target).  Unlike
+    :func:`directed_unit_divergence` it is not normalised per group, so it sees how much of each layer
+    IMP keeps, not only how the layer's mass is spread over its units.  ``perms`` as there; NaN for
+    different architectures."""
+    if not _same_architecture(source, target):
+        return math.nan
+    if perms is None:
+        perms, _ = match_units(target, source)
+    terms = []
+    for dt, ds, p in zip(target.degree, source.degree, perms, strict=True):
+        mt, ms = dt[1:].sum(axis=0), ds[1:, p].sum(axis=0)
+        total = float(mt.sum())
+        if total > 0:
+            terms.append(float(np.maximum(mt - ms, 0.0).sum()) / total)
+    return float(np.mean(terms)) if terms else math.nan
+
+
+#: The directed scores :func:`transfer_scores` can compute: name -> (function, formula).
+SCORES: dict[str, tuple[Any, str]] = {
+    "divergence": (directed_unit_divergence, TRANSFER_FORMULA),
+    "coverage": (coverage_deficit, COVERAGE_FORMULA),
+}
+
+
 def _signature(flow: Any, name: str | None) -> UnitSignature:
     if isinstance(flow, UnitSignature):
         return flow
@@ -165,7 +202,9 @@ def _signature(flow: Any, name: str | None) -> UnitSignature:
     return UnitSignature.from_flow(pset, name)
 
 
-def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) -> xr.DataArray:
+def transfer_scores(
+    flows: Sequence[Any], names: Sequence[str] | None = None, score: str = "divergence"
+) -> xr.DataArray:
     """The directed transfer score of every ordered pair of flows.
 
     Parameters
@@ -175,6 +214,8 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
         units (what :class:`~rganalysis.universality.UniversalityAnalysis` keeps in ``signatures_``); at
         least two, with nested masks.
     names : labels (default: the flows' names; duplicates are suffixed ``#2``, ``#3``)
+    score : which directed score (:data:`SCORES`): ``"divergence"`` (:func:`directed_unit_divergence`, the
+        module's formula) or ``"coverage"`` (:func:`coverage_deficit`)
 
     Returns
     -------
@@ -182,8 +223,11 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
     T's IMP keeps S's ticket lacks (lower = S's ticket expected to lose less on T; read a column to rank the
     sources for one target, a row to rank the targets one ticket will serve).  Not symmetric; the diagonal
     is 0.  NaN for flows of different architectures.  ``attrs``: ``formula``, ``matching`` ((source,
-    target) -> ``aligned`` / ``mass rank``, as JSON-able lists).
+    target) -> ``aligned`` / ``mass rank``, as JSON-able lists), ``score``.
     """
+    if score not in SCORES:
+        raise InvalidParameterError(f"unknown transfer score {score!r}; known: {list(SCORES)}")
+    fn, formula = SCORES[score]
     flows = list(flows)
     if len(flows) < 2:
         raise InvalidParameterError(f"transfer_scores needs at least 2 flows, got {len(flows)}")
@@ -216,7 +260,7 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
             else:
                 perms, matching[s][t] = match_units(sigs[t], sigs[s])
                 matched[s, t] = perms
-            out[s, t] = directed_unit_divergence(sigs[s], sigs[t], perms)
+            out[s, t] = fn(sigs[s], sigs[t], perms)
     if mismatched:
         warnings.warn(
             f"transfer_scores: {len(mismatched)} ordered pairs of different architectures are NaN "
@@ -228,7 +272,7 @@ def transfer_scores(flows: Sequence[Any], names: Sequence[str] | None = None) ->
         dims=("source", "target"),
         coords={"source": labels, "target": labels},
         name="transfer_score",
-        attrs={"formula": TRANSFER_FORMULA, "matching": matching, "lower_is_better": 1},
+        attrs={"formula": formula, "score": score, "matching": matching, "lower_is_better": 1},
     )
 
 

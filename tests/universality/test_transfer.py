@@ -107,3 +107,24 @@ def test_public_and_from_stores(tmp_path):
         rganalysis.save(f, p)
     D = rganalysis.transfer_scores([str(p) for p in paths], names=["sub", "sup"])
     np.testing.assert_array_equal(D.values, transfer_scores([sub, sup], names=["sub", "sup"]).values)
+
+
+def test_coverage_sees_how_much_each_layer_keeps():
+    """``score="coverage"``: the share of the target's unit mass the source lacks.  Where two flows keep the
+    same amount of every layer it is symmetric (sum (a - b)_+ - sum (b - a)_+ = sum a - sum b); its direction
+    is how much each layer keeps."""
+    sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
+    C = transfer_scores([sub, sup], score="coverage")
+    assert C.attrs["score"] == "coverage" and "max(0, m_T(u) - m_S(u))" in C.attrs["formula"]
+    # outputs: sub 1.5 on units 0-4, sup 0.75 on all ten, so either lacks half the other's mass; inputs equal
+    assert C.sel(source="sup", target="sub") == pytest.approx(0.25, rel=1e-12)
+    assert C.sel(source="sub", target="sup") == pytest.approx(0.25, rel=1e-12)
+    # a flow that keeps its first round's 100 weights (every output and input unit at 1.0) lacks nothing of
+    # sup (outputs 0.75; inputs 1.0 and 0.5) and sup lacks 2.5 / 10 of its outputs and 5 / 20 of its inputs
+    m = _masks(True)
+    more = _flow([m[0], m[1], m[1]], name="more")
+    C = transfer_scores([more, sup], score="coverage")
+    assert C.sel(source="more", target="sup") == 0.0
+    assert C.sel(source="sup", target="more") == pytest.approx(0.25, rel=1e-12)
+    with pytest.raises(InvalidParameterError, match="unknown transfer score"):
+        transfer_scores([sub, sup], score="jaccard")

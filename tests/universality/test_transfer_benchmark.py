@@ -278,11 +278,11 @@ def test_generation_is_bit_identical_and_cached(tb, tmp_path):
 
 
 def test_held_out_seeds_are_refused_without_flag(tb, tmp_path):
-    for seed in ("2", "5"):  # spent (version 2's held-out seeds) and fresh held-out
+    for seed in ("2", "5", "8"):  # spent (held out before) and fresh held-out
         with pytest.raises(SystemExit):
             tb.main(["generate", "--seeds", seed, "--out", str(tmp_path), "--quick"])
     with pytest.raises(SystemExit):  # spent even with the flag
-        tb.main(["generate", "--seeds", "3", "--held-out", "--out", str(tmp_path), "--quick"])
+        tb.main(["generate", "--seeds", "6", "--held-out", "--out", str(tmp_path), "--quick"])
     assert not any(tmp_path.iterdir())
 
 
@@ -292,7 +292,7 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     held = [
         "generate",
         "--seeds",
-        "5",
+        "8",
         "--held-out",
         "--out",
         str(out),
@@ -305,25 +305,25 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     assert e.value.code == 2 and not out.exists()
     assert tb.main(["register", "--choice", "directed_units", "--registration", str(reg_path)]) == 0
     reg = json.loads(reg_path.read_text())
-    assert reg["choice"] == "directed_units" and reg["held_out_seeds"] == [5, 6, 7]
+    assert reg["choice"] == "directed_units" and reg["held_out_seeds"] == [8, 9, 10]
     assert reg["scoring_sha256"] == tb.scoring_sha256() and "KL(p_T^g || p_S^g)" in reg["formula"]
     assert set(reg["baselines"]) >= {"mask_jaccard", "unit_degree_cosine", "target_recall", "random"}
     with pytest.raises(SystemExit) as e:  # written once
         tb.main(["register", "--registration", str(reg_path)])
     assert e.value.code == 2
-    assert tb.check_registration([5, 6], reg_path)["choice"] == "directed_units"
+    assert tb.check_registration([8, 9], reg_path)["choice"] == "directed_units"
     with pytest.raises(tb.RegistrationError, match="not the registered"):
-        tb.check_registration([8], reg_path)
+        tb.check_registration([11], reg_path)
     # the scoring code changed after registering: refused
     monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: "0" * 64)
     with pytest.raises(tb.RegistrationError, match="scoring code changed"):
-        tb.check_registration([5], reg_path)
+        tb.check_registration([8], reg_path)
     monkeypatch.undo()
     # a seed scored once is refused the second time
-    tb.record_scored([5], reg_path)
-    with pytest.raises(tb.RegistrationError, match=r"\[5\] were scored already"):
-        tb.check_registration([5, 6], reg_path)
-    assert tb.check_registration([6], reg_path)
+    tb.record_scored([8], reg_path)
+    with pytest.raises(tb.RegistrationError, match=r"\[8\] were scored already"):
+        tb.check_registration([8, 9], reg_path)
+    assert tb.check_registration([9], reg_path)
 
 
 def test_within_source_and_antisymmetry(tb):

@@ -296,6 +296,9 @@ def test_bad_inputs_raise_named_errors():
         coarse_grain(State.dense({"w": torch.ones(4, dtype=torch.int64)}), 0.5)
     with pytest.raises(InvalidParameterError):
         remove_smallest([torch.ones(4)], [torch.ones(4, dtype=torch.bool)], 5)
+    for k in (0.2, 2.0, True):  # a rate or a float count is not a count of survivors
+        with pytest.raises(InvalidParameterError, match="integer count"):
+            remove_smallest([torch.ones(4)], [torch.ones(4, dtype=torch.bool)], k)
 
 
 def test_binary_float_masks_are_accepted():

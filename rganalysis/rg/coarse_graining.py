@@ -242,7 +242,7 @@ def _select(
             raise InvalidParameterError(f"cannot remove {k} of {survivors} survivors")
         if k == 0:
             return [m.clone() for m in masks]
-        out = _empty_masks(plan)
+        out = [torch.empty(m.numel(), dtype=torch.bool, device=m.device) for m in plan.masks]
         if _finish_by_bracket(plan, survivors, k, out):
             return [f.view(m.shape) for f, m in zip(out, masks, strict=True)]
         how_many = lambda _survivors: k  # noqa: E731  (the radix select below, with the same k)
@@ -256,7 +256,7 @@ def _select(
     if k == 0:
         return [m.clone() for m in masks]
     digit, r = _pick(hist[1:], k)
-    out = _empty_masks(plan)
+    out = [torch.empty(m.numel(), dtype=torch.bool, device=m.device) for m in plan.masks]
     numel = sum(w.numel() for w in weights)
     if not plan.wide and int(hist[1 + digit]) <= max(GATHER_MIN, numel // GATHER_FRACTION):
         _finish_by_gather(plan, digit, r, out)
@@ -268,19 +268,6 @@ def _select(
             prefix |= digit << shift
         _write_masks(plan, prefix, r, int(hist[digit]), out)
     return [f.view(m.shape) for f, m in zip(out, masks, strict=True)]
-
-
-def _empty_masks(plan: _Plan) -> list[torch.Tensor]:
-    """Uninitialised flat bool masks, one per layer.  On CPU their memory comes from numpy, which asks the
-    kernel for transparent huge pages on large arrays (``madvise``): the first write into a fresh 25 MB
-    mask then faults a dozen 2 MiB pages instead of ~6,000 4 KiB ones.  With ``torch.empty`` that first
-    touch cost ~0.35 ns per byte, as much as the comparisons of the pass (docs/benchmark-coarse-grain.md)."""
-    return [
-        torch.from_numpy(np.empty(m.numel(), dtype=np.bool_))
-        if m.device.type == "cpu"
-        else torch.empty(m.numel(), dtype=torch.bool, device=m.device)
-        for m in plan.masks
-    ]
 
 
 @dataclass

@@ -515,7 +515,10 @@ def _finish_by_bracket(plan: _Plan, survivors: int, k: int, out: list[torch.Tens
     cut = int(np.partition(keys, r - 1)[r - 1])  # the r-th smallest key
     ties = r - int(np.count_nonzero(keys < cut))  # of the keys == cut, the first `ties` go
     tie = keys == cut
-    keep = (keys > cut) | (tie & (np.cumsum(tie) > ties))
+    if ties == int(np.count_nonzero(tie)):  # every key == cut goes (distinct floats: the one at the cut)
+        keep = keys > cut
+    else:
+        keep = (keys > cut) | (tie & (np.cumsum(tie) > ties))
     bounds = np.cumsum([ix.size for ix in idxs])[:-1]
     for (i, idx), ix, kept_ in zip(found, idxs, np.split(keep, bounds), strict=True):
         if out[i].device.type == "cpu":

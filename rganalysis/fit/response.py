@@ -153,8 +153,8 @@ class ResponseJacobian(Estimator):
     n_bootstrap : bootstrap resamples for ``eigenvalue_ci_``: with two or more seeds, of the seed noise on the
         fixed design (states kept; common seeds: the seeds' deviations from the state means, Gaussian
         weights per seed, spread widened by ``t_{S-1} / z``; own seeds: each (state, seed) residual given a
-        random sign, widened by ``t_dof / z``); with one seed, no seed noise or weight couplings (inputs with seed noise), of the
-        states (with replacement; conservative)
+        random sign, widened by ``t_dof / z``); with one seed, no seed noise or weight couplings (inputs
+        with seed noise), of the states (with replacement; conservative)
     ci_level : central probability of ``eigenvalue_ci_``
     noise_draws, noise_level : draws of the pure-seed-noise Jacobian and the quantile of its largest
         ``|lambda|`` that is reported as ``noise_floor_``
@@ -676,10 +676,11 @@ class ResponseJacobian(Estimator):
         ``w_s ~ N(0, 1)`` (scaled to the sample covariance of the mean over S seeds), and the spread around
         the estimate is widened by ``t_{S-1} / z``.  With each state's own seeds, a fixed-design (wild)
         bootstrap: the state means plus the seed noise (:meth:`_seed_residuals`) with random signs per
-        (state, seed), widened by ``t_dof / z`` (``dof`` residual degrees of freedom).  With one seed, or a training without seed noise, there is no noise to
-        resample, and with weight couplings the inputs carry seed noise too (the design is not fixed):
-        states and seeds are resampled instead (with replacement; one seed draw shared by all
-        states with common seeds), which is conservative (docs/theory.md, section 3)."""
+        (state, seed), widened by ``t_dof / z`` (``dof`` residual degrees of freedom).  With one seed, or a
+        training without seed noise, there is no noise to resample, and with weight couplings the inputs
+        carry seed noise too (the design is not fixed): states and seeds are resampled instead (with
+        replacement; one seed draw shared by all states with common seeds), which is conservative
+        (docs/theory.md, section 3)."""
         N, S, D = X.shape
         ref = self.eigenvalues_
         names = [f"d{d}" for d in range(D)]
@@ -698,8 +699,9 @@ class ResponseJacobian(Estimator):
         noise, dof = self._seed_residuals(Y) if fixed else (None, 0)
         # seed noise at round-off level (a deterministic training) is no noise: every resample would be the fit
         spread = float(np.abs(Y - Y.mean(axis=(0, 1))).max()) if Y.size else 0.0
+        seed_noise = noise is not None and float(np.abs(noise).max()) > 1e-9 * spread
         q = 0.5 + level / 2
-        if noise is not None and float(np.abs(noise).max()) > 1e-9 * spread and common:
+        if seed_noise and common:
             # common seeds: a seed's error moves its whole response (a per-seed slope, not only an offset),
             # so the S seeds are the independent replicates: the pooled fit is the mean of the S per-seed
             # fits (one design), and J + sqrt(S / (S-1)) mean_s w_s (J_s - J), w_s ~ N(0, 1), has the
@@ -713,7 +715,7 @@ class ResponseJacobian(Estimator):
 
             factor = float(student_t.ppf(q, S - 1) / norm.ppf(q))
             how = f"seed-cluster bootstrap over {S} common seeds ({N} states each)"
-        elif noise is not None and float(np.abs(noise).max()) > 1e-9 * spread:
+        elif seed_noise:
             means = Y.mean(axis=1, keepdims=True)
             Xr = X.reshape(N * S, D)
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -180,8 +180,10 @@ def coverage_deficit(
     return float(np.mean(terms)) if terms else math.nan
 
 
+#: ``(source, target, perms) -> score`` of one ordered pair of flows.
+PairScore = Callable[[UnitSignature, UnitSignature, Sequence[np.ndarray] | None], float]
 #: The directed scores :func:`transfer_scores` can compute: name -> (function, formula).
-SCORES: dict[str, tuple[Any, str]] = {
+SCORES: dict[str, tuple[PairScore, str]] = {
     "divergence": (directed_unit_divergence, TRANSFER_FORMULA),
     "coverage": (coverage_deficit, COVERAGE_FORMULA),
 }

@@ -927,28 +927,15 @@ def oracle_symmetric(
     return -(data.gap + data.gap.T) / 2
 
 
-def _directed_combination(weight: float) -> DistanceFn:
+def _combination(weight: float, part: DistanceFn, what: str, kind: str) -> DistanceFn:
+    """``compare_default + weight * part``, documented as ``what`` (the directed ``part``, a ``kind`` score)."""
+
     def fn(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
-        return compare_default(paths, names, arch, seed, data) + weight * directed_units(
-            paths, names, arch, seed, data
-        )
+        return compare_default(paths, names, arch, seed, data) + weight * part(paths, names, arch, seed, data)
 
     fn.__doc__ = (
-        f"rganalysis compare's default distance + {weight:g} x the directed transfer score (directed_units): "
-        "the symmetric part ranks the sources for one target, the directed part the targets for one ticket."
-    )
-    return fn
-
-
-def _coverage_combination(weight: float) -> DistanceFn:
-    def fn(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
-        return compare_default(paths, names, arch, seed, data) + weight * coverage_units(
-            paths, names, arch, seed, data
-        )
-
-    fn.__doc__ = (
-        f"rganalysis compare's default distance + {weight:g} x the coverage deficit (coverage_units): the "
-        "symmetric part ranks the sources for one target, the mass-aware directed part the targets for one ticket."
+        f"rganalysis compare's default distance + {weight:g} x {what}: the symmetric part ranks the sources "
+        f"for one target, the {kind} part the targets for one ticket."
     )
     return fn
 
@@ -962,7 +949,9 @@ DIRECTED_CANDIDATES_V1: tuple[str, ...] = (
     "directed+100",
 )
 for _w in (3, 10, 30, 100):
-    register_distance(f"directed+{_w}", default=False)(_directed_combination(float(_w)))
+    register_distance(f"directed+{_w}", default=False)(
+        _combination(float(_w), directed_units, "the directed transfer score (directed_units)", "directed")
+    )
 #: Directed candidates of the second calibration (registration version 2; docs/universality.md §11): the
 #: mass-aware coverage deficit (candidate (a) of the issue) alone and added to compare's default, and the basin
 #: distance (candidate (b)).
@@ -974,7 +963,11 @@ DIRECTED_CANDIDATES: tuple[str, ...] = (
     "basin_units",
 )
 for _w in (1, 3, 10):
-    register_distance(f"coverage+{_w}", default=False)(_coverage_combination(float(_w)))
+    register_distance(f"coverage+{_w}", default=False)(
+        _combination(
+            float(_w), coverage_units, "the coverage deficit (coverage_units)", "mass-aware directed"
+        )
+    )
 
 
 @register_distance("random")

@@ -114,10 +114,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--directed",
-        action="store_true",
+        nargs="?",
+        const="divergence",
+        default=None,
+        choices=("divergence", "coverage"),
         help="also print the directed transfer scores (source rows, target columns; lower = the source's "
         "ticket expected to lose less on the target; rganalysis.transfer_scores) and write them in --json "
-        "under 'directed'",
+        "under 'directed'.  divergence (the default): how the units' survival mass is spread; coverage: how "
+        "much of it the source lacks, layer amounts included (docs/universality.md, section 11)",
     )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
     p.add_argument(
@@ -194,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if args.directed:
         from rganalysis.universality.transfer import transfer_scores, transfer_scores_json
 
-        directed = transfer_scores(ua.signatures_, names=list(ua.names_))
+        directed = transfer_scores(ua.signatures_, names=list(ua.names_), score=args.directed)
         j["directed"] = transfer_scores_json(directed)
     if args.json_out:
         from rganalysis.store.output import write_json

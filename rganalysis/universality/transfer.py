@@ -280,11 +280,12 @@ def transfer_scores(
 
 def transfer_scores_json(D: xr.DataArray) -> dict[str, Any]:
     """The ``"directed"`` entry of ``rganalysis compare --directed --json``: ``sources``, ``targets``,
-    ``scores`` (rows = sources; ``null`` where undefined), ``formula``, ``matching``, ``reading``."""
+    ``scores`` (rows = sources; ``null`` where undefined), ``score``, ``formula``, ``matching``, ``reading``."""
     return {
         "sources": [str(x) for x in D.source.values],
         "targets": [str(x) for x in D.target.values],
         "scores": [[float(x) if math.isfinite(x) else None for x in row] for row in D.values],
+        "score": D.attrs.get("score", "divergence"),
         "formula": D.attrs["formula"],
         "matching": D.attrs["matching"],
         "reading": TRANSFER_READING,

@@ -595,7 +595,7 @@ def _bracket_chunk_numpy(
     (docs/benchmark-coarse-grain.md), and release the GIL for the worker threads.  Returns (survivors
     written True, flat indices of the bracket's survivors within the chunk, the chunk's keys)."""
     key = ws.np_buf(np.int32, n)
-    np.bitwise_and(w.detach().numpy().view(np.int32), 0x7FFFFFFF, out=key)
+    np.bitwise_and(w.detach().numpy().view(np.int32), _ABS[torch.int32], out=key)
     o = out.numpy()
     np.greater(key, hi, out=o)
     e = ws.np_buf(np.bool_, n)

@@ -17,7 +17,9 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import signal
 import sys
+import threading
 import warnings
 
 from rganalysis import __version__
@@ -105,14 +107,36 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "" if sys.stderr.isatty() else "1")  # no progress bars in logs
     previous = warnings.formatwarning
     warnings.formatwarning = _one_line_warning
+    on_term = _raise_on_sigterm()
     try:
         return int(args.run_command(args) or 0)
     except (RGAnalysisError, FileNotFoundError) as e:
         msg = f"no such file or directory: {e.filename or e}" if isinstance(e, FileNotFoundError) else str(e)
         print(f"rganalysis {args.command}: error: [{type(e).__name__}] {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through _raise_on_sigterm: outputs already removed
+        print(f"rganalysis {args.command}: interrupted (the file being written was removed)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rganalysis info big.h5 | head`: the reader left, say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         warnings.formatwarning = previous
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
+
+
+def _raise_on_sigterm() -> signal.Handlers | None:
+    """Make SIGTERM (``kill``, ``timeout``, a batch scheduler) raise KeyboardInterrupt like Ctrl-C, so that
+    every atomic output removes its temporary file; returns the previous handler (None off the main
+    thread, where Python cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame) -> None:  # noqa: ANN001 - signal's hook
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -164,3 +164,41 @@ def test_quiet_never_hides_the_pickle_warning(tmp_path, capsys):
             == 0
         )
     assert any(issubclass(w.category, UnsafeLoadWarning) and "can run code" in str(w.message) for w in caught)
+
+
+_SIGNAL_MID_WRITE = """
+import os, signal, sys
+import rganalysis.store.hdf5 as hdf5
+from rganalysis.cli import main
+
+put = hdf5._put_tensor
+def put_then_signal(*a, **k):  # the first tensor is written, then the signal arrives
+    out = put(*a, **k)
+    os.kill(os.getpid(), signal.{sig})
+    return out
+hdf5._put_tensor = put_then_signal
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_mid_write_leaves_nothing(stores, tmp_path, sig):
+    """`kill` / `timeout` (SIGTERM) and Ctrl-C (SIGINT) mid-write: one line, status 130, no partial file."""
+    out = tmp_path / "out"
+    argv = ["flow", str(stores["mlp0"]), "-o", str(out / "f.h5"), "--rounds", "2", "-q"]
+    r = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_MID_WRITE.format(sig=sig), *argv], capture_output=True, text=True
+    )
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "rganalysis flow: interrupted (the file being written was removed)", r.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    """`rganalysis info x.h5 | head -c 1` on a store whose listing overflows the pipe: no traceback."""
+    torch.save({f"l{i}.weight": torch.ones(2, 2) for i in range(3000)}, tmp_path / "many.pth")
+    assert main(["ingest", str(tmp_path / "many.pth"), "-o", str(tmp_path / "many.h5"), "-q"]) == 0
+    run = "import sys; from rganalysis.cli import main; sys.exit(main())"
+    cmd = f"{sys.executable} -c '{run}' info {tmp_path / 'many.h5'} | head -c 8"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    assert r.stdout == "many: ge" and r.stderr == "", r.stderr

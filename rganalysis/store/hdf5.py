@@ -18,12 +18,14 @@ import torch
 
 from rganalysis import __version__
 from rganalysis.store.index import (
+    ATTRS_CRC_ATTR,
     COMPLETE_ATTR,
     FORMAT,
     FORMAT_VERSION,
     PER_ROUND,
     SURVIVAL,
     survival_dtype,
+    text_attr_crcs,
 )
 from rganalysis.store.netcdf import NetCDFWriter, set_attrs
 from rganalysis.store.output import AtomicOutput
@@ -316,6 +318,7 @@ def _write(nc: NetCDFWriter, pset: ParameterSet, compress: bool, bar) -> None:
         },
     )
     set_attrs(f, {"masks_nested": int(nested)})
+    set_attrs(f, {ATTRS_CRC_ATTR: json_text(text_attr_crcs(f))})
     nc.attach_scales()
     f.flush()
     set_attrs(f, {COMPLETE_ATTR: 1})  # last: a store without it is an interrupted write

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from rganalysis.store.layers import dim_names
 from rganalysis.store.output import is_temp_file
 
 __all__ = [
+    "ATTRS_CRC_ATTR",
     "COMPLETE_ATTR",
     "Entry",
     "FORMAT",
@@ -40,6 +42,7 @@ __all__ = [
     "open_store",
     "read_index",
     "survival_dtype",
+    "text_attr_crcs",
 ]
 
 FORMAT = "rganalysis-store"
@@ -50,6 +53,10 @@ FORMAT_VERSION = 2
 
 #: root attribute written last: 1 when every byte of the store is written (format 2)
 COMPLETE_ATTR = "write_complete"
+#: root attribute: JSON ``{group: {attribute: CRC-32}}`` of the text attributes of the root and of every group
+#: (the indexes, layouts, provenance).  HDF5 checksums neither variable-length strings nor dense attribute
+#: storage, so without it a flipped byte in an index would read back as a renamed tensor.
+ATTRS_CRC_ATTR = "attrs_crc32"
 
 #: torch dtype name -> the numpy dtype it is stored as (bfloat16 as its int16 bits, bool as uint8)
 STORED_DTYPES: dict[str, str] = {
@@ -248,10 +255,58 @@ def open_store(path: str | os.PathLike) -> h5py.File:
             )
         if version >= 2 and integer_attr(f.attrs, COMPLETE_ATTR, 0, path) != 1:
             raise IncompleteStoreError(f"{path}: incomplete file (interrupted write)")
+    except (KeyError, OSError, RuntimeError) as e:  # HDF5 cannot read its own metadata
+        f.close()
+        raise CorruptStoreError(f"{path}: damaged HDF5 metadata ({_hdf5_reason(str(e))})") from None
     except BaseException:
         f.close()
         raise
     return f
+
+
+def _text_bytes(x: Any) -> bytes | None:
+    """The stored bytes of a text attribute (h5py decodes invalid UTF-8 with surrogate escapes), else None."""
+    x = _text(x)
+    if isinstance(x, str):
+        return x.encode("utf-8", "surrogateescape")
+    return None
+
+
+def text_attr_crcs(f: h5py.File) -> dict[str, dict[str, int]]:
+    """:data:`ATTRS_CRC_ATTR`'s map for an open store: the CRC-32 of every text attribute of the root and of
+    every group (dataset attributes are checked against the group indexes by ``check``)."""
+    groups: list[h5py.Group] = [f]
+    f.visititems(lambda _, obj: groups.append(obj) if isinstance(obj, h5py.Group) else None)
+    out: dict[str, dict[str, int]] = {}
+    for g in groups:
+        crcs = {}
+        for k, v in g.attrs.items():
+            b = _text_bytes(v)
+            if b is not None and k != ATTRS_CRC_ATTR:
+                crcs[k] = zlib.crc32(b)
+        if crcs:
+            out[g.name] = crcs
+    return out
+
+
+def _check_text_attrs(f: h5py.File, path: Path) -> None:
+    """Every text attribute listed in :data:`ATTRS_CRC_ATTR` that is there has its CRC-32 (a missing group
+    or attribute is left to the structure checks, which name it; stores written before the map was added
+    have none)."""
+    raw = f.attrs.get(ATTRS_CRC_ATTR)
+    if raw is None:
+        return
+    for gname, crcs in json.loads(_text(raw)).items():
+        g = f.get(gname) if gname != "/" else f
+        if not isinstance(g, h5py.Group):
+            continue
+        for k, want in crcs.items():
+            b = _text_bytes(g.attrs.get(k))
+            if b is not None and zlib.crc32(b) != int(want):
+                raise CorruptStoreError(
+                    f"{path}: the attribute {k!r} of {gname} fails its CRC-32 (a damaged index: the names, "
+                    "shapes or provenance it holds cannot be trusted)"
+                )
 
 
 def _hdf5_reason(msg: str) -> str:
@@ -274,6 +329,8 @@ def read_index(f: h5py.File, path: str | os.PathLike | None = None) -> StoreInde
         return _read_index(f, path, version)
     except (KeyError, IndexError, TypeError, ValueError, json.JSONDecodeError, AttributeError) as e:
         raise CorruptStoreError(f"{path}: damaged store structure ({type(e).__name__}: {e})") from None
+    except (OSError, RuntimeError) as e:  # HDF5 cannot read its own metadata
+        raise CorruptStoreError(f"{path}: damaged HDF5 metadata ({_hdf5_reason(str(e))})") from None
 
 
 def _require(f: h5py.File | h5py.Group, name: str, path: Path, kind: type = h5py.Group):
@@ -365,6 +422,7 @@ def _entries_v1(g: h5py.Group, gpath: str, path: Path) -> list[Entry]:
 
 
 def _read_index(f: h5py.File, path: Path, version: int) -> StoreIndex:
+    _check_text_attrs(f, path)
     entries = _entries_v2 if version >= 2 else _entries_v1
     R = int(_text(f.attrs["rounds"]))
     if R < 1:
@@ -481,6 +539,7 @@ def _read_index(f: h5py.File, path: Path, version: int) -> StoreIndex:
         "package_versions",
         "masks_nested",
         COMPLETE_ATTR,
+        ATTRS_CRC_ATTR,
     }
     attrs = {k: _text(v) for k, v in f.attrs.items() if k not in skip and not k.startswith("_")}
     attrs["created"] = _text(f.attrs.get("created"))

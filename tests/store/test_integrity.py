@@ -29,6 +29,7 @@ from rganalysis.errors import (
 )
 from rganalysis.rg.flow import compute_flow
 from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.store.index import ATTRS_CRC_ATTR, text_attr_crcs
 from rganalysis.store.parameter_set import ParameterSet, build_info
 
 
@@ -79,6 +80,7 @@ def set_crc(f: h5py.File, group: str, var: str) -> None:
         if e["name"] == var:
             e["crc32"] = crc
     f[group].attrs["tensors"] = json.dumps(index)
+    f.attrs[ATTRS_CRC_ATTR] = json.dumps(text_attr_crcs(f))
 
 
 def test_good_stores_check_ok(good, capsys):
@@ -147,6 +149,43 @@ def test_edit_through_hdf5_is_a_checksum_error(good, tmp_path, capsys):
     with rganalysis.load(p) as back, pytest.raises(ChecksumError):
         back.to_state_dict()
     one_line_error(capsys, ["check", str(p)], "ChecksumError")
+
+
+def test_a_damaged_index_is_not_read_as_other_names(good, tmp_path, capsys):
+    """A flipped byte in a tensor's name inside the group index (text attributes, which HDF5 does not
+    checksum) is a CorruptStoreError, never a renamed tensor in the state dict."""
+    p = copy(good, tmp_path)
+    data = bytearray(p.read_bytes())
+    hits = [i for i in range(len(data)) if data.startswith(b'"b.weight"', i)]
+    assert len(hits) >= 2  # /parameters' order and tensors
+    for i in hits:
+        data[i + 5] ^= 0x20  # "b.weight" -> "b.Weight"
+    p.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError, match="fails its CRC-32"):
+        rganalysis.load(p)
+    line = one_line_error(capsys, ["check", str(p)], "CorruptStoreError")
+    assert "fails its CRC-32" in line
+
+
+def test_provenance_edited_through_hdf5_is_detected(good, tmp_path, capsys):
+    p = copy(good, tmp_path)
+    with h5py.File(p, "a") as f:
+        f.attrs["name"] = "another model"
+    one_line_error(capsys, ["check", str(p)], "CorruptStoreError")
+
+
+def test_damaged_hdf5_metadata_is_one_line(good, tmp_path, capsys):
+    """Bytes of an object header flipped: HDF5's own metadata checksum fails; a CorruptStoreError, not
+    h5py's KeyError or OSError."""
+    p = copy(good, tmp_path)
+    with h5py.File(p, "r") as f:
+        header = h5py.h5o.get_info(f["rounds"].id).addr
+    data = bytearray(p.read_bytes())
+    for i in range(8):
+        data[header + 16 + i] ^= 0xA5
+    p.write_bytes(bytes(data))
+    for cmd in ("check", "info"):
+        one_line_error(capsys, [cmd, str(p)], "CorruptStoreError")
 
 
 def test_nan_weight(good, tmp_path, capsys):

@@ -1,16 +1,58 @@
 """Any state dict of conv/linear/norm/embedding tensors that no architecture-specific adapter
-claims: kinds come from shapes and names, depth from key order."""
+claims: kinds come from shapes and names, depth from key order.
+
+A state dict's key order is its modules' forward order, except where a file lists its keys sorted (every
+``.safetensors`` file does): then ``features.10`` comes before ``features.2`` and ``classifier`` before
+``features``.  Such keys are put in :func:`forward_order`, with a warning that depth is inferred.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 from rganalysis.adapters import register
 from rganalysis.adapters._common import checkpoint_attrs, read_state_dict_file
 from rganalysis.errors import AdapterDeclined, UnknownArchitectureError
 from rganalysis.store.checkpoint import make_parameter_set, single_round
-from rganalysis.store.layers import classify
+from rganalysis.store.layers import classify, leaf, module_path, natural_key
 from rganalysis.store.parameter_set import ParameterSet
+
+#: top-level modules that are a network's output heads: last in :func:`forward_order`
+HEAD_MODULES = frozenset(
+    {"classifier", "cls", "fc", "head", "heads", "lm_head", "logits", "out", "output", "pooler", "score"}
+)
+
+
+#: a module's tensors in the order torch registers them
+_LEAF_ORDER = {
+    k: i for i, k in enumerate(("weight", "bias", "running_mean", "running_var", "num_batches_tracked"))
+}
+
+
+def forward_order(keys: Iterable[str]) -> list[str]:
+    """Keys listed alphabetically, in a guess of forward order: the natural order of the names
+    (``features.2`` before ``features.10``; within a module weight, bias, then norm buffers), with the top-level modules named as heads
+    (:data:`HEAD_MODULES`, after any prefix all keys share) last."""
+    keys = list(keys)
+    parts = [k.split(".") for k in keys]
+    shared = 0
+    while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
+        shared += 1
+    return sorted(
+        keys,
+        key=lambda k: (
+            k.split(".")[shared] in HEAD_MODULES,
+            natural_key(module_path(k)),
+            _LEAF_ORDER.get(leaf(k), len(_LEAF_ORDER)),
+            leaf(k),
+        ),
+    )
+
+
+def _sorted_keys(source: Path, keys: list[str]) -> bool:
+    return source.suffix == ".safetensors" or (len(keys) > 2 and keys == sorted(keys))
 
 
 @register
@@ -42,12 +84,24 @@ class Generic:
                 f"unknown architecture {architecture!r}: the generic adapter reads any state dict but does not know it"
             )
         sd, wrapper, prefix = read_state_dict_file(source, allow_pickle)
+        rd = single_round(sd, prefix)
+        attrs = checkpoint_attrs(wrapper, prefix)
+        if _sorted_keys(source, list(rd.tensors)):
+            rd.tensors = {k: rd.tensors[k] for k in forward_order(rd.tensors)}
+            attrs["depth_order"] = "inferred: the keys were sorted (natural order, heads last)"
+            warnings.warn(
+                f"{source.name}: its keys are in alphabetical order, not the modules' forward order, so layer "
+                f"depth is inferred (natural order of the names, heads such as classifier/fc/head last); "
+                "`rganalysis info` lists it",
+                UserWarning,
+                stacklevel=2,
+            )
         return make_parameter_set(
-            [single_round(sd, prefix)],
+            [rd],
             adapter=self.name,
             architecture="generic",
             sources=[source],
             name=name,
             include_embeddings=include_embeddings,
-            extra_attrs=checkpoint_attrs(wrapper, prefix),
+            extra_attrs=attrs,
         )

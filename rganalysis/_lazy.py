@@ -4,6 +4,7 @@ the package stays cheap and ``--help`` imports neither torch nor numpy."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ def lazy_exports(
     modules: Mapping[str, str] | None = None,
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The package's ``__getattr__`` and ``__dir__``: ``names`` maps a public name to the module defining it,
-    ``modules`` a public name to a submodule; a value is cached in ``namespace`` (the package's ``globals()``)
+    ``modules`` a public name to a submodule (any other subpackage is found by its name); a value is cached in ``namespace`` (the package's ``globals()``)
     once loaded.  ``__dir__`` lists ``namespace["__all__"]`` (and any public name already loaded)."""
     package = namespace["__name__"]
     modules = dict(modules or {})
@@ -24,6 +25,8 @@ def lazy_exports(
             value = getattr(importlib.import_module(names[name]), name)
         elif name in modules:
             value = importlib.import_module(modules[name])
+        elif not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+            value = importlib.import_module(f"{package}.{name}")  # a subpackage: rganalysis.fit, .adapters
         else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         namespace[name] = value

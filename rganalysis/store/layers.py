@@ -13,6 +13,12 @@ _NORM_RE = re.compile(
     re.I,
 )
 _EMBED_RE = re.compile(r"embed", re.I)
+#: the last module name of an embedding table that does not say "embed" (GPT-2's wte/wpe, T5's shared, ...)
+_EMBED_MODULES = frozenset({"wte", "wpe", "emb", "tok", "token", "tokens", "shared"})
+#: 2-D weights of a linear map under another leaf name: nn.MultiheadAttention's packed q/k/v projection, and
+#: the input / hidden matrices of nn.RNN, nn.LSTM and nn.GRU
+_LINEAR_LEAF_RE = re.compile(r"in_proj_weight|weight_(ih|hh)_l\d+(_reverse)?")
+_LINEAR_BIAS_RE = re.compile(r"in_proj_bias|bias_(ih|hh)_l\d+(_reverse)?")
 _NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -44,14 +50,18 @@ def classify(
         if len(shape) >= 3:
             return "conv"
         if len(shape) == 2:
-            return "embedding" if _EMBED_RE.search(mod) else "linear"
+            return "embedding" if _EMBED_RE.search(mod) or leaf(mod) in _EMBED_MODULES else "linear"
         if len(shape) == 1:
             return "norm"  # a 1-D weight is the scale of a normalisation layer
         return "other"
     if last == "bias":
         return "norm" if is_norm_module else "bias"
+    if len(shape) == 1 and _LINEAR_BIAS_RE.fullmatch(last):
+        return "bias"
     if len(shape) == 2 and _EMBED_RE.search(name):
         return "embedding"
+    if len(shape) == 2 and _LINEAR_LEAF_RE.fullmatch(last.removesuffix("_orig")):
+        return "linear"
     return "other"
 
 

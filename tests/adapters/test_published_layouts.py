@@ -531,3 +531,47 @@ def test_whole_model_pickle_needs_the_flag(tmp_path):
     back = save_load(pset, tmp_path)
     assert back.attrs["adapter"] == "torchvision-resnet"
     assert_state_dicts_equal(back.to_state_dict(), model.state_dict())
+
+
+def test_safetensors_keys_are_put_in_forward_order(tmp_path):
+    """A .safetensors file lists its keys alphabetically (classifier before features, features.10 before
+    features.2); the generic adapter puts them back in forward order, warns, and still round-trips."""
+    from safetensors.torch import save_file
+
+    net = nn.Sequential()
+    net.add_module("features", nn.Sequential(*[nn.Conv2d(4, 4, 3) for _ in range(11)]))
+    net.add_module("classifier", nn.Linear(4, 3))
+    sd = net.state_dict()
+    torch.save(sd, tmp_path / "net.pth")
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "net.safetensors")
+    a = ingest(tmp_path / "net.pth")
+    with pytest.warns(UserWarning, match="alphabetical order"):
+        b = ingest(tmp_path / "net.safetensors")
+    assert list(b.names) == list(a.names) == list(sd)
+    assert [b.info[n].depth for n in b.names] == [a.info[n].depth for n in a.names]
+    assert b.attrs["depth_order"].startswith("inferred")
+    assert list(b.to_state_dict()) == sorted(sd)  # the file's own order, bit for bit
+    assert all(torch.equal(b.to_state_dict()[k], sd[k]) for k in sd)
+
+
+def test_layers_named_otherwise_get_their_kind(tmp_path):
+    """Embedding tables that do not say "embed" (GPT-2's wte/wpe) are embeddings, not prunable; the packed
+    q/k/v of nn.MultiheadAttention and the matrices of an LSTM are linear maps, prunable."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte = nn.Embedding(50, 8)
+            self.attn = nn.MultiheadAttention(8, 2)
+            self.lstm = nn.LSTM(8, 6)
+            self.head = nn.Linear(6, 3)
+
+    torch.save(Net().state_dict(), tmp_path / "net.pth")
+    p = ingest(tmp_path / "net.pth")
+    kinds = {n: (p.info[n].kind, p.info[n].prunable) for n in p.names}
+    assert kinds["wte.weight"] == ("embedding", False)
+    assert kinds["attn.in_proj_weight"] == ("linear", True)
+    assert kinds["attn.in_proj_bias"] == ("bias", False)
+    assert kinds["lstm.weight_ih_l0"] == kinds["lstm.weight_hh_l0"] == ("linear", True)
+    assert kinds["lstm.bias_ih_l0"] == ("bias", False)
+    assert kinds["head.weight"] == ("linear", True)

@@ -21,7 +21,13 @@ import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rganalysis.errors import AdapterDeclined, AdapterNotFoundError, InvalidParameterError, RGAnalysisError
+from rganalysis.errors import (
+    AdapterDeclined,
+    AdapterNotFoundError,
+    ArchitectureMismatchError,
+    InvalidParameterError,
+    RGAnalysisError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -125,7 +131,14 @@ def ingest(source: str | os.PathLike, adapter: str | None = None, **options: Any
             f"(only {', '.join(readers)} do), so the masks would be dropped; nothing was written. Drop --mask, "
             "or save the masks in the checkpoint as weight_orig/weight_mask pairs (the 'pruned' adapter)"
         )
-    return a.load(source, **options)
+    pset = a.load(source, **options)
+    want, got = options.get("architecture"), pset.attrs.get("architecture")
+    if want is not None and want != got:
+        raise ArchitectureMismatchError(
+            f"--architecture {want!r}: {source} reads as {got!r} (adapter {a.name!r}); drop --architecture "
+            "to take what is detected"
+        )
+    return pset
 
 
 def _mask_paths(masks: Any) -> list[Path]:
@@ -156,7 +169,8 @@ def _ingest_job(job: tuple[str, str, str | None, dict[str, Any], bool, bool]) ->
             "rounds": pset.n_rounds,
         }
     except (RGAnalysisError, FileNotFoundError) as e:
-        return {"source": source, "output": output, "error": type(e).__name__, "message": str(e)}
+        msg = str(e) if Path(source).name in str(e) else f"{source}: {e}"  # which of the sweep's files
+        return {"source": source, "output": output, "error": type(e).__name__, "message": msg}
 
 
 def raise_from(result: dict[str, Any]) -> None:

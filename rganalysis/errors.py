@@ -6,12 +6,13 @@ from __future__ import annotations
 __all__ = [
     "AdapterDeclined",
     "AdapterNotFoundError",
+    "ArchitectureMismatchError",
     "ChecksumError",
     "ConcurrentWriteError",
     "CorruptCheckpointError",
     "CorruptStoreError",
-    "DensityMismatchError",
     "DegenerateRegressionError",
+    "DensityMismatchError",
     "DuplicateOutputError",
     "ExpandedTensorError",
     "IncompleteStoreError",
@@ -27,8 +28,9 @@ __all__ = [
     "OutputIsInputError",
     "PickleRefusedError",
     "ProcessStartError",
-    "RankError",
     "RGAnalysisError",
+    "RankError",
+    "RoundOutOfRangeError",
     "SparsityReportMismatchError",
     "StoreClosedError",
     "StoreFormatError",
@@ -79,6 +81,10 @@ class AdapterDeclined(RGAnalysisError):
 
 class UnknownArchitectureError(RGAnalysisError):
     """The user named an architecture the toolkit does not know."""
+
+
+class ArchitectureMismatchError(UnknownArchitectureError):
+    """``--architecture`` names another architecture than the checkpoint reads as."""
 
 
 class MaskShapeError(RGAnalysisError):
@@ -164,6 +170,10 @@ class DensityMismatchError(CorruptStoreError):
 # --- the RG engine -------------------------------------------------------------------------------
 class InvalidParameterError(RGAnalysisError, ValueError):
     """An argument is out of its domain (rate outside (0, 1), rounds < 1, ...)."""
+
+
+class RoundOutOfRangeError(RGAnalysisError, IndexError):
+    """A round number outside the set's rounds 0..R-1 (``--round 99``)."""
 
 
 class ProcessStartError(RGAnalysisError):

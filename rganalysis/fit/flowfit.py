@@ -5,8 +5,10 @@ fit, the fixed point, eigenvalue classes and exponents) and the JSON and text of
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from rganalysis.fit.fixed_points import (
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
 from rganalysis.store.checks import check_nested
 from rganalysis.store.diagnostics import collapsed_layers
+from rganalysis.store.hdf5 import load
 from rganalysis.store.parameter_set import ParameterSet
 
 __all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]
@@ -134,10 +137,11 @@ class FlowFit(Estimator):
 
     def fit(
         self,
-        flows: ParameterSet | Sequence[ParameterSet],
+        flows: ParameterSet | str | os.PathLike | Sequence[ParameterSet | str | os.PathLike],
         couplings: xr.DataArray | Sequence[xr.DataArray] | None = None,
     ) -> FlowFit:
-        """Fit the flow(s); returns self.
+        """Fit the flow(s), given as ParameterSets or store paths (opened for the fit, then closed);
+        returns self.
 
         ``couplings``: the flows' couplings, already computed (one ``(round, coupling)`` DataArray per
         flow, e.g. streamed by :func:`~rganalysis.fit.streaming.stream_flow_couplings` and resampled):
@@ -145,9 +149,16 @@ class FlowFit(Estimator):
         """
         if self.estimator not in ESTIMATORS:
             raise InvalidParameterError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        flows = [flows] if isinstance(flows, ParameterSet) else list(flows)
-        if not flows:
+        given = [flows] if isinstance(flows, ParameterSet | str | os.PathLike) else list(flows)
+        if not given:
             raise InvalidParameterError("no flow given")
+        with ExitStack() as opened:
+            sets = [opened.enter_context(load(f)) if isinstance(f, str | os.PathLike) else f for f in given]
+            return self._fit(sets, couplings)
+
+    def _fit(
+        self, flows: list[ParameterSet], couplings: xr.DataArray | Sequence[xr.DataArray] | None
+    ) -> FlowFit:
         for p in flows:
             check_nested(p)
         scales = [flow_scale(p) for p in flows]

@@ -22,6 +22,7 @@ from rganalysis.errors import (
     MissingTensorError,
     NonBinaryMaskError,
     NonFiniteWeightsError,
+    RoundOutOfRangeError,
     StoreFormatError,
 )
 from rganalysis.store.layers import dim_names
@@ -233,7 +234,9 @@ class ParameterSet:
 
     def _check_round(self, round: int) -> None:
         if not 0 <= round < self.n_rounds:
-            raise IndexError(f"round {round} out of range: this set has rounds 0..{self.n_rounds - 1}")
+            raise RoundOutOfRangeError(
+                f"round {round} out of range: this set has rounds 0..{self.n_rounds - 1}"
+            )
 
     def _check_name(self, name: str) -> None:
         if name not in self.info:

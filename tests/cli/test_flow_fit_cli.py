@@ -257,3 +257,10 @@ def test_every_default_flow_fits_with_the_default_fit(model, resnet18_sd, tmp_pa
     assert j["depth_points"] is not None and len(j["couplings"]) <= 8 < n_layers
     assert main(["report", str(flow), "-o", str(tmp_path / "r.html"), "--bootstrap", "10"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("r", ["99", "-1"])
+def test_a_round_out_of_range_is_one_line(stores, capsys, r):
+    assert main(["fit", str(stores["mlp0"]), "--estimator", "response", "--round", r, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[RoundOutOfRangeError]" in err and "Traceback" not in err, err

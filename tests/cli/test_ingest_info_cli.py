@@ -114,3 +114,62 @@ def test_module_entry_point(tmp_path, resnet18_sd):
     ds = xr.open_dataset(tmp_path / "x.h5", engine="h5netcdf", group="parameters")
     assert "conv1.weight" in ds
     assert rganalysis.load(tmp_path / "x.h5").n_rounds == 1
+
+
+def test_architecture_option_is_checked(tmp_path, resnet18_sd, capsys):
+    """--architecture names what the user expects: another name than the detected one is refused, never
+    silently replaced."""
+    torch.save(resnet18_sd, tmp_path / "r18.pth")
+    for name in ("resnet50", "bogus"):
+        assert (
+            main(
+                [
+                    "ingest",
+                    str(tmp_path / "r18.pth"),
+                    "-o",
+                    str(tmp_path / f"{name}.h5"),
+                    "--architecture",
+                    name,
+                    "-q",
+                ]
+            )
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert "[ArchitectureMismatchError]" in err and "reads as 'resnet18'" in err, err
+        assert not (tmp_path / f"{name}.h5").exists()
+    assert (
+        main(
+            [
+                "ingest",
+                str(tmp_path / "r18.pth"),
+                "-o",
+                str(tmp_path / "ok.h5"),
+                "--architecture",
+                "resnet18",
+                "-q",
+            ]
+        )
+        == 0
+    )
+
+
+def test_a_sweep_names_the_file_that_failed(tmp_path, capsys):
+    torch.save({"fc.weight": torch.ones(3, 4)}, tmp_path / "good.pth")
+    torch.save([torch.ones(2)], tmp_path / "a-list.pt")
+    assert (
+        main(
+            [
+                "ingest",
+                str(tmp_path / "good.pth"),
+                str(tmp_path / "a-list.pt"),
+                "-o",
+                str(tmp_path / "out"),
+                "-q",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "[CorruptCheckpointError]" in err and "a-list.pt" in err, err
+    assert (tmp_path / "out" / "good.h5").exists()

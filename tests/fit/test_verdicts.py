@@ -137,3 +137,17 @@ def test_untrained_models_are_recognised(resnet18_sd):
     from rganalysis.demo import minilm_path
 
     assert not looks_untrained(rganalysis.ingest(minilm_path()))[0]
+
+
+def test_flowfit_takes_store_paths(stores):
+    """FlowFit().fit accepts paths as KoopmanDMD and UniversalityAnalysis do: the same fit as on the loaded
+    flows."""
+    paths = [stores["mlp0"], stores["mlp1"]]
+    by_path = FlowFit(n_bootstrap=20).fit([str(p) for p in paths])
+    with rganalysis.load(paths[0]) as a, rganalysis.load(paths[1]) as b:
+        by_set = FlowFit(n_bootstrap=20).fit([a, b])
+    np.testing.assert_array_equal(by_path.eigenvalues_, by_set.eigenvalues_)
+    np.testing.assert_array_equal(
+        FlowFit(n_bootstrap=20).fit(paths[0]).eigenvalues_,
+        FlowFit(n_bootstrap=20).fit(rganalysis.load(paths[0])).eigenvalues_,
+    )

@@ -29,7 +29,7 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from rganalysis.base import Estimator
-from rganalysis.errors import DegenerateRegressionError, InvalidParameterError
+from rganalysis.errors import DegenerateRegressionError, InvalidParameterError, StoreInUseError
 from rganalysis.fit.couplings import normalise_sets
 from rganalysis.fit.fixed_points import MARGINAL_Y, exponent_interval, interval_class
 from rganalysis.fit.imp_step import StepContext, step_task
@@ -917,10 +917,23 @@ def response_jacobian(
     """Measure the response Jacobian of one real IMP step at a round of a flow (see
     :class:`ResponseJacobian` for every parameter), and write it into the flow store's ``/response`` group.
 
-    ``write``: None (default) writes when ``flow`` is a path (the store is closed by then); True also tries
-    an open ParameterSet's file (which must not be open elsewhere); False never writes.  Returns the fitted
-    estimator.
+    ``write``: None (default) writes when ``flow`` is a path (the store is closed by then); True also writes
+    a ParameterSet's file, which must not be open (checked before any training:
+    :class:`~rganalysis.errors.StoreInUseError` for a loaded set still open, so give its path instead;
+    :class:`~rganalysis.errors.InvalidParameterError` for a set without a file); False never writes.
+    Returns the fitted estimator.
     """
+    is_path = isinstance(flow, (str, os.PathLike))
+    if write and not is_path:
+        path = getattr(flow, "path", None)
+        if path is None:
+            raise InvalidParameterError("write=True needs a flow stored in a file (give its path)")
+        if getattr(flow, "_file", None):
+            raise StoreInUseError(
+                f"write=True: {path} is open through the ParameterSet given, and HDF5 cannot write it while it is "
+                "open; give the path instead (it is opened for the fit and closed before the write); nothing was "
+                "trained"
+            )
     est = ResponseJacobian(
         train,
         round=round,
@@ -931,12 +944,8 @@ def response_jacobian(
         scheduler=scheduler,
         **kwargs,
     ).fit(flow)
-    is_path = isinstance(flow, (str, os.PathLike))
     if write or (write is None and is_path):
         from rganalysis.fit.response_store import write_response
 
-        path = flow if is_path else getattr(flow, "path", None)
-        if path is None:
-            raise InvalidParameterError("write=True needs a flow stored in a file")
-        write_response(path, est)
+        write_response(flow if is_path else flow.path, est)
     return est

@@ -21,7 +21,7 @@ import torch
 import xarray as xr
 
 import rganalysis
-from rganalysis.errors import InvalidParameterError
+from rganalysis.errors import InvalidParameterError, StoreInUseError
 from rganalysis.fit import ResponseEstimator, ResponseJacobian, read_response
 from rganalysis.fit.theory import gaussian_density_jacobian, gaussian_threshold
 from rganalysis.rg.coarse_graining import coarse_grain
@@ -397,6 +397,18 @@ def test_store_round_trip_and_verb(least_squares_flow, tmp_path):
     with h5py.File(path, "r") as f:
         assert "partial_response" not in f and "response" in f
     assert read_response(path)["n_directions"] == 3
+    # write=True on a set still open: refused before any retraining, not after all of them
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(1)
+        return least_squares_train(*a, **k)
+
+    with rganalysis.load(path) as p, pytest.raises(StoreInUseError, match="nothing was trained"):
+        rganalysis.response_jacobian(p, counted, couplings="density", directions=2, seeds=2, write=True)
+    with pytest.raises(InvalidParameterError, match="stored in a file"):
+        rganalysis.response_jacobian(least_squares_flow, counted, couplings="density", write=True)
+    assert calls == []
 
 
 def test_weight_couplings_retrain_twice(least_squares_flow):

@@ -608,9 +608,15 @@ class KoopmanDMD(Estimator):
                 f"bagging impossible: each bag needs at least rank {r} of the {m} snapshot pairs, so every "
                 "bag would be the fit itself"
             )
+            exact = (
+                f"; at rank T-1 = {m} the fit interpolates every snapshot pair, so its modes far inside the unit "
+                "circle, and their amplitudes, are artefacts of that interpolation"
+                if r == m
+                else ""
+            )
             warnings.warn(
                 f"{self.ci_note_}; no confidence intervals, so no eigenvalue is given a class "
-                "(lower --rank, or record more rounds)",
+                f"(lower --rank, e.g. --energy 0.999, or record more rounds){exact}",
                 IntervalWarning,
                 stacklevel=4,
             )

@@ -321,6 +321,14 @@ def flow_distance(
 def _mode(alignment: str, alignments: Sequence[Alignment | None]) -> str:
     if alignment not in ALIGNMENTS:
         raise InvalidParameterError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+    if alignment == "aligned":
+        bad = [al for al in alignments if al is None or not al.aligned]
+        if bad:
+            why = bad[0].why if bad[0] is not None else "a flow has no unit signatures"
+            raise InvalidParameterError(
+                f"alignment 'aligned': {len(bad)} of {len(alignments)} pair(s) of flows are not aligned "
+                f"(not the same starting weights up to a permutation of units: {why}); use 'auto' or 'invariant'"
+            )
     if alignment != "auto":
         return alignment
     return (

@@ -134,6 +134,9 @@ def test_permuting_hidden_units_changes_nothing():
     # flows of another initialisation are not aligned: their aligned components are undefined
     assert not align_units(sA.units, sC.units).aligned
     assert math.isnan(survival_distance(sA.units, sC.units, align_units(sA.units, sC.units)))
+    # and asking for the aligned distance between them is refused, not answered by another total
+    with pytest.raises(InvalidParameterError, match="not aligned"):
+        flow_distance(sA, sC, alignment="aligned")
 
 
 def test_a_global_weight_scale_changes_nothing():

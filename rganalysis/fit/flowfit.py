@@ -29,6 +29,7 @@ from rganalysis.fit.fixed_points import (
     near_fixed_point,
     spectrum_json,
 )
+from rganalysis.fit.intervals import interval_text
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
 from rganalysis.store.checks import check_nested
 from rganalysis.store.diagnostics import collapsed_layers
@@ -309,7 +310,7 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     lines.append(f"  {'|lambda|':>9} {'re':>9} {'im':>9} {'y':>8}  {'class':<12} {'95% CI of |lambda|':>20}")
     eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
     for e in eig[:max_rows]:
-        ci = "no interval" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+        ci = interval_text(e["ci_low"], e["ci_high"])
         y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
         lines.append(f"  {e['abs']:>9.4f} {e['re']:>9.4f} {e['im']:>9.4f} {y:>8}  {e['class']:<12} {ci:>20}")
     if len(eig) > max_rows:

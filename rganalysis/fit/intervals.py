@@ -37,6 +37,7 @@ __all__ = [
     "ZERO_WIDTH_RTOL",
     "draw_resamples",
     "eigenvalue_intervals",
+    "interval_text",
     "usable_needed",
 ]
 
@@ -85,6 +86,18 @@ class Resamples:
             why = ", ".join(f"{n} x {r}" for r, n in self.degenerate.most_common())
             txt += f" ({n_bad} degenerate: {why})"
         return txt
+
+
+def interval_text(lo: float | None, hi: float | None, digits: int = 4) -> str:
+    """``[lo, hi]`` with ``digits`` decimals, or as many more (up to 10) as it takes for the two ends to
+    differ: a reported interval is never zero-width, so its text must not look it (``[0.800000, 0.800004]``,
+    not ``[0.8000, 0.8000]``).  ``"no interval"`` for a missing one."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no interval"
+    d = digits
+    while d < 10 and f"{lo:.{d}f}" == f"{hi:.{d}f}":
+        d += 1
+    return f"[{lo:.{d}f}, {hi:.{d}f}]"
 
 
 def usable_needed(requested: int) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from rganalysis.errors import InvalidParameterError, RGAnalysisError
+from rganalysis.fit.intervals import interval_text
 from rganalysis.store.output import open_for_update
 
 __all__ = ["RESPONSE_GROUP", "format_response", "read_response", "write_response"]
@@ -131,7 +132,7 @@ def format_response(j: dict[str, Any], max_rows: int = 12) -> str:
     ]
     eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
     for e in eig[:max_rows]:
-        ci = "" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+        ci = "" if e["ci_low"] is None else interval_text(e["ci_low"], e["ci_high"])
         lines.append(
             f"  {f(e['abs'], '9.4f')} {f(e['re'], '9.4f')} {f(e['im'], '9.4f')} {f(e['exponent'], '8.3f')}  "
             f"{e['class'] + (' (noise)' if e.get('in_noise') else ''):<20} {ci:>20}"

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rganalysis.fit.intervals import interval_text
 from rganalysis.koopman.dmd import KoopmanDMD
 
 __all__ = ["format_koopman", "koopman_json"]
@@ -78,7 +79,7 @@ def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
         amp = j["amplitudes"][i]["abs"]
         row = f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  "
         if any_ci:
-            ci = "no interval" if e["ci_low"] is None else f"[{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+            ci = interval_text(e["ci_low"], e["ci_high"])
             row += f"{e['class']:<12} {ci:>20} "
         lines.append(row + f"{amp:>12.4g}")
     if len(j["eigenvalues"]) > max_rows:

@@ -82,7 +82,7 @@ def check_store(path: str | os.PathLike) -> StoreCheck:
     as a named error (:class:`~rganalysis.errors.RGAnalysisError` subclass); a store that cannot be
     opened gives one.
     """
-    from rganalysis.store.reader import StoreReader, crc32
+    from rganalysis.store.reader import StoreReader
 
     out = StoreCheck(Path(path))
     try:
@@ -107,7 +107,11 @@ def check_store(path: str | os.PathLike) -> StoreCheck:
                 seen = {(type(p), str(p)) for p in out.problems}
                 if (type(e), str(e)) not in seen:  # one report per problem
                     out.problems.append(e)
-                return None
+            except _HDF5_ERRORS as e:  # HDF5 cannot read its own metadata (dimension scales, headers, heaps)
+                out.problems.append(
+                    CorruptStoreError(f"{out.path}: damaged HDF5 metadata ({type(e).__name__}: {e})")
+                )
+            return None
 
         for e in entries:
             arr = attempt(reader.read, e)
@@ -124,12 +128,7 @@ def check_store(path: str | os.PathLike) -> StoreCheck:
         table = attempt(reader.density_table)
         rounds = reader.file["rounds"]
         if ix.version >= 2:
-            for vname, ds in rounds.items():
-                want = ds.attrs.get("crc32")
-                if want is not None and crc32(ds[()]) != int(want):
-                    out.problems.append(
-                        ChecksumError(f"{out.path}: /rounds/{vname}: checksum mismatch (bit rot or an edit)")
-                    )
+            attempt(_check_round_tables, rounds, out)
         if table is not None and "global_density" in rounds:
             layers, dens = table
             sizes = np.array([ix.tensors[n].numel for n in layers], dtype=np.float64)
@@ -142,6 +141,21 @@ def check_store(path: str | os.PathLike) -> StoreCheck:
                         )
                     )
     return out
+
+
+#: what h5py raises when HDF5 cannot read a damaged file's metadata
+_HDF5_ERRORS = (OSError, RuntimeError, KeyError, AttributeError, ValueError)
+
+
+def _check_round_tables(rounds: h5py.Group, out: StoreCheck) -> None:
+    from rganalysis.store.reader import crc32
+
+    for vname, ds in rounds.items():
+        want = ds.attrs.get("crc32")
+        if want is not None and crc32(ds[()]) != int(want):
+            out.problems.append(
+                ChecksumError(f"{out.path}: /rounds/{vname}: checksum mismatch (bit rot or an edit)")
+            )
 
 
 def _check_variable_attrs(f: h5py.File, e, path: Path) -> None:

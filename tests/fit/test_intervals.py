@@ -71,3 +71,11 @@ def test_koopman_without_intervals_prints_no_class() -> None:
     rows = txt.split("no confidence intervals")[0]
     assert "relevant" not in rows and "undetermined" not in rows  # no class column at all
     assert "no confidence intervals (bagging impossible" in txt
+
+
+def test_interval_text_never_looks_zero_width():
+    from rganalysis.fit.intervals import interval_text
+
+    assert interval_text(0.8000001875, 0.8000042970) == "[0.800000, 0.800004]"
+    assert interval_text(0.1, 0.25) == "[0.1000, 0.2500]"
+    assert interval_text(None, None) == interval_text(float("nan"), 1.0) == "no interval"

@@ -25,6 +25,7 @@ from rganalysis.errors import (
     AdapterDeclined,
     AdapterNotFoundError,
     ArchitectureMismatchError,
+    CannotBuildModuleError,
     InvalidParameterError,
     RGAnalysisError,
 )
@@ -229,7 +230,8 @@ def build_module(pset: ParameterSet) -> torch.nn.Module:
     a = get(str(pset.attrs.get("adapter")))
     build = getattr(a, "build_module", None)
     if build is None:
-        raise NotImplementedError(
-            f"adapter {a.name!r} cannot build a module for {pset.attrs.get('architecture')!r}"
+        raise CannotBuildModuleError(
+            f"adapter {a.name!r} cannot build a module for {pset.attrs.get('architecture')!r} (only the adapters of "
+            "known architectures can; the weights are in to_state_dict())"
         )
     return build(pset)

@@ -7,6 +7,7 @@ __all__ = [
     "AdapterDeclined",
     "AdapterNotFoundError",
     "ArchitectureMismatchError",
+    "CannotBuildModuleError",
     "ChecksumError",
     "ConcurrentWriteError",
     "CorruptCheckpointError",
@@ -85,6 +86,10 @@ class UnknownArchitectureError(RGAnalysisError):
 
 class ArchitectureMismatchError(UnknownArchitectureError):
     """``--architecture`` names another architecture than the checkpoint reads as."""
+
+
+class CannotBuildModuleError(RGAnalysisError, NotImplementedError):
+    """The adapter that read a set cannot build its architecture as a torch module (``to_module``)."""
 
 
 class MaskShapeError(RGAnalysisError):

@@ -80,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
         budget.check()
         if budget.empty_from is not None:
             print(
-                f"rganalysis flow: warning: rounds {budget.empty_from}-{args.rounds} will prune nothing "
+                "rganalysis flow: warning: "
+                + (
+                    f"round {args.rounds} will"
+                    if budget.empty_from == args.rounds
+                    else f"rounds {budget.empty_from}-{args.rounds} will"
+                )
+                + " prune nothing "
                 f"(round({args.rate:g} x survivors) = 0 with {budget.survivors[budget.empty_from]:,} survivors)",
                 file=sys.stderr,
             )

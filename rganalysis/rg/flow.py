@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.rg.imp import imp_flow
+from rganalysis.rg.imp import check_rounds, imp_flow
 from rganalysis.store.parameter_set import ParameterSet, SurvivalMask
 from rganalysis.store.state import resolve_device
 
@@ -50,6 +50,7 @@ def compute_flow(
     flow costs no more memory than two copies of the masks.  With ``rescaling="rewind"`` (and an
     optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
     """
+    rounds = check_rounds(rounds)
     start = pset.n_rounds - 1 if start_round is None else int(start_round)
     if not 0 <= start < pset.n_rounds:
         raise InvalidParameterError(f"start_round {start} outside 0..{pset.n_rounds - 1}")

@@ -21,6 +21,13 @@ from rganalysis.store.state import State
 __all__ = ["imp_flow"]
 
 
+def check_rounds(rounds: object) -> int:
+    """``rounds`` as an int, or :class:`~rganalysis.errors.InvalidParameterError` unless an integer >= 1."""
+    if isinstance(rounds, bool) or not isinstance(rounds, Integral) or rounds < 1:
+        raise InvalidParameterError(f"rounds must be an integer >= 1, got {rounds!r}")
+    return int(rounds)
+
+
 def imp_flow(
     state: State,
     rounds: int,
@@ -72,8 +79,7 @@ def imp_flow(
     >>> [s.global_density() for s in states]  # doctest: +SKIP
     [1.0, 0.8, 0.64, 0.512, 0.4096, 0.32768]
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, Integral) or rounds < 1:
-        raise InvalidParameterError(f"rounds must be an integer >= 1, got {rounds!r}")
+    check_rounds(rounds)
     rate = check_rate(rate)
     if scope not in SCOPES:
         raise InvalidParameterError(f"unknown scope {scope!r}; known: {sorted(SCOPES)}")

@@ -13,6 +13,7 @@ _NORM_RE = re.compile(
     re.I,
 )
 _EMBED_RE = re.compile(r"embed", re.I)
+_EMBED_MAP_RE = re.compile(r"mapping|proj", re.I)
 #: the last module name of an embedding table that does not say "embed" (GPT-2's wte/wpe, T5's shared, ...)
 _EMBED_MODULES = frozenset({"wte", "wpe", "emb", "tok", "token", "tokens", "shared"})
 #: 2-D weights of a linear map under another leaf name: nn.MultiheadAttention's packed q/k/v projection, and
@@ -20,6 +21,15 @@ _EMBED_MODULES = frozenset({"wte", "wpe", "emb", "tok", "token", "tokens", "shar
 _LINEAR_LEAF_RE = re.compile(r"in_proj_weight|weight_(ih|hh)_l\d+(_reverse)?")
 _LINEAR_BIAS_RE = re.compile(r"in_proj_bias|bias_(ih|hh)_l\d+(_reverse)?")
 _NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _is_embedding(mod: str) -> bool:
+    """An embedding table's module: named so (``word_embeddings``, ``embed_tokens``, GPT-2's ``wte``), but not
+    a linear map out of one (ALBERT's ``embedding_hidden_mapping_in``)."""
+    last = leaf(mod)
+    if last in _EMBED_MODULES:
+        return True
+    return bool(_EMBED_RE.search(mod)) and not _EMBED_MAP_RE.search(last)
 
 
 def module_path(name: str) -> str:
@@ -50,7 +60,7 @@ def classify(
         if len(shape) >= 3:
             return "conv"
         if len(shape) == 2:
-            return "embedding" if _EMBED_RE.search(mod) or leaf(mod) in _EMBED_MODULES else "linear"
+            return "embedding" if _is_embedding(mod) else "linear"
         if len(shape) == 1:
             return "norm"  # a 1-D weight is the scale of a normalisation layer
         return "other"
@@ -58,7 +68,7 @@ def classify(
         return "norm" if is_norm_module else "bias"
     if len(shape) == 1 and _LINEAR_BIAS_RE.fullmatch(last):
         return "bias"
-    if len(shape) == 2 and _EMBED_RE.search(name):
+    if len(shape) == 2 and _is_embedding(name):
         return "embedding"
     if len(shape) == 2 and _LINEAR_LEAF_RE.fullmatch(last.removesuffix("_orig")):
         return "linear"

@@ -575,3 +575,19 @@ def test_layers_named_otherwise_get_their_kind(tmp_path):
     assert kinds["lstm.weight_ih_l0"] == kinds["lstm.weight_hh_l0"] == ("linear", True)
     assert kinds["lstm.bias_ih_l0"] == ("bias", False)
     assert kinds["head.weight"] == ("linear", True)
+
+
+def test_embedding_names_and_maps_out_of_them():
+    from rganalysis.store.layers import classify
+
+    assert classify("albert.encoder.embedding_hidden_mapping_in.weight", (64, 32)) == "linear"
+    assert classify("model.embed_tokens.weight", (1000, 64)) == "embedding"
+    assert classify("bert.embeddings.word_embeddings.weight", (1000, 64)) == "embedding"
+
+
+def test_a_set_no_adapter_can_build_says_so(tmp_path):
+    from rganalysis.errors import CannotBuildModuleError
+
+    torch.save({"fc.weight": torch.ones(3, 4)}, tmp_path / "x.pth")
+    with pytest.raises(CannotBuildModuleError, match="generic"):
+        ingest(tmp_path / "x.pth").to_module()

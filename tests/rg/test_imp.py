@@ -59,6 +59,18 @@ def test_bad_rounds_raise_at_call(rounds):
         imp_flow(make_state(), rounds=rounds, rate=0.2, progress=False)  # no next() needed
 
 
+@pytest.mark.parametrize("rounds", [2.0, 0, True])
+def test_compute_flow_names_bad_rounds(rounds):
+    from rganalysis.rg.flow import compute_flow
+    from rganalysis.store.checkpoint import make_parameter_set, single_round
+
+    pset = make_parameter_set(
+        [single_round(make_state().weights)], adapter="generic", architecture="x", sources=[]
+    )
+    with pytest.raises(InvalidParameterError, match="rounds must be an integer"):
+        compute_flow(pset, rounds, 0.2, progress=False)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

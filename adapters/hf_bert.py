@@ -1,5 +1,7 @@
-"""HuggingFace BERT directories (``config.json`` with ``model_type`` bert and ``model.safetensors``
-or ``pytorch_model.bin``), including sentence-transformers folders such as all-MiniLM-L6-v2.
+"""HuggingFace BERT directories (``config.json`` with ``model_type`` bert, or one of the models with BERT's
+layout: :data:`BERT_LAYOUT_TYPES`; weights in ``model.safetensors`` or ``pytorch_model.bin``, or sharded as
+``save_pretrained`` writes larger models, with a ``*.index.json``), including sentence-transformers folders
+such as all-MiniLM-L6-v2.
 
 With option ``masks`` (``--mask m1.pt --mask m2.pt ...``) the folder and the mask files of the
 BERT-tickets layout are read as a recorded flow: round 0 dense, then one round per mask file in the
@@ -34,6 +36,8 @@ from rganalysis.store.layers import natural_key
 from rganalysis.store.parameter_set import ParameterSet, RoundData
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: model types whose state dicts have BERT's layout (``{prefix}.embeddings``, ``{prefix}.encoder.layer.N``, ...)
+BERT_LAYOUT_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 __all__ = ["HFBert", "mask_file_dict", "read_mask_files"]
 
 
@@ -47,16 +51,46 @@ def read_config(source: Path) -> dict:
         config = json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
         raise CorruptCheckpointError(f"{cfg}: invalid JSON ({e})") from None
-    if config.get("model_type") != "bert":
-        raise AdapterDeclined(f"config.json has model_type {config.get('model_type')!r}, not 'bert'")
+    if config.get("model_type") not in BERT_LAYOUT_TYPES:
+        raise AdapterDeclined(
+            f"config.json has model_type {config.get('model_type')!r}, not one with BERT's layout "
+            f"({', '.join(BERT_LAYOUT_TYPES)}); its weight file alone can be ingested by the generic adapter"
+        )
     return config
 
 
-def weight_file(source: Path) -> Path:
+def weight_files(source: Path) -> list[Path]:
+    """The folder's weight file, or its shards in the order of their ``*.index.json``."""
     for f in WEIGHT_FILES:
         if (source / f).is_file():
-            return source / f
-    raise AdapterDeclined(f"none of {', '.join(WEIGHT_FILES)} in the folder")
+            return [source / f]
+        index = source / f"{f}.index.json"
+        if index.is_file():
+            try:
+                shards = json.loads(index.read_text())["weight_map"].values()
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+                raise CorruptCheckpointError(
+                    f"{index}: not a shard index ({type(e).__name__}: {e})"
+                ) from None
+            files = [source / n for n in dict.fromkeys(shards)]
+            missing = [p.name for p in files if not p.is_file()]
+            if missing:
+                raise CorruptCheckpointError(
+                    f"{index}: shard(s) missing from the folder: {', '.join(missing[:4])}"
+                )
+            return files
+    raise AdapterDeclined(f"none of {', '.join(WEIGHT_FILES)} (or their .index.json shards) in the folder")
+
+
+def _read_weights(files: Sequence[Path], allow_pickle: bool) -> dict[str, torch.Tensor]:
+    sd: dict[str, torch.Tensor] = {}
+    for f in files:
+        part = load_checkpoint(f, allow_pickle=allow_pickle)
+        both = set(sd) & set(part)
+        if both:
+            raise CorruptCheckpointError(f"{f}: shards hold the same tensor twice, e.g. {sorted(both)[0]!r}")
+        sd.update(part)
+    return sd
 
 
 _EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
@@ -78,13 +112,15 @@ def _index(s: str, prefixes: Sequence[str]) -> int:
 
 
 def bert_key_rank(key: str) -> tuple:
-    """Forward (depth) order of a BERT state-dict key: embeddings, encoder layers 0..L-1 (query, key,
+    """Forward (depth) order of a BERT-layout state-dict key (any base-model prefix: ``bert.``, ``roberta.``):
+    embeddings, encoder layers 0..L-1 (query, key,
     value, attention output, intermediate, output), pooler, then heads; weight before bias.
 
     A static rule, so ordering a checkpoint does not need to import transformers (seconds) or build the
     model; safetensors files list their keys alphabetically (``layer.10`` before ``layer.2``).
     """
-    s = key.removeprefix("bert.")
+    _, _, rest = key.partition(".")
+    s = rest if rest.startswith(("embeddings.", "encoder.", "pooler.")) else key  # bert., roberta., ...
     leaf = _index(s.rsplit(".", 1)[-1], _LEAVES)
     if s.startswith("embeddings."):
         return (0, 0, _index(s[len("embeddings.") :], _EMBEDDINGS), leaf, natural_key(s))
@@ -165,7 +201,7 @@ class HFBert:
     def detect(self, source: Path, **options) -> None:
         """Accept a folder with a BERT config.json and a weight file."""
         read_config(source)
-        weight_file(source)
+        weight_files(source)
 
     def load(
         self,
@@ -179,8 +215,8 @@ class HFBert:
     ) -> ParameterSet:
         """Read the folder; with ``masks``, a recorded flow of 1 + len(masks) rounds (module docstring)."""
         config = read_config(source)
-        wf = weight_file(source)
-        sd = load_checkpoint(wf, allow_pickle=allow_pickle)
+        files = weight_files(source)
+        sd = _read_weights(files, allow_pickle)
         rd = single_round(sd)
         order = sorted(rd.tensors, key=bert_key_rank)
         rd.tensors = {k: rd.tensors[k] for k in order}
@@ -196,13 +232,17 @@ class HFBert:
             rounds,
             adapter=self.name,
             architecture=arch,
-            sources=[wf, source / "config.json", *mask_paths],
+            sources=[*files, source / "config.json", *mask_paths],
             name=name or source.name,
             include_embeddings=include_embeddings,
             flow_attrs={"layout": "bert-tickets", "mask_files": [str(p) for p in mask_paths]}
             if mask_paths
             else None,
-            extra_attrs={"config": json.dumps(config, sort_keys=True), "weights_file": wf.name, **extra},
+            extra_attrs={
+                "config": json.dumps(config, sort_keys=True),
+                "weights_file": files[0].name if len(files) == 1 else json.dumps([f.name for f in files]),
+                **extra,
+            },
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
@@ -210,5 +250,8 @@ class HFBert:
         import transformers
 
         config = json.loads(pset.attrs["config"])
-        cls = getattr(transformers, pset.attrs["architecture"], transformers.BertModel)
-        return cls(transformers.BertConfig.from_dict(config))
+        kind = config.get("model_type", "bert")
+        cfg = transformers.AutoConfig.for_model(
+            kind, **{k: v for k, v in config.items() if k != "model_type"}
+        )
+        return getattr(transformers, pset.attrs["architecture"], transformers.AutoModel.from_config)(cfg)

@@ -591,3 +591,28 @@ def test_a_set_no_adapter_can_build_says_so(tmp_path):
     torch.save({"fc.weight": torch.ones(3, 4)}, tmp_path / "x.pth")
     with pytest.raises(CannotBuildModuleError, match="generic"):
         ingest(tmp_path / "x.pth").to_module()
+
+
+def test_bert_layout_family_and_sharded_folders(tmp_path):
+    """RoBERTa has BERT's layout under another prefix (read by hf-bert, layers in forward order), and a
+    sharded save_pretrained folder (*.index.json) reads as the same state dict as the unsharded one."""
+    import transformers as T
+
+    small = dict(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, vocab_size=100
+    )
+    torch.manual_seed(0)
+    T.RobertaModel(T.RobertaConfig(max_position_embeddings=40, **small)).save_pretrained(tmp_path / "rob")
+    p = ingest(tmp_path / "rob")
+    assert p.attrs["adapter"] == "hf-bert" and p.attrs["architecture"] == "RobertaModel"
+    prunable = [n for n in p.names if p.info[n].prunable]
+    assert prunable[0] == "encoder.layer.0.attention.self.query.weight"
+    assert [n.split(".")[2] for n in prunable[:-1]] == sorted(
+        [n.split(".")[2] for n in prunable[:-1]], key=int
+    )
+    bert = T.BertModel(T.BertConfig(max_position_embeddings=40, **small))
+    bert.save_pretrained(tmp_path / "one")
+    bert.save_pretrained(tmp_path / "shards", max_shard_size="20KB")
+    assert len(list((tmp_path / "shards").glob("model-*.safetensors"))) > 1
+    a, b = ingest(tmp_path / "one").to_state_dict(), ingest(tmp_path / "shards").to_state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -160,8 +160,15 @@ class FlowFit(Estimator):
     def _fit(
         self, flows: list[ParameterSet], couplings: xr.DataArray | Sequence[xr.DataArray] | None
     ) -> FlowFit:
-        for p in flows:
+        for i, p in enumerate(flows):
             check_nested(p)
+            empty = np.flatnonzero(p.global_density().values <= 0)
+            if empty.size:
+                raise InvalidParameterError(
+                    f"flow {i} ({p.attrs.get('name', p.path)}): the network is empty from round {int(empty[0])} (global density 0), "
+                    "where relative couplings and the scale factor b_n are undefined; fit a flow that stops before "
+                    f"it (`rganalysis flow --rounds {int(empty[0]) - 1}`)"
+                )
         scales = [flow_scale(p) for p in flows]
         self.rate_, self.b_, _ = scales[0]
         self.b_n_ = [b for s in scales for b in s[2]]

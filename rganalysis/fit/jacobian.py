@@ -324,8 +324,12 @@ def flow_pairs(
         elif nm != names:
             raise InvalidParameterError(f"flow {i} has different couplings from flow 0")
         if not np.isfinite(arr).all():
-            bad = sorted({names[j] for j in np.argwhere(~np.isfinite(arr))[:, 1]})
-            raise InvalidParameterError(f"flow {i} has non-finite values in {', '.join(bad[:6])}")
+            where = np.argwhere(~np.isfinite(arr))
+            bad = sorted({names[j] for j in where[:, 1]})
+            raise InvalidParameterError(
+                f"flow {i} has non-finite values in {', '.join(bad[:6])} from round {int(where[:, 0].min())} "
+                "(relative couplings are undefined once the network, or a layer they divide by, is empty)"
+            )
         if arr.shape[0] >= 2:
             xs.append(arr[:-1])
             ys.append(arr[1:])

@@ -446,9 +446,11 @@ class ParameterSet:
         return g.rename("global_density")
 
     def scale_factors(self) -> np.ndarray:
-        """Per-round scale factors b_n = rho_n / rho_{n+1} from the measured global densities, (n_rounds - 1,)."""
+        """Per-round scale factors b_n = rho_n / rho_{n+1} from the measured global densities, (n_rounds - 1,);
+        inf where a round empties the network, NaN after."""
         g = self.global_density().values
-        return g[:-1] / g[1:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return g[:-1] / g[1:]
 
     # ------------------------------------------------------------------ writing back
     def to_state_dict(self, round: int = 0, *, layout: str = "source", apply_masks: bool = False) -> dict:

@@ -264,3 +264,17 @@ def test_a_round_out_of_range_is_one_line(stores, capsys, r):
     assert main(["fit", str(stores["mlp0"]), "--estimator", "response", "--round", r, "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "[RoundOutOfRangeError]" in err and "Traceback" not in err, err
+
+
+def test_a_flow_that_empties_the_network_is_named(stores, tmp_path, capsys):
+    """Past the round where the global density reaches 0 relative couplings and b_n are undefined: fit says
+    which round, in one line, without numpy's divide-by-zero warnings first."""
+    out = tmp_path / "empty.h5"
+    assert main(["flow", str(stores["mlp0"]), "-o", str(out), "--rounds", "14", "--rate", "0.7", "-q"]) == 0
+    capsys.readouterr()
+    with rganalysis.load(out) as p:
+        first_empty = int(np.flatnonzero(p.global_density().values == 0)[0])
+    assert main(["fit", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeWarning" not in err, err
+    assert f"empty from round {first_empty}" in err and f"--rounds {first_empty - 1}" in err

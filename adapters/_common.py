@@ -4,6 +4,7 @@ back the side files of published layouts (mask files, rewind points) bit-exactly
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from rganalysis.errors import (
     MaskMismatchError,
     PickleRefusedError,
 )
-from rganalysis.store.checkpoint import common_prefix, find_state_dict, load_checkpoint
+from rganalysis.store.checkpoint import common_prefix, find_state_dict, is_state_dict, load_checkpoint
 from rganalysis.store.parameter_set import PARAM, LayoutEntry, ParameterSet
 
 _last: list = [None, None]  # (key, object) of the last checkpoint read
@@ -208,8 +209,33 @@ def build_resnet(arch: str, num_classes: int) -> torch.nn.Module:
     return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
 
 
-def checkpoint_attrs(wrapper: str | None, prefix: str) -> dict[str, Any]:
-    return {"state_dict_key": wrapper or "", "key_prefix": prefix}
+def checkpoint_attrs(wrapper: str | None, prefix: str, obj: Any = None) -> dict[str, Any]:
+    """Store attributes of where the state dict sat in its checkpoint; with the checkpoint ``obj`` and a
+    ``wrapper`` key, also ``checkpoint_meta``: its plain entries (epoch, best accuracy, arch name; numbers
+    keep their type), and a warning naming any other state dict it holds (an EMA copy, a teacher), which
+    is not read."""
+    attrs: dict[str, Any] = {"state_dict_key": wrapper or "", "key_prefix": prefix}
+    if not wrapper or not isinstance(obj, Mapping):
+        return attrs
+    meta = {}
+    for k, v in obj.items():
+        if k == wrapper:
+            continue
+        if isinstance(v, str | bool | int):
+            meta[k] = v
+        elif as_float(v) is not None:
+            meta[k] = as_float(v)
+    if meta:
+        attrs["checkpoint_meta"] = json.dumps(meta)
+    others = [k for k, v in obj.items() if k != wrapper and is_state_dict(v)]
+    if others:
+        warnings.warn(
+            f"the checkpoint also holds state dict(s) {', '.join(map(repr, others))}, which are not read "
+            f"(the {wrapper!r} entry is); save the one you mean as a plain state dict to ingest it",
+            UserWarning,
+            stacklevel=3,
+        )
+    return attrs
 
 
 # ---------------------------------------------------------------------- masks given beside the weights

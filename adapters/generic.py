@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rganalysis.adapters import register
-from rganalysis.adapters._common import checkpoint_attrs, read_state_dict_file
+from rganalysis.adapters._common import checkpoint_attrs, read_checkpoint_object, read_state_dict_file
 from rganalysis.errors import AdapterDeclined, UnknownArchitectureError
 from rganalysis.store.checkpoint import make_parameter_set, single_round
 from rganalysis.store.layers import classify, leaf, module_path, natural_key
@@ -85,7 +85,7 @@ class Generic:
             )
         sd, wrapper, prefix = read_state_dict_file(source, allow_pickle)
         rd = single_round(sd, prefix)
-        attrs = checkpoint_attrs(wrapper, prefix)
+        attrs = checkpoint_attrs(wrapper, prefix, read_checkpoint_object(source, allow_pickle))
         if _sorted_keys(source, list(rd.tensors)):
             rd.tensors = {k: rd.tensors[k] for k in forward_order(rd.tensors)}
             attrs["depth_order"] = "inferred: the keys were sorted (natural order, heads last)"

@@ -9,7 +9,13 @@ from pathlib import Path
 import torch
 
 from rganalysis.adapters import register
-from rganalysis.adapters._common import build_resnet, checkpoint_attrs, match_resnet, read_state_dict_file
+from rganalysis.adapters._common import (
+    build_resnet,
+    checkpoint_attrs,
+    match_resnet,
+    read_checkpoint_object,
+    read_state_dict_file,
+)
 from rganalysis.errors import AdapterDeclined
 from rganalysis.store.checkpoint import make_parameter_set, single_round
 from rganalysis.store.parameter_set import ParameterSet
@@ -49,7 +55,10 @@ class Pruned:
             sources=[source],
             name=name,
             include_embeddings=include_embeddings,
-            extra_attrs={**extra, **checkpoint_attrs(wrapper, prefix)},
+            extra_attrs={
+                **extra,
+                **checkpoint_attrs(wrapper, prefix, read_checkpoint_object(source, allow_pickle)),
+            },
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:

@@ -8,7 +8,13 @@ from pathlib import Path
 import torch
 
 from rganalysis.adapters import register
-from rganalysis.adapters._common import build_resnet, checkpoint_attrs, match_resnet, read_state_dict_file
+from rganalysis.adapters._common import (
+    build_resnet,
+    checkpoint_attrs,
+    match_resnet,
+    read_checkpoint_object,
+    read_state_dict_file,
+)
 from rganalysis.store.checkpoint import make_parameter_set, single_round
 from rganalysis.store.parameter_set import ParameterSet
 
@@ -46,7 +52,10 @@ class TorchvisionResNet:
             architecture=arch,
             sources=[source],
             name=name,
-            extra_attrs={"num_classes": num_classes, **checkpoint_attrs(wrapper, prefix)},
+            extra_attrs={
+                "num_classes": num_classes,
+                **checkpoint_attrs(wrapper, prefix, read_checkpoint_object(source, allow_pickle)),
+            },
         )
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:

@@ -616,3 +616,18 @@ def test_bert_layout_family_and_sharded_folders(tmp_path):
     assert len(list((tmp_path / "shards").glob("model-*.safetensors"))) > 1
     a, b = ingest(tmp_path / "one").to_state_dict(), ingest(tmp_path / "shards").to_state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wrapper_metadata_is_kept_and_other_state_dicts_named(tmp_path, resnet18_sd):
+    ckpt = {
+        "state_dict": resnet18_sd,
+        "ema_state_dict": resnet18_sd,
+        "epoch": 3,
+        "best_acc1": 71.5,
+        "arch": "resnet18",
+    }
+    torch.save(ckpt, tmp_path / "c.pth")
+    with pytest.warns(UserWarning, match="'ema_state_dict', which are not read"):
+        p = ingest(tmp_path / "c.pth")
+    assert json.loads(p.attrs["checkpoint_meta"]) == {"epoch": 3, "best_acc1": 71.5, "arch": "resnet18"}
+    assert p.attrs["state_dict_key"] == "state_dict"

@@ -209,24 +209,31 @@ def build_resnet(arch: str, num_classes: int) -> torch.nn.Module:
     return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
 
 
-def checkpoint_attrs(wrapper: str | None, prefix: str, obj: Any = None) -> dict[str, Any]:
-    """Store attributes of where the state dict sat in its checkpoint; with the checkpoint ``obj`` and a
-    ``wrapper`` key, also ``checkpoint_meta``: its plain entries (epoch, best accuracy, arch name; numbers
-    keep their type), and a warning naming any other state dict it holds (an EMA copy, a teacher), which
-    is not read."""
-    attrs: dict[str, Any] = {"state_dict_key": wrapper or "", "key_prefix": prefix}
+def checkpoint_meta(obj: Any, wrapper: str | None) -> dict[str, Any]:
+    """``{"checkpoint_meta": JSON}`` of the plain entries beside the ``wrapper`` key of a checkpoint (epoch,
+    best accuracy, arch name; integers stay integers, 0-d tensors become floats), or ``{}``."""
     if not wrapper or not isinstance(obj, Mapping):
-        return attrs
+        return {}
     meta = {}
     for k, v in obj.items():
-        if k == wrapper:
-            continue
-        if isinstance(v, str | bool | int):
+        if k != wrapper and isinstance(v, str | bool | int):
             meta[k] = v
-        elif as_float(v) is not None:
-            meta[k] = as_float(v)
-    if meta:
-        attrs["checkpoint_meta"] = json.dumps(meta)
+        elif k != wrapper and (f := as_float(v)) is not None:
+            meta[k] = f
+    return {"checkpoint_meta": json.dumps(meta)} if meta else {}
+
+
+def checkpoint_attrs(wrapper: str | None, prefix: str, obj: Any = None) -> dict[str, Any]:
+    """Store attributes of where the state dict sat in its checkpoint ``obj``: its wrapper key and prefix,
+    :func:`checkpoint_meta`, and a warning naming any other state dict beside it (an EMA copy, a
+    teacher), which is not read."""
+    attrs: dict[str, Any] = {
+        "state_dict_key": wrapper or "",
+        "key_prefix": prefix,
+        **checkpoint_meta(obj, wrapper),
+    }
+    if not wrapper or not isinstance(obj, Mapping):
+        return attrs
     others = [k for k, v in obj.items() if k != wrapper and is_state_dict(v)]
     if others:
         warnings.warn(

@@ -32,9 +32,9 @@ _LEAF_ORDER = {
 
 
 def forward_order(keys: Iterable[str]) -> list[str]:
-    """Keys listed alphabetically, in a guess of forward order: the natural order of the names
-    (``features.2`` before ``features.10``; within a module weight, bias, then norm buffers), with the top-level modules named as heads
-    (:data:`HEAD_MODULES`, after any prefix all keys share) last."""
+    """Keys listed alphabetically, in a guess of forward order: the natural order of the module names
+    (``features.2`` before ``features.10``), within a module weight, bias, then the norm buffers, and the
+    top-level modules named as heads (:data:`HEAD_MODULES`, after any prefix all keys share) last."""
     keys = list(keys)
     parts = [k.split(".") for k in keys]
     shared = 0
@@ -91,7 +91,7 @@ class Generic:
             attrs["depth_order"] = "inferred: the keys were sorted (natural order, heads last)"
             warnings.warn(
                 f"{source.name}: its keys are in alphabetical order, not the modules' forward order, so layer "
-                f"depth is inferred (natural order of the names, heads such as classifier/fc/head last); "
+                "depth is inferred (natural order of the names, heads such as classifier/fc/head last); "
                 "`rganalysis info` lists it",
                 UserWarning,
                 stacklevel=2,

@@ -24,8 +24,8 @@ import torch
 
 from rganalysis.adapters import register
 from rganalysis.adapters._common import (
-    as_float,
     build_resnet_backbone,
+    checkpoint_meta,
     head_spec,
     match_resnet_backbone,
     read_checkpoint_object,
@@ -159,16 +159,7 @@ class SSLResNet:
                 attrs["head"] = json.dumps(head_spec({n: t.shape for n, t in tensors.items()}))
             except NotImplementedError:
                 pass
-        obj = read_checkpoint_object(source, allow_pickle)
-        if wrapper and isinstance(obj, dict):
-            meta = {
-                k: v
-                for k, v in obj.items()
-                if k != wrapper and (isinstance(v, str) or as_float(v) is not None)
-            }
-            attrs["checkpoint_meta"] = json.dumps(
-                {k: v if isinstance(v, str) else as_float(v) for k, v in meta.items()}
-            )
+        attrs.update(checkpoint_meta(read_checkpoint_object(source, allow_pickle), wrapper))
         return make_parameter_set(
             [RoundData(tensors, {}, extras, layout)],
             adapter=self.name,

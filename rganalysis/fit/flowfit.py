@@ -277,6 +277,7 @@ class FlowFit(Estimator):
             "couplings": [str(c) for c in est.couplings_],
             "depth_points": self.depth_points_,
             "rank": self.rank_,
+            "rank_rule": "auto" if self.rank == "auto" else "given",
             "jacobian": [[num(x) for x in row] for row in np.asarray(self.jacobian_)],
             "fixed_point": [num(x) for x in np.asarray(self.fixed_point_)],
             "eigenvalues": spec["eigenvalues"],
@@ -304,7 +305,13 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     kind, where = fixed_point_wording(j)
     lines = [
         f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
-        f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
+        + (
+            f"rank {j['rank']}{' (auto)' if j.get('rank_rule') == 'auto' else ''}, "
+            if j.get("rank") is not None
+            else ""
+        )
+        + f"b = {j['b']:.4f}"
+        + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
         f"  fixed point: {kind}; {where}",
     ]
     collapsed = j.get("collapsed_layers") or {}

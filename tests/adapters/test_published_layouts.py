@@ -476,7 +476,7 @@ def test_moco_resnet50_takes_the_query_encoder(tmp_path):
     assert "module.queue" in back.extra_keys() and "module.encoder_k.conv1.weight" in back.extra_keys()
     assert_state_dicts_equal(back.to_state_dict(), sd)  # the whole published state dict
     assert_state_dicts_equal(back.to_module(apply_masks=False).state_dict(), q.state_dict())
-    assert json.loads(back.attrs["checkpoint_meta"]) == {"epoch": 200.0, "arch": "resnet50"}
+    assert json.loads(back.attrs["checkpoint_meta"]) == {"epoch": 200, "arch": "resnet50"}
 
     other = ingest(tmp_path / "moco_v2_200ep.pth.tar", prefix="module.encoder_k.")
     assert other.attrs["key_prefix"] == "module.encoder_k."

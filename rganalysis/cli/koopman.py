@@ -67,7 +67,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--json", type=Path, default=None, dest="json_out", help="write the result as JSON here")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file (never an input)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing output file (never an input), or earlier --modes",
+    )
     return p
 
 
@@ -86,6 +90,16 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--bags must be >= 0, got {args.bags}")
     if not args.flow.exists():
         raise FileNotFoundError(2, "no such file", str(args.flow))
+    if (args.modes or args.modes_limit is not None) and not args.force:
+        from rganalysis.errors import OutputExistsError
+        from rganalysis.koopman.modes import mode_groups
+
+        earlier = mode_groups(args.flow)
+        if earlier:
+            raise OutputExistsError(
+                f"{args.flow} already holds {len(earlier)} Koopman modes (/koopman/mode_*) of an earlier fit; "
+                "--force replaces them"
+            )
     dmd = KoopmanDMD(
         rank=args.rank,
         energy=args.energy,

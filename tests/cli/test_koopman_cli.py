@@ -52,6 +52,22 @@ def test_cli_spectrum_json_and_modes(series, tmp_path, capsys):
     assert j["eigenvalues"][1]["im"] > 0 and j["eigenvalues"][2]["im"] == -j["eigenvalues"][1]["im"]
     assert len(j["amplitudes"]) == 5 and j["modes"] == ["koopman/mode_000", "koopman/mode_001"]
     assert mode_groups(path) == j["modes"]
+    # a second --modes run does not replace them without --force
+    again = [
+        "koopman",
+        str(path),
+        "--rank",
+        "5",
+        "--subset",
+        subset,
+        "--modes-limit",
+        "1",
+        "--bags",
+        "0",
+        "-q",
+    ]
+    assert main(again) == 2
+    assert "[OutputExistsError]" in capsys.readouterr().err and mode_groups(path) == j["modes"]
 
     # modes: amplitude * mode is the component of x_0 -- v_0 (the initial weights) for lambda = 0.9,
     # v_3 + i v_4 for the pair 0.8 e^{+0.6i}; written under the model's names, shapes and dimensions

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         n = sum(i.numel for i in pset.info.values())
         print(
             f"{args.output}: {pset.attrs.get('architecture')} via {pset.attrs.get('adapter')}, "
-            f"{len(pset.names)} tensors, {n:,} parameters, {pset.n_rounds} round(s)"
+            f"{len(pset.names)} tensors, {n:,} values, {pset.n_rounds} round(s)"
         )
         return 0
     results = ingest_many(
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if "error" not in r:
             print(
                 f"{r['output']}: {r['architecture']} via {r['adapter']}, {r['tensors']} tensors, "
-                f"{r['parameters']:,} parameters, {r['rounds']} round(s)"
+                f"{r['parameters']:,} values, {r['rounds']} round(s)"
             )
     if failed:
         for r in failed[1:]:

@@ -78,7 +78,7 @@ def format_summary(s: dict[str, Any], max_layers: int | None = None) -> str:
     out = [
         f"{s['name']}: {s['architecture']} (adapter {s['adapter']})",
         f"  source      {s['provenance'].get('source', '')}",
-        f"  parameters  {p['total']:,} total, {p['prunable']:,} prunable"
+        f"  values      {p['total']:,} in all tensors (parameters and buffers), {p['prunable']:,} prunable"
         + (f", {p['masked']:,} masked" if p["masked"] else ""),
         f"  rounds      {len(s['rounds'])}"
         + (

@@ -15,8 +15,8 @@ def lazy_exports(
     modules: Mapping[str, str] | None = None,
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The package's ``__getattr__`` and ``__dir__``: ``names`` maps a public name to the module defining it,
-    ``modules`` a public name to a submodule (any other subpackage is found by its name); a value is cached in ``namespace`` (the package's ``globals()``)
-    once loaded.  ``__dir__`` lists ``namespace["__all__"]`` (and any public name already loaded)."""
+    ``modules`` a public name to a submodule (any other subpackage is found by its name); a value is cached
+    in ``namespace`` (the package's ``globals()``) once loaded.  ``__dir__`` lists ``namespace["__all__"]`` (and any public name already loaded)."""
     package = namespace["__name__"]
     modules = dict(modules or {})
 

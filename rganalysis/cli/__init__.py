@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import warnings
+from typing import Any
 
 from rganalysis import __version__
 from rganalysis.errors import RGAnalysisError, UnsafeLoadWarning
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rganalysis {args.command}: error: [{type(e).__name__}] {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through _raise_on_sigterm: outputs already removed
-        print(f"rganalysis {args.command}: interrupted (the file being written was removed)", file=sys.stderr)
+        print(f"rganalysis {args.command}: interrupted; no partial output is left", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `rganalysis info big.h5 | head`: the reader left, say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, on_term)
 
 
-def _raise_on_sigterm() -> signal.Handlers | None:
+def _raise_on_sigterm() -> Any:
     """Make SIGTERM (``kill``, ``timeout``, a batch scheduler) raise KeyboardInterrupt like Ctrl-C, so that
     every atomic output removes its temporary file; returns the previous handler (None off the main
     thread, where Python cannot set one)."""

@@ -79,14 +79,13 @@ def run(args: argparse.Namespace) -> int:
         budget = _budget(pset, args)
         budget.check()
         if budget.empty_from is not None:
+            which = (
+                f"round {args.rounds}"
+                if budget.empty_from == args.rounds
+                else f"rounds {budget.empty_from}-{args.rounds}"
+            )
             print(
-                "rganalysis flow: warning: "
-                + (
-                    f"round {args.rounds} will"
-                    if budget.empty_from == args.rounds
-                    else f"rounds {budget.empty_from}-{args.rounds} will"
-                )
-                + " prune nothing "
+                f"rganalysis flow: warning: {which} will prune nothing "
                 f"(round({args.rate:g} x survivors) = 0 with {budget.survivors[budget.empty_from]:,} survivors)",
                 file=sys.stderr,
             )

@@ -162,12 +162,13 @@ class FlowFit(Estimator):
     ) -> FlowFit:
         for i, p in enumerate(flows):
             check_nested(p)
-            empty = np.flatnonzero(p.global_density().values <= 0)
-            if empty.size:
+            empty = np.flatnonzero(p.global_density().values <= 0) if self.estimator == "trajectory" else ()
+            if len(empty):
+                r = int(empty[0])
                 raise InvalidParameterError(
-                    f"flow {i} ({p.attrs.get('name', p.path)}): the network is empty from round {int(empty[0])} (global density 0), "
-                    "where relative couplings and the scale factor b_n are undefined; fit a flow that stops before "
-                    f"it (`rganalysis flow --rounds {int(empty[0]) - 1}`)"
+                    f"flow {i} ({p.attrs.get('name', p.path)}): the network is empty from round {r} (global "
+                    "density 0), where relative couplings and the scale factor b_n are undefined; fit a flow "
+                    f"that stops before it (`rganalysis flow --rounds {r - 1}`)"
                 )
         scales = [flow_scale(p) for p in flows]
         self.rate_, self.b_, _ = scales[0]
@@ -303,15 +304,10 @@ class FlowFit(Estimator):
 def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     """Text table of a fit's spectrum: verdicts only where the bootstrap intervals support them."""
     kind, where = fixed_point_wording(j)
+    rank = "" if j.get("rank") is None else f"rank {j['rank']}{' (auto)' * (j.get('rank_rule') == 'auto')}, "
     lines = [
-        f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, "
-        + (
-            f"rank {j['rank']}{' (auto)' if j.get('rank_rule') == 'auto' else ''}, "
-            if j.get("rank") is not None
-            else ""
-        )
-        + f"b = {j['b']:.4f}"
-        + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
+        f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, {rank}"
+        f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
         f"  fixed point: {kind}; {where}",
     ]
     collapsed = j.get("collapsed_layers") or {}

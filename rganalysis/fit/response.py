@@ -928,7 +928,7 @@ def response_jacobian(
         path = getattr(flow, "path", None)
         if path is None:
             raise InvalidParameterError("write=True needs a flow stored in a file (give its path)")
-        if getattr(flow, "_file", None):
+        if getattr(flow, "is_open", False):
             raise StoreInUseError(
                 f"write=True: {path} is open through the ParameterSet given, and HDF5 cannot write it while it is "
                 "open; give the path instead (it is opened for the fit and closed before the write); nothing was "

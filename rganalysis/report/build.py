@@ -339,8 +339,8 @@ def _model_tables(sec: ModelSection, pset: ParameterSet, fit: Any) -> None:
             f"exponents-{s}",
             "Eigenvalues and exponents",
             f"One row per eigenvalue λ of the Jacobian, in the order of the JSON; y = ln|λ| / ln b with b = {format_value(j['b'])} "
-            f"(y = — for λ = 0); the class compares the interval of y with the marginal band |y| ≤ {MARGINAL_Y:g}; the last columns are the 95% bootstrap interval "
-            "of |λ|.",
+            f"(y = — for λ = 0); the class compares the interval of y with the marginal band |y| ≤ {MARGINAL_Y:g}; "
+            "the last columns are the 95% bootstrap interval of |λ|.",
             ["#", "Re λ", "Im λ", "|λ|", "exponent y", "class", "CI low", "CI high"],
             rows,
         )

@@ -514,6 +514,11 @@ class ParameterSet:
         inputs = [*inputs, *([self.path] if self.path is not None else [])]
         return save(self, path, force=force, compress=compress, progress=progress, inputs=inputs)
 
+    @property
+    def is_open(self) -> bool:
+        """True while the set holds its store file open (a loaded set, until :meth:`close`)."""
+        return bool(self._file)
+
     def close(self) -> None:
         """Close the store file (a loaded set); tensors already read stay valid."""
         if self._reader is not None:

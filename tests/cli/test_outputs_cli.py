@@ -190,7 +190,7 @@ def test_a_signal_mid_write_leaves_nothing(stores, tmp_path, sig):
         [sys.executable, "-c", _SIGNAL_MID_WRITE.format(sig=sig), *argv], capture_output=True, text=True
     )
     assert r.returncode == 130, r.stderr
-    assert r.stderr.strip() == "rganalysis flow: interrupted (the file being written was removed)", r.stderr
+    assert r.stderr.strip() == "rganalysis flow: interrupted; no partial output is left", r.stderr
     assert list(out.iterdir()) == []
 
 

@@ -278,3 +278,5 @@ def test_a_flow_that_empties_the_network_is_named(stores, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RuntimeWarning" not in err, err
     assert f"empty from round {first_empty}" in err and f"--rounds {first_empty - 1}" in err
+    # a response fit at a round before it is another matter
+    assert main(["fit", str(out), "--estimator", "response", "--round", "1", "--bootstrap", "0", "-q"]) == 0

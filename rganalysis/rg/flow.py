@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 
 from rganalysis.errors import InvalidParameterError
+from rganalysis.rg.coarse_graining import SCOPES, check_rate, global_scope
 from rganalysis.rg.imp import check_rounds, imp_flow
+from rganalysis.rg.survival import survival_rounds
 from rganalysis.store.parameter_set import ParameterSet, SurvivalMask
-from rganalysis.store.state import resolve_device
+from rganalysis.store.state import State, resolve_device
 
 __all__ = ["compute_flow", "survival_torch_dtype"]
 
@@ -51,6 +54,7 @@ def compute_flow(
     optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
     """
     rounds = check_rounds(rounds)
+    rate = check_rate(rate)
     start = pset.n_rounds - 1 if start_round is None else int(start_round)
     if not 0 <= start < pset.n_rounds:
         raise InvalidParameterError(f"start_round {start} outside 0..{pset.n_rounds - 1}")
@@ -64,42 +68,22 @@ def compute_flow(
             if stored and set(state.names) <= set(stored)
             else None
         )
-    # masks are nested, so the number of rounds a weight is alive in is the first round it is dead in
-    sdt = survival_torch_dtype(rounds + 1)
-    # counted in numpy: torch's per-layer ops are OpenMP regions, and on a busy machine each waits for
-    # a descheduled thread (2 x 54 of them per ResNet-50 round took most of a 20-round flow's time)
-    ndt = torch.empty(0, dtype=sdt).numpy().dtype
-    alive = {k: np.zeros(tuple(m.shape), dtype=ndt) for k, m in state.masks.items()}
-    alive_rounds = {k: torch.from_numpy(a) for k, a in alive.items()}
     weights: dict[int, dict] = {0: {n: partial(pset.tensor, n, start) for n in pset.names}}
     sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
-    dens = np.empty((rounds + 1, len(state.names)))
-    empty_from = (
-        None  # the first round that prunes nothing: no later round does either (rganalysis.rg.budget)
-    )
-    last: list[int] | None = None
-    flow_iter = imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)
-    for r, st in enumerate(flow_iter):
-        counts = []
-        for j, (k, m) in enumerate(st.masks.items()):
-            mc = m.detach().cpu().numpy()
-            np.add(alive[k], mc, out=alive[k], casting="unsafe")
-            counts.append(int(np.count_nonzero(mc)))
-            dens[r, j] = float(counts[-1]) / sizes[j]
-        if r > 0 and rescaling != "none":
-            weights[r] = {k: w.detach().cpu().to(pset.info[k].dtype) for k, w in st.weights.items()}
-        if r > 0 and empty_from is None and counts == last:
-            empty_from = r
-            if (
-                rescaling == "none" and r < rounds
-            ):  # every later round is this state again: counted, not computed
-                rest = rounds - r
-                for k, m in st.masks.items():
-                    alive[k] += m.detach().cpu().numpy().astype(ndt) * ndt.type(rest)
-                dens[r + 1 :] = dens[r]
-                flow_iter.close()
-                break
-        last = counts
+    fast = None
+    if rescaling == "none" and train is None and scope == "global" and SCOPES[scope] is global_scope:
+        # data-free and global: every round's masks follow from one ranking of the same weights
+        fast = survival_rounds(list(state.weights.values()), list(state.masks.values()), rounds, rate)
+    if fast is not None:
+        counts, survivors = fast
+        alive = dict(zip(state.names, counts, strict=True))
+        same = np.flatnonzero((survivors[1:] == survivors[:-1]).all(axis=1))
+        empty_from = int(same[0]) + 1 if same.size else None
+        dens = survivors / sizes
+    else:
+        flow_iter = imp_flow(state, rounds, rate, scope, rescaling, rewind, train, progress)
+        alive, dens, empty_from = _iterate(flow_iter, state, rounds, rescaling, weights, pset.info)
+    alive_rounds = {k: torch.from_numpy(a) for k, a in alive.items()}
     masks: Mapping[str, list] = {
         k: [SurvivalMask(alive_rounds[k], r) for r in range(rounds + 1)] for k in state.names
     }
@@ -136,3 +120,45 @@ def compute_flow(
     )
     out.masks_nested = True  # by construction: coarse-graining only removes weights
     return out
+
+
+def _iterate(
+    flow_iter: Iterator[State],
+    state: State,
+    rounds: int,
+    rescaling: str,
+    weights: dict[int, dict],
+    info: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], np.ndarray, int | None]:
+    """Run the flow round by round: survival counts per layer, densities (rounds + 1, layers) and the
+    first round that prunes nothing (None if every round prunes); with rescaling, each round's weights
+    go into ``weights``."""
+    # masks are nested, so the number of rounds a weight is alive in is the first round it is dead in.
+    # Counted in numpy: torch's per-layer ops are OpenMP regions, and on a busy machine each waits for
+    # a descheduled thread (2 x 54 of them per ResNet-50 round took most of a 20-round flow's time)
+    ndt = torch.empty(0, dtype=survival_torch_dtype(rounds + 1)).numpy().dtype
+    alive = {k: np.zeros(tuple(m.shape), dtype=ndt) for k, m in state.masks.items()}
+    sizes = np.array([state.weights[k].numel() for k in state.names], dtype=np.float64)
+    dens = np.empty((rounds + 1, len(state.names)))
+    empty_from = None  # the first round that prunes nothing: no later round does either (rg.budget)
+    last: list[int] | None = None
+    for r, st in enumerate(flow_iter):
+        counts = []
+        for j, (k, m) in enumerate(st.masks.items()):
+            mc = m.detach().cpu().numpy()
+            np.add(alive[k], mc, out=alive[k], casting="unsafe")
+            counts.append(int(np.count_nonzero(mc)))
+            dens[r, j] = float(counts[-1]) / sizes[j]
+        if r > 0 and rescaling != "none":
+            weights[r] = {k: w.detach().cpu().to(info[k].dtype) for k, w in st.weights.items()}
+        if r > 0 and empty_from is None and counts == last:
+            empty_from = r
+            if rescaling == "none" and r < rounds:  # every later round is this state again: counted
+                rest = rounds - r
+                for k, m in st.masks.items():
+                    alive[k] += m.detach().cpu().numpy().astype(ndt) * ndt.type(rest)
+                dens[r + 1 :] = dens[r]
+                flow_iter.close()
+                break
+        last = counts
+    return alive, dens, empty_from

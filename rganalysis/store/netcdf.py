@@ -12,7 +12,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from h5py import h5a, h5s, h5t
+from h5py import h5a, h5ds, h5s, h5t
 
 __all__ = ["NOT_A_VARIABLE", "NetCDFWriter", "set_attrs"]
 
@@ -63,7 +63,7 @@ class NetCDFWriter:
         self.h5 = h5py.File(path, "w", libver=("v108", "v108"), track_order=True)
         self._next_dimid = 0
         self._scales: dict[tuple[str, str], h5py.Dataset] = {}
-        self._attach: list[tuple[h5py.Dataset, tuple[str, ...]]] = []
+        self._attach: list[tuple[h5py.Dataset, tuple[h5py.Dataset, ...]]] = []  # variable, its scales
         self._dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         self._dcpl.set_obj_track_times(False)
         props = f"version=2,{properties}hdf5={h5py.version.hdf5_version},h5py={h5py.__version__}"
@@ -138,10 +138,11 @@ class NetCDFWriter:
         shape = tuple(data.shape) if data is not None else tuple(shape or ())
         if len(dims) != len(shape):
             raise ValueError(f"{name}: {len(dims)} dimensions for shape {shape}")
+        gname = group.name  # an HDF5 call each time
         for d, s in zip(dims, shape, strict=True):
-            if (group.name, d) not in self._scales:
+            if (gname, d) not in self._scales:
                 self.dimension(group, d, s)
-            elif self._scales[(group.name, d)].shape != (s,):
+            elif self._scales[(gname, d)].shape != (s,):
                 raise ValueError(f"{name}: dimension {d!r} has another length than {s}")
         if chunks is None and data is not None and data.dtype.kind in "biuf" and data.flags.c_contiguous:
             ds = self._contiguous(group, name, data)
@@ -155,7 +156,7 @@ class NetCDFWriter:
             ds = group.create_dataset(name, shape=shape, dtype=dt, data=data, **kw)
         set_attrs(ds, dict(attrs), new=True)
         if dims:
-            self._attach.append((ds, tuple(dims)))
+            self._attach.append((ds, tuple(self._scales[(gname, d)] for d in dims)))
         return ds
 
     def _contiguous(self, group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
@@ -169,8 +170,7 @@ class NetCDFWriter:
 
     def attach_scales(self) -> None:
         """Attach every variable's dimension scales (called on close)."""
-        for ds, dims in self._attach:
-            g = ds.parent.name
-            for axis, d in enumerate(dims):
-                ds.dims[axis].attach_scale(self._scales[(g, d)])
+        for ds, scales in self._attach:
+            for axis, scale in enumerate(scales):
+                h5ds.attach_scale(ds.id, scale.id, axis)  # what ds.dims[axis].attach_scale calls
         self._attach.clear()

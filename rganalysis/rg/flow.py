@@ -52,6 +52,9 @@ def compute_flow(
     weight, of :func:`survival_torch_dtype`, which cannot overflow for any number of rounds), so a long
     flow costs no more memory than two copies of the masks.  With ``rescaling="rewind"`` (and an
     optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
+    A data-free global flow of float32 weights on CPU is computed from one ranking of the weights, in
+    two passes whatever ``rounds`` (:mod:`rganalysis.rg.survival`; no progress bar: it takes about two
+    rounds' time); anything else runs round by round.
     """
     rounds = check_rounds(rounds)
     rate = check_rate(rate)

@@ -1,17 +1,5 @@
-"""A data-free global IMP flow of any number of rounds in two passes over the weights.
-
-Without rescaling the weights never change, so every round ranks the same keys in the same order,
-``(|w|, layer position, flat index)`` (the tie rule of :func:`~rganalysis.rg.coarse_grain`): the survivors
-of round ``n`` are the last ``S_n`` start survivors in that order, with ``S_n`` known before any weight is
-read (``S_n = S_(n-1) - round(p S_(n-1))``).  A weight of ascending rank ``a`` among the start survivors is
-alive at round ``n`` iff ``a >= D_n = S_0 - S_n``, so the number of rounds it is alive in (round 0
-included) is ``1 + #{n >= 1 : D_n <= a}``.
-
-Pass 1 histograms the top 16 bits of the survivors' float keys (65,536 buckets of 1/256 of an octave);
-every bucket whose ranks all give the same count is written from a lookup table in pass 2, which also
-gathers the survivors of the few buckets a cut ``D_n`` falls in; those are ranked exactly.  The result is
-the same, bit for bit, as running :func:`~rganalysis.rg.coarse_grain` ``rounds`` times
-(``tests/rg/test_survival.py``), at the cost of about two rounds (docs/benchmark-coarse-grain.md).
+"""A data-free global IMP flow of any number of rounds in two passes over the weights, the same masks
+bit for bit as iterating :func:`~rganalysis.rg.coarse_grain`.  How and why: docs/design.md.
 """
 
 from __future__ import annotations

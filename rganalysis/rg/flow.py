@@ -53,8 +53,8 @@ def compute_flow(
     flow costs no more memory than two copies of the masks.  With ``rescaling="rewind"`` (and an
     optional ``train(weights, masks) -> weights`` callback) the weights of every round are recorded.
     A data-free global flow of float32 weights on CPU is computed from one ranking of the weights, in
-    two passes whatever ``rounds`` (:mod:`rganalysis.rg.survival`; no progress bar: it takes about two
-    rounds' time); anything else runs round by round.
+    two passes whatever ``rounds`` (:mod:`rganalysis.rg.survival`; its progress bar counts the chunks of
+    the two passes); anything else runs round by round.
     """
     rounds = check_rounds(rounds)
     rate = check_rate(rate)
@@ -76,7 +76,9 @@ def compute_flow(
     fast = None
     if rescaling == "none" and train is None and scope == "global" and SCOPES[scope] is global_scope:
         # data-free and global: every round's masks follow from one ranking of the same weights
-        fast = survival_rounds(list(state.weights.values()), list(state.masks.values()), rounds, rate)
+        fast = survival_rounds(
+            list(state.weights.values()), list(state.masks.values()), rounds, rate, progress
+        )
     if fast is not None:
         counts, survivors = fast
         alive = dict(zip(state.names, counts, strict=True))

@@ -9,6 +9,7 @@ from functools import partial
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from rganalysis.rg.budget import survivor_counts
 from rganalysis.rg.coarse_graining import GATHER_MIN, Chunk, _Plan, _run, _Workspace
@@ -28,7 +29,11 @@ _GATHER_FRACTION = 8
 
 
 def survival_rounds(
-    weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], rounds: int, rate: float
+    weights: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+    rounds: int,
+    rate: float,
+    progress: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray] | None:
     """The data-free global flow of ``rounds`` rounds at ``rate``, as survival counts.
 
@@ -38,6 +43,7 @@ def survival_rounds(
     masks : bool CPU tensors of the same shapes: the start (round 0) survivors.
     rounds : int, 1 .. :data:`MAX_ROUNDS`.
     rate : float in (0, 1), the fraction of survivors each round removes.
+    progress : show a tqdm bar over the two passes (one tick per chunk of each).
 
     Returns
     -------
@@ -54,7 +60,14 @@ def survival_rounds(
     if any(m.device.type != "cpu" or m.dtype != torch.bool for m in masks):
         return None
     plan = _Plan.make(weights, masks, None)
-    hist = np.sum(_run(plan, partial(_histogram_part, plan)), axis=0)
+    with tqdm(total=2 * len(plan.chunks), desc="IMP (two passes)", unit="chunk", disable=not progress) as bar:
+        return _survival(plan, weights, rounds, rate, bar)
+
+
+def _survival(
+    plan: _Plan, weights: Sequence[torch.Tensor], rounds: int, rate: float, bar: tqdm
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    hist = np.sum(_run(plan, partial(_histogram_part, plan, bar=bar)), axis=0)
     total = int(hist.sum())
     cuts = total - survivor_counts(np.array([total]), rounds, rate)[1:]  # D_1 <= ... <= D_rounds
     cum = np.cumsum(hist)
@@ -69,7 +82,7 @@ def survival_rounds(
     table_masked = np.concatenate([np.zeros(1, np.uint8), table])  # index 1 + bucket; 0 = pruned
     counts = [np.empty(tuple(w.shape), np.uint8) for w in weights]
     flat = [c.reshape(-1) for c in counts]
-    parts = _run(plan, partial(_write_part, plan, flat=flat, table=table, table_masked=table_masked))
+    parts = _run(plan, partial(_write_part, plan, flat=flat, table=table, table_masked=table_masked, bar=bar))
     value_hist = np.zeros((len(weights), 256), np.int64)
     layer = np.concatenate([p[0] for p in parts])
     index = np.concatenate([p[1] for p in parts])
@@ -97,7 +110,7 @@ def _digits(plan: _Plan, i: int, s: int, n: int, ws: _Workspace) -> tuple[np.nda
     return bits, d
 
 
-def _histogram_part(plan: _Plan, chunks: list[Chunk], ws: _Workspace) -> np.ndarray:
+def _histogram_part(plan: _Plan, chunks: list[Chunk], ws: _Workspace, bar: tqdm) -> np.ndarray:
     hist = np.zeros(_BUCKETS, np.int64)
     for i, s, n in chunks:
         m = plan.masks[i][s : s + n].numpy()
@@ -109,6 +122,7 @@ def _histogram_part(plan: _Plan, chunks: list[Chunk], ws: _Workspace) -> np.ndar
             np.add(d, 1, out=d)
             np.multiply(d, m, out=d)
             hist += np.bincount(d, minlength=_BUCKETS + 1)[1:]
+        bar.update()
     return hist
 
 
@@ -119,6 +133,7 @@ def _write_part(
     flat: list[np.ndarray],
     table: np.ndarray,
     table_masked: np.ndarray,
+    bar: tqdm,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Write the counts of ``chunks`` from the table; gather the survivors of the cut buckets.  Returns
     their (layers, flat indices, keys) in chunk order and each layer's histogram of written values."""
@@ -141,6 +156,7 @@ def _write_part(
             layers.append(np.full(idx.size, i, np.int32))
             indices.append(idx + s)
             keys.append(np.bitwise_and(bits[idx], 0x7FFFFFFF))
+        bar.update()
     if not keys:
         return np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int32), value_hist
     return np.concatenate(layers), np.concatenate(indices), np.concatenate(keys), value_hist

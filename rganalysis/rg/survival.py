@@ -76,7 +76,8 @@ def _survival(
     count_last = 1 + np.searchsorted(cuts, cum - 1, side="right")
     cut = (hist > 0) & (count_first != count_last)
     numel = sum(w.numel() for w in weights)
-    if int(hist[cut].sum()) > max(GATHER_MIN, numel // _GATHER_FRACTION):
+    gathered = int(hist[cut].sum())
+    if gathered > max(GATHER_MIN, numel // _GATHER_FRACTION) or gathered >= 1 << 32:
         return None
     table = np.where(cut, _CUT, count_first).astype(np.uint8)
     table_masked = np.concatenate([np.zeros(1, np.uint8), table])  # index 1 + bucket; 0 = pruned

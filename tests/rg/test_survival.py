@@ -36,6 +36,7 @@ def layers(gen, shapes, kind, p_alive):
             w = torch.randint(-3, 4, shape, generator=gen).float() * 0.25
         else:  # magnitudes over 60 decades, subnormals and zeros
             w = torch.randn(shape, generator=gen) * 10.0 ** torch.randint(-40, 30, shape, generator=gen)
+            w.view(-1)[::5][:2] = torch.tensor([float("nan"), -float("inf")])[: w.view(-1)[::5].numel()]
         ws.append(w)
         ms.append(torch.rand(shape, generator=gen) < p_alive)
     return ws, ms

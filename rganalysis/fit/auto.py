@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import DegenerateRegressionError, TooFewRoundsError
+from rganalysis.fit.intervals import ROWS_PER_PARAMETER
 
 __all__ = [
     "DEFAULT_DEPTH_POINTS",
@@ -137,7 +138,8 @@ def resolve_depth_points(
     one-step pairs as parameters per row of the Jacobian (pairs >= 2 (couplings + 1)), whatever the rank
     or ridge: the bare minimum gives an exactly determined fit with zero residual, no usable bootstrap and
     arbitrary eigenvalues, and a rank truncation only hides that the couplings are not determined (8 pairs:
-    3 depths).  For one flow this is its own value; for several the smallest of theirs, so a report or a
+    3 depths).  Never fewer than 2 depths (one is not a resampling); a flow too short for 2 (fewer than 6
+    pairs) is fitted on 2, and its fit reports no interval and so no class (:data:`ROWS_PER_PARAMETER`).  For one flow this is its own value; for several the smallest of theirs, so a report or a
     comparison of several flows may resample onto fewer depths than ``fit`` does on one of them.  ``rank``
     and ``ridge`` are accepted for the signature's sake and do not change the number.  ``flows`` need
     ``pruned_names()``, ``n_rounds`` and (for registered coupling sets beyond the built-in ones)
@@ -155,7 +157,7 @@ def resolve_depth_points(
         return None  # one layer (coupling): nothing to resample
     n_stats, n_global = _coupling_groups(couplings, flows[0])
     pairs = min(p.n_rounds for p in flows) - 1
-    fittable = (pairs // 2 - 1 - n_global) // max(1, n_stats)
+    fittable = (pairs // ROWS_PER_PARAMETER - 1 - n_global) // max(1, n_stats)
     return max(2, min(DEFAULT_DEPTH_POINTS, fittable, layers))
 
 

@@ -9,7 +9,8 @@ The policy (docs/theory.md, section 3, "One interval policy"; its coverage on kn
 - a resample that gives no usable fit (a degenerate design, too few distinct rows, another number of
   eigenvalues) is *counted* with its reason, never skipped silently;
 - an interval is reported only when at least :data:`MIN_USABLE_FRACTION` of the requested resamples and
-  at least :data:`MIN_USABLE_RESAMPLES` of them were usable;
+  at least :data:`MIN_USABLE_RESAMPLES` of them were usable, and only for a regression with at least
+  :data:`ROWS_PER_PARAMETER` rows per parameter;
 - a reported interval contains its point estimate, has ``low < high`` and is not zero-width (relative
   width above :data:`ZERO_WIDTH_RTOL`); an interval that fails any of these is NaN;
 - a NaN interval makes its class ``undetermined`` (:func:`rganalysis.fit.fixed_points.interval_class`),
@@ -33,6 +34,7 @@ __all__ = [
     "IntervalWarning",
     "MIN_USABLE_FRACTION",
     "MIN_USABLE_RESAMPLES",
+    "ROWS_PER_PARAMETER",
     "Resamples",
     "ZERO_WIDTH_RTOL",
     "draw_resamples",
@@ -47,6 +49,11 @@ __all__ = [
 MIN_USABLE_FRACTION = 0.5
 #: ... and at least this many (the 2.5 % and 97.5 % quantiles of fewer draws are the extreme draws).
 MIN_USABLE_RESAMPLES = 20
+#: A bootstrap interval of a regression with ``P`` parameters per row needs at least this many rows per
+#: parameter (``ROWS_PER_PARAMETER * P`` rows): with fewer, a resample holds about ``0.63 x`` as many distinct
+#: rows, most resamples are near-singular fits, and their spread is not the estimate's (coverage is measured
+#: from 12 pairs for 4 parameters on, docs/theory.md section 3).  The auto rule of depth points keeps to it.
+ROWS_PER_PARAMETER = 2
 #: An interval narrower than this times ``max(1, |estimate|)`` is zero-width: every resample gave the
 #: estimate back (noise-free or exactly linear data, or resamples that all hold the same rows), which
 #: says nothing about its uncertainty.  1e-6, not 1e-9: the spread of exact data stored in float32 is

@@ -23,7 +23,13 @@ from rganalysis.errors import (
     TooFewRoundsError,
 )
 from rganalysis.fit.couplings import compute_couplings, coupling_values
-from rganalysis.fit.intervals import DegenerateResample, draw_resamples, eigenvalue_intervals
+from rganalysis.fit.intervals import (
+    ROWS_PER_PARAMETER,
+    DegenerateResample,
+    IntervalWarning,
+    draw_resamples,
+    eigenvalue_intervals,
+)
 from rganalysis.fit.spectra import sort_eigenvalues
 from rganalysis.store.state import State, resolve_device
 
@@ -204,11 +210,23 @@ def _bootstrap(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Resample rows; each resample's eigenvalues matched to ``ref``; intervals under the policy of
     :mod:`rganalysis.fit.intervals` (a resample with fewer than ``min_unique`` distinct rows is counted
-    as degenerate).
+    as degenerate).  With fewer than :data:`ROWS_PER_PARAMETER` rows per parameter of a row of the
+    Jacobian (``C + 1``, whatever the rank or ridge) nothing is resampled: the resamples of so few rows
+    are near-singular fits whose spread is not the estimate's (no interval, so no class).
 
     Returns (ci (r, 2) of |lambda|, matched |mu| samples (n_ok, r), n_ok).
     """
-    m = X.shape[0]
+    m, c = X.shape
+    if m < ROWS_PER_PARAMETER * (c + 1):
+        if n_bootstrap > 0:
+            warnings.warn(
+                f"{what}: no eigenvalue interval reported (NaN, class undetermined): {m} rows for "
+                f"{c + 1} parameters per row, and an interval needs {ROWS_PER_PARAMETER} rows per parameter "
+                f"({ROWS_PER_PARAMETER * (c + 1)}); nothing resampled",
+                IntervalWarning,
+                stacklevel=3,
+            )
+        return np.full((ref.size, 2), np.nan), np.empty((0, ref.size)), 0
 
     def draw() -> np.ndarray:
         idx = rng.integers(0, m, m)

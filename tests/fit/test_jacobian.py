@@ -290,18 +290,21 @@ def test_single_nonlinear_flow_warns_that_eigenvalues_are_undetermined() -> None
     assert _moduli(est.eigenvalues_)[0] > 0.9
 
 
-def test_no_bootstrap_interval_when_every_resample_needs_every_pair() -> None:
-    """3 pairs, rank 2: a usable resample needs all 3 pairs, so every one is the fit itself.  A zero-width
-    "interval" would support any verdict; it must be NaN, with every class undetermined."""
+def test_no_bootstrap_interval_from_fewer_than_two_rows_per_parameter() -> None:
+    """3 or 7 pairs for 3 couplings (4 parameters per row), even at rank 2: the resamples of so few pairs
+    are the fit itself or near-singular fits, and their spread would support any verdict; no interval, every
+    class undetermined, one warning with the numbers.  8 pairs (2 per parameter) give intervals."""
     A = np.array([[0.7, 0.1, 0.0], [0.0, 0.4, 0.0], [0.0, 0.0, 0.2]])
-    flows = _affine_flows(A, np.zeros(3), 1, 3, noise=0.01)
-    # the degenerate resamples are counted; too few usable ones (and those all zero-width): no interval
-    with pytest.warns(IntervalWarning, match=r"of 50 resamples usable \(\d+ degenerate: \d+ x fewer than 3"):
-        est = TrajectoryEstimator(rank=2, n_bootstrap=50).fit(flows)
-    assert est.n_bootstrap_ < 25 and np.isnan(est.eigenvalue_ci_).all()
-    from rganalysis.fit.fixed_points import interval_class
+    for m in (3, 7):
+        flows = _affine_flows(A, np.zeros(3), 1, m, noise=0.01)
+        with pytest.warns(
+            IntervalWarning, match=rf"{m} rows for 4 parameters per row, and an interval needs 2 rows"
+        ):
+            est = TrajectoryEstimator(rank=2, n_bootstrap=50).fit(flows)
+        assert est.n_bootstrap_ == 0 and np.isnan(est.eigenvalue_ci_).all()
+        from rganalysis.fit.fixed_points import interval_class
 
-    assert {interval_class(lo, hi) for lo, hi in est.eigenvalue_ci_} == {"undetermined"}
-    four = _affine_flows(A, np.zeros(3), 1, 4, noise=0.01)  # one pair more: resamples can differ
+        assert {interval_class(lo, hi) for lo, hi in est.eigenvalue_ci_} == {"undetermined"}
+    four = _affine_flows(A, np.zeros(3), 1, 8, noise=0.01)
     est = TrajectoryEstimator(rank=2, n_bootstrap=50).fit(four)
     assert est.n_bootstrap_ > 0 and np.isfinite(est.eigenvalue_ci_).all()

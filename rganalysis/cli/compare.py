@@ -123,6 +123,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "under 'directed'.  divergence (the default): how the units' survival mass is spread; coverage: how "
         "much of it the source lacks, layer amounts included (docs/universality.md, section 11)",
     )
+    p.add_argument(
+        "--matching",
+        default="auto",
+        choices=("auto", "aligned", "mass-rank"),
+        help="how --directed pairs the units of two flows: aligned (same starting weights up to a permutation "
+        "of units; NaN for pairs that do not align), mass-rank (in the order of their survival-weighted mass), "
+        "or auto (the default: aligned when every pair aligns, else mass-rank for every pair, so that one "
+        "matrix has one scale)",
+    )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
     p.add_argument(
         "--rounds",
@@ -198,7 +207,12 @@ def run(args: argparse.Namespace) -> int:
     if args.directed:
         from rganalysis.universality.transfer import transfer_scores, transfer_scores_json
 
-        directed = transfer_scores(ua.signatures_, names=list(ua.names_), score=args.directed)
+        directed = transfer_scores(
+            ua.signatures_,
+            names=list(ua.names_),
+            score=args.directed,
+            matching=args.matching.replace("-", " "),
+        )
         j["directed"] = transfer_scores_json(directed)
     if args.json_out:
         from rganalysis.store.output import write_json

@@ -50,6 +50,7 @@ from rganalysis.universality.units import UnitSignature, align_units
 
 __all__ = [
     "COVERAGE_FORMULA",
+    "MATCHINGS",
     "SCORES",
     "TRANSFER_FORMULA",
     "TRANSFER_READING",
@@ -82,16 +83,26 @@ def _same_architecture(a: UnitSignature, b: UnitSignature) -> bool:
     return [(g.tensor, g.axis, g.size) for g in a.groups] == [(g.tensor, g.axis, g.size) for g in b.groups]
 
 
-def match_units(a: UnitSignature, b: UnitSignature) -> tuple[list[np.ndarray], str]:
+#: How :func:`transfer_scores` pairs the units of two flows (:func:`match_units`).
+MATCHINGS = ("auto", "aligned", "mass rank")
+
+
+def match_units(a: UnitSignature, b: UnitSignature, how: str = "auto") -> tuple[list[np.ndarray] | None, str]:
     """Per unit group, ``perm[u]`` = B's unit for A's unit ``u``, and how they were matched (``"aligned"``:
-    same starting weights; ``"mass rank"``: paired in the order of their survival-weighted mass).  Needs the same
-    architecture (:class:`~rganalysis.errors.InvalidParameterError` otherwise)."""
+    same starting weights; ``"mass rank"``: paired in the order of their survival-weighted mass).  ``how``:
+    ``"auto"`` aligns where the flows start from the same weights (up to a permutation of units), else pairs
+    by mass rank; ``"aligned"`` returns ``(None, "none")`` where they do not; ``"mass rank"`` never aligns.
+    Needs the same architecture (:class:`~rganalysis.errors.InvalidParameterError` otherwise)."""
+    if how not in MATCHINGS:
+        raise InvalidParameterError(f"unknown unit matching {how!r}; known: {list(MATCHINGS)}")
     if not _same_architecture(a, b):
         raise InvalidParameterError(f"{a.name} and {b.name}: different architectures, no unit correspondence")
-    if a.n_rounds == b.n_rounds and _may_align(a, b):
+    if how != "mass rank" and a.n_rounds == b.n_rounds and _may_align(a, b):
         al = align_units(a, b)
         if al.aligned:
             return al.perms, "aligned"
+    if how == "aligned":
+        return None, "none"
     perms = []
     for ga, gb, da, db in zip(a.groups, b.groups, a.degree, b.degree, strict=True):
         if ga.labels is not None and gb.labels is not None and sorted(ga.labels) == sorted(gb.labels):
@@ -205,7 +216,10 @@ def _signature(flow: Any, name: str | None) -> UnitSignature:
 
 
 def transfer_scores(
-    flows: Sequence[Any], names: Sequence[str] | None = None, score: str = "divergence"
+    flows: Sequence[Any],
+    names: Sequence[str] | None = None,
+    score: str = "divergence",
+    matching: str = "auto",
 ) -> xr.DataArray:
     """The directed transfer score of every ordered pair of flows.
 
@@ -218,6 +232,12 @@ def transfer_scores(
     names : labels (default: the flows' names; duplicates are suffixed ``#2``, ``#3``)
     score : which directed score (:data:`SCORES`): ``"divergence"`` (:func:`directed_unit_divergence`, the
         module's formula) or ``"coverage"`` (:func:`coverage_deficit`)
+    matching : how units are paired (:data:`MATCHINGS`).  ``"auto"``: aligned when every pair of flows of one
+        architecture starts from the same weights (tickets of one rewind point), else by mass rank for every
+        pair, with a warning when that overrides some alignments: a score matched by mass rank is lower by
+        construction (that pairing is the best one for the masses compared), so scores matched both ways in
+        one matrix would not be on one scale.  ``"aligned"``: pairs that do not align are NaN.
+        ``"mass rank"``: every pair by mass rank.
 
     Returns
     -------
@@ -229,6 +249,8 @@ def transfer_scores(
     """
     if score not in SCORES:
         raise InvalidParameterError(f"unknown transfer score {score!r}; known: {list(SCORES)}")
+    if matching not in MATCHINGS:
+        raise InvalidParameterError(f"unknown unit matching {matching!r}; known: {list(MATCHINGS)}")
     fn, formula = SCORES[score]
     flows = list(flows)
     if len(flows) < 2:
@@ -243,29 +265,43 @@ def transfer_scores(
         if seen[lab] > 1:
             labels[i] = f"{lab}#{seen[lab]}"
     n = len(sigs)
-    out = np.zeros((n, n))
-    matching = [["self"] * n for _ in range(n)]
+    # one matching per unordered pair (s < t): perms[u] = the source s's unit for the target t's unit u
+    matched: dict[tuple[int, int], tuple[list[np.ndarray] | None, str]] = {}
     mismatched = []
-    matched: dict[tuple[int, int], list[np.ndarray]] = {}
     for s in range(n):
-        for t in range(n):
-            if s == t:
-                continue
-            if not _same_architecture(sigs[s], sigs[t]):
-                out[s, t] = math.nan
-                matching[s][t] = "none"
-                mismatched.append((labels[s], labels[t]))
-                continue
-            if t < s:  # the matching of (t, s), inverted: one matching per unordered pair
-                perms = [np.argsort(p) for p in matched[t, s]]
-                matching[s][t] = matching[t][s]
+        for t in range(s + 1, n):
+            if _same_architecture(sigs[s], sigs[t]):
+                matched[s, t] = match_units(
+                    sigs[t], sigs[s], "mass rank" if matching == "mass rank" else "aligned"
+                )
             else:
-                perms, matching[s][t] = match_units(sigs[t], sigs[s])
-                matched[s, t] = perms
-            out[s, t] = fn(sigs[s], sigs[t], perms)
+                mismatched.append((labels[s], labels[t]))
+    unaligned = [pair for pair, (perms, _) in matched.items() if perms is None]
+    if matching != "aligned" and unaligned:
+        overridden = len(matched) - len(unaligned) if matching == "auto" else 0
+        for pair in matched if matching == "auto" else unaligned:
+            matched[pair] = match_units(sigs[pair[1]], sigs[pair[0]], "mass rank")
+        if overridden:
+            warnings.warn(
+                f"transfer_scores: {overridden} of {len(matched)} pairs of flows start from the same weights "
+                f"and {len(unaligned)} do not (first: {labels[unaligned[0][0]]}, {labels[unaligned[0][1]]}); "
+                "every pair is matched by mass rank, so that the matrix has one scale (matching='aligned' "
+                "scores the aligned pairs only, NaN elsewhere)",
+                stacklevel=2,
+            )
+    out = np.full((n, n), math.nan)
+    how = [["none"] * n for _ in range(n)]
+    for s in range(n):
+        out[s, s], how[s][s] = 0.0, "self"
+    for (s, t), (perms, kind) in matched.items():
+        if perms is None:
+            continue
+        how[s][t] = how[t][s] = kind
+        out[s, t] = fn(sigs[s], sigs[t], perms)
+        out[t, s] = fn(sigs[t], sigs[s], [np.argsort(p) for p in perms])
     if mismatched:
         warnings.warn(
-            f"transfer_scores: {len(mismatched)} ordered pairs of different architectures are NaN "
+            f"transfer_scores: {2 * len(mismatched)} ordered pairs of different architectures are NaN "
             f"(first: {mismatched[0][0]} -> {mismatched[0][1]})",
             stacklevel=2,
         )
@@ -274,7 +310,7 @@ def transfer_scores(
         dims=("source", "target"),
         coords={"source": labels, "target": labels},
         name="transfer_score",
-        attrs={"formula": formula, "score": score, "matching": matching, "lower_is_better": 1},
+        attrs={"formula": formula, "score": score, "matching": how, "lower_is_better": 1},
     )
 
 

@@ -128,3 +128,33 @@ def test_coverage_sees_how_much_each_layer_keeps():
     assert C.sel(source="sup", target="more") == pytest.approx(0.25, rel=1e-12)
     with pytest.raises(InvalidParameterError, match="unknown transfer score"):
         transfer_scores([sub, sup], score="jaccard")
+
+
+def test_one_matching_per_matrix():
+    """Same starting weights: units are matched by alignment; a flow from another start can only be matched
+    by mass rank, the best pairing for the masses compared, so its scores are lower by construction.  One
+    matrix gets one matching: ``auto`` falls back to mass rank for every pair (with a warning) when some pair
+    does not align."""
+    sub = _flow(_masks(False), name="sub")
+    flipped = _flow([m[::-1].copy() for m in _masks(False)], name="flipped")  # keeps output units 5-9
+    other = _flow(
+        _masks(True), w=torch.randn(10, 20, generator=torch.Generator().manual_seed(5)), name="other"
+    )
+    aligned = transfer_scores([sub, flipped])
+    assert aligned.attrs["matching"][0][1] == "aligned"
+    assert aligned.values[0, 1] > 0.2  # other units kept: sub's ticket lacks what flipped's task needs
+    by_mass = transfer_scores([sub, flipped], matching="mass rank")
+    assert by_mass.attrs["matching"][0][1] == "mass rank"
+    assert by_mass.values[0, 1] == pytest.approx(0.0, abs=1e-12)  # the same mass profile, relabelled
+    with pytest.warns(UserWarning, match="1 of 3 pairs of flows start from the same weights and 2 do not"):
+        mixed = transfer_scores([sub, flipped, other])
+    assert {x for row in mixed.attrs["matching"] for x in row} == {"self", "mass rank"}
+    np.testing.assert_array_equal(
+        mixed.values, transfer_scores([sub, flipped, other], matching="mass rank").values
+    )
+    only = transfer_scores([sub, flipped, other], matching="aligned")
+    np.testing.assert_array_equal(only.values[:2, :2], aligned.values)
+    assert np.isnan(only.values[2, :2]).all() and np.isnan(only.values[:2, 2]).all()
+    assert only.attrs["matching"][0][2] == "none"
+    with pytest.raises(InvalidParameterError, match="unknown unit matching"):
+        transfer_scores([sub, other], matching="hungarian")

@@ -180,7 +180,7 @@ def _model_figures(sec: ModelSection, pset: ParameterSet, fit: Any, opts: Report
     spec_caption = (
         f"Eigenvalues λ of the fitted Jacobian of the RG map ({j['estimator']} estimator, {len(eig)} eigenvalues) in "
         f"the complex plane. Outside the unit circle and its grey marginal band (|y| ≤ {MARGINAL_Y:g} in the exponent, "
-        f"|λ| in [{j['b'] ** -MARGINAL_Y:.3g}, {j['b'] ** MARGINAL_Y:.3g}] at b = {j['b']:.3g}) a direction "
+        f"|λ| in [{j['b'] ** -MARGINAL_Y:.4f}, {j['b'] ** MARGINAL_Y:.4f}] at b = {j['b']:.4g}) a direction "
         "is relevant (it grows under IMP, exponent y = ln|λ| / ln b > 0, red triangles); inside it is irrelevant "
         "(it decays, y < 0, blue circles); in the band marginal (orange squares). Each radial bar spans the "
         "95% bootstrap interval of |λ|: a bar that crosses the band means the class is not resolved. Complex "
@@ -544,8 +544,8 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
                 "Distance matrix",
                 "The total distance between every pair of models as rganalysis compare computes it"
                 + (f" ({wtxt}; the components are in the tables below)" if wtxt else "")
-                + ": 0 on the diagonal; light cells are models whose flows are close (same fixed point and relevant "
-                "spectrum), dark cells models far apart. Blocks of light cells along the diagonal are candidate "
+                + f": 0 on the diagonal; light cells are models whose flows are close ({_closeness(weights)}), "
+                "dark cells models far apart. Blocks of light cells along the diagonal are candidate "
                 f"universality classes; two models whose distance is at most {format_value(threshold)} share a class.",
                 fig,
             )
@@ -849,3 +849,19 @@ def write_report(
     finally:
         rep.close()
     return rep
+
+
+_CLOSE = {
+    "survival": "their IMP keeps the same weights for as long",
+    "units": "IMP thins the same units alike",
+    "unit_profile": "their IMP thins the units alike (up to a permutation)",
+}
+
+
+def _closeness(weights: dict) -> str:
+    """What a small total distance means, for the components that carry weight."""
+    used = [k for k, v in weights.items() if v]
+    says = [_CLOSE[k] for k in _CLOSE if k in used]
+    if any(k not in _CLOSE for k in used):
+        says.append("the same fixed point and relevant spectrum")
+    return "; ".join(says) or "no component carries weight"

@@ -500,7 +500,7 @@ def spectrum(
             np.concatenate([hi * np.sin(t), lo * np.sin(t[::-1])]),
             color="0.92",
             zorder=0,
-            label=f"marginal band |y| ≤ {band:g}: |λ| in [{lo:.3g}, {hi:.3g}] (b = {b:.3g})",
+            label=f"marginal band |y| ≤ {band:g}: |λ| in [{lo:.4f}, {hi:.4f}] (b = {b:.4g})",
         )
     ax.plot(np.cos(t), np.sin(t), color="0.35", lw=1.0, zorder=1, label="unit circle")
     reach = 1.15

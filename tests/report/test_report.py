@@ -147,3 +147,13 @@ def test_one_layer_model_report(tmp_path, capsys):
     # one layer: the density map is the global one, lambda = rho_{n+1} / rho_n = 1 - p up to rounding
     assert abs(lam["abs"] - 0.8) < 2 / (64 * 32 * g[-1])
     capsys.readouterr()
+
+
+def test_distance_caption_says_what_the_weighted_components_measure():
+    from rganalysis.report.build import _closeness
+
+    unit_total = _closeness({"survival": 1.0, "units": 10.0, "spectrum": 0.0, "fixed_point": 0.0})
+    assert "same weights" in unit_total and "fixed point" not in unit_total
+    assert "up to a permutation" in _closeness({"unit_profile": 1.0, "spectrum": 0.0})
+    fitted = _closeness({"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0, "units": 0.0})
+    assert fitted == "the same fixed point and relevant spectrum"

@@ -14,6 +14,7 @@ __all__ = [
     "CorruptStoreError",
     "DegenerateRegressionError",
     "DensityMismatchError",
+    "DeviceUnavailableError",
     "DuplicateOutputError",
     "ExpandedTensorError",
     "IncompleteStoreError",
@@ -179,6 +180,10 @@ class InvalidParameterError(RGAnalysisError, ValueError):
 
 class RoundOutOfRangeError(RGAnalysisError, IndexError):
     """A round number outside the set's rounds 0..R-1 (``--round 99``)."""
+
+
+class DeviceUnavailableError(RGAnalysisError, ValueError):
+    """The requested torch device (``--device cuda``, ``cuda:1``, ``mps``) is not available on this machine."""
 
 
 class ProcessStartError(RGAnalysisError):

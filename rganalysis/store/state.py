@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rganalysis.errors import DeviceUnavailableError, InvalidParameterError
+
 __all__ = ["resolve_device", "State"]
 
 
@@ -110,7 +112,29 @@ def _ones_like(v: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device, which must exist here
+    (:class:`~rganalysis.errors.DeviceUnavailableError` otherwise: a CUDA device without a driver or of an
+    index the machine does not have, MPS off Apple silicon; :class:`InvalidParameterError` for a name torch
+    does not know)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InvalidParameterError(
+            f"unknown device {device!r} (auto, cpu, cuda, cuda:N, ...): {e}"
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            have = f"{n} CUDA device(s)" if n else "no CUDA device (torch.cuda.is_available() is False)"
+            raise DeviceUnavailableError(
+                f"device {str(dev)!r} requested, but this machine has {have}; use --device auto or cpu"
+            )
+    elif dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise DeviceUnavailableError(
+            "device 'mps' requested, but MPS is not available here; use --device auto or cpu"
+        )
+    return dev

@@ -353,13 +353,18 @@ def _total(comp: Mapping[str, float], w: Mapping[str, float], pair: str, al: Ali
 
 
 def informative_components(values: Mapping[str, np.ndarray]) -> dict[str, bool]:
-    """Per component, whether its off-diagonal values carry information: not all NaN, not all zero,
-    and (with at least 3 pairs) not all equal."""
+    """Per component, whether its off-diagonal values carry information: not all NaN, not (with at least
+    3 pairs) all equal, and, for the fitted-map components, not all zero (a spectrum distance of 0 between
+    flows that retain no direction says nothing).  A unit component that is 0 for every pair says the masks
+    are the same: that is information, and dropping it would leave the total to the fitted maps, which
+    differ for one model's flows of different lengths."""
     out = {}
     for k, v in values.items():
         x = v[np.isfinite(v)]
-        if x.size == 0 or not np.any(x != 0):
+        if x.size == 0 or (k not in UNIT_COMPONENTS and not np.any(x != 0)):
             out[k] = False
+        elif x.size >= 3 and not np.any(x != 0):
+            out[k] = True
         elif x.size >= 3:
             out[k] = bool(np.ptp(x) > 1e-12 * max(1.0, float(np.abs(x).max())))
         else:

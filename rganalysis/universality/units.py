@@ -154,10 +154,6 @@ def align_units(a: UnitSignature, b: UnitSignature) -> Alignment:
         return Alignment(
             False, [], False, math.inf, "different architectures (tensors or unit counts differ)"
         )
-    if a.n_rounds != b.n_rounds:
-        return Alignment(
-            False, [], False, math.inf, f"different numbers of rounds ({a.n_rounds} vs {b.n_rounds})"
-        )
     perms, worst, identity = [], 0.0, True
     for ga, gb, fa, fb in zip(a.groups, b.groups, a.fingerprint, b.fingerprint, strict=True):
         if ga.labels is not None and gb.labels is not None and sorted(ga.labels) == sorted(gb.labels):
@@ -237,15 +233,47 @@ def _shares(sig: UnitSignature, perms: Sequence[np.ndarray] | None = None) -> np
     return np.concatenate(out, axis=1)
 
 
+def _density_grid(a: UnitSignature, b: UnitSignature) -> np.ndarray | None:
+    """Log global densities on which two flows are compared: from the first pruned round to the sparsest
+    one both reach, ``min(R_a, R_b) - 1`` points (None when they do not overlap beyond round 0)."""
+    la, lb = np.log(a.global_density), np.log(b.global_density)
+    lo, hi = max(la.min(), lb.min()), min(la[1:].max(initial=-np.inf), lb[1:].max(initial=-np.inf))
+    if not hi >= lo:
+        return None
+    return np.linspace(hi, lo, max(2, min(a.n_rounds, b.n_rounds) - 1))
+
+
+def _at_densities(values: np.ndarray, density: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(len(grid), ...) rows of ``values`` (R, ...) linearly interpolated in log global density."""
+    ld = np.log(density)
+    order = np.argsort(ld, kind="stable")
+    x, y = ld[order], values[order]
+    hi = np.clip(np.searchsorted(x, grid), 1, len(x) - 1)
+    span = x[hi] - x[hi - 1]
+    w = np.divide(grid - x[hi - 1], span, out=np.zeros_like(grid), where=span > 0).clip(0.0, 1.0)
+    w = w.reshape(-1, *([1] * (values.ndim - 1)))
+    return y[hi - 1] * (1 - w) + y[hi] * w
+
+
 def unit_distance(a: UnitSignature, b: UnitSignature, al: Alignment) -> float:
     """Mean over rounds 1..R-1 of the cosine distance between the two flows' unit share vectors (each
-    unit's share of its group's surviving connections, all groups concatenated; units matched).
-    In [0, 1]: 0 when every unit keeps the same share in every round.  NaN when not aligned."""
+    unit's share of its group's surviving connections, all groups concatenated; units matched).  Flows of
+    other lengths or rates are compared at matched global densities (log scale, where both flows reach;
+    :func:`_density_grid`), so that a flow at rate 0.3 and one at 0.2 of the same data-free IMP, whose masks
+    at one density are the same, are 0 apart.  In [0, 1]: 0 when every unit keeps the same share at every
+    density.  NaN when not aligned."""
     if not al.aligned:
         return math.nan
     sa, sb = _shares(a), _shares(b, al.perms)
+    if a.n_rounds == b.n_rounds and np.array_equal(a.global_density, b.global_density):
+        sa, sb = sa[1:], sb[1:]  # the same rounds: compared round by round
+    else:
+        grid = _density_grid(a, b)
+        if grid is None:
+            return math.nan
+        sa, sb = _at_densities(sa, a.global_density, grid), _at_densities(sb, b.global_density, grid)
     vals = []
-    for x, y in zip(sa[1:], sb[1:], strict=True):
+    for x, y in zip(sa, sb, strict=True):
         if np.array_equal(x, y):  # exactly 0 for equal shares (the cosine rounds to ~1e-16)
             vals.append(0.0)
             continue

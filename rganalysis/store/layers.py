@@ -15,7 +15,18 @@ _NORM_RE = re.compile(
 _EMBED_RE = re.compile(r"embed", re.I)
 _EMBED_MAP_RE = re.compile(r"mapping|proj", re.I)
 #: the last module name of an embedding table that does not say "embed" (GPT-2's wte/wpe, T5's shared, ...)
-_EMBED_MODULES = frozenset({"wte", "wpe", "emb", "tok", "token", "tokens", "shared"})
+_EMBED_MODULES = frozenset(
+    {
+        "wte",
+        "wpe",
+        "emb",
+        "tok",
+        "token",
+        "tokens",
+        "shared",
+        "relative_attention_bias",
+    }  # the last: T5's bucket table
+)
 #: 2-D weights of a linear map under another leaf name: nn.MultiheadAttention's packed q/k/v projection, and
 #: the input / hidden matrices of nn.RNN, nn.LSTM and nn.GRU
 _LINEAR_LEAF_RE = re.compile(r"in_proj_weight|weight_(ih|hh)_l\d+(_reverse)?")

@@ -583,6 +583,10 @@ def test_embedding_names_and_maps_out_of_them():
     assert classify("albert.encoder.embedding_hidden_mapping_in.weight", (64, 32)) == "linear"
     assert classify("model.embed_tokens.weight", (1000, 64)) == "embedding"
     assert classify("bert.embeddings.word_embeddings.weight", (1000, 64)) == "embedding"
+    # T5's relative position buckets are an nn.Embedding (buckets x heads), not a linear map
+    t5 = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    assert classify(t5, (32, 4)) == "embedding"
+    assert classify("encoder.block.0.layer.0.SelfAttention.q.weight", (128, 128)) == "linear"
 
 
 def test_a_set_no_adapter_can_build_says_so(tmp_path):

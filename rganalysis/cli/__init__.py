@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = f"no such file or directory: {e.filename or e}" if isinstance(e, FileNotFoundError) else str(e)
         print(f"rganalysis {args.command}: error: [{type(e).__name__}] {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM through _raise_on_sigterm: outputs already removed
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through _raise_on_sigterm: outputs already removed
         print(f"rganalysis {args.command}: interrupted; no partial output is left", file=sys.stderr)
-        return 130
+        return 128 + (e.signum if isinstance(e, _Terminated) else signal.SIGINT)  # the shell's convention
     except BrokenPipeError:  # `rganalysis info big.h5 | head`: the reader left, say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = previous
         if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be (so every cleanup that handles one handles both)."""
+
+    signum = signal.SIGTERM
 
 
 def _raise_on_sigterm() -> Any:
@@ -135,7 +141,7 @@ def _raise_on_sigterm() -> Any:
         return None
 
     def interrupt(signum, frame) -> None:  # noqa: ANN001 - signal's hook
-        raise KeyboardInterrupt
+        raise _Terminated
 
     return signal.signal(signal.SIGTERM, interrupt)
 

@@ -29,7 +29,7 @@ from rganalysis.fit.fixed_points import (
     near_fixed_point,
     spectrum_json,
 )
-from rganalysis.fit.intervals import interval_text
+from rganalysis.fit.intervals import IntervalWarning, interval_text
 from rganalysis.fit.jacobian import ResponseEstimator, TrajectoryEstimator
 from rganalysis.store.checks import check_nested
 from rganalysis.store.diagnostics import collapsed_layers
@@ -39,6 +39,9 @@ from rganalysis.store.parameter_set import ParameterSet
 __all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]
 
 ESTIMATORS = ("trajectory", "response")
+
+#: Coupling sets made of layer densities alone (which a layer-scope flow fixes by its rate).
+_DENSITY_SETS = frozenset({"density_rel", "density_raw", "density", "global_density"})
 
 
 class FlowFit(Estimator):
@@ -170,6 +173,17 @@ class FlowFit(Estimator):
                     "density 0), where relative couplings and the scale factor b_n are undefined; fit a flow "
                     f"that stops before it (`rganalysis flow --rounds {r - 1}`)"
                 )
+        layer_scope = [p for p in flows if p.flow_attrs.get("scope") == "layer"]
+        fixed_by_rate = self.estimator == "trajectory" and set(self._sets()) <= _DENSITY_SETS and layer_scope
+        if fixed_by_rate:
+            warnings.warn(
+                f"{layer_scope[0].attrs.get('name', layer_scope[0].path)}: a layer-scope flow prunes every layer "
+                "by the same fraction each round, so its densities are fixed by the rate ((1 - p)^n in every "
+                "layer; density_rel is 1 up to rounding) and their fit measures rounding noise: no interval, "
+                "no class; fit --couplings magnitude_rel or unit_rel, or a global-scope flow",
+                IntervalWarning,
+                stacklevel=3,
+            )
         scales = [flow_scale(p) for p in flows]
         self.rate_, self.b_, _ = scales[0]
         self.b_n_ = [b for s in scales for b in s[2]]
@@ -194,7 +208,7 @@ class FlowFit(Estimator):
             est = TrajectoryEstimator(
                 rank=self.rank_,
                 ridge=self.ridge,
-                n_bootstrap=self.n_bootstrap,
+                n_bootstrap=0 if fixed_by_rate else self.n_bootstrap,
                 random_state=self.random_state,
             )
             est.fit(self.couplings_)

@@ -151,3 +151,32 @@ def test_flowfit_takes_store_paths(stores):
         FlowFit(n_bootstrap=20).fit(paths[0]).eigenvalues_,
         FlowFit(n_bootstrap=20).fit(rganalysis.load(paths[0])).eigenvalues_,
     )
+
+
+def test_a_layer_scope_flow_gives_its_densities_no_verdict():
+    """Layer scope prunes every layer by the rate, so density couplings are fixed by it (density_rel = 1 up
+    to rounding): the trajectory fit of them says so, with no interval and no class; magnitude couplings,
+    which the scope does not fix, are fitted as usual."""
+    from rganalysis.fit.intervals import IntervalWarning
+    from rganalysis.rg.flow import compute_flow
+
+    g = torch.Generator().manual_seed(0)
+    sd = {
+        f"{i}.weight": torch.randn(s, generator=g)
+        for i, s in enumerate([(40, 30), (30, 40), (20, 30), (5, 20)])
+    }
+    model = make_parameter_set([single_round(sd)], adapter="generic", architecture="mlp", sources=[])
+    flow = compute_flow(model, 10, 0.2, scope="layer", progress=False)
+    with pytest.warns(IntervalWarning, match="layer-scope flow prunes every layer by the same fraction"):
+        f = FlowFit(n_bootstrap=50).fit(flow)
+    assert set(f.eigenvalue_classes_) == {"undetermined"} and f.fixed_point_type_ in (
+        "undetermined",
+        "extrapolated",
+    )
+    assert np.isnan(f.estimator_.eigenvalue_ci_).all()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        FlowFit(couplings=("magnitude_rel",), n_bootstrap=50).fit(flow)
+    assert not any("layer-scope" in str(w.message) for w in seen)

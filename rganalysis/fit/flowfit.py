@@ -40,6 +40,8 @@ __all__ = ["ESTIMATORS", "FlowFit", "format_spectrum"]
 
 ESTIMATORS = ("trajectory", "response")
 
+#: A fixed point within this fraction of a coupling's range over the flow(s) of its domain's boundary is on it.
+BOUNDARY_RTOL = 1e-3
 #: Coupling sets made of layer densities alone (which a layer-scope flow fixes by its rate).
 _DENSITY_SETS = frozenset({"density_rel", "density_raw", "density", "global_density"})
 
@@ -251,10 +253,17 @@ class FlowFit(Estimator):
         ]
         self.fixed_point_type_ = fixed_point_type(self.eigenvalues_, classes=self.eigenvalue_classes_)
         names = [str(c) for c in est.couplings_]
+        # a fixed point on the boundary (the empty network's density 0) is reached in the limit: within
+        # BOUNDARY_RTOL of the coupling's range over the flow it is on it, not outside (the fit's intercept
+        # carries that much noise: -1.3e-4 for a DistilBERT's global density at 0.5)
+        values = np.concatenate(
+            [np.asarray(k.sel(coupling=names).values, dtype=np.float64) for k in self.couplings_]
+        )
+        slack = np.maximum(1e-9, BOUNDARY_RTOL * np.ptp(values, axis=0))
         self.fixed_point_outside_ = [
             n
-            for n, v in zip(names, np.asarray(fixed_point, dtype=np.float64), strict=True)
-            if math.isfinite(v) and not (coupling_domain(n)[0] - 1e-9 <= v <= coupling_domain(n)[1] + 1e-9)
+            for n, v, t in zip(names, np.asarray(fixed_point, dtype=np.float64), slack, strict=True)
+            if math.isfinite(v) and not (coupling_domain(n)[0] - t <= v <= coupling_domain(n)[1] + t)
         ]
         if self.fixed_point_outside_:  # a linearisation about no reachable state: no type verdict
             self.fixed_point_type_ = "extrapolated"

@@ -180,3 +180,19 @@ def test_a_layer_scope_flow_gives_its_densities_no_verdict():
         warnings.simplefilter("always")
         FlowFit(couplings=("magnitude_rel",), n_bootstrap=50).fit(flow)
     assert not any("layer-scope" in str(w.message) for w in seen)
+
+
+def test_a_fixed_point_on_the_domain_boundary_is_not_an_extrapolation():
+    """The data-free flow's global density has its fixed point at 0 (the empty network, reached in the
+    limit); a fit puts it a hair below (the intercept's noise), which is on the boundary, not outside it."""
+    from rganalysis.fit import flowfit
+
+    g = torch.Generator().manual_seed(1)
+    sd = {f"{i}.weight": torch.randn(s, generator=g) for i, s in enumerate([(40, 30), (30, 40), (5, 30)])}
+    model = make_parameter_set([single_round(sd)], adapter="generic", architecture="mlp", sources=[])
+    flow = rganalysis.compute_flow(model, 12, 0.2, progress=False)
+    f = FlowFit(couplings=("global_density",), n_bootstrap=0).fit(flow)
+    k = float(np.asarray(f.fixed_point_)[0])
+    assert abs(k) < flowfit.BOUNDARY_RTOL * float(np.ptp(f.couplings_[0].values))  # ~0, either side
+    assert f.fixed_point_outside_ == []
+    assert coupling_domain("global_density[network]")[0] == 0.0

@@ -54,7 +54,7 @@ def read_config(source: Path) -> dict:
     if config.get("model_type") not in BERT_LAYOUT_TYPES:
         raise AdapterDeclined(
             f"config.json has model_type {config.get('model_type')!r}, not one with BERT's layout "
-            f"({', '.join(BERT_LAYOUT_TYPES)}); its weight file alone can be ingested by the generic adapter"
+            f"({', '.join(BERT_LAYOUT_TYPES)}): the hf-transformers adapter reads it"
         )
     return config
 

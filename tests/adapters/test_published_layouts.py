@@ -622,6 +622,47 @@ def test_bert_layout_family_and_sharded_folders(tmp_path):
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_other_huggingface_folders_are_read_with_their_config(tmp_path):
+    """GPT-2, DistilBERT and T5 save_pretrained folders (no BERT layout): read by hf-transformers, every
+    tensor the model has, kinds from names (GPT-2's wte/wpe and T5's position buckets are embeddings), the
+    config kept, and build_module makes the model, whose state dict the store gives back bit for bit."""
+    import transformers as T
+
+    torch.manual_seed(0)
+    models = {
+        "gpt2": T.GPT2Model(T.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=16)),
+        "distilbert": T.DistilBertModel(
+            T.DistilBertConfig(
+                vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=16
+            )
+        ),
+        "t5": T.T5EncoderModel(
+            T.T5Config(vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2)
+        ),
+    }
+    for kind, model in models.items():
+        model.save_pretrained(tmp_path / kind)
+        with pytest.warns(UserWarning, match="layer depth is inferred"):
+            p = ingest(tmp_path / kind)
+        assert p.attrs["adapter"] == "hf-transformers" and p.attrs["architecture"] == type(model).__name__
+        assert json.loads(p.attrs["config"])["model_type"] == kind
+        saved = {k: v for k, v in model.state_dict().items() if k in p.names}
+        assert sum(v.numel() for v in saved.values()) == sum(p.info[n].numel for n in p.names)
+        linear = {n for n, m in model.named_modules() if isinstance(m, nn.Linear | T.pytorch_utils.Conv1D)}
+        prunable = {n for n in p.names if p.info[n].prunable}
+        assert prunable == {f"{n}.weight" for n in linear} & set(p.names), kind
+        sd = p.to_state_dict()
+        assert all(torch.equal(sd[k], v) for k, v in saved.items())
+        rebuilt = rganalysis.adapters.ADAPTERS["hf-transformers"].build_module(p)
+        assert type(rebuilt) is type(model)
+    t5 = ingest(tmp_path / "t5")
+    assert t5.info["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].kind == "embedding"
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(rganalysis.errors.AdapterNotFoundError, match="none of"):
+        ingest(tmp_path / "bad")  # a config without weights: each adapter says why it declined
+
+
 def test_wrapper_metadata_is_kept_and_other_state_dicts_named(tmp_path, resnet18_sd):
     ckpt = {
         "state_dict": resnet18_sd,

@@ -31,7 +31,10 @@ def read_state_dict_file(
 ) -> tuple[dict[str, torch.Tensor], str | None, str]:
     """(state dict, wrapper key, common prefix) of a checkpoint file; declines directories."""
     obj = read_checkpoint_object(source, allow_pickle)
-    sd, wrapper = find_state_dict(obj)
+    try:
+        sd, wrapper = find_state_dict(obj)
+    except CorruptCheckpointError as e:
+        raise CorruptCheckpointError(f"{source}: {e}") from None
     return sd, wrapper, common_prefix(sd, prefixes)
 
 

@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if collapsed:
         print(
             f"layer collapse: {len(collapsed)} layer(s) emptied: "
-            + ", ".join(f"{k} (from round {r})" for k, r in collapsed.items())
+            + ", ".join(f"{k} (from round {r})" for k, r in list(collapsed.items())[:6])
+            + (f" and {len(collapsed) - 6} more (rganalysis info shows every layer's densities)" if len(collapsed) > 6 else "")
         )
     return 0

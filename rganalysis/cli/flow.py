@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"layer collapse: {len(collapsed)} layer(s) emptied: "
             + ", ".join(f"{k} (from round {r})" for k, r in list(collapsed.items())[:6])
-            + (f" and {len(collapsed) - 6} more (rganalysis info shows every layer's densities)" if len(collapsed) > 6 else "")
+            + (
+                f" and {len(collapsed) - 6} more (rganalysis info shows every layer's densities)"
+                if len(collapsed) > 6
+                else ""
+            )
         )
     return 0

@@ -79,8 +79,12 @@ TRANSFER_READING = (
 )
 
 
+def _architecture(a: UnitSignature) -> tuple:
+    return tuple((g.tensor, g.axis, g.size) for g in a.groups)
+
+
 def _same_architecture(a: UnitSignature, b: UnitSignature) -> bool:
-    return [(g.tensor, g.axis, g.size) for g in a.groups] == [(g.tensor, g.axis, g.size) for g in b.groups]
+    return _architecture(a) == _architecture(b)
 
 
 #: How :func:`transfer_scores` pairs the units of two flows (:func:`match_units`).
@@ -234,7 +238,7 @@ def transfer_scores(
         module's formula) or ``"coverage"`` (:func:`coverage_deficit`)
     matching : how units are paired (:data:`MATCHINGS`).  ``"auto"``: aligned when every pair of flows of one
         architecture starts from the same weights (tickets of one rewind point), else by mass rank for every
-        pair, with a warning when that overrides some alignments: a score matched by mass rank is lower by
+        pair of that architecture, with a warning when that overrides some alignments: a score matched by mass rank is lower by
         construction (that pairing is the best one for the masses compared), so scores matched both ways in
         one matrix would not be on one scale.  ``"aligned"``: pairs that do not align are NaN.
         ``"mass rank"``: every pair by mass rank.
@@ -278,14 +282,20 @@ def transfer_scores(
                 mismatched.append((labels[s], labels[t]))
     unaligned = [pair for pair, (perms, _) in matched.items() if perms is None]
     if matching != "aligned" and unaligned:
-        overridden = len(matched) - len(unaligned) if matching == "auto" else 0
-        for pair in matched if matching == "auto" else unaligned:
+        # auto: one scale per architecture (scores across architectures are NaN): if any pair of it does not
+        # align, all its pairs go by mass rank
+        redo = set(unaligned)
+        if matching == "auto":
+            mixed = {_architecture(sigs[s]) for s, _ in unaligned}
+            redo |= {pair for pair in matched if _architecture(sigs[pair[0]]) in mixed}
+        overridden = len(redo) - len(unaligned)
+        for pair in redo:
             matched[pair] = match_units(sigs[pair[1]], sigs[pair[0]], "mass rank")
         if overridden:
             warnings.warn(
-                f"transfer_scores: {overridden} of {len(matched)} pairs of flows start from the same weights "
-                f"and {len(unaligned)} do not (first: {labels[unaligned[0][0]]}, {labels[unaligned[0][1]]}); "
-                "every pair is matched by mass rank, so that the matrix has one scale (matching='aligned' "
+                f"transfer_scores: {overridden} pair(s) of flows start from the same weights and {len(unaligned)} of "
+                f"the same architecture do not (first: {labels[unaligned[0][0]]}, {labels[unaligned[0][1]]}); "
+                "all of them are matched by mass rank, so that the matrix has one scale (matching='aligned' "
                 "scores the aligned pairs only, NaN elsewhere)",
                 stacklevel=2,
             )

@@ -146,12 +146,23 @@ def test_one_matching_per_matrix():
     by_mass = transfer_scores([sub, flipped], matching="mass rank")
     assert by_mass.attrs["matching"][0][1] == "mass rank"
     assert by_mass.values[0, 1] == pytest.approx(0.0, abs=1e-12)  # the same mass profile, relabelled
-    with pytest.warns(UserWarning, match="1 of 3 pairs of flows start from the same weights and 2 do not"):
+    with pytest.warns(
+        UserWarning,
+        match=r"1 pair\(s\) of flows start from the same weights and 2 of the same architecture do not",
+    ):
         mixed = transfer_scores([sub, flipped, other])
     assert {x for row in mixed.attrs["matching"] for x in row} == {"self", "mass rank"}
     np.testing.assert_array_equal(
         mixed.values, transfer_scores([sub, flipped, other], matching="mass rank").values
     )
+    # another architecture's tickets of one start keep their alignment: one scale per architecture
+    w12 = torch.randn(12, 20, generator=torch.Generator().manual_seed(7))
+    a12 = _flow([np.ones((12, 20), bool), np.arange(12)[:, None] < np.full((1, 20), 6)], w=w12, name="a12")
+    b12 = _flow([np.ones((12, 20), bool), np.arange(12)[:, None] >= np.full((1, 20), 6)], w=w12, name="b12")
+    with pytest.warns(UserWarning):
+        both = transfer_scores([sub, flipped, other, a12, b12])
+    assert both.attrs["matching"][3][4] == "aligned" and both.attrs["matching"][0][1] == "mass rank"
+    assert np.isnan(both.values[0, 3]) and both.values[3, 4] > 0.1
     only = transfer_scores([sub, flipped, other], matching="aligned")
     np.testing.assert_array_equal(only.values[:2, :2], aligned.values)
     assert np.isnan(only.values[2, :2]).all() and np.isnan(only.values[:2, 2]).all()

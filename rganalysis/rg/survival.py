@@ -92,8 +92,9 @@ def _survival(
         value_hist += p[3]
     if keys.size:
         value = _rank_cut_buckets(keys, first, cuts)
-        for i in np.unique(layer):
-            sel = layer == i
+        bounds = np.searchsorted(layer, np.arange(len(weights) + 1))  # gathered in layer order
+        for i in np.flatnonzero(np.diff(bounds)):
+            sel = slice(bounds[i], bounds[i + 1])
             flat[i][index[sel]] = value[sel]
             value_hist[i] += np.bincount(value[sel], minlength=256)
         value_hist[:, _CUT] = 0

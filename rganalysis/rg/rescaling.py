@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from rganalysis.errors import InvalidParameterError, MissingTensorError
+from rganalysis.errors import InvalidParameterError, MissingTensorError, NonFiniteWeightsError
 from rganalysis.store.state import State
 
 __all__ = ["register_rescaling", "rescale", "RescaleFn", "RESCALINGS", "TrainFn"]
@@ -114,5 +114,14 @@ def _conform(state: State, weights: Mapping[str, torch.Tensor], what: str) -> di
             raise InvalidParameterError(
                 f"{what} weights for {name}: got {shape}, expected {tuple(ref.shape)}"
             )
-        out[name] = w.detach().to(device=ref.device, dtype=ref.dtype)
+        w = w.detach().to(device=ref.device, dtype=ref.dtype)
+        if not bool(torch.isfinite(w).all()):
+            m = state.masks.get(name)
+            bad = ~torch.isfinite(w) if m is None else ~torch.isfinite(w) & m.to(torch.bool)
+            if bool(bad.any()):  # pruned entries may be anything: they are masked
+                raise NonFiniteWeightsError(
+                    f"{what} weights for {name}: {int(bad.sum())} surviving value(s) are NaN or infinite "
+                    "(a diverged training?); nothing was recorded"
+                )
+        out[name] = w
     return out

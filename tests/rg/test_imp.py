@@ -165,3 +165,27 @@ def test_progress_bar_only_when_asked(capsys):
     list(imp_flow(make_state(), rounds=2, rate=0.5, progress=True))
     err = capsys.readouterr().err
     assert "2/2" in err and "density=0.2501" in err  # 587 / 2347
+
+
+def test_a_training_that_returns_non_finite_survivors_is_refused_by_name():
+    """A diverged training (NaN weights) must not be recorded as a flow; NaN where the mask prunes is fine."""
+    from rganalysis.errors import NonFiniteWeightsError
+
+    state = make_state(3)
+    masks = {
+        k: torch.rand(m.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+        for k, m in state.masks.items()
+    }
+    state = state.with_masks(masks)
+
+    def diverged(weights, masks):
+        return {k: w * float("nan") for k, w in weights.items()}
+
+    with pytest.raises(NonFiniteWeightsError, match="surviving value"):
+        rescale(state, "none", train=diverged)
+
+    def nan_where_pruned(weights, masks):
+        return {k: torch.where(masks[k], w, torch.full_like(w, float("nan"))) for k, w in weights.items()}
+
+    out = rescale(state, "none", train=nan_where_pruned)
+    assert all(bool(torch.isfinite(out.weights[k][masks[k]]).all()) for k in masks)

@@ -121,7 +121,8 @@ def format_response(j: dict[str, Any], max_rows: int = 12) -> str:
     """Text table of a stored response spectrum (``rganalysis fit`` prints it after the trajectory fit)."""
 
     def f(x: Any, spec: str) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+        missing = x is None or (isinstance(x, float) and not math.isfinite(x))
+        return format("n/a", f">{spec.split('.')[0]}") if missing else format(x, spec)
 
     lines = [
         f"  response Jacobian at round {j['round']} (the real IMP step: rewind, retrain, prune at rate "
@@ -132,7 +133,7 @@ def format_response(j: dict[str, Any], max_rows: int = 12) -> str:
     ]
     eig = sorted(j["eigenvalues"], key=lambda e: -(e["abs"] or 0))
     for e in eig[:max_rows]:
-        ci = "" if e["ci_low"] is None else interval_text(e["ci_low"], e["ci_high"])
+        ci = interval_text(e["ci_low"], e["ci_high"])  # "no interval" where there is none
         lines.append(
             f"  {f(e['abs'], '9.4f')} {f(e['re'], '9.4f')} {f(e['im'], '9.4f')} {f(e['exponent'], '8.3f')}  "
             f"{e['class'] + (' (noise)' if e.get('in_noise') else ''):<20} {ci:>20}"

@@ -575,3 +575,22 @@ def test_a_flow_with_a_stored_response_still_checks_and_loads(response_stores, c
     assert main(["info", str(response_stores[0])]) == 0
     with rganalysis.load(response_stores[0]) as flow:
         assert flow.n_rounds == 4  # states 0..3
+
+
+def test_the_stored_spectrum_table_says_no_interval():
+    """A stored response eigenvalue without an interval prints "no interval" (as the trajectory table and
+    koopman do), and a missing exponent keeps its column."""
+    from rganalysis.fit.response_store import format_response
+
+    j = {
+        "round": 2, "rate": 0.2, "b": 1.25, "n_directions": 2, "couplings": ["a", "b"],
+        "coupling_sets": ["density"], "n_retrains": 6, "retrain_seconds": 1.0, "noise_floor": 1e-3,
+        "eigenvalues": [
+            {"abs": 0.8, "re": 0.8, "im": 0.0, "exponent": -1.0, "class": "irrelevant", "ci_low": 0.79, "ci_high": 0.81},
+            {"abs": 0.0, "re": 0.0, "im": 0.0, "exponent": None, "class": "undetermined", "in_noise": True,
+             "ci_low": None, "ci_high": None},
+        ],
+    }  # fmt: skip
+    rows = format_response(j).splitlines()[2:]
+    assert rows[0].endswith("[0.7900, 0.8100]") and rows[1].endswith("no interval")
+    assert rows[0].index("-1.000") + len("-1.000") == rows[1].index("n/a") + len("n/a")  # aligned columns

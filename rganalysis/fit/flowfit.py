@@ -155,6 +155,20 @@ class FlowFit(Estimator):
         """
         if self.estimator not in ESTIMATORS:
             raise InvalidParameterError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.estimator == "trajectory":
+            defaults = {"round": None, "perturbation": "threshold", "n_samples": "auto", "epsilon": 0.02}
+            given_opts = [k for k, v in defaults.items() if getattr(self, k) != v]
+            if given_opts:
+                flags = {
+                    "round": "--round",
+                    "perturbation": "--perturbation",
+                    "n_samples": "--samples",
+                    "epsilon": "--epsilon",
+                }
+                raise InvalidParameterError(
+                    f"{', '.join(f'{k} ({flags[k]})' for k in given_opts)}: option(s) of the response estimator "
+                    "(estimator='response', --estimator response); the trajectory fit uses every round of the flow"
+                )
         given = [flows] if isinstance(flows, ParameterSet | str | os.PathLike) else list(flows)
         if not given:
             raise InvalidParameterError("no flow given")
@@ -191,6 +205,9 @@ class FlowFit(Estimator):
         self.b_n_ = [b for s in scales for b in s[2]]
         if len(flows) > 1:
             self.b_ = effective_scale_factor([s[1] for s in scales])
+            rates = [s[0] for s in scales]
+            if any(r is None or not math.isclose(r, rates[0], rel_tol=1e-6) for r in rates):
+                self.rate_ = None  # flows at other rates: b is their joint scale factor, no one rate
         sets = self._sets()
         self.depth_points_ = (
             None
@@ -223,10 +240,10 @@ class FlowFit(Estimator):
                 )
             p = flows[0]
             r = p.n_rounds - 1 if self.round is None else int(self.round)
-            if self.rate_ is None:
+            if scales[0][0] is None:
                 raise InvalidParameterError("the response estimator needs the flow's rate")
             est = ResponseEstimator(
-                rate=self.rate_,
+                rate=scales[0][0],
                 scope=str(p.flow_attrs.get("scope", "global")),
                 couplings=self._sets(),
                 perturbation=self.perturbation,
@@ -328,8 +345,13 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     """Text table of a fit's spectrum: verdicts only where the bootstrap intervals support them."""
     kind, where = fixed_point_wording(j)
     rank = "" if j.get("rank") is None else f"rank {j['rank']}{' (auto)' * (j.get('rank_rule') == 'auto')}, "
+    what = j["estimator"]
+    if (
+        what == "response"
+    ):  # FlowFit's response estimator prunes only: say so beside any stored real-step block
+        what = f"response (the prune step alone at round {j.get('round')}, no retraining)"
     lines = [
-        f"{', '.join(j['models'])}: {j['estimator']} fit on {len(j['couplings'])} couplings, {rank}"
+        f"{', '.join(j['models'])}: {what} fit on {len(j['couplings'])} couplings, {rank}"
         f"b = {j['b']:.4f}" + (f" (rate {j['rate']:.4g})" if j["rate"] is not None else ""),
         f"  fixed point: {kind}; {where}",
     ]

@@ -196,3 +196,27 @@ def test_a_fixed_point_on_the_domain_boundary_is_not_an_extrapolation():
     assert abs(k) < flowfit.BOUNDARY_RTOL * float(np.ptp(f.couplings_[0].values))  # ~0, either side
     assert f.fixed_point_outside_ == []
     assert coupling_domain("global_density[network]")[0] == 0.0
+
+
+def test_response_only_options_are_refused_for_the_trajectory_fit():
+    g = torch.Generator().manual_seed(2)
+    sd = {f"{i}.weight": torch.randn(s, generator=g) for i, s in enumerate([(40, 30), (30, 40), (5, 30)])}
+    model = make_parameter_set([single_round(sd)], adapter="generic", architecture="mlp", sources=[])
+    flow = rganalysis.compute_flow(model, 8, 0.2, progress=False)
+    with pytest.raises(
+        rganalysis.errors.InvalidParameterError, match=r"round \(--round\), n_samples \(--samples\)"
+    ):
+        FlowFit(round=-1, n_samples=2).fit(flow)
+
+
+def test_a_joint_fit_of_flows_at_other_rates_claims_no_one_rate():
+    g = torch.Generator().manual_seed(2)
+    sd = {f"{i}.weight": torch.randn(s, generator=g) for i, s in enumerate([(40, 30), (30, 40), (5, 30)])}
+    model = make_parameter_set([single_round(sd)], adapter="generic", architecture="mlp", sources=[])
+    a, b = (rganalysis.compute_flow(model, 10, p, progress=False) for p in (0.2, 0.3))
+    f = FlowFit(couplings=("global_density",), n_bootstrap=0).fit([a, b])
+    assert f.rate_ is None and f.to_json()["rate"] is None
+    assert 1.25 < f.b_ < 1 / 0.7  # the joint scale factor lies between the two flows' b
+    assert FlowFit(couplings=("global_density",), n_bootstrap=0).fit([a, a]).rate_ == pytest.approx(
+        0.2, abs=1e-3
+    )

@@ -24,7 +24,7 @@ import warnings
 from typing import Any
 
 from rganalysis import __version__
-from rganalysis.errors import RGAnalysisError, UnsafeLoadWarning
+from rganalysis.errors import RGAnalysisError
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -85,7 +85,12 @@ def build_parser(only: str | None = None, *, summaries: bool = False) -> argpars
             continue
         mod = importlib.import_module(f"{__name__}.{name}")
         p = mod.add_parser(sub)
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="no progress bars (warnings about the data still print)",
+        )
         p.set_defaults(run_command=mod.run)
     return parser
 
@@ -102,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     names = command_names()
     # no command named (--help, --version, a typo): the summaries alone, no command module imported
     args = (build_parser(first) if first in names else build_parser(summaries=True)).parse_args(argv)
-    if args.quiet:
-        warnings.filterwarnings("ignore", category=UserWarning, module="rganalysis")
-        warnings.filterwarnings("always", category=UnsafeLoadWarning)  # -q hides progress, never this
     os.environ.setdefault("TQDM_DISABLE", "" if sys.stderr.isatty() else "1")  # no progress bars in logs
     previous = warnings.formatwarning
     warnings.formatwarning = _one_line_warning

@@ -203,3 +203,14 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     cmd = f"{sys.executable} -c '{run}' info {tmp_path / 'many.h5'} | head -c 8"
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
     assert r.stdout == "many: ge" and r.stderr == "", r.stderr
+
+
+def test_quiet_hides_progress_not_warnings_about_the_data(tmp_path):
+    """-q: no progress bars; a warning about the data (here: depth inferred from sorted keys) still prints."""
+    from safetensors.torch import save_file
+
+    save_file({f"l{i}.weight": torch.randn(4, 4) for i in (10, 2, 1)}, str(tmp_path / "m.safetensors"))
+    argv = ["ingest", str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "m.h5"), "-q"]
+    r = subprocess.run([sys.executable, "-m", "rganalysis", *argv], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "layer depth is inferred" in r.stderr and "%|" not in r.stderr

@@ -42,6 +42,13 @@ ESTIMATORS = ("trajectory", "response")
 
 #: A fixed point within this fraction of a coupling's range over the flow(s) of its domain's boundary is on it.
 BOUNDARY_RTOL = 1e-3
+#: Options of the response estimator only: name -> (command-line flag, default); the trajectory fit refuses them.
+_RESPONSE_OPTIONS = {
+    "round": ("--round", None),
+    "perturbation": ("--perturbation", "threshold"),
+    "n_samples": ("--samples", "auto"),
+    "epsilon": ("--epsilon", 0.02),
+}
 #: Coupling sets made of layer densities alone (which a layer-scope flow fixes by its rate).
 _DENSITY_SETS = frozenset({"density_rel", "density_raw", "density", "global_density"})
 
@@ -155,20 +162,13 @@ class FlowFit(Estimator):
         """
         if self.estimator not in ESTIMATORS:
             raise InvalidParameterError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.estimator == "trajectory":
-            defaults = {"round": None, "perturbation": "threshold", "n_samples": "auto", "epsilon": 0.02}
-            given_opts = [k for k, v in defaults.items() if getattr(self, k) != v]
-            if given_opts:
-                flags = {
-                    "round": "--round",
-                    "perturbation": "--perturbation",
-                    "n_samples": "--samples",
-                    "epsilon": "--epsilon",
-                }
-                raise InvalidParameterError(
-                    f"{', '.join(f'{k} ({flags[k]})' for k in given_opts)}: option(s) of the response estimator "
-                    "(estimator='response', --estimator response); the trajectory fit uses every round of the flow"
-                )
+        given_opts = [k for k, (_, v) in _RESPONSE_OPTIONS.items() if getattr(self, k) != v]
+        if self.estimator == "trajectory" and given_opts:
+            raise InvalidParameterError(
+                ", ".join(f"{k} ({_RESPONSE_OPTIONS[k][0]})" for k in given_opts)
+                + ": option(s) of the response estimator (estimator='response', --estimator response); the "
+                "trajectory fit uses every round of the flow"
+            )
         given = [flows] if isinstance(flows, ParameterSet | str | os.PathLike) else list(flows)
         if not given:
             raise InvalidParameterError("no flow given")
@@ -346,9 +346,8 @@ def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     kind, where = fixed_point_wording(j)
     rank = "" if j.get("rank") is None else f"rank {j['rank']}{' (auto)' * (j.get('rank_rule') == 'auto')}, "
     what = j["estimator"]
-    if (
-        what == "response"
-    ):  # FlowFit's response estimator prunes only: say so beside any stored real-step block
+    # FlowFit's response estimator prunes only: said so, beside any stored block of the real IMP step
+    if what == "response":
         what = f"response (the prune step alone at round {j.get('round')}, no retraining)"
     lines = [
         f"{', '.join(j['models'])}: {what} fit on {len(j['couplings'])} couplings, {rank}"

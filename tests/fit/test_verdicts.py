@@ -220,3 +220,14 @@ def test_a_joint_fit_of_flows_at_other_rates_claims_no_one_rate():
     assert FlowFit(couplings=("global_density",), n_bootstrap=0).fit([a, a]).rate_ == pytest.approx(
         0.2, abs=1e-3
     )
+
+
+def test_the_refused_options_are_the_response_estimators_with_their_defaults():
+    import inspect
+
+    from rganalysis.fit.flowfit import _RESPONSE_OPTIONS
+
+    params = inspect.signature(FlowFit).parameters
+    assert {k: params[k].default for k in _RESPONSE_OPTIONS} == {
+        k: v for k, (_, v) in _RESPONSE_OPTIONS.items()
+    }

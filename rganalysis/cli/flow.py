@@ -24,7 +24,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="fraction of surviving weights pruned per round, in (0, 1) (default: 0.2)",
     )
     p.add_argument("--scope", default="global", help="pruning scope: global (default) or layer")
-    p.add_argument("--rescaling", default="none", help="none (data-free flow, default) or rewind")
+    p.add_argument(
+        "--rescaling",
+        default="none",
+        help="none (data-free flow, default) or rewind (to the store's rewind point, else the start weights; the "
+        "command line does not retrain, so rewinding to the start weights gives the data-free flow's masks: "
+        "retrain in Python with compute_flow(..., rescaling='rewind', train=...))",
+    )
     p.add_argument(
         "--start-round", type=int, default=None, help="round of the input to start from (default: last)"
     )
@@ -111,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         g = (table @ sizes) / sum(sizes)
         collapsed = collapsed_layers(flow)
     empty = flow.flow_attrs.get("empty_from")
+    how = "data-free" if args.rescaling == "none" else f"rescaling {args.rescaling}, no retraining"
     print(
-        f"{args.output}: {args.rounds} rounds of {args.scope} IMP at rate {args.rate} on "
+        f"{args.output}: {args.rounds} rounds of {args.scope} IMP at rate {args.rate} "
+        f"({how}) on "
         f"{len(flow.pruned_names())} layers; global density {g[0]:.4f} -> {g[-1]:.4f}"
         + (f"; rounds {empty}-{args.rounds} pruned nothing" if empty is not None else "")
     )

@@ -1824,10 +1824,13 @@ def _ledger_path(registration: Path) -> Path:
     return Path(registration).with_name(Path(registration).stem + "-ledger.json")
 
 
-def check_registration(seeds: Sequence[int], path: Path = REGISTRATION) -> dict[str, Any]:
-    """The registration that allows a held-out run of ``seeds``, or :class:`RegistrationError`: none
-    written, the scoring code changed since, seeds it does not name, or seeds already scored (the ledger
-    beside it)."""
+def check_registration(
+    seeds: Sequence[int], path: Path = REGISTRATION, config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The registration that allows a held-out run of ``seeds`` under the settings ``config``
+    (:meth:`BenchConfig.to_json`), or :class:`RegistrationError`: none written, the scoring code changed
+    since, seeds it does not name, other settings than the registered ones, or seeds already scored (the
+    ledger beside it)."""
     path = Path(path)
     if not path.exists():
         raise RegistrationError(
@@ -1844,6 +1847,13 @@ def check_registration(seeds: Sequence[int], path: Path = REGISTRATION) -> dict[
     if unnamed:
         raise RegistrationError(
             f"seeds {unnamed} are not the registered held-out seeds {reg['held_out_seeds']}"
+        )
+    registered = reg.get("config")
+    if config is not None and registered is not None and dict(config) != registered:
+        other = sorted(k for k in {*config, *registered} if config.get(k) != registered.get(k))
+        raise RegistrationError(
+            "a held-out run uses the registered settings only; this one differs in "
+            + ", ".join(f"{k} ({config.get(k)!r}, registered {registered.get(k)!r})" for k in other)
         )
     ledger = _ledger_path(path)
     done = set(json.loads(ledger.read_text())["scored_seeds"]) if ledger.exists() else set()
@@ -1954,11 +1964,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             f"seeds {held} are held out: they are run once, with the pre-registered distance (--held-out)"
         )
-    if held:
-        try:
-            check_registration(held, a.registration)
-        except RegistrationError as e:
-            p.exit(2, f"held-out: {e}\n")
     unknown = [x for x in a.archs if x not in ARCHS]
     if unknown:
         p.error(f"unknown architectures {unknown}; known: {list(ARCHS)}")
@@ -1987,6 +1992,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"the families {HELD_OUT_FAMILIES} are kept out of the calibration seeds {CALIBRATION_SEEDS}"
             )
     cfg = dataclasses.replace(base, **over)
+    if held:  # before any generation: the registered code, seeds and settings, each seed once
+        try:
+            check_registration(held, a.registration, config=cfg.to_json())
+        except RegistrationError as e:
+            p.exit(2, f"held-out: {e}\n")
     names = a.distances or list(DISTANCES)
     known = {**DISTANCES, **EXTRA_DISTANCES}
     if held:  # the registered choice is scored whatever --distances says

@@ -314,6 +314,15 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     assert tb.check_registration([8, 9], reg_path)["choice"] == "directed_units"
     with pytest.raises(tb.RegistrationError, match="not the registered"):
         tb.check_registration([11], reg_path)
+    # other settings than the registered ones (here the quick run's) spend no held-out seed
+    assert tb.check_registration([8], reg_path, config=tb.BenchConfig().to_json())
+    with pytest.raises(
+        tb.RegistrationError, match=r"registered settings only; this one differs in .*rounds \(4"
+    ):
+        tb.check_registration([8], reg_path, config=tb.BenchConfig.quick().to_json())
+    with pytest.raises(SystemExit) as e:  # the command line: the quick settings of `held` are refused
+        tb.main(held)
+    assert e.value.code == 2 and not out.exists()
     # the scoring code changed after registering: refused
     monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: "0" * 64)
     with pytest.raises(tb.RegistrationError, match="scoring code changed"):

@@ -416,6 +416,12 @@ def distance_matrix(
     keys = [k for k in COMPONENTS if any(k in c for c, _, _ in pairs.values())] or ["spectrum"]
     if any(s.response is None for s in sigs):  # reported only when every flow has a response Jacobian
         keys = [k for k in keys if k != "response_spectrum"]
+        if weights is not None and weights.get("response_spectrum"):
+            have = sum(s.response is not None for s in sigs)
+            raise InvalidParameterError(
+                f"the response_spectrum component (weight {weights['response_spectrum']:g}) needs a stored "
+                f"response Jacobian in every flow; {have} of {n} have one (rganalysis.response_jacobian)"
+            )
     comps = np.zeros((len(keys), n, n))
     aligned = np.eye(n, dtype=bool)
     for (i, j), (c, _, al) in pairs.items():

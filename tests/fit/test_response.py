@@ -546,6 +546,9 @@ def test_compare_reports_response_spectrum_only_when_every_flow_has_one(response
     assert d == pytest.approx(spectral_wasserstein(za, zb, pad=EXPONENT_FLOOR)) and d > 0
     ua = UniversalityAnalysis().fit([str(p) for p in response_stores], names=["a", "b", "c"])
     assert "response_spectrum" not in list(ua.components_["component"].values)
+    # asked for by weight while a flow has none: refused, not a total of nothing (0 for every pair)
+    with pytest.raises(InvalidParameterError, match="2 of 3 have one"):
+        UniversalityAnalysis(weights={"response_spectrum": 1.0}).fit([str(p) for p in response_stores])
 
 
 def test_report_draws_the_response_spectrum_beside_the_trajectory_one(response_stores):

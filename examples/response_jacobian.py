@@ -116,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for arch in archs:
             rec = copy_generation(a.src, a.out, arch, seed)
-            tasks = [t for t in rec["tasks"] if a.tasks is None or t in a.tasks.split(",")]
+            asked = None if a.tasks is None else [t.strip() for t in a.tasks.split(",") if t.strip()]
+            missing = sorted(set(asked or ()) - set(rec["tasks"]))
+            if missing:
+                p.error(
+                    f"tasks {missing} are not in the {arch} seed {seed} generation; it has {rec['tasks']}"
+                )
+            tasks = [t for t in rec["tasks"] if asked is None or t in asked]
             for task in tasks:
                 path = tb.generation_dir(a.out, arch, seed) / "flows" / f"{task}.h5"
                 if not a.force and read_response(path) is not None:

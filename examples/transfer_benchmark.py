@@ -104,6 +104,7 @@ import torch
 from torch import nn
 
 import rganalysis
+from rganalysis.errors import RGAnalysisError
 from rganalysis.store.checkpoint import make_parameter_set, single_round
 
 #: Bump when a change alters generated numbers: cached generations of another version are refused.
@@ -2013,21 +2014,24 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         generate(a.out, seeds, a.archs, cfg, jobs=a.jobs, force=a.force, threads=a.threads)
-    if a.command == "calibrate":
-        calibrate(a.out, seeds, a.archs, n_perm=a.n_perm)
-    if a.command in ("score", "run"):
-        score(
-            a.out,
-            seeds,
-            a.archs,
-            {n: known[n] for n in names},
-            n_perm=a.n_perm,
-            perm_seed=a.perm_seed,
-            figure=not a.no_figure,
-            choice=names[0] if held else a.goal_for,
-        )
-        if held:
-            record_scored(held, a.registration)
+    try:
+        if a.command == "calibrate":
+            calibrate(a.out, seeds, a.archs, n_perm=a.n_perm)
+        if a.command in ("score", "run"):
+            score(
+                a.out,
+                seeds,
+                a.archs,
+                {n: known[n] for n in names},
+                n_perm=a.n_perm,
+                perm_seed=a.perm_seed,
+                figure=not a.no_figure,
+                choice=names[0] if held else a.goal_for,
+            )
+    except (FileNotFoundError, RGAnalysisError) as e:  # no generation yet, a distance the flows lack
+        p.exit(2, f"{a.command}: {e}\n")
+    if held and a.command in ("score", "run"):
+        record_scored(held, a.registration)
     print(f"\n{a.command} took {time.perf_counter() - t0:.1f} s")
     return 0
 

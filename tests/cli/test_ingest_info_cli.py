@@ -173,3 +173,26 @@ def test_a_sweep_names_the_file_that_failed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[CorruptCheckpointError]" in err and "a-list.pt" in err, err
     assert (tmp_path / "out" / "good.h5").exists()
+
+
+def test_a_file_with_no_state_dict_is_named(tmp_path, capsys):
+    torch.save({}, tmp_path / "empty.pth")
+    assert main(["ingest", str(tmp_path / "empty.pth"), "-o", str(tmp_path / "e.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "[CorruptCheckpointError]" in err and "empty.pth: no state dict found" in err
+    assert not (tmp_path / "e.h5").exists()
+
+
+def test_a_long_layer_collapse_is_listed_short(tmp_path, capsys):
+    """Nine tiny layers that a global flow empties: six are named, the rest counted."""
+    g = torch.Generator().manual_seed(0)
+    sd = {f"small{i}.weight": 1e-3 * torch.randn(4, 4, generator=g) for i in range(9)}
+    sd["big.weight"] = torch.randn(64, 64, generator=g)
+    torch.save(sd, tmp_path / "m.pth")
+    assert main(["ingest", str(tmp_path / "m.pth"), "-o", str(tmp_path / "m.h5"), "-q"]) == 0
+    assert main(["flow", str(tmp_path / "m.h5"), "-o", str(tmp_path / "f.h5"), "--rounds", "4", "-q"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("layer collapse"))
+    assert line.startswith("layer collapse: 9 layer(s) emptied: small0.weight (from round")
+    assert line.count("(from round") == 6 and line.endswith(
+        "and 3 more (rganalysis info shows every layer's densities)"
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from rganalysis.errors import InvalidParameterError
+from rganalysis.errors import InvalidParameterError, NotFittedError
 
 __all__ = ["Estimator"]
 
@@ -42,6 +42,14 @@ class Estimator:
         for k, v in params.items():
             setattr(self, k, v)
         return self
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for a missing attribute: a fitted result (``*_``) before ``fit`` says so by name
+        if name.endswith("_") and not name.startswith("_"):
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted ({name} is set by fit): call fit(...) first"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

@@ -26,6 +26,7 @@ __all__ = [
     "MissingTensorError",
     "NonBinaryMaskError",
     "NonFiniteWeightsError",
+    "NotFittedError",
     "OutputExistsError",
     "OutputIsInputError",
     "PickleRefusedError",
@@ -184,6 +185,10 @@ class RoundOutOfRangeError(RGAnalysisError, IndexError):
 
 class DeviceUnavailableError(RGAnalysisError, ValueError):
     """The requested torch device (``--device cuda``, ``cuda:1``, ``mps``) is not available on this machine."""
+
+
+class NotFittedError(RGAnalysisError, AttributeError):
+    """A fitted attribute (a name ending in ``_``) read before ``fit``: call ``fit(...)`` first."""
 
 
 class ProcessStartError(RGAnalysisError):

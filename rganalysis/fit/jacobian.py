@@ -475,7 +475,13 @@ class TrajectoryEstimator(_LinearisedMap):
 
     def predict(self, K: np.ndarray) -> np.ndarray:
         """One step of the fitted map, ``K (.., C) -> J K + c``."""
-        return np.asarray(K, float) @ self.jacobian_.T + self.offset_
+        K = np.asarray(K, float)
+        c = self.jacobian_.shape[0]
+        if K.ndim == 0 or K.shape[-1] != c:
+            raise InvalidParameterError(
+                f"predict takes couplings of shape (..., {c}) (the fit's {c} couplings), got {K.shape}"
+            )
+        return K @ self.jacobian_.T + self.offset_
 
 
 # ====================================================================================================

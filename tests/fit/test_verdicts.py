@@ -231,3 +231,22 @@ def test_the_refused_options_are_the_response_estimators_with_their_defaults():
     assert {k: params[k].default for k in _RESPONSE_OPTIONS} == {
         k: v for k, (_, v) in _RESPONSE_OPTIONS.items()
     }
+
+
+def test_fitted_results_before_fit_say_so_and_predict_checks_its_input():
+    from rganalysis.errors import NotFittedError
+    from rganalysis.fit import TrajectoryEstimator
+
+    with pytest.raises(
+        NotFittedError, match=r"TrajectoryEstimator is not fitted \(jacobian_ is set by fit\)"
+    ):
+        TrajectoryEstimator().predict(np.zeros(2))
+    with pytest.raises(NotFittedError, match="call fit"):
+        FlowFit().to_json()
+    assert not hasattr(FlowFit(), "eigenvalues_")  # still an AttributeError for hasattr
+    rng = np.random.default_rng(0)
+    flows = [np.cumsum(rng.normal(size=(12, 2)), axis=0) * 0.1 + 1.0 for _ in range(2)]
+    est = TrajectoryEstimator(n_bootstrap=0).fit(flows)
+    assert est.predict(np.ones(2)).shape == (2,) and est.predict(np.ones((5, 2))).shape == (5, 2)
+    with pytest.raises(rganalysis.errors.InvalidParameterError, match=r"shape \(\.\.\., 2\)"):
+        est.predict(np.zeros(5))

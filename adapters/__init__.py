@@ -85,7 +85,7 @@ def get(name: str) -> Adapter:
     try:
         return ADAPTERS[name]
     except KeyError:
-        raise AdapterNotFoundError(name, {n: "not this name" for n in available()}) from None
+        raise InvalidParameterError(f"unknown adapter {name!r}; known: {', '.join(available())}") from None
 
 
 def detect(source: str | os.PathLike, **options: Any) -> Adapter:

@@ -431,11 +431,16 @@ class ParameterSet:
         import xarray as xr
 
         names, table = self.density_table()
+        keep = ("name", "source", "sha256", "adapter", "architecture")
         return xr.DataArray(
             table,
             dims=("round", "layer"),
             coords={"round": np.arange(self.n_rounds), "layer": names},
             name="density",
+            attrs={
+                "units": "fraction of the layer's weights alive",
+                **{k: self.attrs[k] for k in keep if k in self.attrs},
+            },
         )
 
     def global_density(self):

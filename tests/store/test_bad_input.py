@@ -130,3 +130,14 @@ def test_whole_model_pickle_refused(tmp_path, capsys):
     with pytest.warns(UserWarning, match="can run code"):
         pset = ingest(tmp_path / "model.pt", allow_pickle=True)
     assert torch.equal(pset.tensor("0.weight"), model[0].weight.detach())
+
+
+def test_an_unknown_adapter_name_is_named_as_such(tmp_path):
+    from rganalysis.errors import InvalidParameterError
+
+    torch.save({"l.weight": torch.randn(3, 3)}, tmp_path / "m.pth")
+    with pytest.raises(InvalidParameterError, match=r"unknown adapter 'zzz'; known: .*generic"):
+        ingest(tmp_path / "m.pth", adapter="zzz")
+    p = ingest(tmp_path / "m.pth")
+    d = p.densities()
+    assert d.attrs["adapter"] == "generic" and d.attrs["source"].endswith("m.pth") and "units" in d.attrs

@@ -803,6 +803,8 @@ def dendrogram(
         ax.axhline(
             float(threshold), color="#d62728", ls="--", lw=1.0, label=f"class threshold {threshold:.3g}"
         )
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, max(hi, 1.08 * float(threshold)))  # the line is drawn even above every merge
         ax.legend(fontsize=8, frameon=True, framealpha=0.9, loc="best")
     ax.set_ylabel("merge distance")
     ax.set_title("Hierarchical clustering of the models")

@@ -244,3 +244,11 @@ def test_plots_take_fitted_objects(tiny_flow):
     assert sorted(t.get_text() for t in ax.get_xticklabels()) == ["x", "y"]
     with pytest.raises(ValueError, match="names are needed"):
         plot.distance_matrix([[0, 1], [1, 0]])
+
+
+def test_the_dendrogram_shows_a_threshold_above_every_merge():
+    from rganalysis.report import plot
+
+    D = np.array([[0, 0.0454, 0.0451], [0.0454, 0, 0.0372], [0.0451, 0.0372, 0]])
+    ax = plot.dendrogram(D, ["a", "b", "c"], threshold=0.092)
+    assert ax.get_ylim()[1] > 0.092

@@ -15,7 +15,7 @@ from pathlib import Path
 from rganalysis.adapters import register
 from rganalysis.adapters._common import checkpoint_attrs, read_checkpoint_object, read_state_dict_file
 from rganalysis.errors import AdapterDeclined, UnknownArchitectureError
-from rganalysis.store.checkpoint import make_parameter_set, single_round
+from rganalysis.store.checkpoint import RoundData, make_parameter_set, single_round
 from rganalysis.store.layers import classify, leaf, module_path, natural_key
 from rganalysis.store.parameter_set import ParameterSet
 
@@ -55,6 +55,22 @@ def _sorted_keys(source: Path, keys: list[str]) -> bool:
     return source.suffix == ".safetensors" or (len(keys) > 2 and keys == sorted(keys))
 
 
+def infer_depth_order(rd: RoundData, source: Path, weight_file: Path, attrs: dict) -> None:
+    """Put ``rd``'s tensors in :func:`forward_order` when ``weight_file`` lists its keys sorted, noting it in
+    ``attrs["depth_order"]`` with a warning naming ``source``; else leave them in the file's order."""
+    if not _sorted_keys(weight_file, list(rd.tensors)):
+        return
+    rd.tensors = {k: rd.tensors[k] for k in forward_order(rd.tensors)}
+    attrs["depth_order"] = "inferred: the keys were sorted (natural order, heads last)"
+    warnings.warn(
+        f"{source.name}: its keys are in alphabetical order, not the modules' forward order, so layer "
+        "depth is inferred (natural order of the names, heads such as classifier/fc/head last); "
+        "`rganalysis info` lists it",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 @register
 class Generic:
     name = "generic"
@@ -86,16 +102,7 @@ class Generic:
         sd, wrapper, prefix = read_state_dict_file(source, allow_pickle)
         rd = single_round(sd, prefix)
         attrs = checkpoint_attrs(wrapper, prefix, read_checkpoint_object(source, allow_pickle))
-        if _sorted_keys(source, list(rd.tensors)):
-            rd.tensors = {k: rd.tensors[k] for k in forward_order(rd.tensors)}
-            attrs["depth_order"] = "inferred: the keys were sorted (natural order, heads last)"
-            warnings.warn(
-                f"{source.name}: its keys are in alphabetical order, not the modules' forward order, so layer "
-                "depth is inferred (natural order of the names, heads such as classifier/fc/head last); "
-                "`rganalysis info` lists it",
-                UserWarning,
-                stacklevel=2,
-            )
+        infer_depth_order(rd, source, source, attrs)
         return make_parameter_set(
             [rd],
             adapter=self.name,

@@ -38,19 +38,24 @@ from rganalysis.store.parameter_set import ParameterSet, RoundData
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: model types whose state dicts have BERT's layout (``{prefix}.embeddings``, ``{prefix}.encoder.layer.N``, ...)
 BERT_LAYOUT_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
-__all__ = ["HFBert", "mask_file_dict", "read_mask_files"]
+__all__ = ["HFBert", "build_from_config", "mask_file_dict", "read_folder_config", "read_mask_files"]
 
 
-def read_config(source: Path) -> dict:
+def read_folder_config(source: Path) -> dict:
+    """The ``config.json`` of a HuggingFace folder (declined: not a folder, no config; corrupt: bad JSON)."""
     if not source.is_dir():
         raise AdapterDeclined("not a directory (a HuggingFace model is a folder with config.json)")
     cfg = source / "config.json"
     if not cfg.is_file():
         raise AdapterDeclined("no config.json in the folder")
     try:
-        config = json.loads(cfg.read_text())
+        return json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
         raise CorruptCheckpointError(f"{cfg}: invalid JSON ({e})") from None
+
+
+def read_config(source: Path) -> dict:
+    config = read_folder_config(source)
     if config.get("model_type") not in BERT_LAYOUT_TYPES:
         raise AdapterDeclined(
             f"config.json has model_type {config.get('model_type')!r}, not one with BERT's layout "
@@ -247,11 +252,15 @@ class HFBert:
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
         """The transformers model class named by the stored config (random init)."""
-        import transformers
+        return build_from_config(pset)
 
-        config = json.loads(pset.attrs["config"])
-        kind = config.get("model_type", "bert")
-        cfg = transformers.AutoConfig.for_model(
-            kind, **{k: v for k, v in config.items() if k != "model_type"}
-        )
-        return getattr(transformers, pset.attrs["architecture"], transformers.AutoModel.from_config)(cfg)
+
+def build_from_config(pset: ParameterSet) -> torch.nn.Module:
+    """The transformers model class named by a store's ``architecture``, from its stored ``config``
+    (random init); ``AutoModel`` for a class transformers does not export."""
+    import transformers
+
+    config = json.loads(pset.attrs["config"])
+    kind = config.get("model_type", "bert")
+    cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
+    return getattr(transformers, pset.attrs["architecture"], transformers.AutoModel.from_config)(cfg)

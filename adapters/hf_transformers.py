@@ -8,16 +8,21 @@ model it names.  Folders with BERT's layout are :mod:`rganalysis.adapters.hf_ber
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rganalysis.adapters import register
-from rganalysis.adapters.generic import forward_order
-from rganalysis.adapters.hf_bert import BERT_LAYOUT_TYPES, _read_weights, weight_files
-from rganalysis.errors import AdapterDeclined, CorruptCheckpointError
+from rganalysis.adapters.generic import infer_depth_order
+from rganalysis.adapters.hf_bert import (
+    BERT_LAYOUT_TYPES,
+    _read_weights,
+    build_from_config,
+    read_folder_config,
+    weight_files,
+)
+from rganalysis.errors import AdapterDeclined
 from rganalysis.store.checkpoint import make_parameter_set, single_round
 from rganalysis.store.parameter_set import ParameterSet
 
@@ -25,15 +30,7 @@ __all__ = ["HFTransformers"]
 
 
 def _config(source: Path) -> dict:
-    if not source.is_dir():
-        raise AdapterDeclined("not a directory (a HuggingFace model is a folder with config.json)")
-    cfg = source / "config.json"
-    if not cfg.is_file():
-        raise AdapterDeclined("no config.json in the folder")
-    try:
-        config = json.loads(cfg.read_text())
-    except json.JSONDecodeError as e:
-        raise CorruptCheckpointError(f"{cfg}: invalid JSON ({e})") from None
+    config = read_folder_config(source)
     if not isinstance(config, dict) or not config.get("model_type"):
         raise AdapterDeclined("config.json names no model_type")
     if config["model_type"] in BERT_LAYOUT_TYPES:
@@ -68,17 +65,7 @@ class HFTransformers:
             "config": json.dumps(config, sort_keys=True),
             "weights_file": files[0].name if len(files) == 1 else json.dumps([f.name for f in files]),
         }
-        keys = list(rd.tensors)
-        if files[0].suffix == ".safetensors" or (len(keys) > 2 and keys == sorted(keys)):
-            rd.tensors = {k: rd.tensors[k] for k in forward_order(keys)}
-            attrs["depth_order"] = "inferred: the keys were sorted (natural order, heads last)"
-            warnings.warn(
-                f"{source.name}: its weight file lists the keys in alphabetical order, not the modules' forward "
-                "order, so layer depth is inferred (natural order of the names, heads last); `rganalysis info` "
-                "lists it",
-                UserWarning,
-                stacklevel=2,
-            )
+        infer_depth_order(rd, source, files[0], attrs)
         return make_parameter_set(
             [rd],
             adapter=self.name,
@@ -91,11 +78,4 @@ class HFTransformers:
 
     def build_module(self, pset: ParameterSet) -> torch.nn.Module:
         """The transformers model class named by the stored config (random init)."""
-        import transformers
-
-        config = json.loads(pset.attrs["config"])
-        cfg = transformers.AutoConfig.for_model(
-            config["model_type"], **{k: v for k, v in config.items() if k != "model_type"}
-        )
-        cls = getattr(transformers, str(pset.attrs["architecture"]), None)
-        return cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)
+        return build_from_config(pset)

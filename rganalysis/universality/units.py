@@ -312,10 +312,9 @@ def unit_profile_distance(a: UnitSignature, b: UnitSignature) -> float:
     density.  Defined for any two flows (other seeds, other architectures)."""
     pa, pb = _profile(a), _profile(b)
     la, lb = np.log(a.global_density), np.log(b.global_density)
-    lo, hi = max(la.min(), lb.min()), min(la[1:].max(initial=-np.inf), lb[1:].max(initial=-np.inf))
-    if not hi >= lo:
+    grid = _density_grid(a, b)
+    if grid is None:
         return math.nan  # the flows do not overlap in density beyond round 0
-    grid = np.linspace(hi, lo, max(2, min(a.n_rounds, b.n_rounds) - 1))
 
     def at(p: np.ndarray, ld: np.ndarray) -> np.ndarray:
         order = np.argsort(ld)

@@ -115,13 +115,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--directed",
         nargs="?",
-        const="divergence",
+        const="coverage",
         default=None,
-        choices=("divergence", "coverage"),
+        choices=("coverage", "divergence"),
         help="also print the directed transfer scores (source rows, target columns; lower = the source's "
         "ticket expected to lose less on the target; rganalysis.transfer_scores) and write them in --json "
-        "under 'directed'.  divergence (the default): how the units' survival mass is spread; coverage: how "
-        "much of it the source lacks, layer amounts included (docs/universality.md, section 11)",
+        "under 'directed'.  coverage (the default): how much of the target's survival mass per unit the "
+        "source lacks, layer amounts included; divergence: how differently that mass is spread over the "
+        "units, layer by layer (blind to which ticket keeps more: docs/universality.md, section 11)",
     )
     p.add_argument(
         "--matching",
@@ -129,8 +130,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         choices=("auto", "aligned", "mass-rank"),
         help="how --directed pairs the units of two flows: aligned (same starting weights up to a permutation "
         "of units; NaN for pairs that do not align), mass-rank (in the order of their survival-weighted mass), "
-        "or auto (the default: aligned when every pair aligns, else mass-rank for every pair, so that one "
-        "matrix has one scale)",
+        "or auto (the default: per architecture, the pairs that align are scored and its other pairs are "
+        "not; mass-rank where none of its pairs align; one scale per architecture)",
     )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
     p.add_argument(

@@ -562,8 +562,9 @@ def _compare_section(rep: Report, fits: Sequence[Any]) -> None:
                     "units, weighted by how long they survive) the source's flow lacks: light = the source's ticket "
                     "is expected to lose little on the target, dark = much. Read a column to rank the tickets for "
                     "one task, a row to rank the tasks one ticket will serve; the matrix is not symmetric (a ticket "
-                    "of a broader task serves a narrower one better than the reverse). Blank cells: other "
-                    "architectures, no unit correspondence. rganalysis compare --directed; docs/universality.md.",
+                    "of a broader task serves a narrower one better than the reverse). Blank cells: no unit "
+                    "correspondence (another architecture, or another start than the tickets that align). "
+                    "rganalysis compare --directed; docs/universality.md.",
                     fig,
                 )
             )

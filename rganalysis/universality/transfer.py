@@ -31,8 +31,10 @@ point) are matched on the fingerprints of their starting weights
 order of their survival-weighted mass ``m`` (ties by their degree trajectories; classifier outputs that carry
 class labels by label): the optimal assignment for the squared difference of ``m``, the quantity the score
 compares (a Hungarian matching on the whole degree trajectories cost 60 ms per wide group and pair and made
-``compare --directed`` 3.3x ``compare`` on unaligned ResNet-18 flows).  Flows of different architectures
-(other tensors or unit counts) get NaN.  Choice and measurements: docs/universality.md, section 11.
+``compare --directed`` 3.3x ``compare`` on unaligned ResNet-18 flows).  One architecture's scores use one
+matching (:func:`transfer_scores`).  Flows of other lengths or rates are scored at matched global densities.
+Flows of different architectures (other tensors or unit counts) get NaN.  Choice and measurements:
+docs/universality.md, section 11.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
-from rganalysis.universality.units import UnitSignature, align_units
+from rganalysis.universality.units import UnitSignature, _at_densities, _density_grid, align_units
 
 __all__ = [
     "COVERAGE_FORMULA",
@@ -101,7 +103,7 @@ def match_units(a: UnitSignature, b: UnitSignature, how: str = "auto") -> tuple[
         raise InvalidParameterError(f"unknown unit matching {how!r}; known: {list(MATCHINGS)}")
     if not _same_architecture(a, b):
         raise InvalidParameterError(f"{a.name} and {b.name}: different architectures, no unit correspondence")
-    if how != "mass rank" and a.n_rounds == b.n_rounds and _may_align(a, b):
+    if how != "mass rank" and _may_align(a, b):
         al = align_units(a, b)
         if al.aligned:
             return al.perms, "aligned"
@@ -148,8 +150,35 @@ def _trajectory(degree: np.ndarray, density: np.ndarray, n: int = 8) -> np.ndarr
     return (y[lo] * (1 - w)[:, None] + y[hi] * w[:, None]).T
 
 
-def _unit_distribution(degree: np.ndarray, fan: int) -> np.ndarray:
-    mass = degree[1:].sum(axis=0) + 0.5 / fan
+def _masses(
+    source: UnitSignature, target: UnitSignature, perms: Sequence[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per unit group, ``(m_T, m_S)``: each target unit's survival-weighted mass and that of its matched
+    source unit (``perms``).  Flows of the same rounds and global densities sum rounds ``1 .. R-1``; others
+    are compared at matched global densities (the degrees interpolated in log global density where both
+    flows reach, :func:`~rganalysis.universality.units._density_grid`), so that a flow cut a round short,
+    or run at another rate, is scored on the masks of the densities both have.  Empty if they share none."""
+    same = source.n_rounds == target.n_rounds and np.array_equal(source.global_density, target.global_density)
+    grid = None if same else _density_grid(source, target)
+    if not same and grid is None:
+        return []
+    out = []
+    for dt, ds, p in zip(target.degree, source.degree, perms, strict=True):
+        ds = ds[:, p]
+        if same:
+            out.append((dt[1:].sum(axis=0), ds[1:].sum(axis=0)))
+        else:
+            out.append(
+                (
+                    _at_densities(dt, target.global_density, grid).sum(axis=0),
+                    _at_densities(ds, source.global_density, grid).sum(axis=0),
+                )
+            )
+    return out
+
+
+def _unit_distribution(mass: np.ndarray, fan: int) -> np.ndarray:
+    mass = mass + 0.5 / fan  # half a connection for one round
     return mass / mass.sum()
 
 
@@ -158,17 +187,21 @@ def directed_unit_divergence(
 ) -> float:
     """``d(source -> target)`` of the module's formula (dimensionless, >= 0; 0 when the two flows keep
     their units alike).  ``perms``: the source's unit for each of the target's, per group (default
-    :func:`match_units`).  NaN for different architectures."""
+    :func:`match_units`).  Flows of other lengths or rates: at matched global densities (:func:`_masses`).
+    NaN for different architectures or flows without a common density."""
     if not _same_architecture(source, target):
         return math.nan
     if perms is None:
         perms, _ = match_units(target, source)
+    masses = _masses(source, target, perms)
+    if not masses:
+        return math.nan
     terms = []
-    for g, dt, ds, p in zip(target.groups, target.degree, source.degree, perms, strict=True):
+    for g, (mt, ms) in zip(target.groups, masses, strict=True):
         if g.size < 2:
             continue
         fan = math.prod(target.shapes[g.tensor]) // g.size
-        pt, ps = _unit_distribution(dt, fan), _unit_distribution(ds[:, p], fan)
+        pt, ps = _unit_distribution(mt, fan), _unit_distribution(ms, fan)
         terms.append(float(np.sum(pt * np.log(pt / ps))) / math.log(g.size))
     return float(np.mean(terms)) if terms else math.nan
 
@@ -180,15 +213,14 @@ def coverage_deficit(
     mass that the source's flow lacks, ``sum_u max(0, m_T(u) - m_S(u)) / sum_u m_T(u)`` (dimensionless, in
     [0, 1]; 0 when the source keeps at least as much of every unit as the target).  Unlike
     :func:`directed_unit_divergence` it is not normalised per group, so it sees how much of each layer
-    IMP keeps, not only how the layer's mass is spread over its units.  ``perms`` as there; NaN for
-    different architectures."""
+    IMP keeps, not only how the layer's mass is spread over its units.  ``perms`` and flows of other
+    lengths or rates as there; NaN for different architectures."""
     if not _same_architecture(source, target):
         return math.nan
     if perms is None:
         perms, _ = match_units(target, source)
     terms = []
-    for dt, ds, p in zip(target.degree, source.degree, perms, strict=True):
-        mt, ms = dt[1:].sum(axis=0), ds[1:, p].sum(axis=0)
+    for mt, ms in _masses(source, target, perms):
         total = float(mt.sum())
         if total > 0:
             terms.append(float(np.maximum(mt - ms, 0.0).sum()) / total)
@@ -222,7 +254,7 @@ def _signature(flow: Any, name: str | None) -> UnitSignature:
 def transfer_scores(
     flows: Sequence[Any],
     names: Sequence[str] | None = None,
-    score: str = "divergence",
+    score: str = "coverage",
     matching: str = "auto",
 ) -> xr.DataArray:
     """The directed transfer score of every ordered pair of flows.
@@ -234,14 +266,19 @@ def transfer_scores(
         units (what :class:`~rganalysis.universality.UniversalityAnalysis` keeps in ``signatures_``); at
         least two, with nested masks.
     names : labels (default: the flows' names; duplicates are suffixed ``#2``, ``#3``)
-    score : which directed score (:data:`SCORES`): ``"divergence"`` (:func:`directed_unit_divergence`, the
-        module's formula) or ``"coverage"`` (:func:`coverage_deficit`)
-    matching : how units are paired (:data:`MATCHINGS`).  ``"auto"``: aligned when every pair of flows of one
-        architecture starts from the same weights (tickets of one rewind point), else by mass rank for every
-        pair of that architecture, with a warning when that overrides some alignments: a score matched by mass rank is lower by
-        construction (that pairing is the best one for the masses compared), so scores matched both ways in
-        one matrix would not be on one scale.  ``"aligned"``: pairs that do not align are NaN.
-        ``"mass rank"``: every pair by mass rank.
+    score : which directed score (:data:`SCORES`): ``"coverage"`` (the default, :func:`coverage_deficit`:
+        the share of the target's unit mass the source lacks) or ``"divergence"``
+        (:func:`directed_unit_divergence`, the module's formula: how differently each layer's mass is spread
+        over its units, blind to which ticket keeps more of a layer; it got the superset/subset direction
+        wrong where the coverage got it right, docs/universality.md section 11)
+    matching : how units are paired (:data:`MATCHINGS`).  ``"auto"``: per architecture, the pairs that start
+        from the same weights (tickets of one rewind point) are aligned and scored, and its other pairs are
+        NaN with a warning; an architecture none of whose pairs align is matched by mass rank throughout.  A
+        score matched by mass rank is lower by construction (that pairing is the best one for the masses
+        compared), so one architecture's scores are never matched both ways, and adding a flow of another
+        start never changes the aligned pairs' scores.  ``"aligned"``: pairs that do not align are NaN.
+        ``"mass rank"``: every pair by mass rank (also the aligned ones, which it ranks worse: it does not
+        see which units).
 
     Returns
     -------
@@ -281,22 +318,23 @@ def transfer_scores(
             else:
                 mismatched.append((labels[s], labels[t]))
     unaligned = [pair for pair, (perms, _) in matched.items() if perms is None]
-    if matching != "aligned" and unaligned:
-        # auto: one scale per architecture (scores across architectures are NaN): if any pair of it does not
-        # align, all its pairs go by mass rank
-        redo = set(unaligned)
-        if matching == "auto":
-            mixed = {_architecture(sigs[s]) for s, _ in unaligned}
-            redo |= {pair for pair in matched if _architecture(sigs[pair[0]]) in mixed}
-        overridden = len(redo) - len(unaligned)
-        for pair in redo:
-            matched[pair] = match_units(sigs[pair[1]], sigs[pair[0]], "mass rank")
-        if overridden:
+    if matching == "auto" and unaligned:
+        # one scale per architecture: where some of its pairs align, those are scored and the others are not
+        # (NaN); where none does, every pair by mass rank.  Adding a flow never rescores the aligned pairs.
+        aligned_archs = {
+            _architecture(sigs[s]) for (s, _t), (perms, _) in matched.items() if perms is not None
+        }
+        left = [pair for pair in unaligned if _architecture(sigs[pair[0]]) in aligned_archs]
+        for pair in unaligned:
+            if _architecture(sigs[pair[0]]) not in aligned_archs:
+                matched[pair] = match_units(sigs[pair[1]], sigs[pair[0]], "mass rank")
+        if left:
             warnings.warn(
-                f"transfer_scores: {overridden} pair(s) of flows start from the same weights and {len(unaligned)} of "
-                f"the same architecture do not (first: {labels[unaligned[0][0]]}, {labels[unaligned[0][1]]}); "
-                "all of them are matched by mass rank, so that the matrix has one scale (matching='aligned' "
-                "scores the aligned pairs only, NaN elsewhere)",
+                f"transfer_scores: {len(left)} pair(s) of flows do not start from the same weights (first: "
+                f"{labels[left[0][0]]}, {labels[left[0][1]]}) while other flows of their architecture do: "
+                "those pairs are not scored (NaN), as a score matched by mass rank is lower by construction "
+                "and would not be on the aligned pairs' scale (matching='mass rank' scores every pair on one "
+                "mass-rank scale)",
                 stacklevel=2,
             )
     out = np.full((n, n), math.nan)

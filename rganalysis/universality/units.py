@@ -76,6 +76,8 @@ class UnitSignature:
     def from_flow(cls, pset: Any, name: str | None = None) -> UnitSignature:
         """The signature of a flow :class:`~rganalysis.store.ParameterSet` (masks read once per tensor)."""
         R = int(pset.n_rounds)
+        if R >= 2 and not pset.masked_names():
+            raise InvalidParameterError(no_masks_message(name or pset.attrs.get("name") or "model", R))
         shapes = {n: tuple(pset.info[n].shape) for n in pset.pruned_names() if len(pset.info[n].shape) >= 2}
         if not shapes:
             raise InvalidParameterError(
@@ -113,6 +115,14 @@ class UnitSignature:
             fingerprint,
             depth,
         )
+
+
+def no_masks_message(name: str, rounds: int) -> str:
+    """The error of a store of several rounds without a mask in any of them (not an IMP flow)."""
+    return (
+        f"{name}: {rounds} rounds and no mask in any of them: not an IMP flow (IMP prunes: "
+        "record one with `rganalysis flow` from its first round, or ingest the masks with the weights)"
+    )
 
 
 def _unit_rows(w: np.ndarray, g: UnitGroup) -> np.ndarray:
@@ -240,7 +250,7 @@ def _density_grid(a: UnitSignature, b: UnitSignature) -> np.ndarray | None:
     lo, hi = max(la.min(), lb.min()), min(la[1:].max(initial=-np.inf), lb[1:].max(initial=-np.inf))
     if not hi >= lo:
         return None
-    return np.linspace(hi, lo, max(2, min(a.n_rounds, b.n_rounds) - 1))
+    return np.linspace(hi, lo, max(1, min(a.n_rounds, b.n_rounds) - 1))
 
 
 def _at_densities(values: np.ndarray, density: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -150,15 +150,15 @@ def test_cli_compare_directed(stores, tmp_path, capsys):
     D = rganalysis.transfer_scores([str(stores["mlp0"]), str(stores["mlp1"])], names=["mlp0", "mlp1"])
     np.testing.assert_allclose(S[:2, :2], D.values, rtol=1e-12)
     assert S[0, 1] > 0 and S[0, 1] != S[1, 0]  # two initialisations: matched units, directed
-    assert d["matching"][0][1] == "mass rank" and d["score"] == "divergence"
-    # --directed coverage: the mass-aware score, same matching
-    assert main([*args[:-2], "--directed", "coverage", "-q", "--json", str(out), "--force"]) == 0
+    assert d["matching"][0][1] == "mass rank" and d["score"] == "coverage"
+    # --directed divergence: the spread-only score, same matching
+    assert main([*args[:-2], "--directed", "divergence", "-q", "--json", str(out), "--force"]) == 0
     d = json.loads(out.read_text())["directed"]
     C = rganalysis.transfer_scores(
-        [str(stores["mlp0"]), str(stores["mlp1"])], names=["mlp0", "mlp1"], score="coverage"
+        [str(stores["mlp0"]), str(stores["mlp1"])], names=["mlp0", "mlp1"], score="divergence"
     )
     S = np.array([[np.nan if x is None else x for x in row] for row in d["scores"]])
-    assert d["score"] == "coverage" and "max(0, m_T(u) - m_S(u))" in d["formula"]
+    assert d["score"] == "divergence" and "KL(p_T^g || p_S^g)" in d["formula"]
     np.testing.assert_allclose(S[:2, :2], C.values, rtol=1e-12)
     from rganalysis.cli import build_parser
     from rganalysis.universality.transfer import SCORES

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -47,7 +48,7 @@ def _kl(p, q):
 
 def test_known_answer_and_direction():
     sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
-    D = transfer_scores([sub, sup])
+    D = transfer_scores([sub, sup], score="divergence")
     assert D.dims == ("source", "target") and list(D.source.values) == ["sub", "sup"]
     # output units: survival-weighted mass sum over rounds 1, 2 of the fraction alive, + 1/(2 * fan 20)
     m_sub = np.array([1.0 + 0.5] * 5 + [0.0] * 5) + 0.025
@@ -62,16 +63,17 @@ def test_known_answer_and_direction():
     assert D.attrs["matching"][0][1] == "aligned"
 
 
-def test_permutation_and_scale_do_not_change_it_a_shuffle_does():
+@pytest.mark.parametrize("score", ["coverage", "divergence"])
+def test_permutation_and_scale_do_not_change_it_a_shuffle_does(score):
     sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
     perm = torch.randperm(10, generator=torch.Generator().manual_seed(1))
     moved = _flow([m[perm.numpy()] for m in _masks(True)], w=3.0 * W[perm], name="sup")
-    a = transfer_scores([sub, sup]).values
-    b = transfer_scores([sub, moved]).values
+    a = transfer_scores([sub, sup], score=score).values
+    b = transfer_scores([sub, moved], score=score).values
     np.testing.assert_allclose(b, a, rtol=1e-12, atol=0)
     # another starting point (not aligned): units paired by the rank of their mass, same answer here
     other = _flow(_masks(True), w=torch.randn(10, 20, generator=torch.Generator().manual_seed(5)), name="sup")
-    D = transfer_scores([sub, other])
+    D = transfer_scores([sub, other], score=score)
     assert D.attrs["matching"][0][1] == "mass rank"
     np.testing.assert_allclose(D.values, a, rtol=1e-12, atol=0)
     # a shuffle of the surviving weights inside the layer moves units: the score sees it
@@ -79,7 +81,14 @@ def test_permutation_and_scale_do_not_change_it_a_shuffle_does():
     flat = [m.reshape(-1) for m in _masks(False)]
     order = rng.permutation(200)
     shuffled = _flow([f[order].reshape(10, 20) for f in flat], name="shuffled")
-    assert transfer_scores([sub, shuffled]).values[1, 0] > 0.05
+    assert transfer_scores([sub, shuffled], score=score).values[1, 0] > 0.05
+
+
+def test_the_default_score_is_the_coverage_deficit():
+    sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
+    D = transfer_scores([sub, sup])
+    assert D.attrs["score"] == "coverage"
+    np.testing.assert_array_equal(D.values, transfer_scores([sub, sup], score="coverage").values)
 
 
 def test_bad_input():
@@ -119,13 +128,29 @@ def test_coverage_sees_how_much_each_layer_keeps():
     # outputs: sub 1.5 on units 0-4, sup 0.75 on all ten, so either lacks half the other's mass; inputs equal
     assert C.sel(source="sup", target="sub") == pytest.approx(0.25, rel=1e-12)
     assert C.sel(source="sub", target="sup") == pytest.approx(0.25, rel=1e-12)
-    # a flow that keeps its first round's 100 weights (every output and input unit at 1.0) lacks nothing of
-    # sup (outputs 0.75; inputs 1.0 and 0.5) and sup lacks 2.5 / 10 of its outputs and 5 / 20 of its inputs
+    # a flow with sup's densities (so compared round by round) that prunes round 2 elsewhere: it keeps sup's
+    # first round (checker) and then rows 0-4 of it.  Masses (round 1 + round 2): outputs, sup 0.5 + 0.25
+    # each, `more` 0.5 + 0.5 (rows 0-4) and 0.5 + 0 (rows 5-9); inputs, sup 0.5 + 0.5 (cols 0-9) and 0.5 + 0
+    # (cols 10-19), `more` 0.5 + 0.3 (even cols: 3 of rows 0-4) and 0.5 + 0.2 (odd cols)
     m = _masks(True)
-    more = _flow([m[0], m[1], m[1]], name="more")
+    rows, cols = np.arange(10), np.arange(20)
+    more = _flow([m[0], m[1], m[1] & (rows[:, None] < 5)], name="more")
     C = transfer_scores([more, sup], score="coverage")
-    assert C.sel(source="more", target="sup") == 0.0
-    assert C.sel(source="sup", target="more") == pytest.approx(0.25, rel=1e-12)
+    out_sup, out_more = np.full(10, 0.75), np.where(rows < 5, 1.0, 0.5)
+    in_sup, in_more = np.where(cols < 10, 1.0, 0.5), np.where(cols % 2 == 0, 0.8, 0.7)
+
+    def lacks(t, s):  # the share of the target's mass the source lacks
+        return np.maximum(t - s, 0).sum() / t.sum()
+
+    assert C.sel(source="more", target="sup") == pytest.approx(
+        (lacks(out_sup, out_more) + lacks(in_sup, in_more)) / 2, rel=1e-12
+    )
+    assert C.sel(source="sup", target="more") == pytest.approx(
+        (lacks(out_more, out_sup) + lacks(in_more, in_sup)) / 2, rel=1e-12
+    )
+    # a flow that stops pruning after round 1 is compared where both reach (density 0.5): it is sup there
+    stopped = _flow([m[0], m[1], m[1]], name="stopped")
+    np.testing.assert_array_equal(transfer_scores([stopped, sup], score="coverage").values, 0.0)
     with pytest.raises(InvalidParameterError, match="unknown transfer score"):
         transfer_scores([sub, sup], score="jaccard")
 
@@ -133,8 +158,9 @@ def test_coverage_sees_how_much_each_layer_keeps():
 def test_one_matching_per_matrix():
     """Same starting weights: units are matched by alignment; a flow from another start can only be matched
     by mass rank, the best pairing for the masses compared, so its scores are lower by construction.  One
-    matrix gets one matching: ``auto`` falls back to mass rank for every pair (with a warning) when some pair
-    does not align."""
+    architecture gets one matching: ``auto`` scores the pairs that align and leaves that architecture's other
+    pairs NaN (with a warning), so a flow of another start added to a call never changes the aligned scores;
+    an architecture none of whose pairs align is matched by mass rank throughout."""
     sub = _flow(_masks(False), name="sub")
     flipped = _flow([m[::-1].copy() for m in _masks(False)], name="flipped")  # keeps output units 5-9
     other = _flow(
@@ -146,21 +172,28 @@ def test_one_matching_per_matrix():
     by_mass = transfer_scores([sub, flipped], matching="mass rank")
     assert by_mass.attrs["matching"][0][1] == "mass rank"
     assert by_mass.values[0, 1] == pytest.approx(0.0, abs=1e-12)  # the same mass profile, relabelled
-    with pytest.warns(
-        UserWarning,
-        match=r"1 pair\(s\) of flows start from the same weights and 2 of the same architecture do not",
-    ):
+    with pytest.warns(UserWarning, match=r"2 pair\(s\) of flows do not start from the same weights"):
         mixed = transfer_scores([sub, flipped, other])
-    assert {x for row in mixed.attrs["matching"] for x in row} == {"self", "mass rank"}
+    np.testing.assert_array_equal(mixed.values[:2, :2], aligned.values)  # unchanged by the third flow
+    assert np.isnan(mixed.values[2, :2]).all() and np.isnan(mixed.values[:2, 2]).all()
+    assert mixed.attrs["matching"][0][1] == "aligned" and mixed.attrs["matching"][0][2] == "none"
+    # no pair aligns: mass rank for all, no warning
+    lone = _flow(
+        _masks(False), w=torch.randn(10, 20, generator=torch.Generator().manual_seed(6)), name="lone"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        foreign = transfer_scores([sub, other, lone])
+    assert {x for row in foreign.attrs["matching"] for x in row} == {"self", "mass rank"}
     np.testing.assert_array_equal(
-        mixed.values, transfer_scores([sub, flipped, other], matching="mass rank").values
+        foreign.values, transfer_scores([sub, other, lone], matching="mass rank").values
     )
     # another architecture's tickets of one start keep their alignment: one scale per architecture
     w12 = torch.randn(12, 20, generator=torch.Generator().manual_seed(7))
     a12 = _flow([np.ones((12, 20), bool), np.arange(12)[:, None] < np.full((1, 20), 6)], w=w12, name="a12")
     b12 = _flow([np.ones((12, 20), bool), np.arange(12)[:, None] >= np.full((1, 20), 6)], w=w12, name="b12")
     with pytest.warns(UserWarning):
-        both = transfer_scores([sub, flipped, other, a12, b12])
+        both = transfer_scores([sub, other, lone, a12, b12])
     assert both.attrs["matching"][3][4] == "aligned" and both.attrs["matching"][0][1] == "mass rank"
     assert np.isnan(both.values[0, 3]) and both.values[3, 4] > 0.1
     only = transfer_scores([sub, flipped, other], matching="aligned")
@@ -169,3 +202,32 @@ def test_one_matching_per_matrix():
     assert only.attrs["matching"][0][2] == "none"
     with pytest.raises(InvalidParameterError, match="unknown unit matching"):
         transfer_scores([sub, other], matching="hungarian")
+
+
+def test_flows_of_other_lengths_align_and_meet_at_matched_densities():
+    """A flow cut a round short starts from the same weights: it is aligned (not matched by mass rank), and
+    scored on the densities both flows reach, i.e. as if the longer one were cut as well."""
+    sub, short = _flow(_masks(False), name="sub"), _flow(_masks(True)[:2], name="short")
+    D = transfer_scores([sub, short])
+    assert D.attrs["matching"][0][1] == "aligned"
+    cut = transfer_scores([_flow(_masks(False)[:2], name="sub"), short])
+    np.testing.assert_allclose(D.values, cut.values, rtol=1e-12, atol=0)
+    assert D.values[0, 1] > 0.05  # round 1: sub keeps rows 0-4, short every row (checker)
+    C = transfer_scores([sub, short], score="coverage")
+    np.testing.assert_allclose(
+        C.values, transfer_scores([_flow(_masks(False)[:2]), short], score="coverage").values, rtol=1e-12
+    )
+
+
+def test_a_store_of_rounds_without_masks_is_not_a_flow():
+    w = W.clone()
+    nomask = ParameterSet(
+        build_info({"fc.weight": w}),
+        {0: {"fc.weight": w}},
+        {},
+        n_rounds=3,
+        layouts=[[]] * 3,
+        attrs={"name": "x"},
+    )
+    with pytest.raises(InvalidParameterError, match="no mask in any of them: not an IMP flow"):
+        transfer_scores([_flow(_masks(False)), nomask])

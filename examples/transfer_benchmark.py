@@ -58,12 +58,16 @@ Directed scores: a distance may be directed (``D[s, t] != D[t, s]``, e.g. ``dire
 :func:`rganalysis.transfer_scores`); every distance is also scored within each source (Spearman rho over
 the targets of one ticket), and by the antisymmetric check (:func:`antisymmetry_agreement`).
 
-Seeds 0 and 1 are calibration seeds.  Seeds 2-7 were held out before (2-4: universality version 2;
-5-7: the first directed registration) and are spent (refused).  Seeds 8, 9, 10 are held out: refused unless
-``--held-out`` is given *and* a registration
-(``register``: candidates, choice, goal, baselines, git SHA, sha256 of the scoring code) exists in
-docs/transfer-registration.json and matches the code; a held-out seed is scored once (a ledger beside the
-registration).  The distance to be evaluated on them is chosen on the calibration seeds only.
+Seeds 0 and 1 are calibration seeds.  Seeds 2-10 were held out before (2-4: universality version 2;
+5-7: the first directed registration; 8-10: the second) and are spent (refused), as is any seed a
+committed ledger (``docs/transfer-registration*-ledger.json``) lists.  Seeds 11, 12, 13 are held out:
+refused unless ``--held-out`` is given *and* a registration (``register``: candidates, choice, goal,
+baselines, the run's settings, git SHA, sha256 of the scoring code: this script and the whole
+``rganalysis`` package) exists in docs/transfer-registration.json, is committed, was written on an
+ancestor of the checkout, and matches the code and the run's settings.  A held-out seed is spent when its
+run starts (the ledger beside the registration, written under a lock before any generation), so a run
+that fails or runs twice at once never scores it twice.  The distance to be evaluated on them is chosen on
+the calibration seeds only.
 
 Run::
 
@@ -71,7 +75,7 @@ Run::
     python examples/transfer_benchmark.py generate --seeds 0,1 --out bench-out [--jobs 2]
     python examples/transfer_benchmark.py score --seeds 0,1 --out bench-out [--distances a,b]
     python examples/transfer_benchmark.py register --choice coverage+1   # then commit docs/transfer-registration.json
-    python examples/transfer_benchmark.py run --seeds 8,9,10 --held-out --out bench-out   # later, once
+    python examples/transfer_benchmark.py run --seeds 11,12,13 --held-out --out bench-out   # later, once
 
 Outputs: ``OUT/seed_S/ARCH/generation.json`` (accuracies, written atomically last; a complete one is
 not regenerated), ``OUT/results.json`` (settings, accuracies, per-pair gaps and distances, all
@@ -89,6 +93,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,20 +116,18 @@ from rganalysis.store.checkpoint import make_parameter_set, single_round
 BENCH_VERSION = "1"
 CALIBRATION_SEEDS: tuple[int, ...] = (0, 1)
 #: Fresh held-out seeds, scored once under a committed registration (:func:`register`).
-HELD_OUT_SEEDS: tuple[int, ...] = (8, 9, 10)
+HELD_OUT_SEEDS: tuple[int, ...] = (11, 12, 13)
 #: Held-out seeds scored once before, never run again: 2-4 (universality version 2, docs/universality.md
-#: section 10) and 5-7 (the first directed registration, docs/transfer-registration-v1.json, section 11).
-SPENT_SEEDS: tuple[int, ...] = (2, 3, 4, 5, 6, 7)
+#: section 10), 5-7 (the first directed registration, docs/transfer-registration-v1.json, section 11) and
+#: 8-10 (the second, docs/transfer-registration.json).  Any seed of a committed ledger is spent as well
+#: (:func:`spent_seeds`).
+SPENT_SEEDS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10)
+_ROOT = Path(__file__).resolve().parent.parent
 #: The registration that binds the held-out run (written by ``register``, committed before generating).
-REGISTRATION = Path(__file__).resolve().parent.parent / "docs" / "transfer-registration.json"
-#: The code whose numbers the registration fixes: this script and the modules that score.
-SCORING_CODE: tuple[str, ...] = (
-    "examples/transfer_benchmark.py",
-    "rganalysis/universality/transfer.py",
-    "rganalysis/universality/units.py",
-    "rganalysis/universality/distances.py",
-    "rganalysis/fit/units.py",
-)
+REGISTRATION = _ROOT / "docs" / "transfer-registration.json"
+#: The code whose numbers the registration fixes: this script and every module of the package (defaults,
+#: training, stores and scores alike; a folder stands for its ``*.py`` files, sorted).
+SCORING_CODE: tuple[str, ...] = ("examples/transfer_benchmark.py", "rganalysis")
 FAMILIES: tuple[str, ...] = ("class_subsets", "input_transforms", "training_regimes")
 #: Families no part of the code was tuned on: never generated or scored on the calibration seeds.
 HELD_OUT_FAMILIES: tuple[str, ...] = ("training_regimes",)
@@ -834,7 +837,8 @@ def directed_units(paths: list[Path], names: list[str], arch: str, seed: int, da
     the target's survival-weighted unit mass the source's flow lacks.  (n, n), not symmetric."""
     from rganalysis.universality.transfer import transfer_scores
 
-    return np.asarray(transfer_scores([str(p) for p in paths], names=list(names)).values, dtype=np.float64)
+    D = transfer_scores([str(p) for p in paths], names=list(names), score="divergence")
+    return np.asarray(D.values, dtype=np.float64)
 
 
 _UNIT_SIGNATURES: dict[str, Any] = {}
@@ -1753,20 +1757,70 @@ def format_goal(goal: Mapping[str, Any], choice: str) -> str:
     return "\n".join(lines)
 
 
-def scoring_sha256(root: Path | None = None) -> str:
-    """sha256 over the files of :data:`SCORING_CODE` (path and bytes of each, in that order)."""
-    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
-    h = hashlib.sha256()
+def scoring_files(root: Path | None = None) -> list[str]:
+    """The files of :data:`SCORING_CODE`, relative to the checkout (a folder: its ``*.py``, sorted)."""
+    root = _ROOT if root is None else Path(root)
+    out: list[str] = []
     for rel in SCORING_CODE:
+        path = root / rel
+        if path.is_dir():
+            out += sorted(p.relative_to(root).as_posix() for p in path.rglob("*.py"))
+        else:
+            out.append(rel)
+    return out
+
+
+def scoring_sha256(root: Path | None = None) -> str:
+    """sha256 over the files of :func:`scoring_files` (path and bytes of each, in that order)."""
+    root = _ROOT if root is None else Path(root)
+    h = hashlib.sha256()
+    for rel in scoring_files(root):
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
     return h.hexdigest()
 
 
+def _git(*args: str, root: Path | None = None) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=_ROOT if root is None else root, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+
+
+def registration_committed(path: Path) -> bool:
+    """Whether ``path`` is tracked by git and its committed bytes are the file's (a registration binds only
+    once it is in the history: written before the run, and not edited since)."""
+    path = Path(path).resolve()
+    tracked = _git("ls-files", "--error-unmatch", str(path), root=path.parent)
+    if tracked is None or tracked.returncode != 0:
+        return False
+    same = _git("diff", "--quiet", "HEAD", "--", str(path), root=path.parent)
+    return same is not None and same.returncode == 0
+
+
+def _is_ancestor(sha: str) -> bool:
+    """Whether commit ``sha`` (a registration's ``git_sha``, ``+dirty`` stripped) is HEAD or an ancestor."""
+    res = _git("merge-base", "--is-ancestor", sha.split("+")[0], "HEAD")
+    return res is not None and res.returncode == 0
+
+
+def spent_seeds(registration: Path | None = None) -> set[int]:
+    """:data:`SPENT_SEEDS`, every seed of a ledger committed in docs/ (``transfer-registration*-ledger.json``)
+    and those of the ledger beside ``registration``."""
+    ledgers = set((_ROOT / "docs").glob("transfer-registration*-ledger.json"))
+    if registration is not None:
+        ledgers.add(_ledger_path(registration))
+    out = set(SPENT_SEEDS)
+    for led in ledgers:
+        if led.exists():
+            out |= {int(x) for x in json.loads(led.read_text())["scored_seeds"]}
+    return out
+
+
 def git_sha(root: Path | None = None) -> str | None:
     """The checkout's HEAD commit (``+dirty`` when tracked files differ from it), or None outside git."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
+    root = _ROOT if root is None else Path(root)
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -1784,11 +1838,13 @@ def register(
     path: Path = REGISTRATION,
     seeds: Sequence[int] = HELD_OUT_SEEDS,
     config: BenchConfig | None = None,
+    run: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Write the registration: the candidates, the choice, the goal, the baselines, the held-out seeds, the
-    settings and the code version (git SHA, :func:`scoring_sha256`).  Commit it before generating any
-    held-out seed; an existing registration is kept unless ``force``."""
+    settings (``config``: what generates; ``run``: what scores, :func:`run_settings`) and the code version
+    (git SHA, :func:`scoring_sha256`).  Commit it before generating any held-out seed; an existing
+    registration is kept unless ``force``; seeds already spent are refused."""
     from rganalysis.universality.transfer import COVERAGE_FORMULA, TRANSFER_FORMULA
 
     known = {**DISTANCES, **EXTRA_DISTANCES}
@@ -1797,6 +1853,9 @@ def register(
             raise RegistrationError(f"unknown distance {name!r}; registered: {list(known)}")
     if Path(path).exists() and not force:
         raise RegistrationError(f"{path} exists: a registration is written once (--force replaces it)")
+    again = sorted(set(map(int, seeds)) & spent_seeds(path))
+    if again:
+        raise RegistrationError(f"seeds {again} were held out and scored before: register fresh seeds")
     reg = {
         "benchmark_version": BENCH_VERSION,
         "choice": choice,
@@ -1813,8 +1872,10 @@ def register(
         "calibration_seeds": list(CALIBRATION_SEEDS),
         "held_out_seeds": [int(x) for x in seeds],
         "config": (config or BenchConfig()).to_json(),
+        "run": dict(run_settings() if run is None else run),
         "git_sha": git_sha(),
         "scoring_code": list(SCORING_CODE),
+        "scoring_files": len(scoring_files()),
         "scoring_sha256": scoring_sha256(),
     }
     _write_json_atomic(Path(path), reg)
@@ -1825,19 +1886,51 @@ def _ledger_path(registration: Path) -> Path:
     return Path(registration).with_name(Path(registration).stem + "-ledger.json")
 
 
+def run_settings(
+    archs: Sequence[str] = ARCH_NAMES,
+    distances: Sequence[str] | None = None,
+    n_perm: int = 2000,
+    perm_seed: int = 0,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """The settings of a run that are not the generation's (:class:`BenchConfig`) but change what it reports:
+    the architectures scored, the distances reported beside the choice (None: all), the permutations per
+    p-value and their seed, torch's threads (the numbers are defined at 1)."""
+    return {
+        "archs": list(archs),
+        "distances": None if distances is None else list(distances),
+        "n_perm": int(n_perm),
+        "perm_seed": int(perm_seed),
+        "threads": int(threads),
+    }
+
+
 def check_registration(
-    seeds: Sequence[int], path: Path = REGISTRATION, config: Mapping[str, Any] | None = None
+    seeds: Sequence[int],
+    path: Path = REGISTRATION,
+    config: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The registration that allows a held-out run of ``seeds`` under the settings ``config``
-    (:meth:`BenchConfig.to_json`), or :class:`RegistrationError`: none written, the scoring code changed
-    since, seeds it does not name, other settings than the registered ones, or seeds already scored (the
-    ledger beside it)."""
+    (:meth:`BenchConfig.to_json`) and ``run`` (:func:`run_settings`), or :class:`RegistrationError`: none
+    written, not committed, written on a commit that is not an ancestor of the checkout, the scoring code
+    changed since, seeds it does not name, other settings than the registered ones, or seeds spent
+    (:func:`spent_seeds`)."""
     path = Path(path)
     if not path.exists():
         raise RegistrationError(
             f"no registration at {path}: run `register` and commit it before any held-out generation"
         )
+    if not registration_committed(path):
+        raise RegistrationError(
+            f"{path} is not committed as it is: a registration binds once it is in the history (commit it, "
+            "unedited, before any held-out generation)"
+        )
     reg = json.loads(path.read_text())
+    if reg.get("git_sha") and not _is_ancestor(reg["git_sha"]):
+        raise RegistrationError(
+            f"the registration was written on {reg['git_sha'][:12]}, which is not an ancestor of this checkout"
+        )
     now = scoring_sha256()
     if reg.get("scoring_sha256") != now:
         raise RegistrationError(
@@ -1849,28 +1942,71 @@ def check_registration(
         raise RegistrationError(
             f"seeds {unnamed} are not the registered held-out seeds {reg['held_out_seeds']}"
         )
-    registered = reg.get("config")
-    if config is not None and registered is not None and dict(config) != registered:
-        other = sorted(k for k in {*config, *registered} if config.get(k) != registered.get(k))
-        raise RegistrationError(
-            "a held-out run uses the registered settings only; this one differs in "
-            + ", ".join(f"{k} ({config.get(k)!r}, registered {registered.get(k)!r})" for k in other)
-        )
-    ledger = _ledger_path(path)
-    done = set(json.loads(ledger.read_text())["scored_seeds"]) if ledger.exists() else set()
-    again = sorted(set(seeds) & done)
+    for what, given, registered in (
+        ("settings", config, reg.get("config")),
+        ("run settings", run, reg.get("run")),
+    ):
+        if given is None:
+            continue
+        if registered is None:
+            raise RegistrationError(f"the registration fixes no {what}: register again")
+        if dict(given) != registered:
+            other = sorted(k for k in {*given, *registered} if given.get(k) != registered.get(k))
+            raise RegistrationError(
+                f"a held-out run uses the registered {what} only; this one differs in "
+                + ", ".join(f"{k} ({given.get(k)!r}, registered {registered.get(k)!r})" for k in other)
+            )
+    again = sorted(set(seeds) & spent_seeds(path))
     if again:
         raise RegistrationError(
-            f"held-out seeds {again} were scored already ({ledger}): they are scored once"
+            f"held-out seeds {again} were scored already ({_ledger_path(path)} or a committed ledger): "
+            "they are scored once"
         )
     return reg
 
 
-def record_scored(seeds: Sequence[int], path: Path = REGISTRATION) -> None:
-    """Add ``seeds`` to the ledger beside the registration (commit it with the results)."""
+def _ledger_path(registration: Path) -> Path:
+    return Path(registration).with_name(Path(registration).stem + "-ledger.json")
+
+
+def claim_seeds(seeds: Sequence[int], path: Path = REGISTRATION) -> None:
+    """Spend ``seeds`` before their run: under an exclusive lock, refuse any already in the ledger beside the
+    registration, else add them (commit the ledger with the results).  A run that fails later has still
+    spent them; two runs started at once cannot both claim a seed."""
+    import fcntl
+
     ledger = _ledger_path(path)
-    done = json.loads(ledger.read_text())["scored_seeds"] if ledger.exists() else []
-    _write_json_atomic(ledger, {"scored_seeds": sorted({*done, *map(int, seeds)}), "git_sha": git_sha()})
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger.with_name(ledger.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entry = json.loads(ledger.read_text()) if ledger.exists() else {"scored_seeds": []}
+        again = sorted(set(map(int, seeds)) & set(entry["scored_seeds"]))
+        if again:
+            raise RegistrationError(f"held-out seeds {again} were claimed by another run ({ledger})")
+        entry["scored_seeds"] = sorted({*entry["scored_seeds"], *map(int, seeds)})
+        entry.setdefault("runs", []).append(
+            {"seeds": sorted(map(int, seeds)), "git_sha": git_sha(), "started": _now(), "finished": None}
+        )
+        _write_json_atomic(ledger, entry)
+
+
+def record_scored(seeds: Sequence[int], path: Path = REGISTRATION) -> None:
+    """Mark the run of ``seeds`` in the ledger as finished (they were spent by :func:`claim_seeds`)."""
+    ledger = _ledger_path(path)
+    entry = json.loads(ledger.read_text()) if ledger.exists() else {"scored_seeds": []}
+    entry["scored_seeds"] = sorted({*entry["scored_seeds"], *map(int, seeds)})
+    for run in reversed(entry.setdefault("runs", [])):
+        if run["seeds"] == sorted(map(int, seeds)) and run["finished"] is None:
+            run["finished"] = _now()
+            break
+    entry["git_sha"] = git_sha()
+    _write_json_atomic(ledger, entry)
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # ====================================================================================================
@@ -1948,16 +2084,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
 
+    run = run_settings(a.archs, a.distances, a.n_perm, a.perm_seed, a.threads)
     if a.command == "register":
         cands = a.distances or list(DIRECTED_CANDIDATES)
+        run["distances"] = None  # the candidates are what --distances names here; a held-out run reports all
         try:
-            reg = register(a.choice, candidates=cands, path=a.registration, force=a.force)
+            reg = register(a.choice, candidates=cands, path=a.registration, run=run, force=a.force)
         except RegistrationError as e:
             p.exit(2, f"register: {e}\n")
         print(f"registered {reg['choice']} for seeds {reg['held_out_seeds']} in {a.registration}: commit it")
         return 0
     seeds = a.seeds if a.seeds is not None else ([0] if a.quick else list(CALIBRATION_SEEDS))
-    spent = sorted(set(seeds) & set(SPENT_SEEDS))
+    spent = sorted(set(seeds) & spent_seeds())
     if spent:
         p.error(f"seeds {spent} were held out before and scored once: they are spent")
     held = sorted(set(seeds) & set(HELD_OUT_SEEDS))
@@ -1995,7 +2133,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dataclasses.replace(base, **over)
     if held:  # before any generation: the registered code, seeds and settings, each seed once
         try:
-            check_registration(held, a.registration, config=cfg.to_json())
+            check_registration(held, a.registration, config=cfg.to_json(), run=run)
+            claim_seeds(held, a.registration)
         except RegistrationError as e:
             p.exit(2, f"held-out: {e}\n")
     names = a.distances or list(DISTANCES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -278,12 +279,22 @@ def test_generation_is_bit_identical_and_cached(tb, tmp_path):
 
 
 def test_held_out_seeds_are_refused_without_flag(tb, tmp_path):
-    for seed in ("2", "5", "8"):  # spent (held out before) and fresh held-out
+    for seed in ("2", "8", "11"):  # spent (held out before) and fresh held-out
         with pytest.raises(SystemExit):
             tb.main(["generate", "--seeds", seed, "--out", str(tmp_path), "--quick"])
-    with pytest.raises(SystemExit):  # spent even with the flag
-        tb.main(["generate", "--seeds", "6", "--held-out", "--out", str(tmp_path), "--quick"])
+    for seed in ("6", "9"):  # spent even with the flag
+        with pytest.raises(SystemExit):
+            tb.main(["generate", "--seeds", seed, "--held-out", "--out", str(tmp_path), "--quick"])
     assert not any(tmp_path.iterdir())
+    # the committed ledgers spend their seeds whatever registration a run names
+    assert {2, 5, 8, 9, 10} <= tb.spent_seeds(tmp_path / "other.json") and not {11, 12, 13} & tb.spent_seeds()
+
+
+def _commit(path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(path.parent)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", path.name], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "register"], check=True)
 
 
 def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
@@ -292,7 +303,7 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     held = [
         "generate",
         "--seeds",
-        "8",
+        "11",
         "--held-out",
         "--out",
         str(out),
@@ -305,34 +316,67 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     assert e.value.code == 2 and not out.exists()
     assert tb.main(["register", "--choice", "directed_units", "--registration", str(reg_path)]) == 0
     reg = json.loads(reg_path.read_text())
-    assert reg["choice"] == "directed_units" and reg["held_out_seeds"] == [8, 9, 10]
+    assert reg["choice"] == "directed_units" and reg["held_out_seeds"] == [11, 12, 13]
     assert reg["scoring_sha256"] == tb.scoring_sha256() and "KL(p_T^g || p_S^g)" in reg["formula"]
     assert set(reg["baselines"]) >= {"mask_jaccard", "unit_degree_cosine", "target_recall", "random"}
+    assert reg["run"] == tb.run_settings()
+    # the whole package is the scoring code: its defaults (the registered weights) and training included
+    files = tb.scoring_files()
+    assert {
+        "rganalysis/universality/defaults.py",
+        "rganalysis/universality/analysis.py",
+        "rganalysis/train/masked.py",
+    } <= set(files)
     with pytest.raises(SystemExit) as e:  # written once
         tb.main(["register", "--registration", str(reg_path)])
     assert e.value.code == 2
-    assert tb.check_registration([8, 9], reg_path)["choice"] == "directed_units"
+    with pytest.raises(tb.RegistrationError, match="not committed"):
+        tb.check_registration([11, 12], reg_path)
+    _commit(reg_path)
+    assert tb.check_registration([11, 12], reg_path)["choice"] == "directed_units"
     with pytest.raises(tb.RegistrationError, match="not the registered"):
-        tb.check_registration([11], reg_path)
+        tb.check_registration([14], reg_path)
     # other settings than the registered ones (here the quick run's) spend no held-out seed
-    assert tb.check_registration([8], reg_path, config=tb.BenchConfig().to_json())
+    assert tb.check_registration([11], reg_path, config=tb.BenchConfig().to_json(), run=tb.run_settings())
     with pytest.raises(
         tb.RegistrationError, match=r"registered settings only; this one differs in .*rounds \(4"
     ):
-        tb.check_registration([8], reg_path, config=tb.BenchConfig.quick().to_json())
+        tb.check_registration([11], reg_path, config=tb.BenchConfig.quick().to_json())
+    for run, what in (
+        (tb.run_settings(archs=["mlp"]), "archs"),
+        (tb.run_settings(n_perm=5), "n_perm"),
+        (tb.run_settings(distances=["mask_jaccard"]), "distances"),
+        (tb.run_settings(threads=2), "threads"),
+    ):
+        with pytest.raises(
+            tb.RegistrationError, match=rf"registered run settings only; this one differs in {what}"
+        ):
+            tb.check_registration([11], reg_path, run=run)
     with pytest.raises(SystemExit) as e:  # the command line: the quick settings of `held` are refused
         tb.main(held)
     assert e.value.code == 2 and not out.exists()
     # the scoring code changed after registering: refused
     monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: "0" * 64)
     with pytest.raises(tb.RegistrationError, match="scoring code changed"):
-        tb.check_registration([8], reg_path)
+        tb.check_registration([11], reg_path)
     monkeypatch.undo()
-    # a seed scored once is refused the second time
-    tb.record_scored([8], reg_path)
-    with pytest.raises(tb.RegistrationError, match=r"\[8\] were scored already"):
-        tb.check_registration([8, 9], reg_path)
-    assert tb.check_registration([9], reg_path)
+    # an edit of the committed registration unbinds it
+    reg_path.write_text(reg_path.read_text().replace('"directed_units"', '"mask_jaccard"', 1))
+    with pytest.raises(tb.RegistrationError, match="not committed as it is"):
+        tb.check_registration([11], reg_path)
+    subprocess.run(["git", "-C", str(reg_path.parent), "checkout", "-q", "--", reg_path.name], check=True)
+    # a seed is spent when its run starts: claimed once, refused the second time (and by a parallel run)
+    tb.claim_seeds([11], reg_path)
+    with pytest.raises(tb.RegistrationError, match=r"\[11\] were scored already"):
+        tb.check_registration([11, 12], reg_path)
+    with pytest.raises(tb.RegistrationError, match="claimed by another run"):
+        tb.claim_seeds([11], reg_path)
+    assert tb.check_registration([12], reg_path)
+    tb.record_scored([11], reg_path)
+    ledger = json.loads((reg_path.parent / "registration-ledger.json").read_text())
+    assert ledger["scored_seeds"] == [11] and ledger["runs"][0]["finished"] is not None
+    with pytest.raises(tb.RegistrationError, match="scored before: register fresh seeds"):
+        tb.register("directed_units", candidates=[], path=tmp_path / "again.json", seeds=[9])
 
 
 def test_within_source_and_antisymmetry(tb):

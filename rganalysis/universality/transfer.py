@@ -386,5 +386,11 @@ def format_transfer_scores(D: xr.DataArray, digits: int = 4) -> str:
     for s, row in zip(src, D.values, strict=True):
         cells = "".join(f"{x:>{w + 1}.{digits}f}" if math.isfinite(x) else f"{'-':>{w + 1}}" for x in row)
         lines.append(f"{s:<{len(head)}}" + cells)
-    lines.append(TRANSFER_READING)
+    lines.append(f"{D.attrs.get('score', 'coverage')} score; " + TRANSFER_READING)
+    how = D.attrs.get("matching")
+    if how is not None and any(h == "none" for row in how for h in row):
+        lines.append(
+            "'-': not scored, no unit correspondence (another architecture, or another start than the flows "
+            "of its architecture that align; matching='mass rank' / --matching mass-rank scores the latter)"
+        )
     return "\n".join(lines)

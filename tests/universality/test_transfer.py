@@ -231,3 +231,15 @@ def test_a_store_of_rounds_without_masks_is_not_a_flow():
     )
     with pytest.raises(InvalidParameterError, match="no mask in any of them: not an IMP flow"):
         transfer_scores([_flow(_masks(False)), nomask])
+
+
+def test_the_table_names_its_score_and_why_a_cell_is_blank():
+    from rganalysis.universality.transfer import format_transfer_scores
+
+    sub, sup = _flow(_masks(False), name="sub"), _flow(_masks(True), name="sup")
+    text = format_transfer_scores(transfer_scores([sub, sup]))
+    assert "coverage score; row = the ticket's source task" in text and "not scored" not in text
+    other = _flow(_masks(True), w=torch.randn(10, 20, generator=torch.Generator().manual_seed(5)), name="o")
+    with pytest.warns(UserWarning, match="not scored"):
+        text = format_transfer_scores(transfer_scores([sub, sup, other], score="divergence"))
+    assert "divergence score;" in text and "'-': not scored, no unit correspondence" in text

@@ -580,17 +580,60 @@ def build_info(
     include_embeddings: bool = False,
     prunable: Iterable[str] | None = None,
 ) -> dict[str, TensorInfo]:
-    """TensorInfo for each tensor, in the given (depth) order; kinds from names and shapes unless given."""
+    """TensorInfo for each tensor, in the given (depth) order; kinds from names and shapes unless given.
+
+    A tensor tied to an earlier one (the same storage, or a head with the same bits as an embedding table,
+    as a language model's output layer saved beside its input embedding) is not prunable on its own, unless
+    ``prunable`` names it: it is the same weights, and counting them twice would rank them twice in a global
+    prune (one warning lists the ties)."""
     from rganalysis.store.layers import classify, is_prunable, module_path
 
     modules: dict[str, int] = {}
     out = {}
     forced = set(prunable) if prunable is not None else None
+    storages: dict[tuple, str] = {}
+    tables: dict[tuple, list[tuple[str, torch.Tensor]]] = {}  # (shape, dtype) -> embedding tables
+    ties: list[str] = []
     for name, t in tensors.items():
         shape = tuple(t.shape)
         kind = (kinds or {}).get(name) or classify(name, shape, floating=t.is_floating_point())
         mod = module_path(name)
         depth = modules.setdefault(mod, len(modules))
         pr = name in forced if forced is not None else is_prunable(kind, include_embeddings)
+        tied = _tied_to(t, storages, tables) if t.numel() and shape else None
+        if tied is not None and forced is None and pr:
+            pr = False
+            ties.append(f"{name} (= {tied})")
+        if t.numel() and shape:
+            storages.setdefault(_storage_key(t), name)
+            if kind == "embedding":
+                tables.setdefault((shape, t.dtype), []).append((name, t))
         out[name] = TensorInfo(name, shape, t.dtype, kind, mod, depth, pr, dim_names(kind, shape))
+    if ties:
+        import warnings
+
+        warnings.warn(
+            f"{len(ties)} tensor(s) tied to an earlier one, not pruned on their own: {', '.join(ties[:4])}"
+            + (" ..." if len(ties) > 4 else ""),
+            UserWarning,
+            stacklevel=3,
+        )
     return out
+
+
+def _storage_key(t: torch.Tensor) -> tuple:
+    return (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+
+
+def _tied_to(
+    t: torch.Tensor, storages: Mapping[tuple, str], tables: Mapping[tuple, list[tuple[str, torch.Tensor]]]
+) -> str | None:
+    """The earlier tensor ``t`` is tied to: one viewing the same storage the same way, or an embedding table
+    of the same shape, dtype and bits (a tie saved as two copies)."""
+    same = storages.get(_storage_key(t))
+    if same is not None:
+        return same
+    for name, e in tables.get((tuple(t.shape), t.dtype), ()):
+        if e.device == t.device and torch.equal(e, t) and bool(e.any()):  # all zeros: no evidence of a tie
+            return name
+    return None

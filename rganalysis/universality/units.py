@@ -230,7 +230,9 @@ def survival_distance(a: UnitSignature, b: UnitSignature, al: Alignment) -> floa
         return math.nan
     x = np.concatenate([a.survival[t] for t in a.shapes])
     y = np.concatenate([_aligned_survival(b, al, t) for t in a.shapes])
-    return 1.0 - _spearman_discrete(x, y)
+    if np.array_equal(x, y):
+        return 0.0  # exactly (rho can round to 1 + 2e-16)
+    return float(np.clip(1.0 - _spearman_discrete(x, y), 0.0, 2.0))
 
 
 def _shares(sig: UnitSignature, perms: Sequence[np.ndarray] | None = None) -> np.ndarray:

@@ -180,6 +180,16 @@ def test_aligned_analysis_and_its_json():
     assert set(j["informative"]) >= {"survival", "units", "unit_profile", "spectrum"}
 
 
+def test_a_flow_and_its_copy_are_zero_apart():
+    """1 - rho of two equal survival orders is 0 exactly (rho rounded to 1 + 2e-16 made the total negative and
+    the comparison refuse its own matrix)."""
+    flow = digits_mlp_flow(0, LOW)
+    sig = _sig(flow, "a")
+    assert survival_distance(sig.units, sig.units, align_units(sig.units, sig.units)) == 0.0
+    ua = UniversalityAnalysis(device="cpu").fit([flow, flow])
+    np.testing.assert_array_equal(np.asarray(ua.to_json()["distance"]), 0.0)
+
+
 def test_non_informative_default_components_are_dropped_and_explicit_weights_are_exact():
     sigs = [_sig(digits_mlp_flow(0, c), str(c)) for c in (LOW, HIGH, (2, 3, 4, 5, 6))]
     dm = distance_matrix(sigs, alignment="invariant")

@@ -1,8 +1,11 @@
 """Any other HuggingFace ``save_pretrained`` folder (``config.json`` with ``model.safetensors`` or
 ``pytorch_model.bin``, or their ``*.index.json`` shards): GPT-2, DistilBERT, ALBERT, T5, ...  The weights
-are read as the generic adapter reads a state dict (kinds from names and shapes, depth from the forward
-order of the keys); the folder's config is kept (``attrs["config"]``), and ``build_module`` makes the
-model it names.  Folders with BERT's layout are :mod:`rganalysis.adapters.hf_bert`'s (tried first).
+are read as the generic adapter reads a state dict (kinds from names and shapes); their depth order is the
+module order of the model the config names (built on the meta device: no memory, no weights), since
+safetensors files list their keys sorted (T5's decoder before its encoder, attention's ``k, o, q, v``);
+where that model cannot be built or does not hold every key, the generic adapter's inferred order.  The
+folder's config is kept (``attrs["config"]``), and ``build_module`` makes the model it names.  Folders
+with BERT's layout are :mod:`rganalysis.adapters.hf_bert`'s (tried first).
 """
 
 from __future__ import annotations
@@ -38,6 +41,24 @@ def _config(source: Path) -> dict:
     return config
 
 
+def _module_order(config: dict) -> tuple[list[str] | None, str]:
+    """The state-dict keys of the model ``config`` names, in module order (built on the meta device), and
+    the class's name; ``(None, "")`` when transformers cannot build it."""
+    try:
+        import transformers
+
+        cfg = transformers.AutoConfig.for_model(
+            config["model_type"], **{k: v for k, v in config.items() if k != "model_type"}
+        )
+        arch = (config.get("architectures") or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        with torch.device("meta"):
+            model = cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)
+        return list(model.state_dict(keep_vars=True)), type(model).__name__
+    except Exception:  # any failure of a third-party constructor: fall back to the inferred order
+        return None, ""
+
+
 @register
 class HFTransformers:
     """A HuggingFace folder of any model type but BERT's layout: its weights, in forward order, and config."""
@@ -65,7 +86,13 @@ class HFTransformers:
             "config": json.dumps(config, sort_keys=True),
             "weights_file": files[0].name if len(files) == 1 else json.dumps([f.name for f in files]),
         }
-        infer_depth_order(rd, source, files[0], attrs)
+        order, built = _module_order(config)
+        if order is not None and set(rd.tensors) <= set(order):
+            rank = {k: i for i, k in enumerate(order)}
+            rd.tensors = dict(sorted(rd.tensors.items(), key=lambda kv: rank[kv[0]]))
+            attrs["depth_order"] = f"the module order of transformers' {built}"
+        else:
+            infer_depth_order(rd, source, files[0], attrs)
         return make_parameter_set(
             [rd],
             adapter=self.name,

@@ -642,9 +642,11 @@ def test_other_huggingface_folders_are_read_with_their_config(tmp_path):
     }
     for kind, model in models.items():
         model.save_pretrained(tmp_path / kind)
-        with pytest.warns(UserWarning, match="layer depth is inferred"):
-            p = ingest(tmp_path / kind)
+        p = ingest(tmp_path / kind)
         assert p.attrs["adapter"] == "hf-transformers" and p.attrs["architecture"] == type(model).__name__
+        # depth order: the model's module order, not the sorted keys of the safetensors file
+        assert p.attrs["depth_order"] == f"the module order of transformers' {type(model).__name__}"
+        assert list(p.names) == [k for k in model.state_dict() if k in p.names], kind
         assert json.loads(p.attrs["config"])["model_type"] == kind
         saved = {k: v for k, v in model.state_dict().items() if k in p.names}
         assert sum(v.numel() for v in saved.values()) == sum(p.info[n].numel for n in p.names)
@@ -657,6 +659,16 @@ def test_other_huggingface_folders_are_read_with_their_config(tmp_path):
         assert type(rebuilt) is type(model)
     t5 = ingest(tmp_path / "t5")
     assert t5.info["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].kind == "embedding"
+    attn = [n for n in t5.prunable_names() if ".SelfAttention." in n][:4]
+    assert [n.split(".")[-2] for n in attn] == ["q", "k", "v", "o"]  # sorted keys had k, o, q, v
+    # a model type transformers cannot build: the inferred order, with its warning
+    (tmp_path / "odd").mkdir()
+    for f in (tmp_path / "gpt2").iterdir():
+        (tmp_path / "odd" / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((tmp_path / "odd" / "config.json").read_text())
+    (tmp_path / "odd" / "config.json").write_text(json.dumps({**cfg, "model_type": "no-such-type"}))
+    with pytest.warns(UserWarning, match="layer depth is inferred"):
+        assert "inferred" in ingest(tmp_path / "odd").attrs["depth_order"]
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text('{"model_type": "gpt2"}')
     with pytest.raises(rganalysis.errors.AdapterNotFoundError, match="none of"):

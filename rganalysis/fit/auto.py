@@ -21,8 +21,10 @@ __all__ = [
     "DEFAULT_RANK_RTOL",
     "MIN_SAMPLES",
     "SAMPLES_PER_PARAMETER",
+    "RANK_AGREEMENT",
     "auto_rank",
     "auto_samples",
+    "rank_agreement",
     "resolve_depth_points",
 ]
 
@@ -38,6 +40,11 @@ DEFAULT_RANK_RTOL = 0.02
 DEFAULT_RANK_GAIN = 2.0
 #: The most directions the automatic rank keeps.
 DEFAULT_MAX_RANK = 3
+#: The least share of resamples of the one-step pairs for which :func:`auto_rank`'s rule must pick the fit's
+#: rank for its eigenvalues to be classified (:func:`rank_agreement`); below it the rank, and so the verdict,
+#: is a matter of which pairs were observed (two ResNet-18 seeds whose densities differ by < 0.009: rank 1,
+#: "irrelevant", and rank 3, "relevant", each rank picked by about half of the resamples of either flow).
+RANK_AGREEMENT = 0.8
 
 #: Couplings per layer of the built-in coupling sets (sizes the automatic depth resampling).
 _STATS_PER_LAYER = {
@@ -74,27 +81,61 @@ def auto_rank(
     the redistribution of density between depths; further directions explain little and their
     eigenvalues are unstable, and (b) keeps them out (docs/universality.md).
     """
-    from rganalysis.fit.jacobian import TrajectoryEstimator
-
     K = couplings.transpose("round", "coupling")
     m = int(K.sizes["round"]) - 1
     if m < 2:
         raise TooFewRoundsError(f"a flow of {m + 1} rounds has {m} one-step pair(s); at least 2 are needed")
-    cap = max(1, min(int(max_rank), m // 2 - 1, int(K.sizes["coupling"])))
+    return _rank_rule(K, m, int(K.sizes["coupling"]), rtol, max_rank, gain)
+
+
+def _rank_rule(data: Any, m: int, n_couplings: int, rtol: float, max_rank: int, gain: float) -> int:
+    """:func:`auto_rank`'s rule on ``data`` (what :class:`TrajectoryEstimator` fits) of ``m`` pairs."""
+    from rganalysis.fit.jacobian import TrajectoryEstimator
+
+    cap = max(1, min(int(max_rank), m // 2 - 1, n_couplings))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(K)
+        fit = TrajectoryEstimator(rank=1, n_bootstrap=0).fit(data)
         s = fit.singular_values_
         r, res = 1, fit.residual_
         while r < cap and s.size > r and s[0] > 0 and s[r] >= float(rtol) * s[0]:
             try:
-                nxt = TrajectoryEstimator(rank=r + 1, n_bootstrap=0).fit(K).residual_
+                nxt = TrajectoryEstimator(rank=r + 1, n_bootstrap=0).fit(data).residual_
             except DegenerateRegressionError:  # the next direction is numerically empty
                 break
             if not nxt * float(gain) <= res:
                 break
             r, res = r + 1, nxt
     return r
+
+
+def rank_agreement(
+    couplings: Sequence[xr.DataArray],
+    rank: int,
+    n_resamples: int = 100,
+    random_state: int | None = 0,
+    rtol: float = DEFAULT_RANK_RTOL,
+    max_rank: int = DEFAULT_MAX_RANK,
+    gain: float = DEFAULT_RANK_GAIN,
+) -> float:
+    """The share of ``n_resamples`` resamples (with replacement) of the flows' one-step pairs for which
+    :func:`auto_rank`'s rule picks ``rank``: how far the data, not the draw of the pairs, fix the rank
+    (compare with :data:`RANK_AGREEMENT`).  A resample whose rule fails counts as another rank."""
+    pairs = []
+    for k in couplings:
+        v = np.asarray(k.transpose("round", "coupling").values, dtype=np.float64)
+        pairs += [np.stack([v[i], v[i + 1]]) for i in range(len(v) - 1)]
+    m = len(pairs)
+    n_couplings = int(couplings[0].sizes["coupling"])
+    rng = np.random.default_rng(random_state)
+    same = 0
+    for _ in range(int(n_resamples)):
+        idx = rng.integers(0, m, m)
+        try:
+            same += _rank_rule([pairs[i] for i in idx], m, n_couplings, rtol, max_rank, gain) == int(rank)
+        except (DegenerateRegressionError, np.linalg.LinAlgError):
+            continue
+    return same / max(1, int(n_resamples))
 
 
 def _coupling_groups(sets: Sequence[str], pset: Any) -> tuple[int, int]:

@@ -364,8 +364,18 @@ def fixed_point_wording(j: Mapping[str, Any], digits: int = 4) -> tuple[str, str
         )
         return "extrapolated, not reached", where
     kind = str(j.get("fixed_point_type"))
+    if j.get("underdetermined"):
+        n_c = len(j.get("couplings") or [])
+        per_row = (n_c if j.get("rank") is None else min(int(j["rank"]), n_c)) + 1
+        return "undetermined", (
+            f"{j.get('n_pairs')} one-step pairs for {per_row} parameters per row: the fit passes through them, "
+            "so it measures no fixed point (no nearness verdict)"
+        )
     if kind == "undetermined":
         kind += f" (estimate: {j.get('fixed_point_type_estimate', '?')}; the intervals do not fix it)"
+    rank, n_c = j.get("rank"), len(j.get("couplings") or [])
+    if rank is not None and int(rank) < n_c and not kind.startswith("undetermined"):
+        kind += f" along the {rank} fitted direction(s) of {n_c} (rank {rank}: the others are not estimated)"
     if near is None:
         return kind, "no finite fixed point (I - J singular)"
     rel = "<=" if near["near"] else ">"

@@ -16,7 +16,13 @@ import xarray as xr
 
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
-from rganalysis.fit.auto import auto_rank, resolve_depth_points
+from rganalysis.fit.auto import (
+    DEFAULT_MAX_RANK,
+    RANK_AGREEMENT,
+    auto_rank,
+    rank_agreement,
+    resolve_depth_points,
+)
 from rganalysis.fit.couplings import RESCALED_COUPLING_SETS, coupling_domain, flow_couplings, resample_depth
 from rganalysis.fit.fixed_points import (
     MARGINAL_Y,
@@ -81,6 +87,8 @@ class FlowFit(Estimator):
     point lies outside the couplings' domain: no state IMP can reach, so no type), ``fixed_point_outside_``
     (couplings whose fixed-point value lies outside their domain: an extrapolation),
     ``collapsed_`` (layers IMP emptied -> first empty round),
+    ``rank_agreement_`` (with ``rank="auto"`` and a bootstrap: the share of resamples of the pairs whose
+    automatic rank is ``rank_``; below :data:`~rganalysis.fit.auto.RANK_AGREEMENT` no interval is reported),
     ``distance_`` (per round, first flow), ``near_fixed_point_``, ``depth_points_`` and ``rank_`` (the
     values used),
     ``frozen_couplings_`` (response estimator: couplings no perturbation moves, left out of the fit and of
@@ -232,8 +240,12 @@ class FlowFit(Estimator):
             )
             est.fit(self.couplings_)
             fixed_point = est.fixed_point_
+            self.rank_agreement_ = None
+            if self.rank == "auto" and est.n_bootstrap > 0 and np.isfinite(est.eigenvalue_ci_).any():
+                self._check_rank(est)
         else:
             self.rank_ = None
+            self.rank_agreement_ = None
             if self.depth_points_:
                 raise InvalidParameterError(
                     "the response estimator works on per-layer couplings; drop --depth-points"
@@ -284,12 +296,18 @@ class FlowFit(Estimator):
         ]
         if self.fixed_point_outside_:  # a linearisation about no reachable state: no type verdict
             self.fixed_point_type_ = "extrapolated"
+        # no more rows than parameters per row: the map interpolates the pairs, its fixed point is not measured
+        rows = getattr(est, "n_pairs_", None) if self.estimator == "trajectory" else None
+        per_row = (len(names) if self.rank_ is None else min(int(self.rank_), len(names))) + 1
+        self.underdetermined_ = rows is not None and rows <= per_row  # as many: an exact fit, no residual
+        if self.underdetermined_ and self.fixed_point_type_ != "extrapolated":
+            self.fixed_point_type_ = "undetermined"
         self.collapsed_ = {}
         for p in flows:
             for name, r in collapsed_layers(p).items():
                 self.collapsed_.setdefault(name, r)
         k0 = self.couplings_[0]
-        if np.isfinite(fixed_point).all():
+        if np.isfinite(fixed_point).all() and not self.underdetermined_:
             self.distance_ = distance_to_fixed_point(k0, fixed_point)
             self.near_fixed_point_ = near_fixed_point(k0, fixed_point, tol=self.tol)
         else:
@@ -299,6 +317,27 @@ class FlowFit(Estimator):
             self.near_fixed_point_ = None
         self.names_ = [str(p.attrs.get("name", "")) for p in flows]
         return self
+
+    def _check_rank(self, est: TrajectoryEstimator) -> None:
+        """The automatic rank's intervals hold at that rank; where resamples of the pairs pick another rank
+        too often (:data:`~rganalysis.fit.auto.RANK_AGREEMENT`) the verdict would be the rank's, not the
+        data's: no interval, one warning."""
+        k = self.couplings_[0]
+        m = int(k.sizes["round"]) - 1
+        if max(1, min(DEFAULT_MAX_RANK, m // 2 - 1, int(k.sizes["coupling"]))) == 1:
+            self.rank_agreement_ = 1.0  # the rule can pick no other rank
+            return
+        self.rank_agreement_ = rank_agreement([k], int(self.rank_), random_state=self.random_state)
+        if self.rank_agreement_ < RANK_AGREEMENT:
+            est.eigenvalue_ci_ = np.full_like(np.asarray(est.eigenvalue_ci_, dtype=np.float64), np.nan)
+            warnings.warn(
+                f"no eigenvalue interval reported (NaN, class undetermined): the automatic rank {self.rank_} is "
+                f"what its rule picks for only {self.rank_agreement_:.0%} of resamples of the one-step pairs "
+                f"(an interval needs {RANK_AGREEMENT:.0%}), so the verdict would be the rank's, not the data's; "
+                "--rank N (rank=N) fits at a rank you choose, and its intervals hold at that rank",
+                IntervalWarning,
+                stacklevel=3,
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The JSON contract of ``rganalysis fit``."""
@@ -319,6 +358,7 @@ class FlowFit(Estimator):
             "depth_points": self.depth_points_,
             "rank": self.rank_,
             "rank_rule": "auto" if self.rank == "auto" else "given",
+            "rank_agreement": getattr(self, "rank_agreement_", None),
             "jacobian": [[num(x) for x in row] for row in np.asarray(self.jacobian_)],
             "fixed_point": [num(x) for x in np.asarray(self.fixed_point_)],
             "eigenvalues": spec["eigenvalues"],
@@ -327,6 +367,8 @@ class FlowFit(Estimator):
             "fixed_point_type_estimate": fixed_point_type(self.eigenvalues_, b=self.b_),
             "marginal_band_y": MARGINAL_Y,
             "fixed_point_extrapolated": bool(self.fixed_point_outside_),
+            "underdetermined": bool(getattr(self, "underdetermined_", False)),
+            "n_pairs": getattr(self.estimator_, "n_pairs_", None),
             "fixed_point_outside_domain": list(self.fixed_point_outside_),
             "collapsed_layers": dict(self.collapsed_),
             "distance_to_fixed_point": [num(x) for x in self.distance_.values],
@@ -344,7 +386,15 @@ class FlowFit(Estimator):
 def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:
     """Text table of a fit's spectrum: verdicts only where the bootstrap intervals support them."""
     kind, where = fixed_point_wording(j)
-    rank = "" if j.get("rank") is None else f"rank {j['rank']}{' (auto)' * (j.get('rank_rule') == 'auto')}, "
+    rank = ""
+    if j.get("rank") is not None:
+        agree = j.get("rank_agreement")
+        how = (
+            f" (auto, {agree:.0%} of pair resamples pick it)"
+            if j.get("rank_rule") == "auto" and agree is not None and agree < 1
+            else " (auto)" * (j.get("rank_rule") == "auto")
+        )
+        rank = f"rank {j['rank']}{how}, "
     what = j["estimator"]
     # FlowFit's response estimator prunes only: said so, beside any stored block of the real IMP step
     if what == "response":

@@ -4,6 +4,7 @@ extended, fixed points outside their couplings' domain flagged, layer collapse a
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -250,3 +251,78 @@ def test_fitted_results_before_fit_say_so_and_predict_checks_its_input():
     assert est.predict(np.ones(2)).shape == (2,) and est.predict(np.ones((5, 2))).shape == (5, 2)
     with pytest.raises(rganalysis.errors.InvalidParameterError, match=r"shape \(\.\.\., 2\)"):
         est.predict(np.zeros(5))
+
+
+def test_two_seeds_of_one_architecture_get_no_opposite_verdicts(resnet18_flows):
+    """A new user's trial: ResNet-18 at init seeds 0 and 1, 8 data-free rounds (densities within 0.009 of
+    each other): the automatic rank was 1 for one (0.85, irrelevant) and 3 for the other (1.62, relevant),
+    each rank picked by about half of the resamples of either flow.  A verdict the rank decides is not
+    given (rank_agreement_ below RANK_AGREEMENT: no interval, undetermined)."""
+    import torchvision
+
+    from rganalysis.fit.auto import RANK_AGREEMENT
+    from rganalysis.fit.intervals import IntervalWarning
+
+    torch.manual_seed(1)
+    other = _pset(torchvision.models.resnet18(weights=None).state_dict(), "r18-seed1")
+    flows = [resnet18_flows[0], rganalysis.compute_flow(other, 8, 0.2, device="cpu", progress=False)]
+    with pytest.warns(IntervalWarning, match="of resamples of the one-step pairs"):
+        fits = [FlowFit().fit(f) for f in flows]
+    lead = [
+        c
+        for f in fits
+        for _, c in sorted(zip(np.abs(f.eigenvalues_), f.eigenvalue_classes_, strict=True))[-1:]
+    ]
+    assert not {"relevant", "irrelevant"} <= set(lead), lead
+    for f in fits:
+        assert f.rank_agreement_ is not None and 0 <= f.rank_agreement_ <= 1
+        if f.rank_agreement_ < RANK_AGREEMENT:
+            assert np.isnan(f.estimator_.eigenvalue_ci_).all() and set(f.eigenvalue_classes_) == {
+                "undetermined"
+            }
+            assert (
+                f"{f.rank_agreement_:.0%} of pair resamples pick it"
+                in rganalysis.fit.flowfit.format_spectrum(f.to_json())
+            )
+
+
+def test_rank_agreement_of_a_clear_rank():
+    """A noiseless rank-1 linear flow (every coupling decays by 0.8 about its fixed point): every resample of
+    its pairs gives the rule's rank 1."""
+    import xarray as xr
+
+    from rganalysis.fit.auto import auto_rank, rank_agreement
+
+    k0 = np.array([1.0, 0.5, 2.0])
+    K = np.array([3.0 + 0.8**n * k0 for n in range(9)])
+    da = xr.DataArray(
+        K, dims=("round", "coupling"), coords={"round": np.arange(9), "coupling": ["a", "b", "c"]}
+    )
+    assert auto_rank(da) == 1
+    assert rank_agreement([da], 1, n_resamples=50) == 1.0
+    assert rank_agreement([da], 2, n_resamples=50) == 0.0
+
+
+def test_a_fit_that_passes_through_its_pairs_measures_no_fixed_point(resnet18_sd):
+    """2 rounds: 2 one-step pairs for a rank-1 fit's 2 parameters per row.  The map passes through them (a
+    new user's BERT flow printed |lambda| 6.2 and "near" from such a fit): no type, no nearness verdict."""
+    from rganalysis.fit.fixed_points import fixed_point_wording
+
+    flow = rganalysis.compute_flow(_pset(resnet18_sd), 2, 0.2, device="cpu", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = FlowFit().fit(flow)
+    assert fit.underdetermined_ and fit.fixed_point_type_ == "undetermined" and fit.near_fixed_point_ is None
+    kind, where = fixed_point_wording(fit.to_json())
+    assert kind == "undetermined" and "2 one-step pairs for 2 parameters per row" in where
+
+
+def test_a_rank_below_the_couplings_says_which_directions_it_classifies():
+    """A rank-1 fit of 3 couplings classifies one direction: "stable" is said of that direction only."""
+    from rganalysis.fit.fixed_points import fixed_point_wording
+
+    j = {"fixed_point_type": "stable", "rank": 1, "couplings": ["a", "b", "c"], "near_fixed_point": None}
+    kind, _ = fixed_point_wording(j)
+    assert kind == "stable along the 1 fitted direction(s) of 3 (rank 1: the others are not estimated)"
+    assert fixed_point_wording({**j, "rank": 3})[0] == "stable"
+    assert fixed_point_wording({**j, "rank": None})[0] == "stable"

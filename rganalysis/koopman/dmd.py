@@ -23,7 +23,13 @@ from rganalysis.errors import (
     TooFewRoundsError,
 )
 from rganalysis.fit.fixed_points import MARGINAL_Y, exponent_interval, interval_class
-from rganalysis.fit.intervals import DegenerateResample, IntervalWarning, draw_resamples, eigenvalue_intervals
+from rganalysis.fit.intervals import (
+    MIN_USABLE_RESAMPLES,
+    DegenerateResample,
+    IntervalWarning,
+    draw_resamples,
+    eigenvalue_intervals,
+)
 from rganalysis.fit.spectra import sort_eigenvalues
 from rganalysis.store.state import State, resolve_device
 
@@ -617,6 +623,19 @@ class KoopmanDMD(Estimator):
             warnings.warn(
                 f"{self.ci_note_}; no confidence intervals, so no eigenvalue is given a class "
                 f"(lower --rank, e.g. --energy 0.999, or record more rounds){exact}",
+                IntervalWarning,
+                stacklevel=4,
+            )
+            return
+        distinct = math.comb(m, size)
+        if distinct < MIN_USABLE_RESAMPLES:
+            self.ci_note_ = (
+                f"only {distinct} distinct bags of {size} of the {m} snapshot pairs, fewer than the "
+                f"{MIN_USABLE_RESAMPLES} an interval needs: the bags' spread would be that of a few fits"
+            )
+            warnings.warn(
+                f"{self.ci_note_}; no confidence intervals, so no eigenvalue is given a class (record more "
+                "rounds, or lower --rank)",
                 IntervalWarning,
                 stacklevel=4,
             )

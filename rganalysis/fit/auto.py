@@ -188,6 +188,15 @@ def resolve_depth_points(
     """
     del rank, ridge  # one rule whatever the truncation (see above)
     if depth_points != "auto":
+        if depth_points and estimator != "response":
+            layers = min(len(p.pruned_names()) for p in flows)
+            if int(depth_points) > layers:
+                warnings.warn(
+                    f"{depth_points} depth points for flows of {layers} pruned layers: the resampled couplings "
+                    f"repeat layers (collinear columns); --depth-points auto or at most {layers}",
+                    UserWarning,
+                    stacklevel=3,
+                )
         return depth_points
     if estimator == "response":
         return None

@@ -117,6 +117,17 @@ def format_summary(s: dict[str, Any], max_layers: int | None = None) -> str:
             "  per-layer density by round",
             "  " + f"{'layer':<52}" + "".join(f" {r:>6}" for r in range(len(s["rounds"]))),
         ]
-        for n in layer_names:
-            out.append("  " + f"{n:<52}" + "".join(f" {row['density'][n]:>6.4f}" for row in s["rounds"]))
+        shown = layer_names if max_layers is None else layer_names[:max_layers]
+        for n in shown:
+            out.append(
+                "  " + f"{n:<52}" + "".join(f" {_density_text(row['density'][n]):>6}" for row in s["rounds"])
+            )
+        if len(shown) < len(layer_names):
+            out.append(f"  ... {len(layer_names) - len(shown)} more (all with --json)")
     return "\n".join(out)
+
+
+def _density_text(d: float) -> str:
+    """A density in 6 characters: 4 decimals, or one significant digit below 1e-4 but not 0 (a layer that still
+    holds weights is not printed as empty)."""
+    return f"{d:.4f}" if d == 0 or d >= 1e-4 else f"{d:.0e}".replace("e-0", "e-")

@@ -376,6 +376,14 @@ def transfer_scores_json(D: xr.DataArray) -> dict[str, Any]:
     }
 
 
+def _score_text(x: float, digits: int) -> str:
+    """``digits`` decimals; two significant digits for a score below what they show (not printed as 0);
+    ``-`` for NaN."""
+    if not math.isfinite(x):
+        return "-"
+    return f"{x:.{digits}f}" if x == 0 or abs(x) >= 10.0**-digits else f"{x:.1e}"
+
+
 def format_transfer_scores(D: xr.DataArray, digits: int = 4) -> str:
     """The matrix as text: one row per source, one column per target, then how to read it."""
     src, tgt = [str(x) for x in D.source.values], [str(x) for x in D.target.values]
@@ -384,7 +392,7 @@ def format_transfer_scores(D: xr.DataArray, digits: int = 4) -> str:
     head = f"{corner:<{max(15, *(len(s) for s in src))}}"
     lines = ["directed transfer scores", head + "".join(f"{t:>{w + 1}}" for t in tgt)]
     for s, row in zip(src, D.values, strict=True):
-        cells = "".join(f"{x:>{w + 1}.{digits}f}" if math.isfinite(x) else f"{'-':>{w + 1}}" for x in row)
+        cells = "".join(f"{_score_text(x, digits):>{w + 1}}" for x in row)
         lines.append(f"{s:<{len(head)}}" + cells)
     lines.append(f"{D.attrs.get('score', 'coverage')} score; " + TRANSFER_READING)
     how = D.attrs.get("matching")

@@ -196,3 +196,11 @@ def test_a_long_layer_collapse_is_listed_short(tmp_path, capsys):
     assert line.count("(from round") == 6 and line.endswith(
         "and 3 more (rganalysis info shows every layer's densities)"
     )
+
+
+def test_a_layer_that_holds_weights_is_not_printed_as_empty():
+    from rganalysis.store.summary import _density_text
+
+    assert (
+        _density_text(3.5e-5) == "3e-5" and _density_text(0.0) == "0.0000" and _density_text(0.25) == "0.2500"
+    )

@@ -326,3 +326,8 @@ def test_a_rank_below_the_couplings_says_which_directions_it_classifies():
     assert kind == "stable along the 1 fitted direction(s) of 3 (rank 1: the others are not estimated)"
     assert fixed_point_wording({**j, "rank": 3})[0] == "stable"
     assert fixed_point_wording({**j, "rank": None})[0] == "stable"
+
+
+def test_more_depth_points_than_layers_is_said(resnet18_flows):
+    with pytest.warns(UserWarning, match="50 depth points for flows of 21 pruned layers"):
+        FlowFit(depth_points=50, n_bootstrap=0).fit(resnet18_flows[0])

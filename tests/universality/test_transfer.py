@@ -243,3 +243,10 @@ def test_the_table_names_its_score_and_why_a_cell_is_blank():
     with pytest.warns(UserWarning, match="not scored"):
         text = format_transfer_scores(transfer_scores([sub, sup, other], score="divergence"))
     assert "divergence score;" in text and "'-': not scored, no unit correspondence" in text
+
+
+def test_a_small_score_is_not_printed_as_zero():
+    from rganalysis.universality.transfer import _score_text
+
+    assert _score_text(3.5e-6, 4) == "3.5e-06" and _score_text(0.0, 4) == "0.0000"
+    assert _score_text(0.01234, 4) == "0.0123" and _score_text(float("nan"), 4) == "-"

@@ -71,11 +71,14 @@ def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
         )
     else:  # no interval anywhere: no verdict either, so no class column
         lines.append(f"  {'#':>3} {'|lambda|':>9} {'re':>10} {'im':>10} {'y':>8}  {'|amplitude|':>12}")
+    top = max((e["abs"] for e in j["eigenvalues"]), default=0.0)
     for i, e in enumerate(j["eigenvalues"][:max_rows]):
         if "exponent" not in e:
             y = "-"
+        elif e["exponent"] is None or e["abs"] <= 1e-12 * top:  # 0 to round-off: y = ln 0 / ln b
+            y = "-inf"
         else:
-            y = "-inf" if e["exponent"] is None else f"{e['exponent']:.3f}"
+            y = f"{e['exponent']:.3f}"
         amp = j["amplitudes"][i]["abs"]
         row = f"  {i:>3} {e['abs']:>9.5f} {e['re']:>10.5f} {e['im']:>10.5f} {y:>8}  "
         if any_ci:

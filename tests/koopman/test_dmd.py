@@ -457,3 +457,14 @@ def test_bad_input() -> None:
         list(model.modes(z, indices=[2]))
     with pytest.raises(InvalidParameterError):
         KoopmanDMD(device="cpu").fit(z + 1j)
+
+
+def test_an_eigenvalue_zero_to_round_off_prints_minus_infinity():
+    from rganalysis.koopman.summary import format_koopman, koopman_json
+
+    z = _diagonal_flow(np.array([0.9, 0.5, 0.0]), t=12)
+    model = KoopmanDMD(rank=3, device="cpu", n_bags=0).fit(z, b=1.25)
+    j = koopman_json(model)
+    assert min(e["abs"] for e in j["eigenvalues"]) < 1e-10
+    text = format_koopman(j)
+    assert sum(" -inf " in ln for ln in text.splitlines()) == 1, text

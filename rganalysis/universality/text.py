@@ -43,11 +43,14 @@ def format_comparison(j: Mapping[str, Any], digits: int = 3) -> str:
             out += [
                 f"  clusters cut at {j['threshold']:.4g}: " + " | ".join(", ".join(c) for c in h["clusters"])
             ]
+    from rganalysis.fit.options import MARGINAL_Y
+
     for name, f in j.get("fits", {}).items():
         ys = [e["exponent"] for e in f["eigenvalues"] if e["retained"]]
         ytxt = ", ".join("-inf" if y is None else f"{y:.3f}" for y in ys) or "none"
         out.append(
-            f"fit {name}: rank {f['rank']}, b = {f['b']:.4g}, retained exponents [{ytxt}], "
+            f"fit {name}: rank {f['rank']}, b = {f['b']:.4g}, exponents y >= -{MARGINAL_Y:g} compared by the spectrum "
+            f"component [{ytxt}] (point estimates, no intervals: not a verdict; `rganalysis fit` gives those), "
             f"fixed point ({f['fixed_point_method']})"
             + (f"; {len(f['warnings'])} warning(s)" if f.get("warnings") else "")
         )

@@ -48,17 +48,14 @@ def _slug(label: str, taken: set[str]) -> str:
 
 def _labels(psets: Sequence[ParameterSet], paths: Sequence[str]) -> list[str]:
     """Model labels as ``rganalysis compare`` names models: the store's ``name`` attribute, else the
-    file stem; a repeated label gets ``#2``, ``#3``, ... in order."""
+    file stem; names that repeat are told apart by their file stems (else ``#2``, ``#3``, ...)."""
+    from rganalysis.universality.labels import unique_labels
+
     names = [
         str(p.attrs.get("name") or "") or Path(path).stem or "model"
         for p, path in zip(psets, paths, strict=True)
     ]
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return out
+    return unique_labels(names, [str(x) for x in paths])
 
 
 def _png(fig, dpi: int) -> bytes:

@@ -215,7 +215,7 @@ class UniversalityAnalysis(Estimator):
         if names is not None:
             for s, n in zip(sig_list, names, strict=True):
                 s.name = str(n)
-        _dedupe_names(sig_list)
+        _dedupe_names(sig_list, keep=names is not None)
         self.signatures_ = sig_list
         return self._classify()
 
@@ -312,11 +312,11 @@ class _FlowShape:
         return self._pset.state(round, device)
 
 
-def _dedupe_names(sigs: Sequence[FlowSignature]) -> None:
-    """Make names unique (``name``, ``name#2``, ...), in place."""
-    seen: dict[str, int] = {}
-    for s in sigs:
-        n = seen.get(s.name, 0) + 1
-        seen[s.name] = n
-        if n > 1:
-            s.name = f"{s.name}#{n}"
+def _dedupe_names(sigs: Sequence[FlowSignature], keep: bool = False) -> None:
+    """Make names unique, in place (:func:`~rganalysis.universality.labels.unique_labels`: file stems where
+    stored names repeat; with ``keep`` (names the caller gave) only ``name#2``, ...)."""
+    from rganalysis.universality.labels import unique_labels
+
+    sources = None if keep else [str(s.meta.get("source") or "") for s in sigs]
+    for s, lab in zip(sigs, unique_labels([s.name for s in sigs], sources), strict=True):
+        s.name = lab

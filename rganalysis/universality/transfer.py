@@ -48,6 +48,7 @@ import numpy as np
 import xarray as xr
 
 from rganalysis.errors import InvalidParameterError
+from rganalysis.universality.labels import unique_labels
 from rganalysis.universality.units import UnitSignature, _at_densities, _density_grid, align_units
 
 __all__ = [
@@ -299,12 +300,10 @@ def transfer_scores(
     if names is not None and len(names) != len(flows):
         raise InvalidParameterError(f"{len(names)} names for {len(flows)} flows")
     sigs = [_signature(f, None if names is None else names[i]) for i, f in enumerate(flows)]
-    labels = list(names) if names is not None else [s.name for s in sigs]
-    seen: dict[str, int] = {}
-    for i, lab in enumerate(labels):
-        seen[lab] = seen.get(lab, 0) + 1
-        if seen[lab] > 1:
-            labels[i] = f"{lab}#{seen[lab]}"
+    sources = [str(f) if isinstance(f, str) or hasattr(f, "__fspath__") else "" for f in flows]
+    labels = unique_labels(
+        list(names) if names is not None else [s.name for s in sigs], None if names is not None else sources
+    )
     n = len(sigs)
     # one matching per unordered pair (s < t): perms[u] = the source s's unit for the target t's unit u
     matched: dict[tuple[int, int], tuple[list[np.ndarray] | None, str]] = {}

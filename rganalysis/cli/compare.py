@@ -131,7 +131,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="how --directed pairs the units of two flows: aligned (same starting weights up to a permutation "
         "of units; NaN for pairs that do not align), mass-rank (in the order of their survival-weighted mass), "
         "or auto (the default: per architecture, the pairs that align are scored and its other pairs are "
-        "not; mass-rank where none of its pairs align; one scale per architecture)",
+        "not; mass-rank where none of its pairs align; one scale per architecture).  Flows of different "
+        "architectures have no unit correspondence and are never scored ('-' in the table)",
     )
     p.add_argument("--linkage", default="average", help="scipy linkage method (default: average)")
     p.add_argument(

@@ -17,7 +17,6 @@ import xarray as xr
 from rganalysis.base import Estimator
 from rganalysis.errors import InvalidParameterError
 from rganalysis.fit.auto import (
-    DEFAULT_MAX_RANK,
     RANK_AGREEMENT,
     auto_rank,
     rank_agreement,
@@ -322,12 +321,9 @@ class FlowFit(Estimator):
         """The automatic rank's intervals hold at that rank; where resamples of the pairs pick another rank
         too often (:data:`~rganalysis.fit.auto.RANK_AGREEMENT`) the verdict would be the rank's, not the
         data's: no interval, one warning."""
-        k = self.couplings_[0]
-        m = int(k.sizes["round"]) - 1
-        if max(1, min(DEFAULT_MAX_RANK, m // 2 - 1, int(k.sizes["coupling"]))) == 1:
-            self.rank_agreement_ = 1.0  # the rule can pick no other rank
-            return
-        self.rank_agreement_ = rank_agreement([k], int(self.rank_), random_state=self.random_state)
+        self.rank_agreement_ = rank_agreement(
+            [self.couplings_[0]], int(self.rank_), random_state=self.random_state
+        )
         if self.rank_agreement_ < RANK_AGREEMENT:
             est.eigenvalue_ci_ = np.full_like(np.asarray(est.eigenvalue_ci_, dtype=np.float64), np.nan)
             warnings.warn(

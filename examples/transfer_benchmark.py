@@ -833,8 +833,9 @@ def target_recall(paths: list[Path], names: list[str], arch: str, seed: int, dat
 
 @register_distance("directed_units")
 def directed_units(paths: list[Path], names: list[str], arch: str, seed: int, data: Generation) -> np.ndarray:
-    """rganalysis's directed transfer score (:func:`rganalysis.transfer_scores`): ``D[s, t]``, how much of
-    the target's survival-weighted unit mass the source's flow lacks.  (n, n), not symmetric."""
+    """rganalysis's unit divergence (:func:`rganalysis.transfer_scores` with ``score="divergence"``):
+    ``D[s, t]``, the mean over unit groups of KL(p_T || p_S) of the units' survival-weighted mass shares,
+    each normalised by ln n_g.  (n, n), not symmetric."""
     from rganalysis.universality.transfer import transfer_scores
 
     D = transfer_scores([str(p) for p in paths], names=list(names), score="divergence")
@@ -1789,14 +1790,21 @@ def _git(*args: str, root: Path | None = None) -> subprocess.CompletedProcess | 
 
 
 def registration_committed(path: Path) -> bool:
-    """Whether ``path`` is tracked by git and its committed bytes are the file's (a registration binds only
-    once it is in the history: written before the run, and not edited since)."""
+    """Whether ``path`` is tracked by this checkout's git and its committed bytes are the file's (a
+    registration binds only once it is in the history: written before the run, and not edited since)."""
     path = Path(path).resolve()
-    tracked = _git("ls-files", "--error-unmatch", str(path), root=path.parent)
+    tracked = _git("ls-files", "--error-unmatch", str(path))
     if tracked is None or tracked.returncode != 0:
         return False
-    same = _git("diff", "--quiet", "HEAD", "--", str(path), root=path.parent)
+    same = _git("diff", "--quiet", "HEAD", "--", str(path))
     return same is not None and same.returncode == 0
+
+
+def _in_docs(path: Path) -> bool:
+    """A registration lives in this checkout's docs/ as ``transfer-registration*.json``, so that its ledger is
+    one of those every run reads (:func:`spent_seeds`)."""
+    path = Path(path).resolve()
+    return path.parent == (_ROOT / "docs").resolve() and path.name.startswith("transfer-registration")
 
 
 def _is_ancestor(sha: str) -> bool:
@@ -1806,8 +1814,8 @@ def _is_ancestor(sha: str) -> bool:
 
 
 def spent_seeds(registration: Path | None = None) -> set[int]:
-    """:data:`SPENT_SEEDS`, every seed of a ledger committed in docs/ (``transfer-registration*-ledger.json``)
-    and those of the ledger beside ``registration``."""
+    """:data:`SPENT_SEEDS`, every seed of a ledger in docs/ (``transfer-registration*-ledger.json``; committed
+    or not, the strict side) and those of the ledger beside ``registration``."""
     ledgers = set((_ROOT / "docs").glob("transfer-registration*-ledger.json"))
     if registration is not None:
         ledgers.add(_ledger_path(registration))
@@ -1851,6 +1859,11 @@ def register(
     for name in (choice, *candidates, *BASELINES):
         if name not in known:
             raise RegistrationError(f"unknown distance {name!r}; registered: {list(known)}")
+    if not _in_docs(Path(path)):
+        raise RegistrationError(
+            f"{path}: a registration lives in {_ROOT / 'docs'} as transfer-registration*.json (where every "
+            "held-out run finds its ledger)"
+        )
     if Path(path).exists() and not force:
         raise RegistrationError(f"{path} exists: a registration is written once (--force replaces it)")
     again = sorted(set(map(int, seeds)) & spent_seeds(path))
@@ -1880,10 +1893,6 @@ def register(
     }
     _write_json_atomic(Path(path), reg)
     return reg
-
-
-def _ledger_path(registration: Path) -> Path:
-    return Path(registration).with_name(Path(registration).stem + "-ledger.json")
 
 
 def run_settings(
@@ -1920,6 +1929,11 @@ def check_registration(
     if not path.exists():
         raise RegistrationError(
             f"no registration at {path}: run `register` and commit it before any held-out generation"
+        )
+    if not _in_docs(path):
+        raise RegistrationError(
+            f"{path}: a registration that binds lives in {_ROOT / 'docs'} as transfer-registration*.json "
+            "(where every run finds its ledger)"
         )
     if not registration_committed(path):
         raise RegistrationError(
@@ -2102,6 +2116,11 @@ def main(argv: list[str] | None = None) -> int:
     if held and not a.held_out:
         p.error(
             f"seeds {held} are held out: they are run once, with the pre-registered distance (--held-out)"
+        )
+    if held and a.command != "run":
+        p.error(
+            f"held-out seeds {held} are run once, end to end (`run`): a `{a.command}` would spend them "
+            "without scoring them, or score what another command generated"
         )
     unknown = [x for x in a.archs if x not in ARCHS]
     if unknown:

@@ -290,18 +290,31 @@ def test_held_out_seeds_are_refused_without_flag(tb, tmp_path):
     assert {2, 5, 8, 9, 10} <= tb.spent_seeds(tmp_path / "other.json") and not {11, 12, 13} & tb.spent_seeds()
 
 
-def _commit(path):
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(path.parent)]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", path.name], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "register"], check=True)
+def _commit(root, *paths):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run([*git, "add", *(str(p.relative_to(root)) for p in paths)], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "commit"], check=True)
 
 
-def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
-    reg_path, out = tmp_path / "reg" / "registration.json", tmp_path / "out"
-    reg_path.parent.mkdir()
+@pytest.fixture
+def checkout(tb, tmp_path, monkeypatch):
+    """A git checkout standing in for the repository (its docs/ holds registrations and ledgers); the code
+    hash is the real one."""
+    root = tmp_path / "repo"
+    (root / "docs").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / "README").write_text("x")
+    _commit(root, root / "README")
+    real = tb.scoring_sha256()
+    monkeypatch.setattr(tb, "_ROOT", root)
+    monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: real)
+    return root
+
+
+def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch, checkout):
+    reg_path, out = checkout / "docs" / "transfer-registration.json", tmp_path / "out"
     held = [
-        "generate",
+        "run",
         "--seeds",
         "11",
         "--held-out",
@@ -314,6 +327,9 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:  # no registration
         tb.main(held)
     assert e.value.code == 2 and not out.exists()
+    with pytest.raises(SystemExit) as e:  # held-out seeds only end to end
+        tb.main(["generate", *held[1:]])
+    assert e.value.code == 2 and not out.exists()
     assert tb.main(["register", "--choice", "directed_units", "--registration", str(reg_path)]) == 0
     reg = json.loads(reg_path.read_text())
     assert reg["choice"] == "directed_units" and reg["held_out_seeds"] == [11, 12, 13]
@@ -321,7 +337,7 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     assert set(reg["baselines"]) >= {"mask_jaccard", "unit_degree_cosine", "target_recall", "random"}
     assert reg["run"] == tb.run_settings()
     # the whole package is the scoring code: its defaults (the registered weights) and training included
-    files = tb.scoring_files()
+    files = tb.scoring_files(Path(__file__).resolve().parents[2])
     assert {
         "rganalysis/universality/defaults.py",
         "rganalysis/universality/analysis.py",
@@ -332,10 +348,20 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     assert e.value.code == 2
     with pytest.raises(tb.RegistrationError, match="not committed"):
         tb.check_registration([11, 12], reg_path)
-    _commit(reg_path)
+    _commit(checkout, reg_path)
     assert tb.check_registration([11, 12], reg_path)["choice"] == "directed_units"
     with pytest.raises(tb.RegistrationError, match="not the registered"):
         tb.check_registration([14], reg_path)
+    # a registration elsewhere (committed in a repository of its own) binds nothing
+    other = tmp_path / "elsewhere" / "transfer-registration.json"
+    other.parent.mkdir()
+    other.write_text(reg_path.read_text())
+    subprocess.run(["git", "init", "-q", str(other.parent)], check=True)
+    _commit(other.parent, other)
+    with pytest.raises(tb.RegistrationError, match="a registration that binds lives in"):
+        tb.check_registration([11], other)
+    with pytest.raises(tb.RegistrationError, match="a registration lives in"):
+        tb.register("directed_units", candidates=[], path=tmp_path / "transfer-registration-x.json")
     # other settings than the registered ones (here the quick run's) spend no held-out seed
     assert tb.check_registration([11], reg_path, config=tb.BenchConfig().to_json(), run=tb.run_settings())
     with pytest.raises(
@@ -359,12 +385,14 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
     monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: "0" * 64)
     with pytest.raises(tb.RegistrationError, match="scoring code changed"):
         tb.check_registration([11], reg_path)
-    monkeypatch.undo()
+    monkeypatch.setattr(tb, "scoring_sha256", lambda root=None: reg["scoring_sha256"])
     # an edit of the committed registration unbinds it
     reg_path.write_text(reg_path.read_text().replace('"directed_units"', '"mask_jaccard"', 1))
     with pytest.raises(tb.RegistrationError, match="not committed as it is"):
         tb.check_registration([11], reg_path)
-    subprocess.run(["git", "-C", str(reg_path.parent), "checkout", "-q", "--", reg_path.name], check=True)
+    subprocess.run(
+        ["git", "-C", str(checkout), "checkout", "-q", "--", "docs/transfer-registration.json"], check=True
+    )
     # a seed is spent when its run starts: claimed once, refused the second time (and by a parallel run)
     tb.claim_seeds([11], reg_path)
     with pytest.raises(tb.RegistrationError, match=r"\[11\] were scored already"):
@@ -373,10 +401,17 @@ def test_registration_binds_the_held_out_run(tb, tmp_path, monkeypatch):
         tb.claim_seeds([11], reg_path)
     assert tb.check_registration([12], reg_path)
     tb.record_scored([11], reg_path)
-    ledger = json.loads((reg_path.parent / "registration-ledger.json").read_text())
+    ledger = json.loads((checkout / "docs" / "transfer-registration-ledger.json").read_text())
     assert ledger["scored_seeds"] == [11] and ledger["runs"][0]["finished"] is not None
+    # the ledger of docs/ spends its seeds for any later registration
+    assert 11 in tb.spent_seeds()
     with pytest.raises(tb.RegistrationError, match="scored before: register fresh seeds"):
-        tb.register("directed_units", candidates=[], path=tmp_path / "again.json", seeds=[9])
+        tb.register(
+            "directed_units",
+            candidates=[],
+            path=checkout / "docs" / "transfer-registration-v9.json",
+            seeds=[11],
+        )
 
 
 def test_within_source_and_antisymmetry(tb):

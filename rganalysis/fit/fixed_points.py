@@ -348,7 +348,9 @@ def fixed_point_wording(j: Mapping[str, Any], digits: int = 4) -> tuple[str, str
     it), or ``extrapolated, not reached`` when some coupling of the fixed point lies outside its domain:
     then no type is given, since the linearisation is about a point no IMP state can be.  ``where`` says
     how far the last round is from it (``near``/``not near`` with the distance, measure and tolerance;
-    for an extrapolation the distance and the couplings outside their domain, no nearness verdict).
+    for an extrapolation the distance and the couplings outside their domain, no nearness verdict).  A fit
+    with no more one-step pairs than parameters per row (``underdetermined``) is ``undetermined`` with
+    neither; a type of a fit whose rank is below its couplings says it is of the fitted directions only.
     """
     near = j.get("near_fixed_point")
     dist = ""

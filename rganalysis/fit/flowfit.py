@@ -320,7 +320,8 @@ class FlowFit(Estimator):
     def _check_rank(self, est: TrajectoryEstimator) -> None:
         """The automatic rank's intervals hold at that rank; where resamples of the pairs pick another rank
         too often (:data:`~rganalysis.fit.auto.RANK_AGREEMENT`) the verdict would be the rank's, not the
-        data's: no interval, one warning."""
+        data's: no interval, one warning.  Measured on the first flow's pairs, the ones ``auto_rank`` chose
+        the rank from."""
         self.rank_agreement_ = rank_agreement(
             [self.couplings_[0]], int(self.rank_), random_state=self.random_state
         )

@@ -634,6 +634,7 @@ def _tied_to(
     if same is not None:
         return same
     for name, e in tables.get((tuple(t.shape), t.dtype), ()):
-        if e.device == t.device and torch.equal(e, t) and bool(e.any()):  # all zeros: no evidence of a tie
+        # a constant table (zeros, ones: an initialisation) equal to a head is no evidence of a tie
+        if e.device == t.device and torch.equal(e, t) and bool((e != e.reshape(-1)[0]).any()):
             return name
     return None

@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from rganalysis.errors import InvalidParameterError
+
 __all__ = ["unique_labels"]
 
 
@@ -16,6 +18,8 @@ def unique_labels(names: Sequence[str], sources: Sequence[str | None] | None = N
     different from each other and from every other label; otherwise ``name``, ``name#2``, ``name#3``, ...
     in order."""
     names = [str(n) for n in names]
+    if sources is not None and len(sources) != len(names):
+        raise InvalidParameterError(f"{len(sources)} sources for {len(names)} names")
     stems = [Path(s).stem if s else "" for s in (sources or [None] * len(names))]
     count = Counter(names)
     out = list(names)
@@ -26,9 +30,12 @@ def unique_labels(names: Sequence[str], sources: Sequence[str | None] | None = N
         if all(cand) and len(set(cand)) == len(cand) and not set(cand) & others:
             for i, c in zip(idx, cand, strict=True):
                 out[i] = c
-    seen: Counter[str] = Counter()
+    taken: set[str] = set()
     for i, lab in enumerate(out):
-        seen[lab] += 1
-        if seen[lab] > 1:
-            out[i] = f"{lab}#{seen[lab]}"
+        k, new = 1, lab
+        while new in taken or (k > 1 and new in out[i + 1 :]):
+            k += 1
+            new = f"{lab}#{k}"
+        out[i] = new
+        taken.add(new)
     return out

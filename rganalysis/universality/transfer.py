@@ -1,8 +1,16 @@
 """A directed transfer score between IMP flows: will the ticket found on task S serve task T?
 
 Transfers of winning tickets are asymmetric (a 10-class ticket serves a 5-class task, not the reverse), so
-no symmetric distance can rank them both ways.  The score here asks, unit by unit, whether the *source's*
-IMP kept what the *target's* IMP needs:
+no symmetric distance can rank them both ways.  Both scores here ask, unit by unit, whether the *source's*
+IMP kept what the *target's* IMP needs.  The default, the coverage deficit (:func:`coverage_deficit`), is the
+share of the target's unit mass the source lacks,
+
+.. math::
+
+    c(S \\to T) = \\frac{1}{G} \\sum_{g=1}^{G} \\frac{\\sum_u \\max(0, m_T(u) - m_S(u))}{\\sum_u m_T(u)},
+
+so it sees how much of each layer a ticket keeps as well as which units; the unit divergence
+(:func:`directed_unit_divergence`, ``score="divergence"``) compares only how each layer's mass is spread:
 
 .. math::
 
@@ -54,6 +62,7 @@ from rganalysis.universality.units import UnitSignature, _at_densities, _density
 __all__ = [
     "COVERAGE_FORMULA",
     "MATCHINGS",
+    "NO_COMMON_DENSITY",
     "SCORES",
     "TRANSFER_FORMULA",
     "TRANSFER_READING",
@@ -92,6 +101,8 @@ def _same_architecture(a: UnitSignature, b: UnitSignature) -> bool:
 
 #: How :func:`transfer_scores` pairs the units of two flows (:func:`match_units`).
 MATCHINGS = ("auto", "aligned", "mass rank")
+#: ``attrs["matching"]`` of a pair not scored because its flows share no pruned density.
+NO_COMMON_DENSITY = "no common density"
 
 
 def match_units(a: UnitSignature, b: UnitSignature, how: str = "auto") -> tuple[list[np.ndarray] | None, str]:
@@ -111,15 +122,18 @@ def match_units(a: UnitSignature, b: UnitSignature, how: str = "auto") -> tuple[
     if how == "aligned":
         return None, "none"
     perms = []
+    grid = _common_densities(a, b)
     for ga, gb, da, db in zip(a.groups, b.groups, a.degree, b.degree, strict=True):
         if ga.labels is not None and gb.labels is not None and sorted(ga.labels) == sorted(gb.labels):
             perms.append(np.array([gb.labels.index(lab) for lab in ga.labels]))
             continue
         # the optimal matching on a 1-D key is by rank: units paired in the order of their survival-weighted
-        # mass (what the score compares), ties by the rest of their degree trajectory
+        # mass where the score compares it (the common densities), ties by the rest of their degree trajectory
         ta, tb = _trajectory(da, a.global_density), _trajectory(db, b.global_density)
-        oa = np.lexsort((*ta.T[::-1], da[1:].sum(axis=0)))
-        ob = np.lexsort((*tb.T[::-1], db[1:].sum(axis=0)))
+        ma = _mass(da, a, grid) if grid is not None else da[1:].sum(axis=0)
+        mb = _mass(db, b, grid) if grid is not None else db[1:].sum(axis=0)
+        oa = np.lexsort((*ta.T[::-1], ma))
+        ob = np.lexsort((*tb.T[::-1], mb))
         p = np.empty(len(oa), dtype=np.intp)
         p[oa] = ob
         perms.append(p)
@@ -151,31 +165,39 @@ def _trajectory(degree: np.ndarray, density: np.ndarray, n: int = 8) -> np.ndarr
     return (y[lo] * (1 - w)[:, None] + y[hi] * w[:, None]).T
 
 
+_SAME_ROUNDS = "same rounds"
+
+
+def _common_densities(a: UnitSignature, b: UnitSignature) -> np.ndarray | str | None:
+    """Where two flows' unit masses are compared: :data:`_SAME_ROUNDS` for flows of the same rounds and global
+    densities (rounds ``1 .. R-1``), else the log global densities both reach
+    (:func:`~rganalysis.universality.units._density_grid`), None if they share none beyond round 0."""
+    if a.n_rounds == b.n_rounds and np.array_equal(a.global_density, b.global_density):
+        return _SAME_ROUNDS
+    return _density_grid(a, b)
+
+
+def _mass(degree: np.ndarray, sig: UnitSignature, grid: np.ndarray | str) -> np.ndarray:
+    """Each unit's survival-weighted mass on ``grid`` (:func:`_common_densities`): its degrees summed over
+    rounds ``1 .. R-1``, or interpolated in log global density at the grid's densities and summed."""
+    if isinstance(grid, str):
+        return degree[1:].sum(axis=0)
+    return _at_densities(degree, sig.global_density, grid).sum(axis=0)
+
+
 def _masses(
     source: UnitSignature, target: UnitSignature, perms: Sequence[np.ndarray]
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per unit group, ``(m_T, m_S)``: each target unit's survival-weighted mass and that of its matched
-    source unit (``perms``).  Flows of the same rounds and global densities sum rounds ``1 .. R-1``; others
-    are compared at matched global densities (the degrees interpolated in log global density where both
-    flows reach, :func:`~rganalysis.universality.units._density_grid`), so that a flow cut a round short,
-    or run at another rate, is scored on the masks of the densities both have.  Empty if they share none."""
-    same = source.n_rounds == target.n_rounds and np.array_equal(source.global_density, target.global_density)
-    grid = None if same else _density_grid(source, target)
-    if not same and grid is None:
+    source unit (``perms``), where the two are compared (:func:`_common_densities`: a flow cut a round short,
+    or run at another rate, is scored on the masks of the densities both have).  Empty if they share none."""
+    grid = _common_densities(source, target)
+    if grid is None:
         return []
-    out = []
-    for dt, ds, p in zip(target.degree, source.degree, perms, strict=True):
-        ds = ds[:, p]
-        if same:
-            out.append((dt[1:].sum(axis=0), ds[1:].sum(axis=0)))
-        else:
-            out.append(
-                (
-                    _at_densities(dt, target.global_density, grid).sum(axis=0),
-                    _at_densities(ds, source.global_density, grid).sum(axis=0),
-                )
-            )
-    return out
+    return [
+        (_mass(dt, target, grid), _mass(ds[:, p], source, grid))
+        for dt, ds, p in zip(target.degree, source.degree, perms, strict=True)
+    ]
 
 
 def _unit_distribution(mass: np.ndarray, fan: int) -> np.ndarray:
@@ -266,7 +288,8 @@ def transfer_scores(
         :class:`~rganalysis.universality.units.UnitSignature`, or ``FlowSignature`` objects computed with
         units (what :class:`~rganalysis.universality.UniversalityAnalysis` keeps in ``signatures_``); at
         least two, with nested masks.
-    names : labels (default: the flows' names; duplicates are suffixed ``#2``, ``#3``)
+    names : labels (default: the flows' names; names that repeat are told apart by the flows' file stems,
+        else suffixed ``#2``, ``#3``)
     score : which directed score (:data:`SCORES`): ``"coverage"`` (the default, :func:`coverage_deficit`:
         the share of the target's unit mass the source lacks) or ``"divergence"``
         (:func:`directed_unit_divergence`, the module's formula: how differently each layer's mass is spread
@@ -286,8 +309,10 @@ def transfer_scores(
     DataArray (source, target), dimensionless, >= 0: ``scores.sel(source=S, target=T)`` is how much of what
     T's IMP keeps S's ticket lacks (lower = S's ticket expected to lose less on T; read a column to rank the
     sources for one target, a row to rank the targets one ticket will serve).  Not symmetric; the diagonal
-    is 0.  NaN for flows of different architectures.  ``attrs``: ``formula``, ``matching`` ((source,
-    target) -> ``aligned`` / ``mass rank``, as JSON-able lists), ``score``.
+    is 0.  NaN for pairs not scored: flows of different architectures, pairs of another start than the
+    aligned flows of their architecture (``matching="auto"``), flows that share no pruned density.
+    ``attrs``: ``formula``, ``matching`` ((source, target) -> ``aligned`` / ``mass rank`` / ``none`` (no unit
+    correspondence) / :data:`NO_COMMON_DENSITY` / ``self``, as JSON-able lists), ``score``.
     """
     if score not in SCORES:
         raise InvalidParameterError(f"unknown transfer score {score!r}; known: {list(SCORES)}")
@@ -300,7 +325,10 @@ def transfer_scores(
     if names is not None and len(names) != len(flows):
         raise InvalidParameterError(f"{len(names)} names for {len(flows)} flows")
     sigs = [_signature(f, None if names is None else names[i]) for i, f in enumerate(flows)]
-    sources = [str(f) if isinstance(f, str) or hasattr(f, "__fspath__") else "" for f in flows]
+    sources = [
+        str(f) if isinstance(f, str) or hasattr(f, "__fspath__") else str(getattr(f, "path", "") or "")
+        for f in flows
+    ]
     labels = unique_labels(
         list(names) if names is not None else [s.name for s in sigs], None if names is not None else sources
     )
@@ -340,12 +368,23 @@ def transfer_scores(
     how = [["none"] * n for _ in range(n)]
     for s in range(n):
         out[s, s], how[s][s] = 0.0, "self"
+    apart = []
     for (s, t), (perms, kind) in matched.items():
         if perms is None:
+            continue
+        if _common_densities(sigs[s], sigs[t]) is None:
+            how[s][t] = how[t][s] = NO_COMMON_DENSITY
+            apart.append((labels[s], labels[t]))
             continue
         how[s][t] = how[t][s] = kind
         out[s, t] = fn(sigs[s], sigs[t], perms)
         out[t, s] = fn(sigs[t], sigs[s], [np.argsort(p) for p in perms])
+    if apart:
+        warnings.warn(
+            f"transfer_scores: {2 * len(apart)} ordered pairs share no pruned density (first: {apart[0][0]} -> "
+            f"{apart[0][1]}; one flow ends above the other's first pruned round): NaN",
+            stacklevel=2,
+        )
     if mismatched:
         warnings.warn(
             f"transfer_scores: {2 * len(mismatched)} ordered pairs of different architectures are NaN "
@@ -368,7 +407,7 @@ def transfer_scores_json(D: xr.DataArray) -> dict[str, Any]:
         "sources": [str(x) for x in D.source.values],
         "targets": [str(x) for x in D.target.values],
         "scores": [[float(x) if math.isfinite(x) else None for x in row] for row in D.values],
-        "score": D.attrs.get("score", "divergence"),
+        "score": D.attrs.get("score", "coverage"),
         "formula": D.attrs["formula"],
         "matching": D.attrs["matching"],
         "reading": TRANSFER_READING,
@@ -399,5 +438,9 @@ def format_transfer_scores(D: xr.DataArray, digits: int = 4) -> str:
         lines.append(
             "'-': not scored, no unit correspondence (another architecture, or another start than the flows "
             "of its architecture that align; matching='mass rank' / --matching mass-rank scores the latter)"
+        )
+    if how is not None and any(h == NO_COMMON_DENSITY for row in how for h in row):
+        lines.append(
+            "'-': not scored, the two flows share no pruned density (one ends before the other begins)"
         )
     return "\n".join(lines)

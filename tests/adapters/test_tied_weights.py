@@ -56,3 +56,17 @@ def test_named_prunable_tensors_are_not_second_guessed():
         {"emb.weight": e, "head.weight": e}, kinds={"emb.weight": "embedding"}, prunable=["head.weight"]
     )
     assert info["head.weight"].prunable
+
+
+def test_same_shape_is_not_a_tie():
+    """A head of an embedding's shape with other bits, or equal to it only as a constant, stays prunable."""
+    e = torch.randn(5, 3)
+    kinds = {"emb.weight": "embedding"}
+    info = build_info({"emb.weight": e, "head.weight": e + 1.0}, kinds=kinds)
+    assert info["head.weight"].prunable
+    ones = torch.ones(5, 3)
+    assert build_info({"emb.weight": ones, "head.weight": ones.clone()}, kinds=kinds)["head.weight"].prunable
+    with pytest.warns(UserWarning, match="tied to an earlier one"):
+        assert not build_info({"emb.weight": e, "head.weight": e.clone()}, kinds=kinds)[
+            "head.weight"
+        ].prunable

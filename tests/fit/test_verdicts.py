@@ -274,16 +274,12 @@ def test_two_seeds_of_one_architecture_get_no_opposite_verdicts(resnet18_flows):
         for _, c in sorted(zip(np.abs(f.eigenvalues_), f.eigenvalue_classes_, strict=True))[-1:]
     ]
     assert not {"relevant", "irrelevant"} <= set(lead), lead
-    for f in fits:
-        assert f.rank_agreement_ is not None and 0 <= f.rank_agreement_ <= 1
-        if f.rank_agreement_ < RANK_AGREEMENT:
-            assert np.isnan(f.estimator_.eigenvalue_ci_).all() and set(f.eigenvalue_classes_) == {
-                "undetermined"
-            }
-            assert (
-                f"{f.rank_agreement_:.0%} of pair resamples pick it"
-                in rganalysis.fit.flowfit.format_spectrum(f.to_json())
-            )
+    for f in fits:  # both ranks are coin flips here (about half of the resamples each)
+        assert f.rank_agreement_ is not None and f.rank_agreement_ < RANK_AGREEMENT
+        assert np.isnan(f.estimator_.eigenvalue_ci_).all()
+        assert set(f.eigenvalue_classes_) == {"undetermined"}
+        text = rganalysis.fit.flowfit.format_spectrum(f.to_json())
+        assert f"{f.rank_agreement_:.0%} of pair resamples pick it" in text
 
 
 def test_rank_agreement_of_a_clear_rank():

@@ -22,3 +22,14 @@ def test_stems_that_do_not_tell_them_apart_give_numbers():
         "seed0",
     ]
     assert unique_labels(["a", "b"], ["1.h5", "2.h5"]) == ["a", "b"]  # no repeat: names kept
+
+
+def test_labels_are_all_different_whatever_the_names():
+    import pytest
+
+    from rganalysis.errors import InvalidParameterError
+
+    assert unique_labels(["a", "a", "a#2"]) == ["a", "a#3", "a#2"]
+    assert len(set(unique_labels(["a#2", "a", "a"]))) == 3
+    with pytest.raises(InvalidParameterError, match="2 sources for 3 names"):
+        unique_labels(["a", "a", "b"], ["x.h5", "y.h5"])

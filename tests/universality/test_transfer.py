@@ -250,3 +250,36 @@ def test_a_small_score_is_not_printed_as_zero():
 
     assert _score_text(3.5e-6, 4) == "3.5e-06" and _score_text(0.0, 4) == "0.0000"
     assert _score_text(0.01234, 4) == "0.0123" and _score_text(float("nan"), 4) == "-"
+
+
+def test_mass_rank_across_lengths_pairs_units_where_the_score_compares_them():
+    """Flows of other starts and lengths: units paired in the order of their mass at the densities both
+    reach.  The source's one pruned round is the target's first round with the rows relabelled, so at the
+    one common density (0.5) a pairing exists that makes them equal: the score must be 0, whatever the
+    target's second round does (it reverses the rows' order)."""
+    r1 = np.zeros((10, 20), bool)
+    for u in range(10):
+        r1[u, : 2 * (u % 5) + 6] = True
+    r2 = np.zeros((10, 20), bool)
+    for u in range(10):
+        r2[u, : max(0, 10 - 2 * (u % 5) - 4)] = True
+    target = _flow([np.ones((10, 20), bool), r1, r2 & r1], name="T")
+    perm = np.random.default_rng(3).permutation(10)
+    w2 = torch.randn(10, 20, generator=torch.Generator().manual_seed(9))
+    source = _flow([np.ones((10, 20), bool), r1[perm]], w=w2, name="S")
+    D = transfer_scores([source, target])
+    assert D.attrs["matching"][0][1] == "mass rank"
+    np.testing.assert_array_equal(D.values, 0.0)
+
+
+def test_flows_that_share_no_pruned_density_are_not_scored_and_say_so():
+    from rganalysis.universality.transfer import NO_COMMON_DENSITY, format_transfer_scores
+
+    rows = np.arange(10)[:, None] + np.zeros((1, 20), int)
+    sparse = _flow([np.ones((10, 20), bool), rows < 1, rows < 1], name="sparse")  # density 0.1
+    dense = _flow([np.ones((10, 20), bool), rows < 8, rows < 7], name="dense")  # 0.8, 0.7
+    with pytest.warns(UserWarning, match="share no pruned density"):
+        D = transfer_scores([sparse, dense])
+    assert np.isnan(D.values[0, 1]) and np.isnan(D.values[1, 0])
+    assert D.attrs["matching"][0][1] == NO_COMMON_DENSITY
+    assert "share no pruned density" in format_transfer_scores(D)

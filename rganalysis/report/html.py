@@ -100,9 +100,18 @@ def _model_notes(m: Any) -> list[str]:
             + ". Their couplings are frozen at 0 from then on."
         )
     if j.get("fixed_point_type") == "undetermined":
+        eig = j.get("eigenvalues") or []
+        if j.get("underdetermined"):
+            why = "the fit has no more one-step pairs than parameters per row, so it measures no fixed point"
+        elif eig and all(e.get("ci_low") is None for e in eig):
+            why = "no eigenvalue has an interval (the warnings of the fit say why)"
+        else:
+            why = (
+                "the intervals of some eigenvalues do not fix their class (they reach into the marginal band)"
+            )
         notes.append(
-            "The fixed-point type is undetermined: the bootstrap intervals of some eigenvalues straddle "
-            f"the marginal band (the point estimates would say {j.get('fixed_point_type_estimate')})."
+            f"The fixed-point type is undetermined: {why} (the point estimates would say "
+            f"{j.get('fixed_point_type_estimate')})."
         )
     if j.get("fixed_point_extrapolated"):
         out = j.get("fixed_point_outside_domain") or []

@@ -48,7 +48,7 @@ class Figure:
     title: str
     caption: str
     figure: Any  # matplotlib.figure.Figure
-    png: bytes = b""
+    png: bytes = field(default=b"", repr=False)
 
 
 @dataclass

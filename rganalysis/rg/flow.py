@@ -58,6 +58,16 @@ def compute_flow(
     """
     rounds = check_rounds(rounds)
     rate = check_rate(rate)
+    if not hasattr(pset, "state") or not hasattr(pset, "n_rounds"):
+        raise InvalidParameterError(
+            f"compute_flow takes a ParameterSet (rganalysis.load(store) or rganalysis.ingest(checkpoint)), "
+            f"got {type(pset).__name__}"
+        )
+    if train is not None and rescaling != "rewind":
+        raise InvalidParameterError(
+            "train= is the rescaling step of a rewinding flow: pass rescaling='rewind' with it (without, the "
+            "flow is data-free and train would not be called)"
+        )
     start = pset.n_rounds - 1 if start_round is None else int(start_round)
     if not 0 <= start < pset.n_rounds:
         raise InvalidParameterError(f"start_round {start} outside 0..{pset.n_rounds - 1}")

@@ -182,6 +182,10 @@ class UniversalityAnalysis(Estimator):
         then compute distances and classes.  Returns self."""
         from rganalysis.parallel import map_flows, resolve_scheduler
 
+        if isinstance(flows, str | bytes) or hasattr(flows, "__fspath__") or isinstance(names, str):
+            raise InvalidParameterError(
+                "flows and names are sequences (a list of paths or flows, a list of names)"
+            )
         flows = list(flows)
         if not flows:
             raise InvalidParameterError("no flows to compare")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -331,9 +332,18 @@ def _mode(alignment: str, alignments: Sequence[Alignment | None]) -> str:
             )
     if alignment != "auto":
         return alignment
-    return (
-        "aligned" if alignments and all(al is not None and al.aligned for al in alignments) else "invariant"
-    )
+    n_aligned = sum(al is not None and al.aligned for al in alignments)
+    if alignments and n_aligned == len(alignments):
+        return "aligned"
+    if n_aligned:
+        warnings.warn(
+            f"{n_aligned} of {len(alignments)} pair(s) of flows start from the same weights, the others do not: "
+            "every pair is compared invariantly (unit_profile), so that the matrix has one scale; compare "
+            "the flows of one start alone for their aligned distances (survival + units)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return "invariant"
 
 
 def _total(comp: Mapping[str, float], w: Mapping[str, float], pair: str, al: Alignment | None) -> float:

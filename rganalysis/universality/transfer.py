@@ -319,6 +319,10 @@ def transfer_scores(
     if matching not in MATCHINGS:
         raise InvalidParameterError(f"unknown unit matching {matching!r}; known: {list(MATCHINGS)}")
     fn, formula = SCORES[score]
+    if isinstance(flows, str | bytes) or hasattr(flows, "__fspath__") or isinstance(names, str):
+        raise InvalidParameterError(
+            "flows and names are sequences (a list of paths or flows, a list of names)"
+        )
     flows = list(flows)
     if len(flows) < 2:
         raise InvalidParameterError(f"transfer_scores needs at least 2 flows, got {len(flows)}")

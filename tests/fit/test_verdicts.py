@@ -218,9 +218,10 @@ def test_a_joint_fit_of_flows_at_other_rates_claims_no_one_rate():
     f = FlowFit(couplings=("global_density",), n_bootstrap=0).fit([a, b])
     assert f.rate_ is None and f.to_json()["rate"] is None
     assert 1.25 < f.b_ < 1 / 0.7  # the joint scale factor lies between the two flows' b
-    assert FlowFit(couplings=("global_density",), n_bootstrap=0).fit([a, a]).rate_ == pytest.approx(
-        0.2, abs=1e-3
-    )
+    with pytest.warns(UserWarning, match="fitted once"):
+        assert FlowFit(couplings=("global_density",), n_bootstrap=0).fit([a, a]).rate_ == pytest.approx(
+            0.2, abs=1e-3
+        )
 
 
 def test_the_refused_options_are_the_response_estimators_with_their_defaults():
@@ -327,3 +328,21 @@ def test_a_rank_below_the_couplings_says_which_directions_it_classifies():
 def test_more_depth_points_than_layers_is_said(resnet18_flows):
     with pytest.warns(UserWarning, match="50 depth points for flows of 21 pruned layers"):
         FlowFit(depth_points=50, n_bootstrap=0).fit(resnet18_flows[0])
+
+
+def test_the_same_flow_twice_is_fitted_once(resnet18_flows):
+    """Its pairs would count twice and narrow the intervals into a verdict the one flow does not support."""
+    one = FlowFit(rank=1).fit(resnet18_flows[0])
+    with pytest.warns(UserWarning, match="fitted once, as their pairs are the same data"):
+        many = FlowFit(rank=1).fit([resnet18_flows[0]] * 4)
+    np.testing.assert_array_equal(many.eigenvalues_, one.eigenvalues_)
+    np.testing.assert_array_equal(many.estimator_.eigenvalue_ci_, one.estimator_.eigenvalue_ci_)
+
+
+def test_train_without_rewinding_is_refused(resnet18_sd):
+    from rganalysis.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="pass rescaling='rewind'"):
+        rganalysis.compute_flow(_pset(resnet18_sd), 2, 0.2, train=lambda w, m: w, progress=False)
+    with pytest.raises(InvalidParameterError, match="compute_flow takes a ParameterSet"):
+        rganalysis.compute_flow("model.pth", 2, 0.2)

@@ -283,3 +283,14 @@ def test_flows_that_share_no_pruned_density_are_not_scored_and_say_so():
     assert np.isnan(D.values[0, 1]) and np.isnan(D.values[1, 0])
     assert D.attrs["matching"][0][1] == NO_COMMON_DENSITY
     assert "share no pruned density" in format_transfer_scores(D)
+
+
+def test_one_path_is_not_a_list_of_flows(tmp_path):
+    from rganalysis.universality.analysis import UniversalityAnalysis
+
+    with pytest.raises(InvalidParameterError, match="are sequences"):
+        transfer_scores("flow.h5")
+    with pytest.raises(InvalidParameterError, match="are sequences"):
+        transfer_scores([_flow(_masks(False)), _flow(_masks(True))], names="ab")
+    with pytest.raises(InvalidParameterError, match="are sequences"):
+        UniversalityAnalysis().fit(tmp_path / "flow.h5")

@@ -288,3 +288,10 @@ def test_one_models_data_free_flows_at_other_rates_and_lengths_are_one_class():
     # as before, it was 0.036 from a 6-round flow at 0.2, and 0.12 for GPT-2 in a new user's trial)
     assert units.max() < 0.005
     assert dm.total.values.max() < 0.1  # survival: the rounds bin one order differently (0.03 at 0.3)
+
+
+def test_one_flow_of_another_start_makes_the_comparison_invariant_and_says_so():
+    flows = [digits_mlp_flow(0, LOW), digits_mlp_flow(0, HIGH), digits_mlp_flow(1, LOW)]
+    with pytest.warns(UserWarning, match="1 of 3 pair\\(s\\) of flows start from the same weights"):
+        ua = UniversalityAnalysis(device="cpu").fit(flows)
+    assert ua.mode_ == "invariant"

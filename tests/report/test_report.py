@@ -157,3 +157,19 @@ def test_distance_caption_says_what_the_weighted_components_measure():
     assert "up to a permutation" in _closeness({"unit_profile": 1.0, "spectrum": 0.0})
     fitted = _closeness({"spectrum": 1.0, "fixed_point": 1.0, "subspace": 1.0, "units": 0.0})
     assert fitted == "the same fixed point and relevant spectrum"
+
+
+def test_the_undetermined_note_gives_the_fits_own_reason():
+    from types import SimpleNamespace
+
+    from rganalysis.report.html import _model_notes
+
+    none = [{"ci_low": None, "ci_high": None}]
+    some = [{"ci_low": 0.9, "ci_high": 1.1}]
+    base = {"fixed_point_type": "undetermined", "fixed_point_type_estimate": "stable"}
+    note = lambda j: " ".join(_model_notes(SimpleNamespace(info={}, fit_json=j)))  # noqa: E731
+    assert "no eigenvalue has an interval" in note({**base, "eigenvalues": none})
+    assert "reach into the marginal band" in note({**base, "eigenvalues": some})
+    assert "no more one-step pairs than parameters" in note(
+        {**base, "eigenvalues": none, "underdetermined": True}
+    )

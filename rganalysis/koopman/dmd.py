@@ -19,6 +19,7 @@ from rganalysis.base import Estimator
 from rganalysis.errors import (
     InvalidParameterError,
     NonFiniteWeightsError,
+    NotFittedError,
     RankError,
     TooFewRoundsError,
 )
@@ -704,7 +705,7 @@ class KoopmanDMD(Estimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "eigenvalues_"):
-            raise InvalidParameterError("this KoopmanDMD is not fitted yet; call fit() first")
+            raise NotFittedError("this KoopmanDMD is not fitted yet; call fit() first")
 
     # --------------------------------------------------------------------------------------------
     def modes(

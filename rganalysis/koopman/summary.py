@@ -48,11 +48,22 @@ def koopman_json(dmd: KoopmanDMD, modes: Sequence[str] | None = None) -> dict[st
 
 def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
     """Readable spectrum table of a :func:`koopman_json` result."""
+    feats = j.get("features")
+    where = ", ".join(
+        f"{k} {j[k]}" for k in ("subset", "scale") if j.get(k) is not None
+    )  # a bare KoopmanDMD.to_json() has no store provenance
     head = (
         f"{j.get('flow') or j.get('name') or 'flow'}: {j['snapshots']} snapshots of "
-        f"{j['features']:,} parameters ({j['tensors']} tensors, subset {j['subset']}, scale {j['scale']})"
+        + (f"{feats:,} parameters" if feats is not None else "features")
+        + (
+            f" ({j['tensors']} tensors, {where})"
+            if j.get("tensors") is not None
+            else f" ({where})"
+            if where
+            else ""
+        )
     )
-    b = j.get("b")
+    b = j.get("b", j.get("scale_factor"))  # koopman_json: b; a bare to_json: scale_factor
     lines = [
         head,
         f"  rank {j['rank']} (numerical rank {j['numerical_rank']}), "

@@ -14,6 +14,7 @@ from pydmd import DMD
 from rganalysis.errors import (
     InvalidParameterError,
     NonFiniteWeightsError,
+    NotFittedError,
     RankError,
     TooFewRoundsError,
 )
@@ -446,7 +447,7 @@ def test_bad_input() -> None:
     ):
         with pytest.raises(InvalidParameterError):
             KoopmanDMD(device="cpu", **kwargs).fit(z)
-    with pytest.raises(InvalidParameterError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         next(KoopmanDMD().modes(z))
     model = KoopmanDMD(rank=2, device="cpu").fit(z)
     with pytest.raises(InvalidParameterError, match="same number of rounds"):
@@ -468,3 +469,18 @@ def test_an_eigenvalue_zero_to_round_off_prints_minus_infinity():
     assert min(e["abs"] for e in j["eigenvalues"]) < 1e-10
     text = format_koopman(j)
     assert sum(" -inf " in ln for ln in text.splitlines()) == 1, text
+
+
+def test_an_unfitted_model_says_so():
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        KoopmanDMD().to_json()
+
+
+def test_the_table_reads_a_bare_to_json():
+    from rganalysis.koopman.summary import format_koopman
+
+    model = KoopmanDMD(rank=3, device="cpu", n_bags=0).fit(
+        _diagonal_flow(np.array([0.9, 0.5, 0.2]), t=12), b=1.25
+    )
+    text = format_koopman(model.to_json())
+    assert text.startswith("flow: 12 snapshots of 500 parameters") and "b = 1.2500" in text

@@ -147,12 +147,12 @@ def guard_outputs(
             if out.exists() and not out.is_dir():
                 raise OutputExistsError(f"{opt} {out} exists and is not a folder")
             if out.is_dir() and any(out.iterdir()) and not force:
-                raise OutputExistsError(f"{opt} {out} exists and is not empty; pass --force to write into it")
+                raise OutputExistsError(f"{opt} {out} exists and is not empty; pass --force (force=True) to write into it")
             continue
         if out.is_dir():
             raise OutputExistsError(f"{opt} {out} is a folder; give a file name")
         if out.exists() and not force:
-            raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+            raise OutputExistsError(f"{out} exists; pass --force (force=True) to overwrite it")
 
 
 class AtomicOutput:
@@ -206,13 +206,13 @@ class AtomicOutput:
             except FileExistsError:
                 raise ConcurrentWriteError(
                     f"{self.path} was created by another writer while this one ran; this result was "
-                    "discarded (pass --force to replace it)"
+                    "discarded (pass --force, force=True, to replace it)"
                 ) from None
             except OSError:  # a file system without hard links: check, then rename
                 if self.path.exists():
                     raise ConcurrentWriteError(
                         f"{self.path} was created by another writer while this one ran; this result was "
-                        "discarded (pass --force to replace it)"
+                        "discarded (pass --force, force=True, to replace it)"
                     ) from None
                 os.rename(self.tmp, self.path)
         finally:

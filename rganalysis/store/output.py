@@ -147,7 +147,9 @@ def guard_outputs(
             if out.exists() and not out.is_dir():
                 raise OutputExistsError(f"{opt} {out} exists and is not a folder")
             if out.is_dir() and any(out.iterdir()) and not force:
-                raise OutputExistsError(f"{opt} {out} exists and is not empty; pass --force (force=True) to write into it")
+                raise OutputExistsError(
+                    f"{opt} {out} exists and is not empty; pass --force (force=True) to write into it"
+                )
             continue
         if out.is_dir():
             raise OutputExistsError(f"{opt} {out} is a folder; give a file name")

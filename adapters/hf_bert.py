@@ -38,7 +38,14 @@ from rganalysis.store.parameter_set import ParameterSet, RoundData
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: model types whose state dicts have BERT's layout (``{prefix}.embeddings``, ``{prefix}.encoder.layer.N``, ...)
 BERT_LAYOUT_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
-__all__ = ["HFBert", "build_from_config", "mask_file_dict", "read_folder_config", "read_mask_files"]
+__all__ = [
+    "HFBert",
+    "build_from_config",
+    "mask_file_dict",
+    "model_from_config",
+    "read_folder_config",
+    "read_mask_files",
+]
 
 
 def read_folder_config(source: Path) -> dict:
@@ -258,9 +265,15 @@ class HFBert:
 def build_from_config(pset: ParameterSet) -> torch.nn.Module:
     """The transformers model class named by a store's ``architecture``, from its stored ``config``
     (random init); ``AutoModel`` for a class transformers does not export."""
+    return model_from_config(json.loads(pset.attrs["config"]), pset.attrs["architecture"])
+
+
+def model_from_config(config: dict, architecture: str | None) -> torch.nn.Module:
+    """The transformers class ``architecture`` built from a ``config.json`` dict (random init, on torch's
+    current default device); ``AutoModel`` for a class transformers does not export (or None)."""
     import transformers
 
-    config = json.loads(pset.attrs["config"])
     kind = config.get("model_type", "bert")
     cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
-    return getattr(transformers, pset.attrs["architecture"], transformers.AutoModel.from_config)(cfg)
+    cls = getattr(transformers, architecture, None) if architecture else None
+    return cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)

@@ -22,6 +22,7 @@ from rganalysis.adapters.hf_bert import (
     BERT_LAYOUT_TYPES,
     _read_weights,
     build_from_config,
+    model_from_config,
     read_folder_config,
     weight_files,
 )
@@ -45,15 +46,8 @@ def _module_order(config: dict) -> tuple[list[str] | None, str]:
     """The state-dict keys of the model ``config`` names, in module order (built on the meta device), and
     the class's name; ``(None, "")`` when transformers cannot build it."""
     try:
-        import transformers
-
-        cfg = transformers.AutoConfig.for_model(
-            config["model_type"], **{k: v for k, v in config.items() if k != "model_type"}
-        )
-        arch = (config.get("architectures") or [None])[0]
-        cls = getattr(transformers, arch, None) if arch else None
         with torch.device("meta"):
-            model = cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)
+            model = model_from_config(config, (config.get("architectures") or [None])[0])
         return list(model.state_dict(keep_vars=True)), type(model).__name__
     except Exception:  # any failure of a third-party constructor: fall back to the inferred order
         return None, ""

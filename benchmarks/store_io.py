@@ -4,16 +4,16 @@ For each model (random init, no downloads; its state dict saved once with ``torc
 checkpoint) the script times, interleaved (baseline, ours, baseline, ours, ...), in this process after
 one warm-up of each:
 
-* write: ``ingest(ckpt)`` + ``ParameterSet.save(store)`` (ours) against ``torch.load(ckpt)`` +
-  ``torch.save(state_dict, file)`` (baseline);
+* write: ``ingest(ckpt)`` + ``ParameterSet.save(store)`` (ours) against
+  ``torch.load(ckpt, weights_only=True)`` + ``torch.save(state_dict, file)`` (baseline);
 * read: ``load(store)`` + reading every tensor back (``to_state_dict()``: every tensor read and checked
-  on its first read: CRC-32, finite values) against ``torch.load(ckpt)``.
+  on its first read: CRC-32, finite values) against ``torch.load(ckpt, weights_only=True)``.
 
 and reports medians (and minima) and the ratios ours / baseline.  Files live in ``--dir`` (page cache
 warm after the warm-up, for both).  Then, each in fresh processes:
 
-* CLI peak memory: ``rganalysis ingest CKPT -o STORE`` against ``torch.load(CKPT)``; each child first
-  imports ``rganalysis`` and ``torch``, then ``malloc_trim(0)``, resets the kernel's peak-RSS counter
+* CLI peak memory: ``rganalysis ingest CKPT -o STORE`` against ``torch.load(CKPT, weights_only=True)``; each
+  child first imports ``rganalysis`` and ``torch``, then ``malloc_trim(0)``, resets the kernel's peak-RSS counter
   (writes ``5`` to ``/proc/self/clear_refs``) and notes ``VmRSS``; the peak ``VmHWM`` after the work
   minus that is its peak extra memory; the CLI's extra above the baseline's, as a fraction of the
   checkpoint's size, is the figure of merit (target <= 1);

@@ -1828,15 +1828,13 @@ def spent_seeds(registration: Path | None = None) -> set[int]:
 
 def git_sha(root: Path | None = None) -> str | None:
     """The checkout's HEAD commit (``+dirty`` when tracked files differ from it), or None outside git."""
-    root = _ROOT if root is None else Path(root)
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode
-    except (OSError, subprocess.CalledProcessError):
+    head = _git("rev-parse", "HEAD", root=root)
+    if head is None or head.returncode != 0:
         return None
-    return sha + ("+dirty" if dirty else "")
+    dirty = _git("diff", "--quiet", "HEAD", root=root)
+    if dirty is None:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode else "")
 
 
 def register(

@@ -367,11 +367,10 @@ def fixed_point_wording(j: Mapping[str, Any], digits: int = 4) -> tuple[str, str
         return "extrapolated, not reached", where
     kind = str(j.get("fixed_point_type"))
     if j.get("underdetermined"):
-        n_c = len(j.get("couplings") or [])
-        per_row = (n_c if j.get("rank") is None else min(int(j["rank"]), n_c)) + 1
         return "undetermined", (
-            f"{j.get('n_pairs')} one-step pairs for {per_row} parameters per row: the data do not determine the "
-            "map (a fit without ridge passes through them), so it measures no fixed point (no nearness verdict)"
+            f"{j.get('n_pairs')} one-step pairs for {j.get('parameters_per_row')} parameters per row: the data "
+            "do not determine the map (a fit without ridge passes through them), so it measures no fixed point "
+            "(no nearness verdict)"
         )
     if kind == "undetermined":
         kind += f" (estimate: {j.get('fixed_point_type_estimate', '?')}; the intervals do not fix it)"

@@ -88,6 +88,8 @@ class FlowFit(Estimator):
     ``collapsed_`` (layers IMP emptied -> first empty round),
     ``rank_agreement_`` (with ``rank="auto"`` and a bootstrap: the share of resamples of the pairs whose
     automatic rank is ``rank_``; below :data:`~rganalysis.fit.auto.RANK_AGREEMENT` no interval is reported),
+    ``parameters_per_row_`` (rank or couplings, + 1) and ``underdetermined_`` (no more one-step pairs than
+    that: no fixed-point verdict),
     ``distance_`` (per round, first flow), ``near_fixed_point_``, ``depth_points_`` and ``rank_`` (the
     values used),
     ``frozen_couplings_`` (response estimator: couplings no perturbation moves, left out of the fit and of
@@ -229,7 +231,6 @@ class FlowFit(Estimator):
             self.couplings_ = [couplings] if isinstance(couplings, xr.DataArray) else list(couplings)
             if len(self.couplings_) != len(flows):
                 raise InvalidParameterError(f"{len(self.couplings_)} coupling arrays for {len(flows)} flows")
-        distinct = _distinct(self.couplings_)
         if self.estimator == "trajectory":
             self.rank_ = auto_rank(self.couplings_[0]) if self.rank == "auto" else self.rank
             est = TrajectoryEstimator(
@@ -238,7 +239,7 @@ class FlowFit(Estimator):
                 n_bootstrap=0 if fixed_by_rate else self.n_bootstrap,
                 random_state=self.random_state,
             )
-            est.fit([self.couplings_[i] for i in distinct])
+            est.fit([self.couplings_[i] for i in _distinct(self.couplings_)])
             fixed_point = est.fixed_point_
             self.rank_agreement_ = None
             if self.rank == "auto" and est.n_bootstrap > 0 and np.isfinite(est.eigenvalue_ci_).any():
@@ -298,8 +299,11 @@ class FlowFit(Estimator):
             self.fixed_point_type_ = "extrapolated"
         # no more rows than parameters per row: the map interpolates the pairs, its fixed point is not measured
         rows = getattr(est, "n_pairs_", None) if self.estimator == "trajectory" else None
-        per_row = (len(names) if self.rank_ is None else min(int(self.rank_), len(names))) + 1
-        self.underdetermined_ = rows is not None and rows <= per_row  # as many: an exact fit, no residual
+        self.parameters_per_row_ = (
+            len(names) if self.rank_ is None else min(int(self.rank_), len(names))
+        ) + 1
+        # as many rows as parameters: an exact fit, no residual
+        self.underdetermined_ = rows is not None and rows <= self.parameters_per_row_
         if self.underdetermined_ and self.fixed_point_type_ != "extrapolated":
             self.fixed_point_type_ = "undetermined"
         self.collapsed_ = {}
@@ -367,6 +371,7 @@ class FlowFit(Estimator):
             "fixed_point_extrapolated": bool(self.fixed_point_outside_),
             "underdetermined": bool(getattr(self, "underdetermined_", False)),
             "n_pairs": getattr(self.estimator_, "n_pairs_", None),
+            "parameters_per_row": self.parameters_per_row_,
             "fixed_point_outside_domain": list(self.fixed_point_outside_),
             "collapsed_layers": dict(self.collapsed_),
             "distance_to_fixed_point": [num(x) for x in self.distance_.values],
@@ -386,21 +391,13 @@ def _distinct(couplings: Sequence[xr.DataArray]) -> list[int]:
     the same pairs again: fitted jointly they would count as independent data and narrow every interval (one
     ResNet-18 flow passed 8 times got 'irrelevant' and a stable fixed point that it alone left undetermined),
     so each is fitted once, with one warning."""
-    keep: list[int] = []
+    kept: dict[int, np.ndarray] = {}
     repeats: list[tuple[int, int]] = []
     for i, k in enumerate(couplings):
         v = np.asarray(k.values)
-        twin = next(
-            (
-                j
-                for j in keep
-                if np.asarray(couplings[j].values).shape == v.shape
-                and np.array_equal(np.asarray(couplings[j].values), v, equal_nan=True)
-            ),
-            None,
-        )
+        twin = next((j for j, u in kept.items() if np.array_equal(u, v, equal_nan=True)), None)
         if twin is None:
-            keep.append(i)
+            kept[i] = v
         else:
             repeats.append((i, twin))
     if repeats:
@@ -410,7 +407,7 @@ def _distinct(couplings: Sequence[xr.DataArray]) -> list[int]:
             UserWarning,
             stacklevel=3,
         )
-    return keep
+    return list(kept)
 
 
 def format_spectrum(j: dict[str, Any], max_rows: int = 20) -> str:

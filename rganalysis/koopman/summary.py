@@ -49,19 +49,13 @@ def koopman_json(dmd: KoopmanDMD, modes: Sequence[str] | None = None) -> dict[st
 def format_koopman(j: dict[str, Any], max_rows: int = 30) -> str:
     """Readable spectrum table of a :func:`koopman_json` result."""
     feats = j.get("features")
-    where = ", ".join(
-        f"{k} {j[k]}" for k in ("subset", "scale") if j.get(k) is not None
-    )  # a bare KoopmanDMD.to_json() has no store provenance
+    # a bare KoopmanDMD.to_json() has no store provenance (tensors, subset, scale)
+    prov = [f"{j['tensors']} tensors"] if j.get("tensors") is not None else []
+    prov += [f"{k} {j[k]}" for k in ("subset", "scale") if j.get(k) is not None]
     head = (
         f"{j.get('flow') or j.get('name') or 'flow'}: {j['snapshots']} snapshots of "
         + (f"{feats:,} parameters" if feats is not None else "features")
-        + (
-            f" ({j['tensors']} tensors, {where})"
-            if j.get("tensors") is not None
-            else f" ({where})"
-            if where
-            else ""
-        )
+        + (f" ({', '.join(prov)})" if prov else "")
     )
     b = j.get("b", j.get("scale_factor"))  # koopman_json: b; a bare to_json: scale_factor
     lines = [

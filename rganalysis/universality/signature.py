@@ -24,7 +24,7 @@ from rganalysis.fit.auto import (
 )
 from rganalysis.fit.flowfit import FlowFit
 from rganalysis.universality.defaults import DEFAULT_FIXED_POINT_RIDGE
-from rganalysis.universality.units import UnitSignature, no_masks_message
+from rganalysis.universality.units import UnitSignature, require_masks
 
 __all__ = [
     "auto_rank",
@@ -369,8 +369,8 @@ def flow_signature(
 
             flow = compute_flow(pset, int(rounds), float(rate), device=device, progress=False)
             meta["flow"] = {"computed": True, "rounds": int(rounds), "rate": float(rate), "rescaling": "none"}
-        elif not pset.masked_names():
-            raise InvalidParameterError(no_masks_message(label, pset.n_rounds))
+        else:
+            require_masks(pset, label)
         K = stream_flow_couplings(flow, couplings, device=device)
         if depth_points:
             from rganalysis.fit.couplings import resample_depth

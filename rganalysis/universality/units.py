@@ -76,8 +76,7 @@ class UnitSignature:
     def from_flow(cls, pset: Any, name: str | None = None) -> UnitSignature:
         """The signature of a flow :class:`~rganalysis.store.ParameterSet` (masks read once per tensor)."""
         R = int(pset.n_rounds)
-        if R >= 2 and not pset.masked_names():
-            raise InvalidParameterError(no_masks_message(name or pset.attrs.get("name") or "model", R))
+        require_masks(pset, name or pset.attrs.get("name") or "model")
         shapes = {n: tuple(pset.info[n].shape) for n in pset.pruned_names() if len(pset.info[n].shape) >= 2}
         if not shapes:
             raise InvalidParameterError(
@@ -117,12 +116,14 @@ class UnitSignature:
         )
 
 
-def no_masks_message(name: str, rounds: int) -> str:
-    """The error of a store of several rounds without a mask in any of them (not an IMP flow)."""
-    return (
-        f"{name}: {rounds} rounds and no mask in any of them: not an IMP flow (IMP prunes: "
-        "record one with `rganalysis flow` from its first round, or ingest the masks with the weights)"
-    )
+def require_masks(pset: Any, name: str) -> None:
+    """:class:`~rganalysis.errors.InvalidParameterError` for a store of several rounds without a mask in any
+    of them: not an IMP flow."""
+    if int(pset.n_rounds) >= 2 and not pset.masked_names():
+        raise InvalidParameterError(
+            f"{name}: {pset.n_rounds} rounds and no mask in any of them: not an IMP flow (IMP prunes: "
+            "record one with `rganalysis flow` from its first round, or ingest the masks with the weights)"
+        )
 
 
 def _unit_rows(w: np.ndarray, g: UnitGroup) -> np.ndarray:
